@@ -1,0 +1,224 @@
+"""Structured-config schemas (Hydra ConfigStore).
+
+Every YAML under ``conf/`` is validated against these dataclasses: an unknown key, a wrong type or a
+value outside an enum fails at start with a message naming the key (and, for enums, the valid
+values). Config-group choices that do not exist fail with Hydra's list of available options.
+
+Kept in an importable module (never in ``__main__``): submitit pickles the task for SLURM.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+
+class BackendName(str, Enum):
+    hf = "hf"
+    vllm = "vllm"
+    openai = "openai"
+
+
+class Stage(str, Enum):
+    cell = "cell"                  # search if the condition needs it, then inference + metrics
+    search = "search"              # only the ICM searches of the cell's (model, dataset, fold)
+    data_stats = "data_stats"      # print per-dataset statistics
+    collaborative = "collaborative"  # collaborative elicitation (Section 6 of the paper)
+
+
+class Schedule(str, Enum):
+    log = "log"   # T = max(T_min, T0 / (1 + c * ln(1 + n_accepted))), c = 2 in the published code
+    exp = "exp"   # T = max(T_min, T0 * decay ** n_accepted)
+
+
+class Aggregate(str, Enum):
+    mean_log_odds = "mean_log_odds"  # the published code: mean of signed ln P(True) - ln P(False)
+    sum_logprob = "sum_logprob"      # the paper's formula: sum of ln P(y_i | others)
+
+
+class Engine(str, Enum):
+    fast = "fast"            # prefix-sharing layouts, incremental rescoring (ours)
+    reference = "reference"  # the published cost model: fixed order, full rescoring, no reuse
+
+
+class ContextPolicy(str, Enum):
+    error = "error"              # refuse prompts longer than the context, naming item and sizes
+    drop_oldest = "drop_oldest"  # drop in-context examples from the front until it fits (logged)
+
+
+class ConditionName(str, Enum):
+    zero_shot = "zero_shot"
+    zero_shot_base = "zero_shot_base"
+    random = "random"
+    icm = "icm"
+    acc_matched = "acc_matched"
+    gold = "gold"
+
+
+@dataclass
+class ModelConfig:
+    name: str = MISSING
+    """Short name used in result paths (``llama70b``)."""
+    base: str = MISSING
+    """Base checkpoint for ICM search: hub id, local folder, or ``packaged:<name>``."""
+    instruct: str = MISSING
+    """Instruct checkpoint for in-context inference (same forms as ``base``)."""
+    revision: Optional[str] = None
+    backend: BackendName = BackendName.hf
+    dtype: str = "auto"
+    """``auto``: float32 on CPU (bf16 is ~3.5x slower there), bfloat16 on GPU."""
+    device: str = "auto"
+    max_context: int = 8192
+    tensor_parallel_size: int = 1
+    gpu_memory_utilization: float = 0.9
+    batch_size: int = 8
+    trust_remote_code: bool = False
+    """Never on by default: it runs code shipped with a checkpoint."""
+    api_base: Optional[str] = None
+    """For backend=openai: the server URL (``http://host:8000/v1``). Keys come from env vars only."""
+    api_key_env: str = "OPENAI_API_KEY"
+    # -- resources a SLURM job of this model needs (read by the launcher presets) --
+    gpus: int = 0
+    cpus: int = 2
+    mem_gb: int = 16
+    time_min: int = 60
+
+
+@dataclass
+class DatasetConfig:
+    name: str = MISSING
+    """Short name used in result paths (``gqa``)."""
+    loader: str = MISSING
+    """``demo``, ``gqa``, ``oqa``, ``pt`` or ``ot``."""
+    source: str = ""
+    """The public source (hub dataset id and file, or release layout) for users with network."""
+    path: Optional[str] = None
+    """A local copy; takes precedence over downloading."""
+    personas: list[str] = field(default_factory=list)
+    """Subset of persona ids; empty means all."""
+    n_folds: int = 4
+    split_seed: int = 0
+    max_search_claims: Optional[int] = None
+    """Cap on claims per search (per persona and fold); None uses all training claims."""
+    skip_bad_rows: bool = False
+    """Skip malformed rows (with a count in the log) instead of failing on the first one."""
+    options: dict[str, Any] = field(default_factory=dict)
+    """Loader-specific flags (for GQA: ``count_nonsubstantive``; for PT: ``configs``, ``split``)."""
+
+
+@dataclass
+class ConditionConfig:
+    name: ConditionName = MISSING
+    model_role: str = "instruct"
+    """Which checkpoint answers: ``instruct`` or ``base`` (zero_shot_base)."""
+    n_perturbations: int = 1
+    """acc_matched: how many perturbed label sets are averaged (the paper: 5)."""
+    accuracy_tolerance: float = 0.005
+    max_perturbation_tries: int = 2000
+
+
+@dataclass
+class ICMConfig:
+    preset: str = MISSING
+    alpha: float = 50.0
+    num_seed: int = 8
+    max_iters: int = 3000
+    initial_temp: float = 10.0
+    final_temp: float = 0.01
+    decay: float = 0.99
+    schedule: Schedule = Schedule.log
+    log_schedule_constant: float = 2.0
+    aggregate: Aggregate = Aggregate.mean_log_odds
+    patience: int = 200
+    """Early stop: every claim labelled and no accepted change for this many iterations."""
+    restarts: int = 1
+    """Independent searches from different seeds; the highest-U assignment wins."""
+    engine: Engine = Engine.fast
+    fix_max_rounds: int = 10
+    unlabelled_weight: float = 100.0
+    """Sampling weight of unlabelled claims whose group already holds a labelled claim."""
+    checkpoint_every: int = 25
+    labels: list[str] = field(default_factory=lambda: [" True", " False"])
+    template: str = "Question: {question}\nClaim: {claim}\nI think this claim is"
+
+
+@dataclass
+class InferenceConfig:
+    n_examples: Optional[int] = None
+    """In-context examples per prompt: None = all training claims; an int takes the same subset
+    (by a seeded shuffle of question ids) for every condition."""
+    context_policy: ContextPolicy = ContextPolicy.error
+    labels: list[str] = field(default_factory=lambda: [" True", " False"])
+    system_prompt: str = MISSING
+    example_template: str = MISSING
+    query_template: str = MISSING
+    # Steered generation + judge (open-ended datasets such as OvertonBench)
+    judge_model: Optional[str] = None
+    judge_prompt: str = ""
+    max_new_tokens: int = 200
+
+
+@dataclass
+class LoggerConfig:
+    name: str = "wandb"
+    mode: str = "offline"
+    """``offline`` (default, no account; ``wandb sync`` later), ``online`` or ``disabled``."""
+    project: str = "plural_icm"
+    entity: Optional[str] = None
+    group: Optional[str] = None
+    dir: str = "${paths.output_dir}"
+
+
+@dataclass
+class PathsConfig:
+    root_dir: str = MISSING
+    output_dir: str = MISSING
+    results_dir: str = MISSING
+    searches_dir: str = MISSING
+    cache_dir: str = MISSING
+    data_dir: Optional[str] = None
+
+
+@dataclass
+class CollaborativeConfig:
+    k_per_fold: int = 1
+    rounds: int = 1
+    selection: list[str] = field(default_factory=lambda: ["confidence", "random", "active"])
+    answers_file: Optional[str] = None
+    """A file of human answers (question id -> option) read back on the next run; when absent the
+    gold label answers (simulated human)."""
+
+
+@dataclass
+class Config:
+    model: ModelConfig = MISSING
+    dataset: DatasetConfig = MISSING
+    condition: ConditionConfig = MISSING
+    icm: ICMConfig = MISSING
+    inference: InferenceConfig = MISSING
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    collaborative: CollaborativeConfig = field(default_factory=CollaborativeConfig)
+    stage: Stage = Stage.cell
+    fold: int = 0
+    seed: int = 0
+    run_tag: str = "main"
+    """Extra result-path component: change it to keep results of different settings apart."""
+    force: bool = False
+    """Recompute a cell even if its results are complete (the old results are moved aside)."""
+    progress: bool = True
+
+
+def register_configs() -> None:
+    cs = ConfigStore.instance()
+    cs.store(name="config_schema", node=Config)
+    cs.store(group="model", name="model_schema", node=ModelConfig)
+    cs.store(group="dataset", name="dataset_schema", node=DatasetConfig)
+    cs.store(group="condition", name="condition_schema", node=ConditionConfig)
+    cs.store(group="icm", name="icm_schema", node=ICMConfig)
+    cs.store(group="inference", name="inference_schema", node=InferenceConfig)
+    cs.store(group="logger", name="logger_schema", node=LoggerConfig)

@@ -1,0 +1,39 @@
+"""Where results live. Directories are named from the choices, never from timestamps, so a
+relaunch finds finished cells and skips them, and never overwrites them.
+
+    <output_dir>/results/<run_tag>/<model>/<dataset>/<condition>/n<n_examples|all>/fold<k>/seed<s>/
+        config.yaml         resolved config of the cell (plus Hydra choices)
+        predictions.jsonl   one row per test claim (see plural_icm.inference)
+        metrics.json        {"overall": {...}, "per_persona": {persona: {...}}, "meta": {...}}
+        examples.jsonl      the in-context example labels used, per persona
+        COMPLETE.json       written last: fingerprint, wall time; a cell is complete iff present
+
+    <output_dir>/searches/<model>/<dataset>/fold<k>/<persona>/<search_hash>/
+        spec.json           everything that determines the search (content-addressed by its hash)
+        checkpoint.json     latest resumable state (atomic)
+        trajectory.jsonl    one row per iteration
+        labels.jsonl        final labels with per-label confidence
+        summary.json        U, P, I, iterations, time, label accuracy vs gold
+        COMPLETE.json       written last
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+COMPLETE = "COMPLETE.json"
+
+
+def cell_dir(results_dir: str | Path, run_tag: str, model: str, dataset: str, condition: str,
+             n_examples: int | None, fold: int, seed: int) -> Path:
+    n = "all" if n_examples is None else str(n_examples)
+    return Path(results_dir) / run_tag / model / dataset / condition / f"n{n}" / f"fold{fold}" / f"seed{seed}"
+
+
+def search_dir(searches_dir: str | Path, model: str, dataset: str, fold: int, persona: str,
+               search_hash: str) -> Path:
+    return Path(searches_dir) / model / dataset / f"fold{fold}" / persona / search_hash
+
+
+def is_complete(path: str | Path) -> bool:
+    return (Path(path) / COMPLETE).is_file()
