@@ -214,6 +214,13 @@ class Config:
 
 
 def register_configs() -> None:
+    import os
+
+    from omegaconf import OmegaConf
+
+    # ${cwd:} resolves where it is read (unlike ${hydra:runtime.cwd}, which is unset while Hydra
+    # builds a multirun's launcher).
+    OmegaConf.register_new_resolver("cwd", os.getcwd, replace=True)
     cs = ConfigStore.instance()
     cs.store(name="config_schema", node=Config)
     cs.store(group="model", name="model_schema", node=ModelConfig)

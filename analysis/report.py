@@ -1,0 +1,263 @@
+"""Build the analysis report from a result tree.
+
+    python -m analysis.report <outputs_dir> [--out DIR] [--run-tag TAG]
+
+Writes ``report.md`` (and ``report.html``), PNG figures and CSV tables into ``--out`` (default
+``<outputs_dir>/report/``) and prints the list of files written. Works on a partial grid: missing
+cells are "—" in tables and absent bars in figures, never 0. The paper's numbers are for
+Llama-3.1-70B; they are shown beside every model's rows, the differences are meaningful only for
+``llama70b``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import html
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from analysis import figures, load, tables
+from analysis import paper_numbers as paper
+
+
+def build_report(outputs: str | Path, out: str | Path | None = None,
+                 run_tag: str | None = None) -> list[Path]:
+    """Write the report; returns the files written."""
+    outputs = Path(outputs)
+    out = Path(out) if out is not None else outputs / "report"
+    out.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+
+    all_cells = load.load_cells(outputs, include_incomplete=True)
+    cells = all_cells[all_cells.complete] if not all_cells.empty else all_cells
+    tag = tables.choose_run_tag(cells, run_tag)
+    other_tags = sorted(set(cells.run_tag) - {tag}) if not cells.empty else []
+    cells_tag = cells[cells.run_tag == tag] if not cells.empty else cells
+    n_main = tables.main_n(cells_tag)
+    folds_all = tables.fold_scores(cells_tag)
+    folds = folds_all[folds_all.n.astype(str) == n_main] if n_main else folds_all
+
+    per_persona = load.load_per_persona(outputs)
+    if not per_persona.empty:
+        per_persona = per_persona[per_persona.run_tag == tag]
+    searches = load.load_searches(outputs)
+    traj = load.load_trajectories(outputs)
+    collab = load.load_collaborative(outputs)
+    main_cells = cells_tag[cells_tag.n.astype(str) == n_main] if n_main else cells_tag
+    preds = load.load_predictions(outputs, main_cells) if len(main_cells) else pd.DataFrame()
+
+    means = tables.condition_means(folds) if not folds.empty else pd.DataFrame()
+    qcorr = tables.question_correctness(preds)
+    sig = tables.significance_table(folds, qcorr) if not folds.empty else pd.DataFrame()
+    headline = tables.headline_table(means, sig) if not means.empty else pd.DataFrame()
+    per_fold = tables.per_fold_table(folds, sig)
+    label_acc = tables.label_accuracy_table(searches, per_persona)
+    pp_table = tables.per_persona_table(per_persona, n_main)
+    ece = tables.ece_table(tables.condition_means(folds, "ece")) if not folds.empty else pd.DataFrame()
+    stab = (tables.simple_metric_table(tables.condition_means(folds, "stable_fraction"),
+                                       "stable_fraction", 100.0)
+            if not folds.empty else pd.DataFrame())
+    eff = tables.sample_efficiency_table(folds_all)
+    collab_t = tables.collaborative_table(collab)
+
+    ratios = pd.concat([tables.paired_on_common_folds(folds, c, "gold")
+                        for c in tables.sort_conditions(folds.condition)], ignore_index=True) \
+        if not folds.empty and "gold" in set(folds.condition) else pd.DataFrame()
+    diffs = pd.concat([tables.paired_on_common_folds(folds, c, "zero_shot") for c in ("icm", "gold")],
+                      ignore_index=True) \
+        if not folds.empty and "zero_shot" in set(folds.condition) else pd.DataFrame()
+
+    # ---- CSVs ----
+    csvs = {"cells.csv": all_cells.drop(columns=["path"], errors="ignore"),
+            "fold_scores.csv": folds_all, "headline.csv": headline,
+            "table6_per_fold.csv": per_fold, "table4_label_accuracy.csv": label_acc,
+            "table7_8_per_persona.csv": pp_table, "table9_ece.csv": ece,
+            "fig6_stability.csv": stab, "fig7_sample_efficiency.csv": eff,
+            "table1_collaborative.csv": collab_t, "significance.csv": sig,
+            "fig1_percent_of_gold.csv": ratios, "fig3_improvement.csv": diffs,
+            "searches.csv": searches.drop(columns=["path"], errors="ignore")}
+    for name, df in csvs.items():
+        p = out / name
+        (df if df is not None else pd.DataFrame()).to_csv(p, index=False)
+        written.append(p)
+
+    # ---- figures ----
+    figs: dict[str, Path | None] = {
+        "fig1": figures.fig1_percent_of_gold(ratios, out / "fig1_percent_of_gold.png"),
+        "fig2": figures.fig2_dataset_condition(folds, out / "fig2_dataset_condition.png"),
+        "fig3": figures.fig3_improvement(diffs, out / "fig3_improvement_over_zero_shot.png"),
+        "fig5": figures.fig5_per_persona(pp_table, out / "fig5_per_persona.png"),
+        "fig6": figures.fig6_stability(stab, out / "fig6_stability.png"),
+        "fig7": figures.fig7_sample_efficiency(eff, out / "fig7_sample_efficiency.png"),
+        "fig8": figures.fig8_absolute(means, out / "fig8_absolute_scores.png"),
+        "traj": figures.fig_trajectories(traj, out / "search_trajectories.png"),
+    }
+    written += [p for p in figs.values() if p is not None]
+
+    # ---- Markdown ----
+    md = _markdown(outputs, tag, other_tags, n_main, all_cells, folds, headline, per_fold,
+                   label_acc, pp_table, ece, stab, eff, collab_t, sig, figs)
+    (out / "report.md").write_text(md, encoding="utf-8")
+    written.append(out / "report.md")
+    (out / "report.html").write_text(_html(md), encoding="utf-8")
+    written.append(out / "report.html")
+    return written
+
+
+def _img(figs: dict, key: str, caption: str) -> str:
+    p = figs.get(key)
+    if p is None:
+        return f"_{caption}: no data for this figure._\n\n"
+    return f"![{caption}]({p.name})\n\n"
+
+
+def _grid_status(all_cells: pd.DataFrame, tag: str | None, n_main: str | None) -> str:
+    if all_cells.empty:
+        return "No cells found under `results/`.\n"
+    c = all_cells[(all_cells.run_tag == tag)]
+    if n_main:
+        c = c[c.n.astype(str) == n_main]
+    models, datasets = sorted(c.model.unique()), sorted(c.dataset.unique())
+    conds = tables.sort_conditions(c.condition)
+    folds_per_ds = c.groupby("dataset").fold.max().to_dict()
+    expected = sum(len(models) * len(conds) * (int(folds_per_ds[d]) + 1) for d in datasets)
+    done = c[c.complete].groupby(["model", "dataset", "condition", "fold"]).ngroups
+    lines = [f"Models: {', '.join(models)}; datasets: {', '.join(datasets)}; conditions: "
+             f"{', '.join(conds)}.",
+             f"Complete (model, dataset, condition, fold) cells: **{done}** of {expected} "
+             f"in the grid spanned by what exists ({int((~c.complete).sum())} incomplete "
+             "cell directories are ignored)."]
+    missing = []
+    for m in models:
+        for d in datasets:
+            for cond in conds:
+                for f in range(int(folds_per_ds[d]) + 1):
+                    hit = c[(c.model == m) & (c.dataset == d) & (c.condition == cond)
+                            & (c.fold == f) & c.complete]
+                    if hit.empty:
+                        missing.append(f"{m}/{d}/{cond}/fold{f}")
+    if missing:
+        shown = ", ".join(f"`{x}`" for x in missing[:30])
+        lines.append(f"Missing: {shown}" + (f" … and {len(missing) - 30} more" if len(missing) > 30
+                                             else "") + ".")
+    return "\n\n".join(lines) + "\n"
+
+
+def _markdown(outputs, tag, other_tags, n_main, all_cells, folds, headline, per_fold, label_acc,
+              pp_table, ece, stab, eff, collab_t, sig, figs) -> str:
+    P = paper.PAPER_MODEL
+    s = [f"# Reproduction report: Coherence Maximization Improves Pluralistic Alignment\n",
+         f"Results read from `{Path(outputs).resolve()}` (run tag `{tag}`, in-context examples "
+         f"n = `{n_main}`)." + (f" Other run tags present, not in this report: "
+                                f"{', '.join(other_tags)} (use `--run-tag`)." if other_tags else "")
+         + "\n",
+         "**Conventions.** Scores are accuracy in % (GQA, OQA, PT, demo) or the OvertonBench "
+         "representation score (1–5). Seeds are averaged per fold; a condition's score is the "
+         "unweighted mean over folds (as the paper's Table 6 'Avg'); SE is over folds (or the "
+         "binomial SE of a single fold). `—` is a missing value (a cell that was not run or "
+         "a metric that was not computed), never zero. "
+         f"**Paper columns are the published numbers for {P}**; `diff` = ours − paper and is "
+         f"comparable only for our `{paper.PAPER_MODEL_KEY}` rows. Paper fold F1..F4 = our "
+         "fold0..fold3.\n",
+         "**Significance.** `p_icm_vs_this_mcnemar`: exact McNemar test (two-sided binomial on "
+         "discordant pairs) of ICM against the row's condition, over paired questions (same "
+         "persona, question, fold, seed; a question is correct when its highest-P(True) option "
+         "is the gold option), pooled over personas and folds. `p_icm_vs_this_t_folds`: paired "
+         "t-test over folds (k − 1 degrees of freedom, low power with 4 folds).\n",
+         "## Grid status\n", _grid_status(all_cells, tag, n_main),
+         "## Headline scores (Section 5.1)\n",
+         "Paper: Section 5.1 headline values; for GQA conditions without a headline value, the "
+         "Table 6 average.\n",
+         tables.to_markdown(headline),
+         "## Figures 1–3, 8\n",
+         _img(figs, "fig1", "Figure 1: score as % of gold"),
+         "Ratios and differences are computed on the folds both conditions have.\n\n",
+         _img(figs, "fig2", "Figure 2: per dataset and condition"),
+         _img(figs, "fig3", "Figure 3: improvement over zero-shot"),
+         _img(figs, "fig8", "Figure 8: absolute scores"),
+         "## Table 6: accuracy per fold\n",
+         f"Paper columns: GQA, {P}.\n", tables.to_markdown(per_fold),
+         "## Significance tests between conditions\n",
+         "A = first condition, B = second; `A_only`/`B_only` = questions only A/only B got right.\n",
+         tables.to_markdown(sig, digits={"mean_A": 4, "mean_B": 4}),
+         "## Table 4: ICM label accuracy per persona (%)\n",
+         f"Mean over folds of the searches' label accuracy against gold. Paper: {P}.\n",
+         tables.to_markdown(label_acc),
+         "## Tables 7, 8 / Figure 5: per-persona scores\n",
+         f"Paper: PT accuracy (Table 7) and OT representation score (Table 8), zero-shot and "
+         f"ICM, {P}.\n", tables.to_markdown(pp_table),
+         _img(figs, "fig5", "Figure 5: per-persona scores"),
+         "## Table 9: expected calibration error (15 bins)\n",
+         f"Paper: GQA and OQA, {P}.\n", tables.to_markdown(ece, digits=4),
+         "## Figure 6: stability (%)\n",
+         "Share of two-option questions where exactly one option is judged True (P(True) > 0.5). "
+         "No published numbers in our notes.\n",
+         tables.to_markdown(stab), _img(figs, "fig6", "Figure 6: stability"),
+         "## Figure 7: sample efficiency\n",
+         "Score vs number of in-context examples (`n` from the result path; for `all`, the "
+         "cells' reported number of examples).\n",
+         tables.to_markdown(eff), _img(figs, "fig7", "Figure 7: sample efficiency"),
+         "## Table 1: collaborative elicitation\n",
+         f"Paper: GQA, k = 4 human labels (one per fold), {P}.\n",
+         tables.to_markdown(collab_t, digits=2),
+         "## ICM search trajectories\n", _img(figs, "traj", "Search trajectories"),
+         ]
+    return "\n".join(s)
+
+
+def _html(md: str) -> str:
+    """Minimal HTML view of the Markdown (tables and images), no extra dependency."""
+    out, in_table = [], False
+    for line in md.splitlines():
+        if line.startswith("|"):
+            cells = [c.strip() for c in line.strip("|").split("|")]
+            if all(set(c) <= {"-"} and c for c in cells):
+                continue
+            if not in_table:
+                out.append("<table border=1 cellspacing=0 cellpadding=3>")
+                in_table, tag = True, "th"
+            else:
+                tag = "td"
+            out.append("<tr>" + "".join(f"<{tag}>{html.escape(c)}</{tag}>" for c in cells) + "</tr>")
+            continue
+        if in_table:
+            out.append("</table>")
+            in_table = False
+        if line.startswith("!["):
+            src = line[line.index("(") + 1:line.rindex(")")]
+            out.append(f'<p><img src="{html.escape(src)}" style="max-width:100%"></p>')
+        elif line.startswith("## "):
+            out.append(f"<h2>{html.escape(line[3:])}</h2>")
+        elif line.startswith("# "):
+            out.append(f"<h1>{html.escape(line[2:])}</h1>")
+        elif line.strip():
+            out.append(f"<p>{html.escape(line)}</p>")
+    if in_table:
+        out.append("</table>")
+    return ("<!doctype html><html><head><meta charset='utf-8'><title>Report</title></head>"
+            "<body style='font-family:sans-serif'>" + "\n".join(out) + "</body></html>\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m analysis.report", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("outputs", help="the outputs directory (holds results/, searches/, ...)")
+    ap.add_argument("--out", default=None, help="report directory (default <outputs>/report)")
+    ap.add_argument("--run-tag", default=None, help="run tag to report (default: main, else the "
+                                                    "first found)")
+    args = ap.parse_args(argv)
+    if not Path(args.outputs).is_dir():
+        print(f"error: {args.outputs} is not a directory", file=sys.stderr)
+        return 2
+    written = build_report(args.outputs, args.out, args.run_tag)
+    out_dir = written[-1].parent if written else None
+    print(f"Report written to {out_dir}:")
+    for p in written:
+        print(f"  {p}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

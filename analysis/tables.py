@@ -1,0 +1,463 @@
+"""Tables of the report, each beside the paper's published values where they exist.
+
+Conventions (stated in the report too):
+
+* A *cell* is (model, dataset, condition, n, fold, seed). Seeds are averaged first, giving one
+  score per fold; a condition's score is the **unweighted mean over folds** (as in the paper's
+  Table 6 "Avg"), its SE the standard error over folds (sd/sqrt(k), k >= 2) or, with a single
+  fold, the cell's own binomial SE (``accuracy_se``).
+* Accuracies are shown in percent; the OvertonBench representation score on its 1-5 scale.
+* Missing cells are NaN (shown as "—"), never 0. ``n_folds`` says how many folds a mean covers.
+* Paper numbers are for Llama-3.1-70B (``analysis.paper_numbers``); the difference column is
+  ours minus the paper, for every model, but only comparable for ``llama70b``.
+* Significance: exact McNemar test on paired per-question correctness (pairs = same persona,
+  question group, fold and seed in both conditions; question correct iff the option with the
+  highest P(True) is the gold option), and a paired t-test over folds on the fold scores.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+
+from analysis import paper_numbers as paper
+
+GROUP = ["run_tag", "model", "dataset", "condition", "n"]
+
+# -- significance: prefer the project's implementation, fall back to scipy directly -----------
+try:  # pragma: no cover - exercised when the metrics package is present
+    from plural_icm.metrics.significance import mcnemar_exact as _mcnemar_exact
+    from plural_icm.metrics.significance import paired_t_test as _paired_t_test
+
+    def mcnemar_p(a: Sequence[bool], b: Sequence[bool]) -> tuple[int, int, int, float]:
+        r = _mcnemar_exact(a, b)
+        return r.a_only, r.b_only, r.n, r.p_value
+
+    def paired_t_p(a: Sequence[float], b: Sequence[float]) -> float:
+        p = _paired_t_test(a, b)
+        return np.nan if p is None else float(p)
+except ImportError:  # pragma: no cover
+    from scipy import stats
+
+    def mcnemar_p(a, b):
+        a, b = np.asarray(a, bool), np.asarray(b, bool)
+        ao, bo = int((a & ~b).sum()), int((~a & b).sum())
+        p = 1.0 if ao + bo == 0 else float(stats.binomtest(ao, ao + bo, 0.5).pvalue)
+        return ao, bo, int(a.size), p
+
+    def paired_t_p(a, b):
+        a, b = np.asarray(a, float), np.asarray(b, float)
+        if a.size < 2:
+            return np.nan
+        d = a - b
+        if np.allclose(d, d[0], atol=1e-12):
+            return 1.0 if abs(d[0]) <= 1e-12 else 0.0
+        return float(stats.ttest_rel(a, b).pvalue)
+
+
+def is_accuracy(dataset: str) -> bool:
+    return paper.score_metric(dataset) == "accuracy"
+
+
+def display_scale(dataset: str) -> float:
+    """Multiply a score by this for display: 100 for accuracies (percent), 1 for OT."""
+    return 100.0 if is_accuracy(dataset) else 1.0
+
+
+def unit(dataset: str) -> str:
+    return "%" if is_accuracy(dataset) else "score (1-5)"
+
+
+def condition_sort_key(c: str) -> tuple[int, str]:
+    order = paper.CONDITION_ORDER
+    return (order.index(c) if c in order else len(order), c)
+
+
+def sort_conditions(conds: Iterable[str]) -> list[str]:
+    return sorted(set(conds), key=condition_sort_key)
+
+
+# ---------------------------------------------------------------------------------------------
+# selection and aggregation
+# ---------------------------------------------------------------------------------------------
+
+def choose_run_tag(cells: pd.DataFrame, run_tag: str | None = None) -> str | None:
+    if cells.empty:
+        return run_tag
+    if run_tag is not None:
+        return run_tag
+    tags = sorted(cells["run_tag"].unique())
+    return "main" if "main" in tags else tags[0]
+
+
+def main_n(cells: pd.DataFrame) -> str | None:
+    """The n of the main comparison: ``all`` when present, else the largest numeric n."""
+    if cells.empty:
+        return None
+    ns = set(cells["n"].astype(str))
+    if "all" in ns:
+        return "all"
+    return str(max(int(n) for n in ns))
+
+
+def fold_scores(cells: pd.DataFrame) -> pd.DataFrame:
+    """Mean over seeds: one row per (run_tag, model, dataset, condition, n, fold)."""
+    if cells.empty:
+        return cells.assign(n_seeds=[])
+    num = [c for c in ["score", "accuracy", "accuracy_se", "ece", "stable_fraction", "js_distance",
+                       "representation_score", "icm_label_accuracy", "coherence",
+                       "claim_accuracy", "n_examples", "n_questions"] if c in cells.columns]
+    g = cells.groupby(GROUP + ["fold"], sort=True)
+    out = g[num].mean()
+    out["n_seeds"] = g.size()
+    return out.reset_index()
+
+
+def condition_means(folds: pd.DataFrame, metric: str = "score") -> pd.DataFrame:
+    """Mean over folds and its SE per (run_tag, model, dataset, condition, n)."""
+    rows = []
+    for key, g in folds.groupby(GROUP, sort=True):
+        vals = g[metric].dropna()
+        k = int(vals.size)
+        mean = float(vals.mean()) if k else np.nan
+        if k >= 2:
+            se, se_source = float(vals.std(ddof=1) / math.sqrt(k)), "folds"
+        elif k == 1 and metric == "score" and "accuracy_se" in g and g["accuracy_se"].notna().any():
+            se, se_source = float(g.loc[vals.index, "accuracy_se"].iloc[0]), "binomial"
+        else:
+            se, se_source = np.nan, ""
+        rows.append({**dict(zip(GROUP, key)), metric: mean, "se": se, "se_source": se_source,
+                     "n_folds": k, "folds": ",".join(str(f) for f in sorted(g.loc[vals.index, "fold"]))})
+    return pd.DataFrame(rows, columns=GROUP + [metric, "se", "se_source", "n_folds", "folds"])
+
+
+def paired_on_common_folds(folds: pd.DataFrame, cond: str, ref: str) -> pd.DataFrame:
+    """Per (model, dataset): mean score of ``cond`` and of ``ref`` over the folds both have (so a
+    missing fold of one condition does not bias a ratio or a difference)."""
+    rows = []
+    for (rt, m, d, n), g in folds.groupby(["run_tag", "model", "dataset", "n"], sort=True):
+        a = g[g.condition == cond].set_index("fold")["score"].dropna()
+        b = g[g.condition == ref].set_index("fold")["score"].dropna()
+        common = sorted(set(a.index) & set(b.index))
+        if not common:
+            continue
+        da, db = a.loc[common], b.loc[common]
+        diffs = (da - db).to_numpy()
+        rows.append({"run_tag": rt, "model": m, "dataset": d, "n": n, "condition": cond,
+                     "reference": ref, "score": float(da.mean()), "ref_score": float(db.mean()),
+                     "diff": float(diffs.mean()),
+                     "diff_se": float(np.std(diffs, ddof=1) / math.sqrt(len(diffs)))
+                     if len(diffs) >= 2 else np.nan,
+                     "ratio": float(da.mean() / db.mean()) if db.mean() else np.nan,
+                     "n_folds": len(common)})
+    return pd.DataFrame(rows, columns=["run_tag", "model", "dataset", "n", "condition",
+                                       "reference", "score", "ref_score", "diff", "diff_se",
+                                       "ratio", "n_folds"])
+
+
+# ---------------------------------------------------------------------------------------------
+# significance
+# ---------------------------------------------------------------------------------------------
+
+def question_correctness(preds: pd.DataFrame) -> pd.DataFrame:
+    """Per (model, dataset, condition, n, fold, seed, persona, group): ``correct`` (bool or NaN).
+
+    Uses ``plural_icm.metrics.classification.question_predictions`` when available (the same
+    decision rule as the pipeline's accuracy), else the same rule inline."""
+    if preds.empty:
+        return pd.DataFrame(columns=GROUP + ["fold", "seed", "persona_id", "group_id", "correct"])
+    if "p_true" not in preds.columns:
+        lt, lf = preds["logp_true"].astype(float), preds["logp_false"].astype(float)
+        preds = preds.assign(p_true=1.0 / (1.0 + np.exp(lf - lt)))
+    if "group_id" not in preds.columns:
+        preds = preds.assign(group_id=preds["question_id"])
+    keys = GROUP + ["fold", "seed"]
+    try:
+        from plural_icm.metrics.classification import question_predictions
+    except ImportError:  # pragma: no cover
+        question_predictions = None
+    frames = []
+    for key, g in preds.groupby(keys, sort=True):
+        if question_predictions is not None:
+            q = question_predictions(g.drop(columns=["fold"], errors="ignore"))
+            q = q[["persona_id", "group_id", "correct"]].copy()
+        else:  # pragma: no cover
+            rows = []
+            for (p, gid), gg in g.groupby(["persona_id", "group_id"]):
+                gg = gg.sort_values("option_index")
+                gold = gg["gold"].fillna(False).astype(bool).to_numpy()
+                best = int(np.argmax(gg["p_true"].to_numpy()))
+                rows.append({"persona_id": p, "group_id": gid,
+                             "correct": bool(gold[best]) if gold.sum() == 1 else None})
+            q = pd.DataFrame(rows)
+        for k, v in zip(keys, key):
+            q[k] = v
+        frames.append(q)
+    return pd.concat(frames, ignore_index=True)
+
+
+#: Condition pairs tested (A, B): ICM against every other, and gold against zero-shot.
+DEFAULT_PAIRS = [("icm", "zero_shot"), ("icm", "zero_shot_base"), ("icm", "random"),
+                 ("icm", "acc_matched"), ("icm", "gold"), ("gold", "zero_shot")]
+
+
+def significance_table(folds: pd.DataFrame, qcorrect: pd.DataFrame,
+                       pairs: Sequence[tuple[str, str]] = DEFAULT_PAIRS) -> pd.DataFrame:
+    """Per (model, dataset, A, B): McNemar exact over paired questions and paired t over folds."""
+    rows = []
+    for (rt, m, d, n), g in folds.groupby(["run_tag", "model", "dataset", "n"], sort=True):
+        for a, b in pairs:
+            fa = g[g.condition == a].set_index("fold")["score"].dropna()
+            fb = g[g.condition == b].set_index("fold")["score"].dropna()
+            common = sorted(set(fa.index) & set(fb.index))
+            if not common:
+                continue
+            row = {"run_tag": rt, "model": m, "dataset": d, "n": n, "A": a, "B": b,
+                   "mean_A": float(fa.loc[common].mean()), "mean_B": float(fb.loc[common].mean()),
+                   "n_folds": len(common),
+                   "p_t_folds": paired_t_p(fa.loc[common].to_numpy(), fb.loc[common].to_numpy()),
+                   "n_questions": 0, "A_only": np.nan, "B_only": np.nan, "p_mcnemar": np.nan}
+            if not qcorrect.empty:
+                sel = (qcorrect.run_tag == rt) & (qcorrect.model == m) & (qcorrect.dataset == d) \
+                    & (qcorrect.n == n)
+                qa = qcorrect[sel & (qcorrect.condition == a)]
+                qb = qcorrect[sel & (qcorrect.condition == b)]
+                k = ["fold", "seed", "persona_id", "group_id"]
+                mm = qa[k + ["correct"]].merge(qb[k + ["correct"]], on=k, suffixes=("_a", "_b"))
+                mm = mm[mm.correct_a.notna() & mm.correct_b.notna()]
+                if len(mm):
+                    ao, bo, nn, p = mcnemar_p(mm.correct_a.astype(bool).to_numpy(),
+                                              mm.correct_b.astype(bool).to_numpy())
+                    row.update({"n_questions": nn, "A_only": ao, "B_only": bo, "p_mcnemar": p})
+            rows.append(row)
+    return pd.DataFrame(rows, columns=["run_tag", "model", "dataset", "n", "A", "B", "mean_A",
+                                       "mean_B", "n_folds", "p_t_folds", "n_questions", "A_only",
+                                       "B_only", "p_mcnemar"])
+
+
+# ---------------------------------------------------------------------------------------------
+# the report's tables
+# ---------------------------------------------------------------------------------------------
+
+def headline_table(means: pd.DataFrame, sig: pd.DataFrame) -> pd.DataFrame:
+    """Per (model, dataset, condition): our mean score (display units), SE, folds, paper value
+    (Section 5.1 headline or Table 6 average), difference, and p-values of ICM vs the condition."""
+    rows = []
+    for _, r in means.iterrows():
+        s = display_scale(r.dataset)
+        pv = paper.headline(r.dataset, r.condition)
+        if pv is None and r.dataset == "gqa" and r.condition in paper.TABLE6_GQA:
+            pv = paper.TABLE6_GQA[r.condition][1]
+        row = {"model": r.model, "dataset": r.dataset, "condition": r.condition, "n": r.n,
+               "unit": unit(r.dataset), "ours": r.score * s, "se": r.se * s,
+               "n_folds": r.n_folds, "paper": np.nan if pv is None else pv * s}
+        row["diff"] = row["ours"] - row["paper"]
+        p_mc = p_t = np.nan
+        if not sig.empty and r.condition != "icm":
+            hit = sig[(sig.model == r.model) & (sig.dataset == r.dataset) & (sig.n == r.n)
+                      & (sig.A == "icm") & (sig.B == r.condition)]
+            if len(hit):
+                p_mc, p_t = hit.p_mcnemar.iloc[0], hit.p_t_folds.iloc[0]
+        row["p_icm_vs_this_mcnemar"] = p_mc
+        row["p_icm_vs_this_t_folds"] = p_t
+        rows.append(row)
+    df = pd.DataFrame(rows, columns=["model", "dataset", "condition", "n", "unit", "ours", "se",
+                                     "n_folds", "paper", "diff", "p_icm_vs_this_mcnemar",
+                                     "p_icm_vs_this_t_folds"])
+    return _sort(df)
+
+
+def _sort(df: pd.DataFrame) -> pd.DataFrame:
+    if df.empty or "condition" not in df.columns:
+        return df.reset_index(drop=True)
+    key = df["condition"].map(lambda c: condition_sort_key(c)[0])
+    by = [c for c in ["model", "dataset"] if c in df.columns]
+    return df.assign(_k=key).sort_values(by + ["_k", "condition"]).drop(columns="_k") \
+        .reset_index(drop=True)
+
+
+def per_fold_table(folds: pd.DataFrame, sig: pd.DataFrame) -> pd.DataFrame:
+    """Table 6: score per fold (F1 = fold0 ...) and average, beside the paper's GQA rows."""
+    if folds.empty:
+        return pd.DataFrame()
+    max_fold = int(folds.fold.max())
+    cols = [f"F{k + 1}" for k in range(max_fold + 1)]
+    rows = []
+    for (m, d, c, n), g in folds.groupby(["model", "dataset", "condition", "n"], sort=True):
+        s = display_scale(d)
+        row = {"model": m, "dataset": d, "condition": c, "n": n}
+        for k in range(max_fold + 1):
+            v = g.loc[g.fold == k, "score"]
+            row[f"F{k + 1}"] = float(v.iloc[0]) * s if len(v) and pd.notna(v.iloc[0]) else np.nan
+        vals = [row[x] for x in cols if pd.notna(row[x])]
+        row["Avg"] = float(np.mean(vals)) if vals else np.nan
+        row["n_folds"] = len(vals)
+        pub = paper.TABLE6_GQA.get(c) if d == "gqa" else None
+        for k in range(4):
+            row[f"paper_F{k + 1}"] = pub[0][k] * s if pub else np.nan
+        row["paper_Avg"] = pub[1] * s if pub else np.nan
+        row["diff_Avg"] = row["Avg"] - row["paper_Avg"]
+        p = np.nan
+        if not sig.empty and c != "icm":
+            hit = sig[(sig.model == m) & (sig.dataset == d) & (sig.n == n) & (sig.A == "icm")
+                      & (sig.B == c)]
+            if len(hit):
+                p = hit.p_t_folds.iloc[0]
+        row["p_icm_vs_this_t_folds"] = p
+        rows.append(row)
+    return _sort(pd.DataFrame(rows))
+
+
+def label_accuracy_table(searches: pd.DataFrame, per_persona: pd.DataFrame) -> pd.DataFrame:
+    """Table 4: ICM label accuracy per persona (%), mean over folds, beside the paper's.
+
+    Source: search ``summary.json`` files (complete searches; several hashes of one fold and
+    persona are averaged); when there are none, ``icm_label_accuracy`` of the icm cells."""
+    src = "searches"
+    if not searches.empty and searches.label_accuracy.notna().any():
+        s = searches[searches.complete] if searches.complete.any() else searches
+        g = s.groupby(["model", "dataset", "persona", "fold"]).label_accuracy.mean().reset_index()
+    elif not per_persona.empty:
+        src = "icm cells"
+        pp = per_persona[per_persona.condition == "icm"].rename(columns={"persona_id": "persona"})
+        g = pp.groupby(["model", "dataset", "persona", "fold"]).icm_label_accuracy.mean() \
+            .rename("label_accuracy").reset_index()
+    else:
+        return pd.DataFrame(columns=["model", "dataset", "persona", "label_accuracy", "n_folds",
+                                     "paper", "diff", "source"])
+    rows = []
+    for (m, d, p), gg in g.groupby(["model", "dataset", "persona"], sort=True):
+        vals = gg.label_accuracy.dropna()
+        ours = float(vals.mean()) * 100 if len(vals) else np.nan
+        pub = paper.TABLE4_LABEL_ACCURACY.get(d, {}).get(p)
+        rows.append({"model": m, "dataset": d, "persona": p, "label_accuracy": ours,
+                     "n_folds": int(vals.size), "paper": np.nan if pub is None else pub * 100,
+                     "diff": ours - (pub * 100) if pub is not None else np.nan, "source": src})
+    return pd.DataFrame(rows)
+
+
+def per_persona_table(per_persona: pd.DataFrame, n: str | None) -> pd.DataFrame:
+    """Tables 7/8: per (model, dataset, persona) the mean-over-folds score of every condition,
+    beside the paper's zero-shot and ICM values (PT accuracy, OT representation score)."""
+    if per_persona.empty:
+        return pd.DataFrame()
+    pp = per_persona if n is None else per_persona[per_persona.n.astype(str) == n]
+    f = pp.groupby(["model", "dataset", "condition", "persona_id", "fold"]).score.mean().reset_index()
+    conds = sort_conditions(f.condition)
+    rows = []
+    for (m, d, p), g in f.groupby(["model", "dataset", "persona_id"], sort=True):
+        s = display_scale(d)
+        row = {"model": m, "dataset": d, "persona": p, "unit": unit(d)}
+        for c in conds:
+            v = g.loc[g.condition == c, "score"].dropna()
+            row[c] = float(v.mean()) * s if len(v) else np.nan
+        pub = paper.TABLE7_8_PER_PERSONA.get(d, {}).get(p, {})
+        for c in ("zero_shot", "icm"):
+            row[f"paper_{c}"] = pub[c] * s if c in pub else np.nan
+            row[f"diff_{c}"] = row.get(c, np.nan) - row[f"paper_{c}"]
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def ece_table(means_ece: pd.DataFrame) -> pd.DataFrame:
+    """Table 9: ECE per (model, dataset, condition) beside the paper's (GQA/OQA, 15 bins)."""
+    rows = []
+    for _, r in means_ece.iterrows():
+        pub = paper.TABLE9_ECE.get(r.dataset, {}).get(r.condition)
+        rows.append({"model": r.model, "dataset": r.dataset, "condition": r.condition, "n": r.n,
+                     "ece": r.ece, "se": r.se, "n_folds": r.n_folds,
+                     "paper": np.nan if pub is None else pub,
+                     "diff": r.ece - pub if pub is not None else np.nan})
+    return _sort(pd.DataFrame(rows, columns=["model", "dataset", "condition", "n", "ece", "se",
+                                             "n_folds", "paper", "diff"]))
+
+
+def simple_metric_table(means: pd.DataFrame, metric: str, scale: float = 1.0) -> pd.DataFrame:
+    out = means.rename(columns={metric: metric}).copy()
+    out[metric] = out[metric] * scale
+    out["se"] = out["se"] * scale
+    return _sort(out[["model", "dataset", "condition", "n", metric, "se", "n_folds"]])
+
+
+def sample_efficiency_table(folds: pd.DataFrame) -> pd.DataFrame:
+    """Figure 7 data: score vs number of in-context examples, per (model, dataset, condition).
+
+    ``n_examples`` is the number in the directory name, or for ``nall`` the mean ``meta.n_examples``
+    the cells report (NaN if they report none)."""
+    if folds.empty:
+        return pd.DataFrame()
+    means = condition_means(folds)
+    ne = folds.groupby(GROUP).n_examples.mean().rename("meta_n_examples").reset_index()
+    t = means.merge(ne, on=GROUP, how="left")
+    t["n_examples"] = [float(n) if str(n).isdigit() else me for n, me in zip(t.n, t.meta_n_examples)]
+    s = t.dataset.map(display_scale)
+    t["score"] = t.score * s
+    t["se"] = t.se * s
+    return t[["model", "dataset", "condition", "n", "n_examples", "score", "se", "n_folds"]] \
+        .sort_values(["model", "dataset", "condition", "n_examples"]).reset_index(drop=True)
+
+
+def collaborative_table(collab: pd.DataFrame) -> pd.DataFrame:
+    """Table 1: per (model, dataset, persona, method) test / label accuracy and coherence, before
+    and after, beside the paper's GQA values."""
+    if collab.empty:
+        return pd.DataFrame()
+    pub = {(r.persona, r.method): r for r in paper.TABLE1_COLLABORATIVE}
+    rows = []
+    for _, r in collab.iterrows():
+        row = r.to_dict()
+        p = pub.get((r.persona, r.method)) if r.dataset == paper.COLLABORATIVE_DATASET else None
+        for k in ("test_accuracy", "label_accuracy", "coherence"):
+            row[f"paper_{k}"] = getattr(p, k) if p else np.nan
+            row[f"diff_{k}"] = r[k] - row[f"paper_{k}"]
+        rows.append(row)
+    return pd.DataFrame(rows).sort_values(["model", "dataset", "persona", "method"]) \
+        .reset_index(drop=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Markdown rendering (no tabulate dependency)
+# ---------------------------------------------------------------------------------------------
+
+def fmt(v, digits: int = 2) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "—"
+    if isinstance(v, (bool, np.bool_)):
+        return str(bool(v))
+    if isinstance(v, (int, np.integer)):
+        return str(int(v))
+    if isinstance(v, (float, np.floating)):
+        if float(v).is_integer() and abs(v) < 1e6 and digits == 0:
+            return str(int(v))
+        return f"{float(v):.{digits}f}"
+    return str(v)
+
+
+def fmt_p(v) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "—"
+    return f"{v:.1e}" if v < 1e-3 else f"{v:.3f}"
+
+
+def to_markdown(df: pd.DataFrame, digits: int | dict[str, int] = 2) -> str:
+    """A GitHub Markdown table; NaN as "—"; columns starting with ``p_`` as p-values."""
+    if df is None or df.empty:
+        return "_(no data)_\n"
+    cols = list(df.columns)
+    lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
+    for _, r in df.iterrows():
+        cells = []
+        for c in cols:
+            v = r[c]
+            if c.startswith("p_"):
+                cells.append(fmt_p(v))
+            elif c in ("n_folds", "n_questions", "A_only", "B_only", "n_seeds", "fold", "k"):
+                cells.append(fmt(v, 0))
+            else:
+                d = digits.get(c, 2) if isinstance(digits, dict) else digits
+                cells.append(fmt(v, d))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"

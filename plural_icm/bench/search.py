@@ -1,0 +1,216 @@
+"""Benchmark: our ICM engine against one faithful to the published cost model.
+
+    python -m plural_icm.bench.search                      # token counts n=32..256 + wall time n=32,64
+    python -m plural_icm.bench.search --tokens-only --sizes 32 64 128 256
+    python -m plural_icm.bench.search --wall-only --sizes 32
+
+Engines (both run the same algorithm, plural_icm.search.engine):
+  fast       recursive-halving + tail layout, backend prefix cache, score memo
+  reference  the published cost model: every other claim in one fixed order, every candidate
+             labelling fully rescored, no prefix reuse (selectable in runs: icm.engine=reference)
+
+For each engine and claim count n it measures (a) one full evaluation of P(D) from a cold cache
+and (b) the mean cost of a label-changing proposal (predict, repair, rescore) over at least
+``--proposals`` proposals of a real search started from a random complete labelling, and prints
+prompt tokens computed, wall time, and the reference/fast ratios.
+
+Token counts do not depend on the weights, so they use a tiny random model with the packaged
+model's tokenizer (fast even at n=256); wall times use the packaged model itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import random
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from plural_icm.data.records import Claim, ConsistencyRule
+from plural_icm.search.engine import ICMSearch, SearchParams, drive, run_searches
+from plural_icm.search.layout import FixedLayout, TreeTailLayout
+from plural_icm.search.prompts import ClaimRenderer
+
+TEMPLATE = "Question: {question}\nClaim: {claim}\nI think this claim is"
+LABELS = (" True", " False")
+TOPICS = ["public transit", "minimum wage", "gun laws", "immigration", "climate policy", "school prayer",
+          "nuclear power", "free trade", "police funding", "space exploration", "social media rules",
+          "remote work", "rent control", "farm subsidies", "vaccination", "online privacy"]
+
+
+def synthetic_claims(n: int, seed: int = 0) -> list[Claim]:
+    """n claims, two options per question, about 45 tokens per rendered claim (like OpinionQA)."""
+    rng = random.Random(seed)
+    claims = []
+    for q in range(n // 2):
+        topic = TOPICS[q % len(TOPICS)]
+        question = f"Survey item {q}: thinking about {topic}, should the government do more or less than it does today?"
+        for o, opt in enumerate(["Do more", "Do less"]):
+            claims.append(Claim(item_id=f"b{q}o{o}", persona_id="p", group_id=f"q{q}",
+                                question_id=f"q{q}", option_key=str(o), question=question,
+                                claim=f"The majority of respondents would answer: '{opt}'",
+                                gold=rng.random() < 0.5))
+    return claims
+
+
+def engine_params(engine: str, max_iters: int) -> SearchParams:
+    p = SearchParams(alpha=50, num_seed=8, max_iters=max_iters, patience=10**9, schedule="log",
+                     checkpoint_every=10**9)
+    return replace(p, layout="fixed", memo=False) if engine == "reference" else p
+
+
+def make_backend(kind: str, engine: str, tiny_dir: Path | None):
+    from plural_icm.backends.hf import HFBackend
+
+    spec = str(tiny_dir) if kind == "tiny" else "packaged:smollm2"
+    from plural_icm.backends.loading import default_cache_dir
+
+    return HFBackend(spec, cache_dir=default_cache_dir(), dtype="float32",
+                     prefix_cache=(engine == "fast"), max_context=32768 if kind == "tiny" else None)
+
+
+def random_complete_state(claims, search: ICMSearch, rng: random.Random) -> dict[str, bool]:
+    """One random option True per question: a consistent labelling the model disagrees with often."""
+    labels = {}
+    groups: dict[str, list[str]] = {}
+    for c in claims:
+        groups.setdefault(c.group_id, []).append(c.item_id)
+    for g, ms in groups.items():
+        win = rng.choice(ms)
+        for m in ms:
+            labels[m] = m == win
+    return labels
+
+
+def measure(kind: str, engine: str, n: int, proposals: int, tiny_dir: Path | None) -> dict:
+    backend = make_backend(kind, engine, tiny_dir)
+    claims = synthetic_claims(n)
+    renderer = ClaimRenderer(backend, TEMPLATE, LABELS)
+    params = engine_params(engine, max_iters=10**6)
+    search = ICMSearch(claims, ConsistencyRule.EXACTLY_ONE, renderer, params, seed=1,
+                       max_context=backend.max_context)
+    labels = random_complete_state(claims, search, random.Random(n))
+    order = [c.item_id for c in claims]
+    layout = (FixedLayout(order=order) if engine == "reference"
+              else TreeTailLayout(slots=order, max_tail=params.max_tail))
+    # (a) one full evaluation of P(D), cold cache
+    s0 = backend.stats.snapshot()
+    t0 = time.perf_counter()
+    scores = drive(search._score(labels, layout), backend, LABELS)
+    full = backend.stats.since(s0)
+    full_wall = time.perf_counter() - t0
+    # (b) a real search from that state; cost of each label-changing proposal
+    state = {"seed": 1, "iteration": 0, "accepted": 0, "since_accept": 0, "labels": labels,
+             "layout": layout.to_dict(), "scores": {k: list(v) for k, v in scores.items()},
+             "rng": np.random.default_rng(7).bit_generator.state, "trajectory": [], "wall_time_s": 0.0}
+    costs = []
+    mark = {"stats": backend.stats.snapshot(), "t": time.perf_counter()}
+
+    def on_iteration(row):
+        if row["proposed_change"]:
+            d = backend.stats.since(mark["stats"])
+            costs.append((d.prompt_tokens_computed, d.prompt_tokens_cached, time.perf_counter() - mark["t"]))
+        mark["stats"], mark["t"] = backend.stats.snapshot(), time.perf_counter()
+        if len(costs) >= proposals:
+            raise _Enough()
+
+    run = ICMSearch(claims, ConsistencyRule.EXACTLY_ONE, renderer, params, seed=1,
+                    max_context=backend.max_context, resume_state=state, on_iteration=on_iteration)
+    try:
+        run_searches([run], backend, LABELS)
+    except _Enough:
+        pass
+    L = renderer.mean_block_tokens(claims)
+    backend.close()
+    return {"kind": kind, "engine": engine, "n": n, "L": L,
+            "full_tokens": full.prompt_tokens_computed, "full_cached": full.prompt_tokens_cached,
+            "full_wall_s": full_wall,
+            "proposal_tokens": float(np.mean([c[0] for c in costs])),
+            "proposal_cached": float(np.mean([c[1] for c in costs])),
+            "proposal_wall_s": float(np.mean([c[2] for c in costs])), "proposals": len(costs)}
+
+
+class _Enough(Exception):
+    pass
+
+
+def tiny_model_with_real_tokenizer(folder: Path) -> Path:
+    """A tiny random Llama that uses the packaged model's tokenizer (token counts are real)."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    from plural_icm.backends.loading import default_cache_dir, resolve_model
+
+    real = resolve_model("packaged:smollm2", default_cache_dir())
+    tok = AutoTokenizer.from_pretrained(real.path_or_id)
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                      num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=32768,
+                      bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
+    torch.manual_seed(0)
+    LlamaForCausalLM(cfg).save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return folder
+
+
+def table(rows: list[dict]) -> str:
+    out = ["| model | n | L | engine | full eval tokens | full eval wall s | proposal tokens | proposal wall s | proposals |",
+           "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        out.append(f"| {r['kind']} | {r['n']} | {r['L']:.0f} | {r['engine']} | {r['full_tokens']:,} | "
+                   f"{r['full_wall_s']:.1f} | {r['proposal_tokens']:,.0f} | {r['proposal_wall_s']:.2f} | {r['proposals']} |")
+    out += ["", "| model | n | full eval tokens ratio | full eval wall ratio | proposal tokens ratio | proposal wall ratio |",
+            "|---|---|---|---|---|---|"]
+    by = {(r["kind"], r["n"], r["engine"]): r for r in rows}
+    for (kind, n, eng), r in sorted(by.items()):
+        if eng != "fast" or (kind, n, "reference") not in by:
+            continue
+        ref = by[(kind, n, "reference")]
+        out.append(f"| {kind} | {n} | {ref['full_tokens'] / max(1, r['full_tokens']):.1f}x | "
+                   f"{ref['full_wall_s'] / r['full_wall_s']:.1f}x | "
+                   f"{ref['proposal_tokens'] / max(1, r['proposal_tokens']):.1f}x | "
+                   f"{ref['proposal_wall_s'] / r['proposal_wall_s']:.1f}x |")
+    return "\n".join(out)
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--sizes", type=int, nargs="*", default=None)
+    ap.add_argument("--wall-sizes", type=int, nargs="*", default=[32, 64])
+    ap.add_argument("--proposals", type=int, default=3)
+    ap.add_argument("--tokens-only", action="store_true")
+    ap.add_argument("--wall-only", action="store_true")
+    args = ap.parse_args(argv)
+    import torch
+
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cpus, torch {torch.__version__}, "
+          f"{torch.get_num_threads()} threads; claims: synthetic survey items (2 options per question), "
+          f"template {TEMPLATE!r}; alpha 50, log schedule, {args.proposals} label-changing proposals "
+          "per engine from a random consistent complete labelling", flush=True)
+    rows = []
+    if not args.wall_only:
+        with tempfile.TemporaryDirectory() as tmp:
+            tiny = tiny_model_with_real_tokenizer(Path(tmp) / "tiny")
+            for n in args.sizes or [32, 64, 128, 256]:
+                for engine in ("fast", "reference"):
+                    r = measure("tiny", engine, n, args.proposals, tiny)
+                    rows.append(r)
+                    print(f"  tiny n={n} {engine}: full {r['full_tokens']:,} tok, proposal "
+                          f"{r['proposal_tokens']:,.0f} tok", flush=True)
+    if not args.tokens_only:
+        for n in (args.sizes if args.wall_only and args.sizes else args.wall_sizes):
+            for engine in ("fast", "reference"):
+                r = measure("smollm2", engine, n, args.proposals, None)
+                rows.append(r)
+                print(f"  smollm2 n={n} {engine}: full {r['full_wall_s']:.1f} s, proposal "
+                      f"{r['proposal_wall_s']:.2f} s", flush=True)
+    print()
+    print(table(rows))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,292 @@
+"""GlobalOpinionQA (Durmus et al. 2023): hub ``Anthropic/llm_global_opinions``, one CSV
+``data/global_opinions.csv``.
+
+Columns ``question``, ``options`` (a Python list literal), ``selections`` (the repr of a
+``defaultdict(<class 'list'>, {country: [fraction per option]})``) and ``source``. Literals are
+parsed with :func:`ast.literal_eval` after stripping the ``defaultdict`` wrapper; nothing is
+``eval``-ed.
+
+Selection (the paper keeps 180 questions):
+
+* the countries of ``options.countries`` (13 by default), and only questions where *every* one of
+  them has a label ("complete labels");
+* questions with ``2 <= n <= options.max_options`` options, where ``n`` counts the non-substantive
+  options (``DK/Refused``, ``Don't know``, ``No answer``, ``(VOL) ...``, ``Refused``, ``Not sure``)
+  only when ``options.count_nonsubstantive`` is true. :func:`question_counts` reports both settings.
+
+Label of (country, question): the plurality option over the substantive options. Non-substantive
+options never become claims and are left out of ``meta["distribution"]`` (renormalised). A country
+whose substantive shares are all zero (question not asked there) or absent has no label.
+**Ties** (two substantive options with the same largest share): with ``options.ties="drop"``
+(default) the country has no label, so the question is incomplete and excluded; with
+``ties="first"`` the option listed first wins. Either way the number of ties is logged and put in
+the dataset description.
+
+The row with an empty question that the published CSV contains is skipped and counted (logged).
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import logging
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from plural_icm.data.records import Claim, ClaimSet, ConsistencyRule, Persona
+from plural_icm.data.sources import (BadRows, DataFormatError, cfg_get, cfg_options,
+                                     configured_path, data_dir_path, download_allowed, hub_file,
+                                     missing, require_columns, as_list)
+
+log = logging.getLogger(__name__)
+
+HUB_REPO = "Anthropic/llm_global_opinions"
+HUB_FILE = "data/global_opinions.csv"
+FILE_NAME = "global_opinions.csv"
+COUNTRIES = ["Brazil", "Britain", "France", "Germany", "Indonesia", "Japan", "Jordan", "Lebanon",
+             "Mexico", "Nigeria", "Pakistan", "Russia", "Turkey"]
+COLUMNS = ["question", "options", "selections", "source"]
+FIXES = [f"dataset.path=/path/to/{FILE_NAME} (or the folder that holds it)",
+         f"paths.data_dir=/path/to/data with {FILE_NAME} under data_dir/llm_global_opinions/",
+         f"huggingface-cli download {HUB_REPO} {HUB_FILE} --repo-type dataset --local-dir "
+         f"./llm_global_opinions, then dataset.path=./llm_global_opinions/{HUB_FILE}"]
+
+_NONSUBSTANTIVE = re.compile(
+    r"^\s*(\(vol\.?\)|dk\b|dk/|don[’']?t know|dont know|no answer|refused|not sure|"
+    r"decline to answer|no opinion)", re.IGNORECASE)
+_WRAPPER = re.compile(r"^\s*defaultdict\(\s*<class '(list|dict)'>\s*,\s*(?P<body>.*)\)\s*$", re.S)
+
+
+def is_nonsubstantive(option: str) -> bool:
+    """DK/Refused, Don't know, No answer, (VOL) ..., Refused, Not sure."""
+    return bool(_NONSUBSTANTIVE.match(option))
+
+
+def parse_options(text: Any, where: str) -> list[str]:
+    try:
+        value = ast.literal_eval(str(text))
+    except (ValueError, SyntaxError, MemoryError, RecursionError) as exc:
+        raise DataFormatError(f"{where}: column 'options' is not a Python list literal "
+                              f"({type(exc).__name__}): {str(text)[:80]!r}") from None
+    if not isinstance(value, (list, tuple)) or not all(isinstance(o, str) for o in value):
+        raise DataFormatError(f"{where}: column 'options' must be a list of strings, got "
+                              f"{str(text)[:80]!r}")
+    if not value:
+        raise DataFormatError(f"{where}: column 'options' is an empty list")
+    return [o.strip() for o in value]
+
+
+def parse_selections(text: Any, where: str) -> dict[str, list[float]]:
+    """``defaultdict(<class 'list'>, {...})`` -> dict, via ast.literal_eval of the inner dict."""
+    raw = str(text)
+    match = _WRAPPER.match(raw)
+    body = match.group("body") if match else raw
+    try:
+        value = ast.literal_eval(body)
+    except (ValueError, SyntaxError, MemoryError, RecursionError) as exc:
+        raise DataFormatError(f"{where}: column 'selections' is not "
+                              f"\"defaultdict(<class 'list'>, {{country: [shares]}})\" "
+                              f"({type(exc).__name__}): {raw[:80]!r}") from None
+    if not isinstance(value, dict):
+        raise DataFormatError(f"{where}: column 'selections' must hold a dict of country -> "
+                              f"list of shares, got {type(value).__name__}")
+    out: dict[str, list[float]] = {}
+    for country, shares in value.items():
+        if not isinstance(shares, (list, tuple)) or not all(
+                isinstance(s, (int, float)) and not isinstance(s, bool) for s in shares):
+            raise DataFormatError(f"{where}: selections[{country!r}] must be a list of numbers, "
+                                  f"got {str(shares)[:60]!r}")
+        if any(not math.isfinite(s) or s < 0 for s in shares):
+            raise DataFormatError(f"{where}: selections[{country!r}] has a negative or non-finite "
+                                  f"share: {list(shares)}")
+        out[str(country).strip()] = [float(s) for s in shares]
+    return out
+
+
+@dataclass
+class GQAQuestion:
+    row: int
+    question_id: str
+    question: str
+    options: list[str]
+    selections: dict[str, list[float]]
+    source: str
+    substantive: list[int] = field(default_factory=list)
+    """Indices (into ``options``) of the substantive options."""
+
+
+def resolve_path(cfg: Any, data_dir: str | Path | None) -> Path:
+    path = configured_path(cfg, "gqa", FIXES)
+    if path is None:
+        path = data_dir_path(data_dir, ["llm_global_opinions", "global_opinions", "gqa"])
+    if path is not None:
+        if path.is_dir():
+            for candidate in (path / FILE_NAME, path / "data" / FILE_NAME):
+                if candidate.is_file():
+                    return candidate
+            raise missing(f"gqa: no {FILE_NAME} in {path} (nor in {path}/data)", FIXES)
+        return path
+    if not download_allowed(cfg):
+        raise missing("gqa: no local copy of global_opinions.csv (dataset.path is unset) and "
+                      "downloads are off", FIXES)
+    return hub_file(HUB_REPO, HUB_FILE, "gqa", FIXES)
+
+
+def read_questions(path: str | Path, bad: BadRows) -> tuple[list[GQAQuestion], int]:
+    """Parse the CSV; returns (questions, number of rows with an empty question)."""
+    path = Path(path)
+    try:
+        df = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
+        raise DataFormatError(f"{path}: not a readable CSV ({exc})") from exc
+    require_columns(df.columns, COLUMNS, str(path))
+    questions: list[GQAQuestion] = []
+    seen: dict[str, int] = {}
+    n_empty = 0
+    for i, rec in enumerate(df.to_dict("records")):
+        where = f"{path}: data row {i + 1} (after the header)"
+        text = str(rec["question"]).strip()
+        if not text:
+            n_empty += 1
+            continue
+        try:
+            options = parse_options(rec["options"], where)
+            selections = parse_selections(rec["selections"], where)
+            for country, shares in selections.items():
+                if len(shares) != len(options):
+                    raise DataFormatError(
+                        f"{where}: selections[{country!r}] has {len(shares)} shares but the row "
+                        f"has {len(options)} options {options}; expected one share per option")
+        except DataFormatError as exc:
+            bad.bad(str(exc))
+            continue
+        digest = hashlib.sha1("\x1f".join([text, *options, str(rec["source"])]).encode()
+                              ).hexdigest()[:10]
+        qid = f"gqa-{digest}"
+        seen[qid] = seen.get(qid, 0) + 1
+        if seen[qid] > 1:
+            qid = f"{qid}-{seen[qid]}"
+        questions.append(GQAQuestion(
+            row=i + 1, question_id=qid, question=text, options=options, selections=selections,
+            source=str(rec["source"]).strip(),
+            substantive=[k for k, o in enumerate(options) if not is_nonsubstantive(o)]))
+    if n_empty:
+        log.info("%s: skipped %d row(s) with an empty question", path, n_empty)
+    return questions, n_empty
+
+
+def country_label(q: GQAQuestion, country: str, ties: str) -> tuple[int | None, str]:
+    """(index into q.substantive of the plurality option or None, reason)."""
+    shares = q.selections.get(country)
+    if shares is None:
+        return None, "absent"
+    sub = [shares[k] for k in q.substantive]
+    if not sub or sum(sub) <= 0:
+        return None, "no_data"
+    top = max(sub)
+    winners = [j for j, s in enumerate(sub) if math.isclose(s, top, rel_tol=0, abs_tol=1e-9)]
+    if len(winners) > 1:
+        return (winners[0], "tie_broken") if ties == "first" else (None, "tie")
+    return winners[0], "ok"
+
+
+def select(questions: list[GQAQuestion], countries: list[str], count_nonsubstantive: bool,
+           max_options: int, ties: str) -> tuple[list[tuple[GQAQuestion, dict[str, int]]],
+                                                 dict[str, int]]:
+    """Questions passing the option-count filter with a label for every country."""
+    report = {"rows": len(questions), "option_count_ok": 0, "complete": 0, "ties": 0,
+              "ties_broken": 0, "incomplete": 0}
+    kept = []
+    for q in questions:
+        n = len(q.options) if count_nonsubstantive else len(q.substantive)
+        if not 2 <= n <= max_options or len(q.substantive) < 2:
+            continue
+        report["option_count_ok"] += 1
+        labels: dict[str, int] = {}
+        for country in countries:
+            label, reason = country_label(q, country, ties)
+            report["ties"] += reason in ("tie", "tie_broken")
+            report["ties_broken"] += reason == "tie_broken"
+            if label is not None:
+                labels[country] = label
+        if len(labels) == len(countries):
+            report["complete"] += 1
+            kept.append((q, labels))
+        else:
+            report["incomplete"] += 1
+    return kept, report
+
+
+def _settings(cfg: Any) -> tuple[list[str], bool, int, str]:
+    opts = cfg_options(cfg)
+    countries = [str(c) for c in as_list(opts.get("countries"))] or list(COUNTRIES)
+    ties = str(opts.get("ties", "drop"))
+    if ties not in ("drop", "first"):
+        raise ValueError(f"gqa: dataset.options.ties={ties!r}; expected 'drop' or 'first'")
+    return (countries, bool(opts.get("count_nonsubstantive", False)),
+            int(opts.get("max_options", 3)), ties)
+
+
+def question_counts(cfg: Any, data_dir: str | Path | None = None) -> pd.DataFrame:
+    """Questions kept under both ``count_nonsubstantive`` settings (and both tie policies)."""
+    countries, _, max_options, _ = _settings(cfg)
+    path = resolve_path(cfg, data_dir)
+    bad = BadRows("gqa", bool(cfg_get(cfg, "skip_bad_rows", False)))
+    questions, _ = read_questions(path, bad)
+    bad.finish()
+    rows = []
+    for flag in (False, True):
+        for ties in ("drop", "first"):
+            _, rep = select(questions, countries, flag, max_options, ties)
+            rows.append({"count_nonsubstantive": flag, "ties": ties,
+                         "option_count_ok": rep["option_count_ok"], "questions": rep["complete"],
+                         "country_ties": rep["ties"]})
+    return pd.DataFrame(rows)
+
+
+def load_gqa(cfg: Any, data_dir: str | Path | None = None) -> ClaimSet:
+    countries, count_nonsub, max_options, ties = _settings(cfg)
+    path = resolve_path(cfg, data_dir)
+    bad = BadRows("gqa", bool(cfg_get(cfg, "skip_bad_rows", False)))
+    questions, n_empty = read_questions(path, bad)
+    bad.finish()
+    kept, rep = select(questions, countries, count_nonsub, max_options, ties)
+    if rep["ties"]:
+        log.warning("gqa: %d (country, question) plurality tie(s) among questions passing the "
+                    "option filter; ties=%s %s", rep["ties"], ties,
+                    "-> lowest option index wins" if ties == "first" else
+                    "-> no label, the question is excluded")
+    personas = {c: Persona(c, f"The user is from {c}.") for c in countries}
+    claims: list[Claim] = []
+    for q, labels in kept:
+        options = [q.options[k] for k in q.substantive]
+        for country in countries:
+            shares = [q.selections[country][k] for k in q.substantive]
+            total = sum(shares)
+            dist = [s / total for s in shares]
+            for j, option in enumerate(options):
+                claims.append(Claim(
+                    item_id=f"gqa/{country}/{q.question_id}/{j}",
+                    persona_id=country,
+                    group_id=f"gqa/{country}/{q.question_id}",
+                    question_id=q.question_id,
+                    option_key=str(j),
+                    question=q.question,
+                    claim=(f"The majority of people from {country} would answer this question "
+                           f"as: '{option}'"),
+                    gold=(j == labels[country]),
+                    meta={"options": options, "option_index": j, "distribution": dist,
+                          "all_options": q.options, "source": q.source, "row": q.row}))
+    description = (f"GlobalOpinionQA from {path}: {len(kept)} questions x {len(countries)} "
+                   f"countries (count_nonsubstantive={count_nonsub}, max_options={max_options}, "
+                   f"ties={ties}); {rep['option_count_ok']} pass the option filter, "
+                   f"{rep['incomplete']} lack a label for some country, {rep['ties']} country "
+                   f"ties; skipped {n_empty} empty-question row(s), {bad.count} bad row(s).")
+    log.info(description)
+    return ClaimSet(name=str(cfg_get(cfg, "name", "gqa")), personas=personas, claims=claims,
+                    rule=ConsistencyRule.EXACTLY_ONE, description=description)

@@ -1,0 +1,170 @@
+"""Where a dataset's files come from: a local copy, or the public hub when the network works.
+
+Resolution order, the same for every loader:
+
+1. ``dataset.path`` when set. It must exist; a missing path is an error (never a silent fallback to
+   a download of possibly different data).
+2. ``paths.data_dir`` (``data_dir`` argument) when set: the first existing conventional sub-folder
+   (``opinionqa``, ``persona_tailoring``, ...).
+3. A download from the Hugging Face hub (``huggingface_hub`` / ``datasets``) when the dataset is on
+   the hub, unless ``dataset.options.download=false`` or ``HF_HUB_OFFLINE=1``.
+
+When nothing works, :func:`missing` builds a :class:`FileNotFoundError` that names what is missing
+and the exact config key or command that fixes it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+log = logging.getLogger(__name__)
+
+
+def cfg_get(cfg: Any, key: str, default: Any = None) -> Any:
+    """``cfg.key`` for an OmegaConf node, a dataclass, a namespace or a dict."""
+    if isinstance(cfg, dict):
+        value = cfg.get(key, default)
+    else:
+        try:
+            value = getattr(cfg, key)
+        except (AttributeError, KeyError):
+            value = default
+    return default if value is None and default is not None else value
+
+
+def cfg_options(cfg: Any) -> dict[str, Any]:
+    """``cfg.options`` as a plain dict (OmegaConf containers converted)."""
+    opts = cfg_get(cfg, "options", None) or {}
+    try:
+        from omegaconf import DictConfig, OmegaConf
+
+        if isinstance(opts, DictConfig):
+            opts = OmegaConf.to_container(opts, resolve=True)
+    except ImportError:  # pragma: no cover - omegaconf is a core dependency
+        pass
+    return dict(opts)
+
+
+def as_list(value: Any) -> list:
+    """A config list (ListConfig, tuple, single string) as a plain list."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [value]
+    try:
+        from omegaconf import ListConfig, OmegaConf
+
+        if isinstance(value, ListConfig):
+            return list(OmegaConf.to_container(value, resolve=True))
+    except ImportError:  # pragma: no cover
+        pass
+    return list(value)
+
+
+def missing(what: str, fixes: Sequence[str]) -> FileNotFoundError:
+    """A FileNotFoundError naming what is missing and how to fix it."""
+    lines = [f"{what}. Fix it with one of:"] + [f"  - {fix}" for fix in fixes]
+    return FileNotFoundError("\n".join(lines))
+
+
+def configured_path(cfg: Any, dataset: str, fixes: Sequence[str]) -> Path | None:
+    """``dataset.path`` as an existing Path, None when unset; an error when set but missing."""
+    raw = cfg_get(cfg, "path", None)
+    if raw in (None, ""):
+        return None
+    path = Path(str(raw)).expanduser()
+    if not path.exists():
+        raise missing(f"{dataset}: dataset.path={raw} does not exist", fixes)
+    return path
+
+
+def data_dir_path(data_dir: str | Path | None, subdirs: Iterable[str]) -> Path | None:
+    """The first existing ``data_dir/<subdir>``, or None."""
+    if not data_dir:
+        return None
+    root = Path(str(data_dir)).expanduser()
+    for sub in subdirs:
+        candidate = root / sub
+        if candidate.exists():
+            return candidate
+    return None
+
+
+def download_allowed(cfg: Any) -> bool:
+    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes"}:
+        return False
+    return bool(cfg_options(cfg).get("download", True))
+
+
+def hub_file(repo_id: str, filename: str, what: str, fixes: Sequence[str]) -> Path:
+    """Download one file of a hub dataset repository (cached by huggingface_hub)."""
+    try:
+        from huggingface_hub import hf_hub_download
+    except ImportError as exc:
+        raise missing(f"{what}: no local copy and huggingface_hub is not installed ({exc})",
+                      ["pip install 'plural_icm[hub]'", *fixes]) from exc
+    try:
+        return Path(hf_hub_download(repo_id=repo_id, filename=filename, repo_type="dataset"))
+    except Exception as exc:  # network errors, gated repos, offline mode
+        raise missing(f"{what}: no local copy and the download of {repo_id}/{filename} failed "
+                      f"({type(exc).__name__}: {exc})", fixes) from exc
+
+
+def hub_table(repo_id: str, config: str | None, split: str, what: str,
+              fixes: Sequence[str]):
+    """One split of a hub dataset as a pandas DataFrame (via ``datasets.load_dataset``)."""
+    try:
+        import datasets
+    except ImportError as exc:
+        raise missing(f"{what}: no local copy and the `datasets` package is not installed ({exc})",
+                      ["pip install 'plural_icm[hub]'", *fixes]) from exc
+    try:
+        ds = datasets.load_dataset(repo_id, config, split=split)
+    except Exception as exc:
+        raise missing(f"{what}: no local copy and loading {repo_id} (config={config!r}, "
+                      f"split={split!r}) from the hub failed ({type(exc).__name__}: {exc})",
+                      fixes) from exc
+    return ds.to_pandas()
+
+
+class DataFormatError(ValueError):
+    """A row of a dataset file does not have the expected form."""
+
+
+class BadRows:
+    """Bad-row policy: raise on the first bad row, or (``skip_bad_rows=True``) skip and count.
+
+    Skipped rows are never silent: :meth:`finish` logs how many were skipped with the first few
+    reasons, and :attr:`count` is reported in the dataset description.
+    """
+
+    def __init__(self, dataset: str, skip: bool):
+        self.dataset = dataset
+        self.skip = bool(skip)
+        self.count = 0
+        self.examples: list[str] = []
+
+    def bad(self, text: str) -> None:
+        """``text`` names the file, the row and what was expected."""
+        if not self.skip:
+            raise DataFormatError(text + " (set dataset.skip_bad_rows=true to skip such rows)")
+        self.count += 1
+        if len(self.examples) < 5:
+            self.examples.append(text)
+
+    def finish(self) -> None:
+        if self.count:
+            log.warning("%s: skipped %d bad row(s) (dataset.skip_bad_rows=true); first: %s",
+                        self.dataset, self.count, " | ".join(self.examples))
+
+
+def require_columns(columns: Iterable[str], required: Iterable[str], where: str) -> None:
+    """Raise naming the file and the missing columns."""
+    have = set(columns)
+    lacking = [c for c in required if c not in have]
+    if lacking:
+        raise DataFormatError(f"{where}: missing column(s) {lacking}; expected at least "
+                              f"{list(required)}, found {sorted(have)}")

@@ -1,0 +1,125 @@
+"""In-context inference: an instruct model labels held-out claims given a persona description and
+labelled examples.
+
+All test claims of one (persona, condition) share one prompt prefix (system prompt, persona,
+examples); prompts are built as two token segments, prefix and query, so the backend computes the
+prefix once and reuses it for every test claim.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any, Sequence
+
+import numpy as np
+
+from plural_icm.backends.base import ContextLengthError, LMBackend, Prompt, as_prompt, prompt_length
+from plural_icm.data.records import Claim, Persona
+
+log = logging.getLogger(__name__)
+
+_MARK = "\u241eQUERY\u241e"  # a marker that cannot occur in data, replaced by the query text
+
+
+class PromptBuilder:
+    """Renders (persona, examples, query) prompts with the model's chat template.
+
+    Models without a chat template (base models) get plain text and labels with a leading space;
+    with a template the assistant turn starts a fresh line and labels carry no space.
+    """
+
+    def __init__(self, backend: LMBackend, inf_cfg: Any):
+        self.backend = backend
+        self.cfg = inf_cfg
+        self.chat = bool(getattr(backend.tokenizer, "chat_template", None))
+        labels = list(inf_cfg.labels)
+        self.labels = labels if self.chat else [" " + l.lstrip() for l in labels]
+
+    def _user_text(self, persona: Persona, examples: Sequence[tuple[Claim, bool]]) -> str:
+        text = f"{persona.description}\n\n"
+        if examples:
+            text += "Examples of claims about this group, labelled True or False:\n\n"
+            for c, y in examples:
+                text += self.cfg.example_template.format(question=c.question, claim=c.claim,
+                                                         label="True" if y else "False")
+        text += "Is this claim about the group True or False?\n\n" + _MARK
+        return text
+
+    def split_prompt(self, persona: Persona, examples: Sequence[tuple[Claim, bool]]) -> tuple[list[int], str]:
+        """(prefix token ids, text that follows the query) for this persona and example set."""
+        user = self._user_text(persona, examples)
+        if self.chat:
+            messages = [{"role": "system", "content": self.cfg.system_prompt},
+                        {"role": "user", "content": user}]
+            text = self.backend.tokenizer.apply_chat_template(messages, add_generation_prompt=True,
+                                                              tokenize=False)
+            before, after = text.split(_MARK)
+            # The template text holds its own special tokens (BOS etc.), so no extra ones are added.
+            return self.backend.encode(before), after
+        before, after = (self.cfg.system_prompt + "\n\n" + user).split(_MARK)
+        return list(self.backend.bos()) + self.backend.encode(before), after
+
+    def prompts(self, persona: Persona, examples: Sequence[tuple[Claim, bool]],
+                targets: Sequence[Claim]) -> list[Prompt]:
+        prefix, after = self.split_prompt(persona, examples)
+        out = []
+        for t in targets:
+            query = self.cfg.query_template.format(question=t.question, claim=t.claim)
+            out.append(as_prompt(prefix, self.backend.encode(query + after)))
+        return out
+
+
+def fit_examples(builder: PromptBuilder, persona: Persona, examples: list[tuple[Claim, bool]],
+                 targets: Sequence[Claim], policy: str) -> list[tuple[Claim, bool]]:
+    """Check the longest prompt fits the context; under ``drop_oldest`` drop examples from the
+    front until it does (logged), else raise naming the item and the sizes."""
+    limit = builder.backend.max_context
+    if not limit or not targets:
+        return examples
+    longest = max(targets, key=lambda t: len(t.question) + len(t.claim))
+    while True:
+        p = builder.prompts(persona, examples, [longest])[0]
+        n = prompt_length(p) + 1
+        if n <= limit:
+            return examples
+        if policy != "drop_oldest" or not examples:
+            raise ContextLengthError(
+                f"the prompt for item {longest.item_id} (persona {persona.id}) with {len(examples)} "
+                f"examples needs {n} tokens, more than the context of {limit}; set "
+                "inference.n_examples=<fewer> or inference.context_policy=drop_oldest")
+        drop = max(1, len(examples) // 10)
+        log.warning("persona %s: prompt of %d tokens exceeds the context (%d): dropping the %d "
+                    "oldest examples (context_policy=drop_oldest)", persona.id, n, limit, drop)
+        examples = examples[drop:]
+
+
+def predict(backend: LMBackend, inf_cfg: Any, persona: Persona,
+            examples: list[tuple[Claim, bool]], targets: Sequence[Claim]) -> tuple[list[dict], int]:
+    """Label log-probabilities of every target claim; returns (rows, examples used)."""
+    builder = PromptBuilder(backend, inf_cfg)
+    examples = fit_examples(builder, persona, examples, targets, _plain(inf_cfg.context_policy))
+    prompts = builder.prompts(persona, examples, targets)
+    lp = backend.label_logprobs(prompts, builder.labels)
+    rows = []
+    for t, (lt, lf) in zip(targets, np.asarray(lp)):
+        m = max(lt, lf)
+        p_true = math.exp(lt - m) / (math.exp(lt - m) + math.exp(lf - m))
+        rows.append({"persona_id": t.persona_id, "item_id": t.item_id, "question_id": t.question_id,
+                     "group_id": t.group_id, "option_key": t.option_key,
+                     "option_index": t.meta.get("option_index", _int_or_none(t.option_key)),
+                     "gold": t.gold, "distribution": t.meta.get("distribution"),
+                     "logp_true": float(lt), "logp_false": float(lf),
+                     "p_true": float(p_true), "pred": bool(p_true > 0.5)})
+    return rows, len(examples)
+
+
+def _int_or_none(v: str) -> int | None:
+    try:
+        return int(v)
+    except (TypeError, ValueError):
+        return None
+
+
+def _plain(v: Any) -> Any:
+    return v.value if hasattr(v, "value") else v

@@ -1,0 +1,142 @@
+"""Everything a result cell reports, as JSON-serialisable dicts.
+
+``cell_metrics`` turns one cell's predictions frame (see :mod:`plural_icm.metrics.classification`
+for the columns) into ``{"overall": {...}, "per_persona": {pid: {...}}}`` with the keys
+
+    accuracy, accuracy_se, n_questions   question-level (argmax option == gold option), binomial SE
+    accuracy_persona_mean                mean of per-persona accuracies (overall only)
+    claim_accuracy, claim_accuracy_se, n_claims   p_true > 0.5 vs gold
+    ece                                  claim-level ECE, 15 bins (see calibration.py for why)
+    ece_question                         question-level ECE, 15 bins
+    stable_fraction, n_two_option        two-option groups with exactly one claim judged True
+    js_distance, n_js                    mean Jensen-Shannon distance (base 2), groups with an
+                                         observed distribution; None when there is none
+
+Missing pieces are None, never NaN (``json.dumps`` would write the invalid token ``NaN``).
+``aggregate_folds`` averages several cells (one per fold) with the SE over folds, and
+``representation_summary`` summarises judge scores of generated answers (OvertonBench).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from plural_icm.data.records import ConsistencyRule
+from plural_icm.metrics.calibration import claim_level_ece, question_level_ece
+from plural_icm.metrics.classification import (claim_accuracy, mean_with_se, question_accuracy,
+                                               question_predictions, stable_fraction)
+from plural_icm.metrics.distribution import mean_js_distance
+
+QUESTION_KEYS = ("accuracy", "accuracy_se", "n_questions", "ece_question", "stable_fraction",
+                 "n_two_option", "js_distance", "n_js")
+
+
+def _json_float(x: Any) -> Any:
+    """numpy -> Python; NaN/inf -> None so the dict is valid JSON."""
+    if x is None:
+        return None
+    if isinstance(x, (np.integer,)):
+        return int(x)
+    if isinstance(x, (float, np.floating)):
+        x = float(x)
+        return None if not math.isfinite(x) else x
+    return x
+
+
+def _metrics(df: pd.DataFrame, exactly_one: bool) -> dict[str, Any]:
+    c_acc, c_se, n_claims = claim_accuracy(df) if len(df) else (None, None, 0)
+    out: dict[str, Any] = {"claim_accuracy": c_acc, "claim_accuracy_se": c_se,
+                           "n_claims": n_claims, "ece": claim_level_ece(df) if len(df) else None}
+    if exactly_one and len(df):
+        qdf = question_predictions(df)
+        acc, se, n_q = question_accuracy(qdf)
+        stab, n_two = stable_fraction(qdf)
+        js, n_js = mean_js_distance(qdf)
+        out.update({"accuracy": acc, "accuracy_se": se, "n_questions": n_q,
+                    "ece_question": question_level_ece(qdf), "stable_fraction": stab,
+                    "n_two_option": n_two, "js_distance": js, "n_js": n_js})
+    else:
+        # No exactly-one structure (OvertonBench): there is no "predicted option" per question.
+        out.update({k: (0 if k.startswith("n_") else None) for k in QUESTION_KEYS})
+    return {k: _json_float(v) for k, v in out.items()}
+
+
+def cell_metrics(predictions_df: pd.DataFrame,
+                 rule: ConsistencyRule | str = ConsistencyRule.EXACTLY_ONE) -> dict[str, Any]:
+    """All metrics of one result cell, overall and per persona.
+
+    ``rule`` is the dataset's consistency rule: question-level metrics (accuracy, stability, JS,
+    question ECE) need exactly-one groups and are None/0 for ``ConsistencyRule.NONE``.
+    When the frame has a ``fold`` column with several folds, ``overall`` also carries
+    ``accuracy_fold_mean`` / ``accuracy_fold_se`` and ``per_fold``.
+    """
+    exactly_one = ConsistencyRule(rule) == ConsistencyRule.EXACTLY_ONE
+    overall = _metrics(predictions_df, exactly_one)
+    per_persona = {}
+    if len(predictions_df):
+        for pid, g in predictions_df.groupby("persona_id", sort=True):
+            per_persona[str(pid)] = _metrics(g, exactly_one)
+    accs = [m["accuracy"] for m in per_persona.values() if m["accuracy"] is not None]
+    overall["accuracy_persona_mean"] = _json_float(float(np.mean(accs))) if accs else None
+    if "fold" in predictions_df.columns and predictions_df["fold"].nunique() > 1:
+        per_fold = {str(_json_float(f)): _metrics(g, exactly_one)
+                    for f, g in predictions_df.groupby("fold", sort=True)}
+        mean, se, _ = mean_with_se([m["accuracy"] for m in per_fold.values()])
+        overall.update({"accuracy_fold_mean": _json_float(mean),
+                        "accuracy_fold_se": _json_float(se), "per_fold": per_fold})
+    return {"overall": overall, "per_persona": per_persona}
+
+
+def aggregate_folds(cells: Sequence[Mapping[str, Any]],
+                    keys: Iterable[str] = ("accuracy", "claim_accuracy", "ece", "ece_question",
+                                           "stable_fraction", "js_distance")) -> dict[str, Any]:
+    """Average ``cell_metrics`` outputs of several folds: for each key the mean over folds,
+    ``<key>_fold_se`` (sample sd / sqrt(k)) and ``<key>_n_folds`` (folds where it was not None);
+    overall and per persona (a persona missing from a fold simply contributes fewer folds)."""
+    keys = list(keys)
+
+    def combine(dicts: list[Mapping[str, Any]]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for k in keys:
+            mean, se, n = mean_with_se([d.get(k) for d in dicts])
+            out[k] = _json_float(mean)
+            out[f"{k}_fold_se"] = _json_float(se)
+            out[f"{k}_n_folds"] = n
+        return out
+
+    personas = sorted({p for c in cells for p in c.get("per_persona", {})})
+    return {"overall": combine([c["overall"] for c in cells]),
+            "per_persona": {p: combine([c["per_persona"][p] for c in cells
+                                        if p in c.get("per_persona", {})]) for p in personas}}
+
+
+def representation_summary(scores_df: pd.DataFrame, score_col: str = "score") -> dict[str, Any]:
+    """Mean judge representation score (1-5) with SE, overall and per persona (OvertonBench).
+
+    ``scores_df`` has one row per generated answer with ``persona_id`` and ``score_col``. Missing
+    scores (judge output that did not parse) are dropped and counted in ``n_missing``. SE is the
+    sample sd (ddof=1) / sqrt(n). ``overall`` has the pooled mean over answers and
+    ``persona_mean`` (mean of the per-persona means, each persona weighted equally).
+    """
+    def summ(s: pd.Series) -> dict[str, Any]:
+        mean, se, n = mean_with_se(s.tolist())
+        bad = s.dropna()
+        if len(bad) and ((bad < 1) | (bad > 5)).any():
+            raise ValueError(f"representation scores must lie in [1, 5], got {sorted(set(bad))[:5]}")
+        return {"mean": _json_float(mean), "se": _json_float(se), "n": n,
+                "n_missing": int(s.isna().sum())}
+
+    scores = pd.to_numeric(scores_df[score_col], errors="coerce") if len(scores_df) else pd.Series(dtype=float)
+    overall = summ(scores)
+    per_persona = {str(pid): summ(pd.to_numeric(g[score_col], errors="coerce"))
+                   for pid, g in scores_df.groupby("persona_id", sort=True)} if len(scores_df) else {}
+    means = [m["mean"] for m in per_persona.values() if m["mean"] is not None]
+    overall["persona_mean"] = _json_float(float(np.mean(means))) if means else None
+    return {"overall": overall, "per_persona": per_persona}
+
+
+__all__ = ["cell_metrics", "aggregate_folds", "representation_summary"]

@@ -1,0 +1,169 @@
+"""Collaborative elicitation (the paper's Section 6): ask a person only where the model is least
+certain, fix those answers as hard constraints, and search again.
+
+Per persona and fold: an ICM search labels the training questions; ``k_per_fold`` questions are
+selected (``confidence``: lowest ICM label confidence; ``random``; ``active``: where the few-shot
+instruct model is least confident on the training items); their answers become fixed labels and
+ICM runs again, for ``rounds`` rounds. Before/after: test accuracy (ICM-labelled examples), ICM
+label accuracy, and coherence (mutual predictability).
+
+The person is reached through files a real annotator can take over:
+``.../questions.jsonl`` lists what to answer; ``.../answers.jsonl`` (``question_id``,
+``option_index``) is read back on the next run. With no answers file, the gold label answers
+(simulated human, ``"source": "simulated_gold"`` in the file).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from omegaconf import DictConfig
+
+from plural_icm.data.records import Claim, ClaimSet
+from plural_icm.pipeline.cell import Backends, _v, run_searches_for
+from plural_icm.utils.io import atomic_write_json, atomic_write_jsonl, read_jsonl
+
+log = logging.getLogger(__name__)
+
+
+def question_confidence(claims: list[Claim], confidence: dict[str, float]) -> dict[str, float]:
+    """A question's confidence: the lowest confidence among its claims' labels."""
+    out: dict[str, float] = {}
+    for c in claims:
+        out[c.group_id] = min(out.get(c.group_id, 1.0), confidence.get(c.item_id, 0.0))
+    return out
+
+
+def select_questions(method: str, claims: list[Claim], k: int, seed: int, confidence: dict[str, float],
+                     fewshot_confidence: dict[str, float] | None, exclude: set[str]) -> list[str]:
+    groups = sorted({c.group_id for c in claims} - exclude)
+    if method == "confidence":
+        qc = question_confidence(claims, confidence)
+        return sorted(groups, key=lambda g: (qc[g], g))[:k]
+    if method == "random":
+        return random.Random(seed).sample(groups, min(k, len(groups)))
+    if method == "active":
+        if fewshot_confidence is None:
+            raise ValueError("active selection needs the few-shot model's confidences")
+        qc = question_confidence(claims, fewshot_confidence)
+        return sorted(groups, key=lambda g: (qc[g], g))[:k]
+    raise ValueError(f"unknown selection method {method!r}: use confidence, random or active")
+
+
+def answers_for(groups: list[str], claims: list[Claim], directory: Path,
+                answers_file: str | None) -> dict[str, bool]:
+    """Fixed labels from the person's answers (or gold, simulated), via the files."""
+    by_group: dict[str, list[Claim]] = {}
+    for c in claims:
+        by_group.setdefault(c.group_id, []).append(c)
+    atomic_write_jsonl(directory / "questions.jsonl", [
+        {"group_id": g, "question_id": by_group[g][0].question_id, "question": by_group[g][0].question,
+         "options": [c.claim for c in by_group[g]], "option_keys": [c.option_key for c in by_group[g]]}
+        for g in groups])
+    path = Path(answers_file) if answers_file else directory / "answers.jsonl"
+    answers: dict[str, str] = {}
+    if path.is_file():
+        for i, row in enumerate(read_jsonl(path), start=1):
+            if "group_id" not in row or "option_key" not in row:
+                raise ValueError(f"{path}:{i}: expected keys group_id and option_key, got {sorted(row)}")
+            answers[row["group_id"]] = str(row["option_key"])
+    missing = [g for g in groups if g not in answers]
+    if missing:
+        if answers_file:
+            raise ValueError(f"{path} has no answer for {missing}; answer them (option_key of the "
+                             "persona's answer) or remove collaborative.answers_file to simulate")
+        for g in missing:
+            gold = [c for c in by_group[g] if c.gold]
+            answers[g] = gold[0].option_key if gold else by_group[g][0].option_key
+        atomic_write_jsonl(path, [{"group_id": g, "option_key": answers[g],
+                                   "source": "simulated_gold"} for g in groups])
+    fixed = {}
+    for g in groups:
+        for c in by_group[g]:
+            fixed[c.item_id] = c.option_key == answers[g]
+    return fixed
+
+
+def _evaluate(cfg: DictConfig, claimset: ClaimSet, pid: str, labels: dict[str, bool],
+              summary: dict, backends: Backends) -> dict:
+    from plural_icm.inference.predict import predict
+    from plural_icm.metrics.aggregate import cell_metrics
+
+    train, test = claimset.split(cfg.fold, pid)
+    examples = [(c, labels[c.item_id]) for c in train if c.item_id in labels]
+    rows, _ = predict(backends.get("instruct"), cfg.inference, claimset.personas[pid], examples, test)
+    m = cell_metrics(pd.DataFrame(rows), claimset.rule)["overall"]
+    gold = [labels[c.item_id] == c.gold for c in train if c.item_id in labels and c.gold is not None]
+    return {"test_accuracy": m.get("accuracy"), "label_accuracy": float(np.mean(gold)) if gold else None,
+            "coherence": summary.get("U"), "mutual_predictability": summary.get("P"),
+            "inconsistencies": summary.get("I")}
+
+
+def _fewshot_confidence(cfg, claimset, pid, labels, backends) -> dict[str, float]:
+    """Confidence of the few-shot instruct model on each training item (leave-one-out examples
+    would cost n prompts of n examples; we use the ICM examples of the other questions)."""
+    from plural_icm.inference.predict import predict
+
+    train, _ = claimset.split(cfg.fold, pid)
+    rows, _ = predict(backends.get("instruct"), cfg.inference, claimset.personas[pid],
+                      [(c, labels[c.item_id]) for c in train], train)
+    return {r["item_id"]: max(r["p_true"], 1 - r["p_true"]) for r in rows}
+
+
+def run_collaborative(cfg: DictConfig, wb: Any = None) -> dict:
+    from plural_icm.data.registry import load_claimset
+
+    claimset = load_claimset(cfg.dataset, cfg.paths.data_dir)
+    personas = sorted(claimset.personas)
+    root = Path(cfg.paths.output_dir) / "collaborative" / cfg.model.name / cfg.dataset.name
+    backends = Backends(cfg)
+    results: dict[str, dict] = {}
+    try:
+        base = run_searches_for(cfg, claimset, personas, backends, desc="ICM search (before)", wb=wb)
+        for pid in personas:
+            train, _ = claimset.split(cfg.fold, pid)
+            s0 = base[pid]
+            before = _evaluate(cfg, claimset, pid, s0.labels, s0.summary, backends)
+            fewshot = None
+            for method in cfg.collaborative.selection:
+                d = root / pid / method / f"fold{cfg.fold}"
+                done = d / "summary.json"
+                if done.is_file() and not cfg.force:
+                    results.setdefault(pid, {})[method] = json.loads(done.read_text())
+                    log.info("skip complete %s", done)
+                    continue
+                if method == "active" and fewshot is None:
+                    fewshot = _fewshot_confidence(cfg, claimset, pid, s0.labels, backends)
+                fixed: dict[str, bool] = {}
+                labels, summary, asked = s0.labels, s0.summary, []
+                for r in range(int(cfg.collaborative.rounds)):
+                    conf = {j: 0.0 if j in fixed else v for j, v in base[pid].confidence.items()}
+                    groups = select_questions(method, train, int(cfg.collaborative.k_per_fold),
+                                              int(cfg.seed) * 7919 + r, conf, fewshot, set(asked))
+                    asked += groups
+                    fixed.update(answers_for(asked, train, d, cfg.collaborative.answers_file))
+                    after = run_searches_for(cfg, claimset, [pid], backends, fixed={pid: fixed},
+                                             desc=f"ICM search ({method}, round {r + 1})", wb=wb)[pid]
+                    labels, summary = after.labels, after.summary
+                res = {"persona": pid, "method": method, "fold": cfg.fold,
+                       "k": len(asked), "asked": asked, "before": before,
+                       **_evaluate(cfg, claimset, pid, labels, summary, backends)}
+                atomic_write_json(done, res)
+                results.setdefault(pid, {})[method] = res
+    finally:
+        backends.close()
+    rows = [{"persona": pid, "method": m, "before_test": r["before"]["test_accuracy"],
+             "test": r["test_accuracy"], "before_label": r["before"]["label_accuracy"],
+             "label": r["label_accuracy"], "before_U": r["before"]["coherence"], "U": r["coherence"]}
+            for pid, ms in results.items() for m, r in ms.items()]
+    print(pd.DataFrame(rows).to_string(index=False))
+    print(f"results: {root}")
+    if wb is not None:
+        wb.log_table("collaborative", pd.DataFrame(rows))
+    return results

@@ -1,0 +1,113 @@
+"""SLURM helpers for a cell running as a submitit job (``hydra/launcher=slurm|slurm_gpu``).
+
+How requeue works (hydra-submitit-launcher 1.2.0 + submitit 1.5, read from their source):
+
+* The launcher submits *itself* (``BaseSubmititLauncher.__call__``) as the job's callable, and that
+  class defines ``checkpoint()`` returning ``submitit.helpers.DelayedSubmission(self, *args)``: the
+  same cell with the same overrides. Every job is therefore "checkpointable" for submitit.
+* Jobs are submitted with ``--signal=USR2@<signal_delay_s>``. In the job submitit installs a USR2
+  handler (``SignalHandler.checkpoint_and_try_requeue``): it calls ``checkpoint()``, pickles the
+  resubmission, runs ``scontrol requeue <jobid>`` and exits. SIGTERM is logged and ignored.
+* A USR2 that arrives before 80 % of the time limit (and before limit - 10 min) counts as a
+  *preemption* and always requeues; a later one counts as a *timeout* and requeues only while the
+  timeout budget ``max_num_timeout`` lasts (0, the plugin's default, means never).
+* The requeued job runs the cell from the top: complete searches and cells are skipped and an
+  unfinished search continues from its ``checkpoint.json``.
+* ``plural_icm.search.store.StopRequest`` turns SIGTERM/SIGUSR2 into a stop flag polled at search
+  iteration boundaries, writes the checkpoint, then restores submitit's handler and re-sends the
+  signal, so the requeue above still happens (USR2) or the job ends with an error (SIGTERM, e.g.
+  ``scancel``), which the launcher reports at once.
+
+What this module adds: a record of the job (:func:`slurm_job_info`) and a check that the job got
+the resources its model needs (:func:`check_allocation`). Hydra resolves the launcher's resources
+once per launch, from the config without the sweep's comma lists, so a multirun over models with
+different needs would silently run every cell with the first model's allocation.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any, Mapping
+
+log = logging.getLogger(__name__)
+
+
+class AllocationError(RuntimeError):
+    """The SLURM job has fewer GPUs than the model needs."""
+
+
+def in_slurm_job() -> bool:
+    return "SLURM_JOB_ID" in os.environ
+
+
+def slurm_job_info(env: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Identity of the current SLURM job, for COMPLETE.json / W&B config ({} outside SLURM).
+
+    ``restart_count`` is how many times SLURM requeued the job (preemption, time limit).
+    """
+    env = os.environ if env is None else env
+    if "SLURM_JOB_ID" not in env:
+        return {}
+    keys = {
+        "job_id": "SLURM_JOB_ID",
+        "array_job_id": "SLURM_ARRAY_JOB_ID",
+        "array_task_id": "SLURM_ARRAY_TASK_ID",
+        "restart_count": "SLURM_RESTART_COUNT",
+        "node": "SLURMD_NODENAME",
+        "partition": "SLURM_JOB_PARTITION",
+        "cpus_per_task": "SLURM_CPUS_PER_TASK",
+        "mem_per_node_mb": "SLURM_MEM_PER_NODE",
+        "gpus": "SLURM_GPUS_ON_NODE",
+    }
+    info: dict[str, Any] = {k: env[v] for k, v in keys.items() if v in env}
+    for k in ("restart_count", "cpus_per_task", "mem_per_node_mb", "gpus", "array_task_id"):
+        if k in info:
+            try:
+                info[k] = int(info[k])
+            except ValueError:
+                pass
+    info.setdefault("restart_count", 0)
+    if "SUBMITIT_FOLDER" in env:
+        info["submitit_folder"] = env["SUBMITIT_FOLDER"]
+    return info
+
+
+def _allocated_gpus(env: Mapping[str, str]) -> int | None:
+    if env.get("SLURM_GPUS_ON_NODE", "").isdigit():
+        return int(env["SLURM_GPUS_ON_NODE"])
+    if "CUDA_VISIBLE_DEVICES" in env:
+        return len([d for d in env["CUDA_VISIBLE_DEVICES"].split(",") if d.strip()])
+    # No GPU variable at all: SLURM sets none when the job asked for no GPUs.
+    return 0 if "SLURM_JOB_ID" in env else None
+
+
+def check_allocation(model_cfg: Any, env: Mapping[str, str] | None = None) -> list[str]:
+    """Compare the SLURM job's allocation with the model's ``gpus``/``cpus``/``mem_gb``.
+
+    Outside SLURM it does nothing. Too few GPUs raises :class:`AllocationError` (the model cannot
+    load, better to fail in a second than after the model download); too few CPUs or too little
+    memory is logged as a warning. Returns the warnings.
+    """
+    env = os.environ if env is None else env
+    if "SLURM_JOB_ID" not in env:
+        return []
+    name = getattr(model_cfg, "name", "?")
+    hint = ("Hydra resolves hydra.launcher once per launch, from the model chosen outside the "
+            "sweep, so a multirun over models with different resources gives every job the same "
+            "allocation: launch one multirun per model (docs/slurm.md).")
+    need_gpus = int(getattr(model_cfg, "gpus", 0) or 0)
+    got_gpus = _allocated_gpus(env)
+    if got_gpus is not None and got_gpus < need_gpus:
+        raise AllocationError(f"SLURM job {env['SLURM_JOB_ID']} has {got_gpus} GPU(s) but model "
+                              f"{name} needs {need_gpus}. {hint}")
+    warnings = []
+    need_cpus = int(getattr(model_cfg, "cpus", 0) or 0)
+    if env.get("SLURM_CPUS_PER_TASK", "").isdigit() and int(env["SLURM_CPUS_PER_TASK"]) < need_cpus:
+        warnings.append(f"{env['SLURM_CPUS_PER_TASK']} CPUs allocated, model {name} asks for {need_cpus}")
+    need_mb = int(getattr(model_cfg, "mem_gb", 0) or 0) * 1024
+    if env.get("SLURM_MEM_PER_NODE", "").isdigit() and int(env["SLURM_MEM_PER_NODE"]) < need_mb:
+        warnings.append(f"{env['SLURM_MEM_PER_NODE']} MB allocated, model {name} asks for {need_mb} MB")
+    for w in warnings:
+        log.warning("%s. %s", w, hint)
+    return warnings

@@ -1,0 +1,12 @@
+"""`python launch.py stage=data_stats dataset=<name>`: per-dataset statistics."""
+
+from __future__ import annotations
+
+from omegaconf import DictConfig
+
+
+def run_data_stats(cfg: DictConfig):
+    from plural_icm.data.stats import data_stats_report
+
+    print(data_stats_report(cfg.dataset, cfg.paths.data_dir), flush=True)
+    return None

@@ -1,0 +1,68 @@
+"""The Hydra task: dispatch a composed config to its stage, inside one W&B run.
+
+Lives in an importable module (not ``__main__``) so that submitit can pickle it for SLURM.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from omegaconf import DictConfig
+
+log = logging.getLogger(__name__)
+
+
+def _hydra_choices() -> dict:
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        return dict(HydraConfig.get().runtime.choices)
+    except Exception:  # not under Hydra (tests calling run_task directly)
+        return {}
+
+
+def run_task(cfg: DictConfig):
+    from plural_icm.pipeline.cell import _v, cell_name
+
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    stage = _v(cfg.stage)
+    if stage == "data_stats":
+        from plural_icm.pipeline.stats_stage import run_data_stats
+
+        return run_data_stats(cfg)
+    from plural_icm.pipeline.slurm import check_allocation, in_slurm_job
+    from plural_icm.tracking.wandb_run import cell_run
+
+    if in_slurm_job():
+        check_allocation(cfg.model)
+
+    name = cell_name(cfg) if stage != "collaborative" else f"{cfg.model.name}/{cfg.dataset.name}/collaborative/fold{cfg.fold}"
+    tags = {"model": cfg.model.name, "dataset": cfg.dataset.name,
+            "condition": _v(cfg.condition.name), "fold": cfg.fold}
+    with cell_run(cfg, job_type=stage, name=name, tags=tags, hydra_choices=_hydra_choices()) as wb:
+        if stage == "cell":
+            from plural_icm.pipeline.cell import run_cell
+            from plural_icm.pipeline.summary import print_summary
+
+            metrics = run_cell(cfg, wb=wb)
+            print_summary(cfg, metrics)
+            return metrics.get("overall", {}).get("accuracy")
+        if stage == "search":
+            from plural_icm.pipeline.cell import Backends, run_searches_for
+            from plural_icm.data.registry import load_claimset
+
+            claimset = load_claimset(cfg.dataset, cfg.paths.data_dir)
+            backends = Backends(cfg)
+            try:
+                res = run_searches_for(cfg, claimset, sorted(claimset.personas), backends, wb=wb)
+            finally:
+                backends.close()
+            for pid, s in res.items():
+                print(f"{pid}: U={s.summary['U']:.2f} label_accuracy={s.summary.get('label_accuracy')} -> {s.path}")
+            return None
+        if stage == "collaborative":
+            from plural_icm.pipeline.collaborative import run_collaborative
+
+            return run_collaborative(cfg, wb=wb)
+    raise ValueError(f"unknown stage {stage!r}")

@@ -1,0 +1,452 @@
+"""The ICM search: simulated annealing on U = alpha * P(D) - I(D).
+
+One :class:`ICMSearch` labels the claims of one (model, dataset, persona, fold) search set. It is
+written as a generator that *yields* the prompts it needs scored and receives their label
+log-probabilities, so :func:`run_searches` can interleave many searches (personas x folds x
+restarts) and send their prompts to the model in shared batches.
+
+What is computed is the published algorithm (Wen et al. 2025; see the README for its defects that
+we fix): leave-one-out mutual predictability over the labelled set, the model's prediction as the
+proposal, consistency repair, Metropolis acceptance indexed by accepted changes. What differs is
+only *how much* is computed: the context orders come from a layout (plural_icm.search.layout) that
+makes prompts share prefixes, and a proposal's two scores U(D) and U(D') use the same orders, so
+their difference reflects the label change alone.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any, Callable, Generator, Hashable, Iterable, Mapping, Sequence
+
+import numpy as np
+
+from plural_icm.backends.base import ContextLengthError, LMBackend, Prompt, prompt_length
+from plural_icm.config.schema import Aggregate, Schedule
+from plural_icm.data.records import Claim, ConsistencyRule
+from plural_icm.search.consistency import group_inconsistencies, inconsistencies, repair_options
+from plural_icm.search.layout import FixedLayout, TreeTailLayout, layout_from_dict
+from plural_icm.search.prompts import ClaimRenderer
+from plural_icm.search.schedule import temperature
+
+log = logging.getLogger(__name__)
+
+Scores = dict[str, tuple[float, float]]  # item_id -> (logP(True), logP(False))
+Request = list[Prompt]
+Step = Generator[Request, np.ndarray, Any]
+
+
+@dataclass
+class SearchParams:
+    """The algorithm's settings (a plain copy of the icm config group)."""
+
+    alpha: float = 50.0
+    num_seed: int = 8
+    max_iters: int = 3000
+    initial_temp: float = 10.0
+    final_temp: float = 0.01
+    decay: float = 0.99
+    schedule: str = "log"
+    log_schedule_constant: float = 2.0
+    aggregate: str = "mean_log_odds"
+    patience: int = 200
+    fix_max_rounds: int = 10
+    unlabelled_weight: float = 100.0
+    checkpoint_every: int = 25
+    layout: str = "tree_tail"   # tree_tail (fast engine) | fixed (published order)
+    max_tail: int = 8
+    memo: bool = True           # reuse scores of identical prompts (off for the reference engine)
+
+    @classmethod
+    def from_config(cls, icm_cfg: Any, engine: str | None = None) -> "SearchParams":
+        keys = cls.__dataclass_fields__.keys()
+        kwargs = {k: _plain(getattr(icm_cfg, k)) for k in keys if hasattr(icm_cfg, k)}
+        engine = engine or _plain(getattr(icm_cfg, "engine", "fast"))
+        if engine == "reference":
+            kwargs.update(layout="fixed", memo=False)
+        return cls(**kwargs)
+
+
+def _plain(v: Any) -> Any:
+    return v.value if hasattr(v, "value") else v
+
+
+@dataclass
+class SearchResult:
+    labels: dict[str, bool]
+    confidence: dict[str, float]
+    U: float
+    P: float
+    I: int
+    iterations: int
+    accepted: int
+    trajectory: list[dict]
+    seed: int
+    wall_time_s: float
+    label_accuracy: float | None
+    n_predicted_unlabelled: int = 0
+    """Claims never labelled by the search (budget exhausted), labelled by one final prediction."""
+
+    def summary(self) -> dict:
+        return {"U": self.U, "P": self.P, "I": self.I, "iterations": self.iterations,
+                "accepted": self.accepted, "seed": self.seed, "wall_time_s": self.wall_time_s,
+                "label_accuracy": self.label_accuracy, "n_claims": len(self.labels),
+                "n_predicted_unlabelled": self.n_predicted_unlabelled}
+
+
+class SearchInterrupted(Exception):
+    """A stop was requested (SIGTERM/SIGUSR2); the search wrote its checkpoint first."""
+
+
+class ICMSearch:
+    """One annealing search over the claims of one search set.
+
+    ``fixed`` labels are hard constraints: labelled from the start and never changed.
+    ``checkpoint`` is a callable receiving a JSON-able state dict (written atomically by the
+    caller); ``resume_state`` is such a dict to continue from. ``should_stop`` is polled at
+    iteration boundaries.
+    """
+
+    def __init__(self, claims: Sequence[Claim], rule: ConsistencyRule, renderer: ClaimRenderer,
+                 params: SearchParams, seed: int, fixed: Mapping[str, bool] | None = None,
+                 max_context: int | None = None, resume_state: dict | None = None,
+                 checkpoint: Callable[[dict], None] | None = None,
+                 should_stop: Callable[[], bool] | None = None,
+                 on_iteration: Callable[[dict], None] | None = None):
+        if not claims:
+            raise ValueError("a search needs at least one claim")
+        self.claims = {c.item_id: c for c in claims}
+        if len(self.claims) != len(claims):
+            raise ValueError("duplicate item_id in the search set")
+        self.order = [c.item_id for c in claims]
+        self.rule = ConsistencyRule(rule)
+        self.renderer = renderer
+        self.p = params
+        self.seed = seed
+        self.fixed = dict(fixed or {})
+        unknown = set(self.fixed) - set(self.claims)
+        if unknown:
+            raise ValueError(f"fixed labels for claims outside the search set: {sorted(unknown)[:5]}")
+        self.groups: dict[str, list[str]] = {}
+        for c in claims:
+            self.groups.setdefault(c.group_id, []).append(c.item_id)
+        self.group_of = {c.item_id: c.group_id for c in claims}
+        self.max_context = max_context
+        self.resume_state = resume_state
+        self._checkpoint = checkpoint
+        self._should_stop = should_stop or (lambda: False)
+        self._on_iteration = on_iteration
+        self._memo: OrderedDict = OrderedDict()
+        self._memo_max = max(1000, 40 * len(claims))
+        self.check_context()
+
+    # -- sizes ------------------------------------------------------------------------------
+    def check_context(self) -> None:
+        """Refuse, before any work, a claim set whose full context exceeds the model's window."""
+        if not self.max_context:
+            return
+        r = self.renderer
+        need = len(r.bos) + max(len(r.blocks(c).query) for c in self.claims.values())
+        need += sum(max(len(r.blocks(c).true_example), len(r.blocks(c).false_example))
+                    for c in self.claims.values()) + 1
+        if need > self.max_context:
+            raise ContextLengthError(
+                f"a search over {len(self.claims)} claims needs up to {need} prompt tokens, but the "
+                f"model's context is {self.max_context}. Use fewer claims per search "
+                f"(dataset.max_search_claims=<n>, about {int(len(self.claims) * self.max_context / need)} "
+                f"fit) or a model with a longer context (model.max_context).")
+
+    # -- scoring ----------------------------------------------------------------------------
+    def _layout_new(self):
+        if self.p.layout == "fixed":
+            return FixedLayout()
+        return TreeTailLayout(max_tail=self.p.max_tail)
+
+    def _score(self, labels: Mapping[str, bool], layout, queries: Iterable[str] | None = None,
+               contexts: dict | None = None) -> Step:
+        """Scores of ``queries`` (default: every labelled claim) under ``layout``'s orders.
+
+        The context of a labelled claim is its layout context restricted to labelled claims; the
+        context of an unlabelled claim is the layout's full order. Identical prompts are answered
+        from a memo (the prompt is determined by the (claim, label) sequence).
+        """
+        ctxs = contexts if contexts is not None else layout.contexts()
+        queries = list(labels) if queries is None else list(queries)
+        full = None
+        keys, prompts_needed, out = [], [], {}
+        for j in queries:
+            if j in ctxs:
+                ctx = [c for c in ctxs[j] if c in labels and c != j]
+            else:
+                if full is None:
+                    full = [c for c in layout.full_context() if c in labels]
+                ctx = [c for c in full if c != j]
+            key = (j, tuple((c, labels[c]) for c in ctx))
+            if self.p.memo and key in self._memo:
+                self._memo.move_to_end(key)
+                out[j] = self._memo[key]
+                continue
+            keys.append((j, key))
+            prompts_needed.append(self.renderer.prompt([(self.claims[c], labels[c]) for c in ctx],
+                                                       self.claims[j]))
+        if prompts_needed:
+            arr = yield prompts_needed
+            for (j, key), row in zip(keys, arr):
+                val = (float(row[0]), float(row[1]))
+                out[j] = val
+                if self.p.memo:
+                    self._memo[key] = val
+                    if len(self._memo) > self._memo_max:
+                        self._memo.popitem(last=False)
+        return out
+
+    def utility(self, labels: Mapping[str, bool], scores: Scores) -> tuple[float, float, int]:
+        """(U, P, I) of a labelling given its leave-one-out scores."""
+        if labels:
+            if Aggregate(self.p.aggregate) is Aggregate.mean_log_odds:
+                vals = [(scores[j][0] - scores[j][1]) * (1 if y else -1) for j, y in labels.items()]
+                P = float(np.mean(vals))
+            else:
+                P = float(sum(_log_softmax2(scores[j])[0 if y else 1] for j, y in labels.items()))
+        else:
+            P = 0.0
+        touched = {self.group_of[j] for j in labels}
+        I = sum(group_inconsistencies(self.groups[g], labels, self.rule) for g in touched)
+        return self.p.alpha * P - I, P, I
+
+    # -- the search -------------------------------------------------------------------------
+    def run(self) -> Step:
+        t_start = time.perf_counter()
+        if self.resume_state is not None:
+            st = self.resume_state
+            rng = np.random.default_rng()
+            rng.bit_generator.state = st["rng"]
+            labels = {k: bool(v) for k, v in st["labels"].items()}
+            layout = layout_from_dict(st["layout"])
+            scores = {k: (float(v[0]), float(v[1])) for k, v in st["scores"].items()}
+            it0, n_acc, since = st["iteration"], st["accepted"], st["since_accept"]
+            trajectory = list(st["trajectory"])
+            elapsed0 = st.get("wall_time_s", 0.0)
+            log.info("resuming search (seed %d) at iteration %d", self.seed, it0)
+        else:
+            rng = np.random.default_rng(self.seed)
+            labels = dict(self.fixed)
+            free = [j for j in self.order if j not in self.fixed]
+            k = min(self.p.num_seed, len(free))
+            seeds = [free[i] for i in rng.choice(len(free), size=k, replace=False)] if k else []
+            # Balanced random seed labels, as published (the extra one of an odd count is random).
+            seed_labels = [True, False] * (k // 2) + ([bool(rng.integers(2))] if k % 2 else [])
+            rng.shuffle(seed_labels)
+            labels.update(dict(zip(seeds, seed_labels)))
+            layout = self._layout_new().with_changes(list(labels), set(labels))
+            layout = layout.compacted()
+            scores = yield from self._score(labels, layout)
+            it0, n_acc, since, trajectory, elapsed0 = 0, 0, 0, [], 0.0
+        U, P, I = self.utility(labels, scores)
+        it = it0
+        while it < self.p.max_iters:
+            if self._should_stop():
+                self._save(rng, labels, layout, scores, it, n_acc, since, trajectory,
+                           elapsed0 + time.perf_counter() - t_start)
+                raise SearchInterrupted(f"stop requested at iteration {it}")
+            T = temperature(n_acc, self.p.schedule, self.p.initial_temp, self.p.final_temp,
+                            self.p.decay, self.p.log_schedule_constant)
+            i = self._pick(rng, labels)
+            u = float(rng.random())  # drawn every iteration, so decisions never shift the stream
+            accepted = False
+            changed_any = False
+            if i is not None:
+                # Predict: a labelled claim's leave-one-out score is already known.
+                if i in labels:
+                    s_i = scores[i]
+                else:
+                    s_i = (yield from self._score(labels, layout, queries=[i]))[i]
+                new = s_i[0] >= s_i[1]
+                if labels.get(i) != new:
+                    changed_any = True
+                    group = self.groups[self.group_of[i]]
+                    proposal = dict(labels)
+                    proposal[i] = new
+                    # The claim moves to the tail, where a change invalidates least; so do its
+                    # labelled group-mates when the repair will relabel them (the proposal made
+                    # their group inconsistent). Moving a tree claim costs one re-derivation of
+                    # U(D) under the new orders, so nothing is moved without need.
+                    moved = [i]
+                    if group_inconsistencies(group, proposal, self.rule):
+                        moved += [m for m in group if m in labels and m != i]
+                    lay = layout.with_changes(moved, set(proposal))
+                    ctxs = lay.contexts()
+                    if lay.to_dict() == layout.to_dict():
+                        cur_scores = scores  # same orders: D's scores are already known
+                    else:
+                        cur_scores = yield from self._score(labels, lay, contexts=ctxs)
+                    U_cur, _, _ = self.utility(labels, cur_scores)
+                    best, best_scores = yield from self._repair(proposal, lay, ctxs)
+                    U_new, _, _ = self.utility(best, best_scores)
+                    dU = U_new - U_cur
+                    accepted = dU >= 0 or u < math.exp(dU / T)
+                    layout = lay
+                    if accepted:
+                        labels, scores = best, best_scores
+                        n_acc += 1
+                    else:
+                        scores = cur_scores
+                    U, P, I = self.utility(labels, scores)
+            it += 1
+            since = 0 if accepted else since + 1
+            row = {"iteration": it, "U": U, "P": P, "I": I, "temperature": T,
+                   "accepted": accepted, "proposed_change": changed_any,
+                   "n_labelled": len(labels), "label_accuracy": self._accuracy(labels)}
+            trajectory.append(row)
+            if self._on_iteration:
+                self._on_iteration(row)
+            if self._checkpoint and it % self.p.checkpoint_every == 0:
+                self._save(rng, labels, layout, scores, it, n_acc, since, trajectory,
+                           elapsed0 + time.perf_counter() - t_start)
+            if len(labels) == len(self.claims) and since >= self.p.patience:
+                break
+        # Claims the budget never reached get the model's prediction given the final labelled set.
+        missing = [j for j in self.order if j not in labels]
+        final = dict(labels)
+        conf_scores = dict(scores)
+        if missing:
+            extra = yield from self._score(labels, layout, queries=missing)
+            for j in missing:
+                final[j] = extra[j][0] >= extra[j][1]
+                conf_scores[j] = extra[j]
+        confidence = {j: float(np.exp(_log_softmax2(conf_scores[j])[0 if final[j] else 1]))
+                      for j in final}
+        return SearchResult(labels=final, confidence=confidence, U=U, P=P, I=I, iterations=it,
+                            accepted=n_acc, trajectory=trajectory, seed=self.seed,
+                            wall_time_s=elapsed0 + time.perf_counter() - t_start,
+                            label_accuracy=self._accuracy(final),
+                            n_predicted_unlabelled=len(missing))
+
+    def _pick(self, rng: np.random.Generator, labels: Mapping[str, bool]) -> str | None:
+        cands = [j for j in self.order if j not in self.fixed]
+        if not cands:
+            return None
+        has_labelled = {g for g, ms in self.groups.items() if any(m in labels for m in ms)}
+        w = np.array([self.p.unlabelled_weight
+                      if (j not in labels and self.group_of[j] in has_labelled) else 1.0
+                      for j in cands])
+        return cands[int(rng.choice(len(cands), p=w / w.sum()))]
+
+    def _repair(self, proposal: dict, layout, ctxs: dict) -> Step:
+        """ConsistencyFix: per round, for each inconsistent group, score its consistent options
+        and adopt the best if it raises U; stop when a round improves nothing (the published code
+        always ran 10 rounds). The adopted option's scores are reused, never recomputed."""
+        best = proposal
+        best_scores = yield from self._score(best, layout, contexts=ctxs)
+        best_U = self.utility(best, best_scores)[0]
+        if self.rule is ConsistencyRule.NONE:
+            return best, best_scores
+        for _ in range(self.p.fix_max_rounds):
+            improved = False
+            for g, members in self.groups.items():
+                options = repair_options(members, best, self.rule, self.fixed)
+                for option in options:
+                    cand = dict(best)
+                    cand.update(option)
+                    cand_scores = yield from self._score(cand, layout, contexts=ctxs)
+                    cand_U = self.utility(cand, cand_scores)[0]
+                    if cand_U > best_U:
+                        best, best_scores, best_U, improved = cand, cand_scores, cand_U, True
+            if not improved:
+                break
+        return best, best_scores
+
+    def _accuracy(self, labels: Mapping[str, bool]) -> float | None:
+        """Agreement with gold, for the trajectory only: the search never reads it."""
+        pairs = [(y, self.claims[j].gold) for j, y in labels.items() if self.claims[j].gold is not None]
+        return float(np.mean([y == g for y, g in pairs])) if pairs else None
+
+    def _save(self, rng, labels, layout, scores, it, n_acc, since, trajectory, wall) -> None:
+        if self._checkpoint is None:
+            return
+        self._checkpoint({
+            "seed": self.seed, "iteration": it, "accepted": n_acc, "since_accept": since,
+            "labels": labels, "layout": layout.to_dict(),
+            "scores": {k: list(v) for k, v in scores.items()},
+            "rng": rng.bit_generator.state, "trajectory": trajectory, "wall_time_s": wall,
+        })
+
+
+def _log_softmax2(s: tuple[float, float]) -> tuple[float, float]:
+    m = max(s)
+    z = m + math.log(math.exp(s[0] - m) + math.exp(s[1] - m))
+    return s[0] - z, s[1] - z
+
+
+def run_searches(searches: Sequence[ICMSearch], backend: LMBackend,
+                 labels: Sequence[str]) -> list[SearchResult]:
+    """Run several searches against one model, sending their prompts in shared batches.
+
+    Every round, each active search contributes the prompts it is waiting for; one
+    ``label_logprobs`` call scores them all (a GPU stays busy; on CPU the prefix cache still
+    sees every search's shared prefixes). Progress is reported through each search's
+    ``on_iteration`` callback. Results are in the order of ``searches``.
+    """
+    gens = [s.run() for s in searches]
+    pending: dict[int, Request] = {}
+    results: list[SearchResult | None] = [None] * len(gens)
+    interrupted: list[SearchInterrupted] = []
+    for k, g in enumerate(gens):
+        try:
+            pending[k] = next(g)
+        except StopIteration as stop:
+            results[k] = stop.value
+        except SearchInterrupted as exc:
+            interrupted.append(exc)
+    while pending:
+        order = sorted(pending)
+        flat = [p for k in order for p in pending[k]]
+        for p in flat:
+            backend.check_length(p, what="an ICM search prompt")
+        arr = backend.label_logprobs(flat, labels)
+        pos = 0
+        for k in order:
+            n = len(pending[k])
+            chunk = arr[pos:pos + n]
+            pos += n
+            try:
+                pending[k] = gens[k].send(chunk)
+            except StopIteration as stop:
+                results[k] = stop.value
+                del pending[k]
+            except SearchInterrupted as exc:
+                # Keep serving the others until each reaches its boundary and checkpoints too.
+                interrupted.append(exc)
+                del pending[k]
+    if interrupted:
+        raise interrupted[0]
+    return [r for r in results if r is not None]
+
+
+def drive(step: Step, backend: LMBackend, labels: Sequence[str]) -> Any:
+    """Run one scoring generator to completion against ``backend``."""
+    try:
+        request = next(step)
+        while True:
+            request = step.send(backend.label_logprobs(request, labels))
+    except StopIteration as stop:
+        return stop.value
+
+
+def evaluate_labelling(claims: Sequence[Claim], rule: ConsistencyRule, backend: LMBackend,
+                       params: SearchParams, labels: Mapping[str, bool], template: str,
+                       label_strings: Sequence[str]) -> tuple[float, float, int]:
+    """(U, P, I) of a complete labelling, with the search's own scorer and layout.
+
+    The layout is built over the claims in their given order, so evaluating several labellings of
+    the same claims (the accuracy-matched control) reuses the cached prefixes of the first.
+    """
+    renderer = ClaimRenderer(backend, template, label_strings)
+    search = ICMSearch(claims, rule, renderer, params, seed=0, max_context=backend.max_context)
+    order = [c.item_id for c in claims if c.item_id in labels]
+    layout = search._layout_new().with_changes(order, set(order)).compacted()
+    scores = drive(search._score(dict(labels), layout), backend, label_strings)
+    return search.utility(labels, scores)

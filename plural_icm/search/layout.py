@@ -1,0 +1,138 @@
+"""Context orders for leave-one-out scoring.
+
+Mutual predictability scores every labelled claim given ALL other labelled claims. Any order of
+the others is a valid context, so we choose orders whose prompts share long prefixes:
+
+* a *tree* part, laid out by recursive halving over a list of slots: for claims in the left half,
+  the context starts with the whole right half, and vice versa, recursively. Prompts of one half
+  share the other half as a prefix, so one full evaluation computes about n*L*log2(n) tokens
+  instead of n^2*L;
+* a short *tail* of recently changed or newly labelled claims, appended after the tree part of
+  every context. Changing a tail claim invalidates only what follows it, about n*L tokens per
+  evaluation; adding a new claim costs about 2*n*L.
+
+A claim leaving the tree leaves an empty slot (``None``): the split points never move, so only the
+prefixes that contained it are invalidated. When the tail is full, tail and tree are merged into a
+new tree (one full evaluation).
+
+The :class:`FixedLayout` is the published code's order (every other claim in one fixed order), used
+by the reference engine.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Hashable, Iterable, Sequence
+
+Item = Hashable
+
+
+@dataclass
+class TreeTailLayout:
+    slots: list = field(default_factory=list)
+    tail: list = field(default_factory=list)
+    max_tail: int = 8
+
+    # -- structure --------------------------------------------------------------------------
+    def items(self) -> list:
+        """Every claim in the layout, in the order of the full context (tree then tail)."""
+        return [s for s in self.slots if s is not None] + list(self.tail)
+
+    def __contains__(self, item: Item) -> bool:
+        return item in self.tail or item in self.slots
+
+    def with_changes(self, changed: Iterable[Item], present: set) -> "TreeTailLayout":
+        """The layout to use for a proposal changing ``changed`` claims.
+
+        Changed claims move to the end of the tail (new claims are appended there); claims no longer
+        labelled (``present`` excludes them) are dropped. When the tail would exceed ``max_tail``,
+        tree and old tail are merged into a new tree first.
+        """
+        changed = [c for c in dict.fromkeys(changed)]
+        slots = [s if (s is not None and s in present and s not in changed) else None for s in self.slots]
+        tail = [t for t in self.tail if t in present and t not in changed]
+        moved = [c for c in changed if c in present]
+        if len(tail) + len(moved) > self.max_tail:
+            slots = [s for s in slots if s is not None] + tail
+            tail = []
+        new = TreeTailLayout(slots=slots, tail=tail + moved, max_tail=self.max_tail)
+        if len(new.tail) > self.max_tail:  # more changes at once than the tail holds
+            new = TreeTailLayout(slots=new.items(), tail=[], max_tail=self.max_tail)
+        return new
+
+    def compacted(self) -> "TreeTailLayout":
+        return TreeTailLayout(slots=self.items(), tail=[], max_tail=self.max_tail)
+
+    # -- contexts ---------------------------------------------------------------------------
+    def contexts(self) -> dict:
+        """Leave-one-out context order of every claim in the layout."""
+        out: dict = {}
+        tail = list(self.tail)
+        _halving(self.slots, 0, len(self.slots), [], out)
+        for item, ctx in out.items():
+            ctx.extend(tail)
+        tree_all = [s for s in self.slots if s is not None]
+        for t in tail:
+            out[t] = tree_all + [u for u in tail if u != t]
+        return out
+
+    def full_context(self) -> list:
+        """Context of a claim outside the layout (prediction for an unlabelled claim)."""
+        return self.items()
+
+    def to_dict(self) -> dict:
+        return {"kind": "tree_tail", "slots": list(self.slots), "tail": list(self.tail),
+                "max_tail": self.max_tail}
+
+
+def _halving(slots: Sequence, lo: int, hi: int, prefix: list, out: dict) -> None:
+    if hi - lo <= 0:
+        return
+    if hi - lo == 1:
+        if slots[lo] is not None:
+            out[slots[lo]] = list(prefix)
+        return
+    mid = (lo + hi) // 2
+    left = [s for s in slots[lo:mid] if s is not None]
+    right = [s for s in slots[mid:hi] if s is not None]
+    _halving(slots, lo, mid, prefix + right, out)
+    _halving(slots, mid, hi, prefix + left, out)
+
+
+@dataclass
+class FixedLayout:
+    """The published order: claims in one fixed order (by first labelling); context of a claim =
+    every other claim in that order."""
+
+    order: list = field(default_factory=list)
+
+    def items(self) -> list:
+        return list(self.order)
+
+    def __contains__(self, item: Item) -> bool:
+        return item in self.order
+
+    def with_changes(self, changed: Iterable[Item], present: set) -> "FixedLayout":
+        order = [o for o in self.order if o in present]
+        order += [c for c in dict.fromkeys(changed) if c in present and c not in order]
+        return FixedLayout(order=order)
+
+    def compacted(self) -> "FixedLayout":
+        return FixedLayout(order=list(self.order))
+
+    def contexts(self) -> dict:
+        return {j: [o for o in self.order if o != j] for j in self.order}
+
+    def full_context(self) -> list:
+        return list(self.order)
+
+    def to_dict(self) -> dict:
+        return {"kind": "fixed", "order": list(self.order)}
+
+
+def layout_from_dict(d: dict):
+    if d["kind"] == "tree_tail":
+        return TreeTailLayout(slots=list(d["slots"]), tail=list(d["tail"]), max_tail=d["max_tail"])
+    if d["kind"] == "fixed":
+        return FixedLayout(order=list(d["order"]))
+    raise ValueError(f"unknown layout kind {d['kind']!r}")

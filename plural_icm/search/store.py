@@ -1,0 +1,223 @@
+"""Content-addressed ICM searches: never run the same search twice, never read a half-written one.
+
+A search is identified by the hash of everything that determines it: the base model's identity
+(backend, checkpoint, revision, dtype), the claims (ids and texts, in order), the consistency rule,
+the algorithm's parameters, the seed and the fixed labels. Its directory is
+``<searches_dir>/<model>/<dataset>/fold<k>/<persona>/<hash>/``.
+
+Concurrency: a process runs a search only while holding an exclusive ``flock`` on ``.lock`` in its
+directory. A second process wanting the same search blocks on the lock, then finds ``COMPLETE.json``
+and loads the result; if the holder died, the lock is released by the OS and the waiter resumes
+from the last checkpoint. Locks are taken in sorted path order, so jobs never deadlock.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import signal
+import time
+from contextlib import ExitStack, contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator, Mapping, Sequence
+
+from plural_icm.data.records import Claim, ConsistencyRule
+from plural_icm.pipeline.layout import COMPLETE, is_complete, search_dir
+from plural_icm.search.engine import ICMSearch, SearchParams, SearchResult, run_searches
+from plural_icm.search.prompts import ClaimRenderer
+from plural_icm.utils.io import atomic_write_json, atomic_write_jsonl, read_jsonl
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SearchTask:
+    """One search to run or load."""
+
+    model: str
+    dataset: str
+    fold: int
+    persona: str
+    claims: list[Claim]
+    rule: ConsistencyRule
+    params: SearchParams
+    seed: int
+    template: str
+    labels: tuple[str, str]
+    model_identity: dict
+    fixed: dict[str, bool] = field(default_factory=dict)
+
+    def spec(self) -> dict:
+        return {
+            "model": self.model_identity,
+            "claims": [[c.item_id, c.group_id, c.question, c.claim] for c in self.claims],
+            "rule": ConsistencyRule(self.rule).value,
+            "params": {k: v for k, v in asdict(self.params).items() if k != "checkpoint_every"},
+            "seed": self.seed, "template": self.template, "labels": list(self.labels),
+            "fixed": dict(sorted(self.fixed.items())),
+        }
+
+    def hash(self) -> str:
+        blob = json.dumps(self.spec(), sort_keys=True, ensure_ascii=False).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+    def directory(self, searches_dir: str | Path) -> Path:
+        return search_dir(searches_dir, self.model, self.dataset, self.fold, self.persona, self.hash())
+
+
+@dataclass
+class StoredSearch:
+    task: SearchTask
+    path: Path
+    labels: dict[str, bool]
+    confidence: dict[str, float]
+    summary: dict
+    computed: bool
+    """True when this process ran (or finished) the search, False when it was loaded."""
+
+
+class StopRequest:
+    """Turns SIGTERM/SIGUSR2 into a flag polled at iteration boundaries.
+
+    After the search saved its checkpoint, :meth:`reraise` restores the previous handler and sends
+    the signal again, so submitit's own handler (requeue on timeout/preemption) or the default
+    action still happens.
+    """
+
+    SIGNALS = (signal.SIGTERM, signal.SIGUSR2)
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> "StopRequest":
+        try:
+            for sig in self.SIGNALS:
+                self._previous[sig] = signal.signal(sig, self._handle)
+        except ValueError:  # not the main thread: no signal handling
+            self._previous = {}
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        log.warning("signal %d received: checkpointing at the next iteration boundary", signum)
+        self.received = signum
+
+    def __call__(self) -> bool:
+        return self.received is not None
+
+    def __exit__(self, *exc) -> None:
+        for sig, prev in self._previous.items():
+            signal.signal(sig, prev)
+
+    def reraise(self) -> None:
+        if self.received is None:
+            return
+        sig = self.received
+        prev = self._previous.get(sig, signal.SIG_DFL)
+        signal.signal(sig, prev if prev is not None else signal.SIG_DFL)
+        os.kill(os.getpid(), sig)
+
+
+@contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    path.mkdir(parents=True, exist_ok=True)
+    fh = open(path / ".lock", "a+")
+    try:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log.info("waiting for %s (another job is running this search)", path)
+            t0 = time.time()
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            log.info("got %s after %.0f s", path, time.time() - t0)
+        yield
+    finally:
+        fcntl.flock(fh, fcntl.LOCK_UN)
+        fh.close()
+
+
+def load_search(task: SearchTask, path: Path) -> StoredSearch:
+    rows = read_jsonl(path / "labels.jsonl")
+    summary = json.loads((path / "summary.json").read_text())
+    return StoredSearch(task=task, path=path, labels={r["item_id"]: bool(r["label"]) for r in rows},
+                        confidence={r["item_id"]: float(r["confidence"]) for r in rows},
+                        summary=summary, computed=False)
+
+
+def run_or_load(tasks: Sequence[SearchTask], searches_dir: str | Path,
+                backend_factory: Callable[[], Any],
+                on_iteration: Callable[[SearchTask, dict], None] | None = None) -> list[StoredSearch]:
+    """Results of ``tasks`` (in order): loaded when complete, else run (resuming checkpoints).
+
+    ``backend_factory`` is called only if something has to be computed, so a relaunch of finished
+    work never loads a model.
+    """
+    paths = [t.directory(searches_dir) for t in tasks]
+    out: dict[int, StoredSearch] = {}
+    for k, (t, p) in enumerate(zip(tasks, paths)):
+        if is_complete(p):
+            out[k] = load_search(t, p)
+    todo = [k for k in range(len(tasks)) if k not in out]
+    if not todo:
+        return [out[k] for k in range(len(tasks))]
+    with ExitStack() as stack:
+        for k in sorted(todo, key=lambda k: str(paths[k])):
+            stack.enter_context(_locked(paths[k]))
+        # Another job may have finished some while we waited for the locks.
+        for k in list(todo):
+            if is_complete(paths[k]):
+                out[k] = load_search(tasks[k], paths[k])
+                todo.remove(k)
+        if todo:
+            backend = backend_factory()
+            renderer_cache: dict = {}
+            stop = stack.enter_context(StopRequest())
+            searches = []
+            for k in todo:
+                t, p = tasks[k], paths[k]
+                atomic_write_json(p / "spec.json", t.spec())
+                ck = p / "checkpoint.json"
+                state = json.loads(ck.read_text()) if ck.is_file() else None
+                key = (t.template, t.labels)
+                renderer = renderer_cache.setdefault(key, ClaimRenderer(backend, t.template, t.labels))
+                searches.append(ICMSearch(
+                    t.claims, t.rule, renderer, t.params, seed=t.seed, fixed=t.fixed,
+                    max_context=backend.max_context, resume_state=state,
+                    checkpoint=(lambda st, ck=ck: atomic_write_json(ck, st)),
+                    should_stop=stop,
+                    on_iteration=(lambda row, t=t: on_iteration(t, row)) if on_iteration else None))
+            try:
+                results = run_searches(searches, backend, list(tasks[todo[0]].labels))
+            except Exception:
+                if stop.received is not None:
+                    stop.reraise()
+                raise
+            for k, res in zip(todo, results):
+                _write_result(tasks[k], paths[k], res, backend)
+                out[k] = load_search(tasks[k], paths[k])
+                out[k].computed = True
+    return [out[k] for k in range(len(tasks))]
+
+
+def _write_result(task: SearchTask, path: Path, res: SearchResult, backend: Any) -> None:
+    gold = {c.item_id: c.gold for c in task.claims}
+    atomic_write_jsonl(path / "labels.jsonl", [
+        {"item_id": j, "label": y, "confidence": res.confidence[j], "gold": gold[j]}
+        for j, y in res.labels.items()])
+    atomic_write_jsonl(path / "trajectory.jsonl", res.trajectory)
+    summary = res.summary() | {"persona": task.persona, "fold": task.fold, "model": task.model,
+                               "dataset": task.dataset, "hash": path.name}
+    atomic_write_json(path / "summary.json", summary)
+    atomic_write_json(path / COMPLETE, {"hash": path.name, "finished": time.time()})
+    ck = path / "checkpoint.json"
+    if ck.exists():
+        ck.unlink()
+
+
+def best_of_restarts(results: Sequence[StoredSearch]) -> StoredSearch:
+    """The highest-U assignment among restarts of one search set."""
+    return max(results, key=lambda r: r.summary["U"])

@@ -1,0 +1,228 @@
+"""The analysis report on synthetic result trees in the pipeline's exact file formats."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from analysis import load, tables
+from analysis.report import build_report, main
+
+MODELS = ["llama70b", "smollm2"]
+DATASETS = ["gqa", "oqa"]
+CONDITIONS = ["zero_shot", "icm", "gold"]
+PERSONAS = {"gqa": ["Brazil", "Britain"], "oqa": ["Democrats", "Republicans"]}
+N_Q = 10  # questions per persona and fold
+MISSING = ("smollm2", "oqa", "gold", 1)
+
+# number of correct questions (of N_Q) per persona, by condition and fold
+K_CORRECT = {("zero_shot", 0): 6, ("zero_shot", 1): 5, ("icm", 0): 8, ("icm", 1): 9,
+             ("gold", 0): 7, ("gold", 1): 8}
+
+
+def _w(path: Path, obj) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(obj))
+
+
+def _wl(path: Path, rows) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def write_cell(root: Path, model, dataset, condition, fold, seed=0, n="all", complete=True,
+               k=None):
+    d = root / "results" / "main" / model / dataset / condition / f"n{n}" / f"fold{fold}" / f"seed{seed}"
+    k = K_CORRECT[(condition, fold)] if k is None else k
+    preds, per_persona = [], {}
+    for p in PERSONAS[dataset]:
+        for q in range(N_Q):
+            correct = q < k
+            for opt in (0, 1):
+                gold = opt == 0
+                pt = (0.8 if correct else 0.2) if opt == 0 else (0.2 if correct else 0.8)
+                preds.append({"model": model, "dataset": dataset, "condition": condition,
+                              "fold": fold, "seed": seed, "persona_id": p,
+                              "item_id": f"{p}-f{fold}-q{q}-o{opt}", "question_id": f"f{fold}q{q}",
+                              "group_id": f"{p}|f{fold}q{q}", "option_key": str(opt),
+                              "option_index": opt, "gold": gold,
+                              "logp_true": math.log(pt), "logp_false": math.log(1 - pt),
+                              "p_true": pt, "pred": pt > 0.5})
+        per_persona[p] = {"accuracy": k / N_Q, "accuracy_se": 0.1, "n_questions": N_Q,
+                          "claim_accuracy": k / N_Q, "ece": 0.2, "stable_fraction": 1.0,
+                          "js_distance": None, "representation_score": None,
+                          "icm_label_accuracy": 0.85 if condition == "icm" else None,
+                          "coherence": None}
+    overall = {"accuracy": k / N_Q, "accuracy_se": 0.08, "n_questions": N_Q * 2,
+               "claim_accuracy": k / N_Q, "ece": 0.1 + 0.01 * fold, "stable_fraction": 1.0,
+               "js_distance": None, "representation_score": None,
+               "icm_label_accuracy": 0.85 if condition == "icm" else None, "coherence": None}
+    _w(d / "metrics.json", {"overall": overall, "per_persona": per_persona,
+                            "meta": {"model": model, "dataset": dataset, "condition": condition,
+                                     "fold": fold, "seed": seed, "n_examples": 40,
+                                     "run_tag": "main", "wall_time_s": 1.0}})
+    _wl(d / "predictions.jsonl", preds)
+    _wl(d / "examples.jsonl", [{"persona_id": "Brazil", "item_id": "x", "label": True,
+                                "gold": True}])
+    (d / "config.yaml").write_text("model: {}\n")
+    if complete:
+        _w(d / "COMPLETE.json", {"wall_time_s": 1.0})
+    return d
+
+
+def make_tree(root: Path) -> Path:
+    for m in MODELS:
+        for ds in DATASETS:
+            for c in CONDITIONS:
+                for f in (0, 1):
+                    if (m, ds, c, f) == MISSING:
+                        # an unfinished cell: directory and metrics, no COMPLETE.json
+                        write_cell(root, m, ds, c, f, complete=False)
+                        continue
+                    write_cell(root, m, ds, c, f)
+    # searches for llama70b/gqa
+    for f in (0, 1):
+        for p, acc in (("Brazil", 0.80), ("Britain", 0.90)):
+            sd = root / "searches" / "llama70b" / "gqa" / f"fold{f}" / p / "abc123"
+            _w(sd / "summary.json", {"U": 10.0, "P": -5.0, "I": 0, "iterations": 3,
+                                     "accepted": 2, "wall_time_s": 1.0,
+                                     "label_accuracy": acc + 0.02 * f, "n_claims": 20,
+                                     "persona": p, "fold": f, "model": "llama70b",
+                                     "dataset": "gqa"})
+            _wl(sd / "trajectory.jsonl", [{"iteration": i, "U": float(i), "P": -float(i),
+                                           "I": 0, "temperature": 1.0, "accepted": True,
+                                           "n_labelled": i, "label_accuracy": 0.5}
+                                          for i in range(3)])
+            _wl(sd / "labels.jsonl", [{"item_id": "x", "label": True, "confidence": 0.9,
+                                       "gold": True}])
+            _w(sd / "COMPLETE.json", {})
+    _w(root / "collaborative" / "llama70b" / "gqa" / "Britain" / "confidence" / "summary.json",
+       {"persona": "Britain", "method": "confidence", "k": 4, "test_accuracy": 0.70,
+        "label_accuracy": 0.88, "coherence": 120.0,
+        "before": {"test_accuracy": 0.65, "label_accuracy": 0.80, "coherence": 110.0}})
+    return root
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    root = make_tree(tmp_path_factory.mktemp("outputs"))
+    written = build_report(root)
+    return root, root / "report", written
+
+
+def test_load_cells_partial(report):
+    root, _, _ = report
+    cells = load.load_cells(root)
+    assert len(cells) == 2 * 2 * 3 * 2 - 1
+    allc = load.load_cells(root, include_incomplete=True)
+    assert len(allc) == 24 and (~allc.complete).sum() == 1
+    assert cells.representation_score.isna().all()  # null -> NaN, never 0
+
+
+def test_files_written(report):
+    _, out, written = report
+    for name in ["report.md", "report.html", "headline.csv", "table6_per_fold.csv",
+                 "table4_label_accuracy.csv", "table7_8_per_persona.csv", "table9_ece.csv",
+                 "fig6_stability.csv", "table1_collaborative.csv", "significance.csv",
+                 "fig1_percent_of_gold.png", "fig2_dataset_condition.png",
+                 "fig3_improvement_over_zero_shot.png", "fig8_absolute_scores.png"]:
+        assert (out / name).is_file(), name
+        assert out / name in written
+
+
+def test_headline_values_and_paper(report):
+    _, out, _ = report
+    h = pd.read_csv(out / "headline.csv")
+    r = h[(h.model == "llama70b") & (h.dataset == "gqa") & (h.condition == "icm")].iloc[0]
+    assert r.ours == pytest.approx(85.0)          # mean of 80 and 90
+    assert r.se == pytest.approx(5.0)             # sd(80, 90) / sqrt(2)
+    assert r.paper == pytest.approx(71.7)
+    assert r["diff"] == pytest.approx(85.0 - 71.7)
+    r = h[(h.model == "llama70b") & (h.dataset == "oqa") & (h.condition == "zero_shot")].iloc[0]
+    assert r.ours == pytest.approx(55.0) and r.paper == pytest.approx(69.5)
+    # the missing fold: mean over the one fold present, n_folds says so
+    r = h[(h.model == "smollm2") & (h.dataset == "oqa") & (h.condition == "gold")].iloc[0]
+    assert r.n_folds == 1 and r.ours == pytest.approx(70.0)
+
+
+def test_per_fold_table_missing_and_paper(report):
+    _, out, _ = report
+    t = pd.read_csv(out / "table6_per_fold.csv")
+    r = t[(t.model == "smollm2") & (t.dataset == "oqa") & (t.condition == "gold")].iloc[0]
+    assert r.F1 == pytest.approx(70.0) and math.isnan(r.F2)
+    r = t[(t.model == "llama70b") & (t.dataset == "gqa") & (t.condition == "icm")].iloc[0]
+    assert (r.F1, r.F2, r.Avg) == pytest.approx((80.0, 90.0, 85.0))
+    assert r.paper_F1 == pytest.approx(68.8) and r.paper_Avg == pytest.approx(71.7)
+    r = t[(t.model == "llama70b") & (t.dataset == "oqa") & (t.condition == "icm")].iloc[0]
+    assert math.isnan(r.paper_Avg)  # Table 6 is GQA only
+
+
+def test_significance_mcnemar(report):
+    _, out, _ = report
+    s = pd.read_csv(out / "significance.csv")
+    r = s[(s.model == "llama70b") & (s.dataset == "gqa") & (s.A == "icm")
+          & (s.B == "zero_shot")].iloc[0]
+    # fold0: icm 8 vs zs 6 -> 2 icm-only per persona; fold1: 9 vs 5 -> 4; two personas
+    assert r.n_questions == 40 and r.A_only == 12 and r.B_only == 0
+    from scipy.stats import binomtest
+    assert r.p_mcnemar == pytest.approx(binomtest(12, 12, 0.5).pvalue)
+    h = pd.read_csv(out / "headline.csv")
+    hz = h[(h.model == "llama70b") & (h.dataset == "gqa") & (h.condition == "zero_shot")].iloc[0]
+    assert hz.p_icm_vs_this_mcnemar == pytest.approx(r.p_mcnemar)
+    # the missing gold fold of smollm2/oqa: only fold 0 is paired
+    r = s[(s.model == "smollm2") & (s.dataset == "oqa") & (s.A == "icm") & (s.B == "gold")].iloc[0]
+    assert r.n_folds == 1 and r.n_questions == 20
+
+
+def test_label_accuracy_ece_collab_tables(report):
+    _, out, _ = report
+    la = pd.read_csv(out / "table4_label_accuracy.csv")
+    r = la[(la.persona == "Britain")].iloc[0]
+    assert r.label_accuracy == pytest.approx(91.0) and r.paper == pytest.approx(83.5)
+    assert r["diff"] == pytest.approx(7.5)
+    e = pd.read_csv(out / "table9_ece.csv")
+    r = e[(e.model == "llama70b") & (e.dataset == "gqa") & (e.condition == "icm")].iloc[0]
+    assert r.ece == pytest.approx(0.105) and r.paper == pytest.approx(0.1549)
+    c = pd.read_csv(out / "table1_collaborative.csv")
+    r = c.iloc[0]
+    assert r.test_accuracy == pytest.approx(0.70) and r.paper_test_accuracy == pytest.approx(0.76)
+    assert r.before_coherence == pytest.approx(110.0)
+
+
+def test_report_markdown(report):
+    _, out, _ = report
+    md = (out / "report.md").read_text()
+    assert "Llama-3.1-70B" in md
+    assert "`smollm2/oqa/gold/fold1`" in md       # listed as missing
+    assert "—" in md                               # missing shown as a dash
+    assert "71.70" in md                           # paper number beside ours (GQA ICM)
+    assert "69.50" in md                           # OQA zero-shot
+    assert "fig1_percent_of_gold.png" in md
+    ratio = pd.read_csv(out / "fig1_percent_of_gold.csv")
+    r = ratio[(ratio.model == "llama70b") & (ratio.dataset == "gqa") & (ratio.condition == "icm")]
+    assert r.ratio.iloc[0] == pytest.approx(85.0 / 75.0)
+
+
+def test_demo_only_and_cli(tmp_path, capsys):
+    for c in ("zero_shot", "icm"):
+        write_cell(tmp_path, "smollm2", "gqa", c, 0)  # placeholder to reuse the writer
+    # move to dataset "demo" (no paper numbers)
+    src = tmp_path / "results" / "main" / "smollm2" / "gqa"
+    src.rename(tmp_path / "results" / "main" / "smollm2" / "demo")
+    assert main([str(tmp_path), "--out", str(tmp_path / "rep")]) == 0
+    printed = capsys.readouterr().out
+    assert "report.md" in printed and str(tmp_path / "rep") in printed
+    h = pd.read_csv(tmp_path / "rep" / "headline.csv")
+    assert set(h.dataset) == {"demo"} and h.paper.isna().all()
+    assert (tmp_path / "rep" / "fig8_absolute_scores.png").is_file()
+
+
+def test_empty_outputs(tmp_path):
+    written = build_report(tmp_path)
+    assert (tmp_path / "report" / "report.md").is_file()
+    assert "No cells found" in (tmp_path / "report" / "report.md").read_text()
+    assert written

@@ -1,0 +1,234 @@
+"""In-context example labels of the few-shot conditions."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from plural_icm.conditions.labels import (AccuracyMatchError, accuracy_matched_labels,
+                                          gold_labels, icm_labels, label_accuracy, random_labels,
+                                          subset_for_n_examples)
+from plural_icm.data.records import Claim
+
+
+def make_claims(n_two: int = 8, n_three: int = 3, persona: str = "P") -> list[Claim]:
+    """Survey claims: q0..q{n_two-1} two options, then three-option questions; the gold option
+    is option (q index mod n_options)."""
+    claims = []
+    for q in range(n_two + n_three):
+        k = 2 if q < n_two else 3
+        for o in range(k):
+            claims.append(Claim(item_id=f"{persona}-q{q}-o{o}", persona_id=persona,
+                                group_id=f"{persona}-q{q}", question_id=f"q{q}", option_key=str(o),
+                                question=f"Question {q}?", claim=f"option {o}",
+                                gold=o == q % k, meta={"option_index": o}))
+    return claims
+
+
+def icm_fixture():
+    """ICM labels: two-option q0..q4 right, q5..q7 wrong; three-option q8 right, q9, q10 wrong.
+
+    Right claims: 5 groups x 2 + 3 (q8) + 1 each in q9, q10 (the untouched wrong option is
+    correctly False) = 15 of 25 -> accuracy 0.6.
+    """
+    claims = make_claims()
+    gold_opt = {f"P-q{q}": q % (2 if q < 8 else 3) for q in range(11)}
+    labels = {}
+    for c in claims:
+        q = int(c.question_id[1:])
+        k = 2 if q < 8 else 3
+        chosen = gold_opt[c.group_id] if q in (0, 1, 2, 3, 4, 8) else (gold_opt[c.group_id] + 1) % k
+        labels[c.item_id] = int(c.option_key) == chosen
+    return claims, labels
+
+
+def n_changed(a, b):
+    return sum(a[k] != b[k] for k in a)
+
+
+def assert_exactly_one(claims, labels):
+    groups = {}
+    for c in claims:
+        groups.setdefault(c.group_id, []).append(labels[c.item_id])
+    assert all(sum(v) == 1 for v in groups.values())
+
+
+def test_fixture_accuracy_by_hand():
+    claims, icm = icm_fixture()
+    assert label_accuracy(claims, icm) == pytest.approx(15 / 25)
+
+
+def test_acc_matched_matches_accuracy_and_lowers_coherence():
+    claims, icm = icm_fixture()
+
+    def coherence(labels):  # fewer changes from ICM = more coherent
+        return -float(n_changed(labels, icm))
+
+    perts = accuracy_matched_labels(claims, icm, coherence, n_perturbations=5, seed=1)
+    assert len(perts) == 5
+    for p in perts:
+        assert set(p.labels) == set(icm)
+        assert abs(p.accuracy - 0.6) <= 0.005 and p.accuracy == pytest.approx(0.6)
+        assert label_accuracy(claims, p.labels) == pytest.approx(p.accuracy)
+        assert p.coherence < p.reference_coherence == 0.0
+        assert p.n_changed == n_changed(p.labels, icm) > 0
+        assert p.reference_accuracy == pytest.approx(0.6) and p.tries >= 1
+        assert_exactly_one(claims, p.labels)  # group structure respected
+    assert len({tuple(sorted(p.labels.items())) for p in perts}) == 5  # distinct
+    again = accuracy_matched_labels(claims, icm, coherence, n_perturbations=5, seed=1)
+    assert [p.labels for p in again] == [p.labels for p in perts]  # seeded
+
+
+def test_acc_matched_adversarial_coherence_only_one_group_helps():
+    # Coherence is lower only when q3 (a right group) is changed and q6 (a wrong group) is not;
+    # any other change raises it. The search must still find such candidates.
+    claims, icm = icm_fixture()
+    q3 = [c.item_id for c in claims if c.group_id == "P-q3"]
+    q6 = [c.item_id for c in claims if c.group_id == "P-q6"]
+
+    def coherence(labels):
+        hit = any(labels[i] != icm[i] for i in q3) and all(labels[i] == icm[i] for i in q6)
+        return -1.0 if hit else float(n_changed(labels, icm))
+
+    perts = accuracy_matched_labels(claims, icm, coherence, n_perturbations=3, seed=0)
+    for p in perts:
+        assert p.coherence == -1.0 and p.accuracy == pytest.approx(0.6)
+        assert any(p.labels[i] != icm[i] for i in q3)
+
+
+def test_acc_matched_raises_when_coherence_never_lower():
+    claims, icm = icm_fixture()
+    # every change increases coherence: ICM is a strict minimum
+    with pytest.raises(AccuracyMatchError, match="0 of 2"):
+        accuracy_matched_labels(claims, icm, lambda l: float(n_changed(l, icm)),
+                                n_perturbations=2, max_tries=50)
+    # coherence that only measures accuracy: matched candidates tie, never strictly lower
+    with pytest.raises(AccuracyMatchError):
+        accuracy_matched_labels(claims, icm, lambda l: label_accuracy(claims, l),
+                                n_perturbations=1, max_tries=50)
+    got = accuracy_matched_labels(claims, icm, lambda l: float(n_changed(l, icm)),
+                                  n_perturbations=2, max_tries=20, allow_fewer=True)
+    assert got == []
+
+
+def test_acc_matched_item_swaps_without_group_rule():
+    # rule "none" (or incoherent ICM groups): flip one right and one wrong claim.
+    claims, icm = icm_fixture()
+    perts = accuracy_matched_labels(claims, icm, lambda l: -float(n_changed(l, icm)),
+                                    n_perturbations=4, rule="none", seed=3)
+    for p in perts:
+        assert p.accuracy == pytest.approx(0.6)
+        right_to_wrong = sum(p.labels[c.item_id] != icm[c.item_id] and icm[c.item_id] == c.gold
+                             for c in claims)
+        wrong_to_right = sum(p.labels[c.item_id] != icm[c.item_id] and icm[c.item_id] != c.gold
+                             for c in claims)
+        assert right_to_wrong == wrong_to_right >= 1
+
+
+def test_acc_matched_incoherent_icm_groups_use_item_swaps():
+    claims, icm = icm_fixture()
+    icm = dict(icm)
+    icm["P-q5-o0"] = icm["P-q5-o1"] = True  # q5 now has two True claims
+    ref = label_accuracy(claims, icm)
+    perts = accuracy_matched_labels(claims, icm, lambda l: -float(n_changed(l, icm)),
+                                    n_perturbations=5, seed=2)
+    assert all(p.accuracy == pytest.approx(ref) for p in perts)
+
+
+def test_acc_matched_fallback_single_flips_within_tolerance():
+    # ICM right on all 250 claims: no swap exists. One flip moves accuracy by 1/250 = .004,
+    # within .005, so single flips are used; with 100 claims one flip is .01 -> impossible.
+    def flat(n):
+        return [Claim(f"i{i}", "P", f"g{i}", f"q{i}", "0", "Q", "c", gold=bool(i % 2))
+                for i in range(n)]
+
+    claims = flat(250)
+    icm = {c.item_id: c.gold for c in claims}
+    perts = accuracy_matched_labels(claims, icm, lambda l: -float(n_changed(l, icm)),
+                                    n_perturbations=3, rule="none")
+    assert all(p.n_changed == 1 and p.accuracy == pytest.approx(0.996) for p in perts)
+    small = flat(100)
+    icm_small = {c.item_id: c.gold for c in small}
+    with pytest.raises(AccuracyMatchError, match="tolerance"):
+        accuracy_matched_labels(small, icm_small, lambda l: 0.0, rule="none")
+
+
+def test_acc_matched_ignores_claims_outside_icm_labels():
+    # the search labelled only part of the claims (q0, q1 dropped): only those items are used
+    claims, icm = icm_fixture()
+    partial = {k: v for k, v in icm.items() if not k.startswith(("P-q0-", "P-q1-"))}
+    perts = accuracy_matched_labels(claims, partial,
+                                    lambda l: -float(n_changed(l, partial)), n_perturbations=2)
+    assert all(set(p.labels) == set(partial) for p in perts)
+    # 21 claims left, 11 right -> 11/21
+    assert all(p.accuracy == pytest.approx(11 / 21) for p in perts)
+
+
+def test_acc_matched_coherence_budget():
+    # max_tries bounds the coherence calls (plus one for ICM's own labels); repeats cost none
+    claims, icm = icm_fixture()
+    calls = []
+
+    def coherence(labels):
+        calls.append(1)
+        return float(n_changed(labels, icm))
+
+    accuracy_matched_labels(claims, icm, coherence, n_perturbations=1, max_tries=30,
+                            allow_fewer=True)
+    assert 1 < len(calls) <= 31
+
+
+def test_gold_random_icm_use_the_same_items():
+    claims, icm = icm_fixture()
+    # the ICM search covered only part of the training claims
+    icm_part = icm_labels(claims, {k: v for k, v in icm.items() if "q10" not in k})
+    gold = gold_labels(claims, items=icm_part)
+    rnd = random_labels(claims, seed=0, items=icm_part)
+    assert list(gold) == list(rnd) == list(icm_part)
+    assert all(gold[c.item_id] == c.gold for c in claims if c.item_id in gold)
+    with pytest.raises(ValueError, match="not among the claims"):
+        gold_labels(claims, items=["nope"])
+    with pytest.raises(ValueError, match="another"):
+        icm_labels(claims, {"other-persona": True})
+
+
+def test_random_labels_seeded_order_independent_and_balanced():
+    claims = make_claims(300, 100)  # 900 claims
+    a = random_labels(claims, seed=5)
+    shuffled = list(claims)
+    random.Random(0).shuffle(shuffled)
+    assert random_labels(shuffled, seed=5) == a
+    assert random_labels(claims, seed=6) != a
+    assert 0.4 < sum(a.values()) / len(a) < 0.6  # uniform, not one True per group
+    coherent = random_labels(claims, seed=5, coherent=True)
+    assert_exactly_one(claims, coherent)
+
+
+def test_gold_requires_gold():
+    c = Claim("x", "P", "g", "q", "0", "Q", "c", gold=None)
+    with pytest.raises(ValueError, match="no gold"):
+        gold_labels([c])
+
+
+def test_subset_for_n_examples():
+    claims = make_claims(8, 3)  # 25 claims
+    assert subset_for_n_examples(claims, None, seed=0) == claims
+    sub5 = subset_for_n_examples(claims, 5, seed=0)
+    sub12 = subset_for_n_examples(claims, 12, seed=0)
+    n_by_q = {}
+    for c in claims:
+        n_by_q[c.question_id] = n_by_q.get(c.question_id, 0) + 1
+    for sub, n in ((sub5, 5), (sub12, 12)):
+        qs = {c.question_id for c in sub}
+        assert len(sub) == sum(n_by_q[q] for q in qs)  # whole questions only
+        assert n <= len(sub) < n + 3  # overshoot smaller than the last question's size
+    assert {c.item_id for c in sub5} <= {c.item_id for c in sub12}  # nested
+    shuffled = list(claims)
+    random.Random(1).shuffle(shuffled)
+    assert {c.item_id for c in subset_for_n_examples(shuffled, 5, seed=0)} == \
+        {c.item_id for c in sub5}  # same for every condition / input order
+    assert [c for c in sub5] == [c for c in claims if c in sub5]  # input order kept
+    assert subset_for_n_examples(claims, 1000, seed=0) == claims
+    with pytest.raises(ValueError):
+        subset_for_n_examples(claims, 0, seed=0)

@@ -1,0 +1,127 @@
+"""Registry dispatch, the shipped dataset YAMLs, statistics and source resolution."""
+
+from __future__ import annotations
+
+import sys
+import types
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+
+from plural_icm.config.schema import DatasetConfig
+from plural_icm.data.records import Claim, ClaimSet, Persona
+from plural_icm.data.registry import load_claimset
+from plural_icm.data.sources import cfg_get, data_dir_path
+from plural_icm.data.stats import data_stats_report, dataset_stats, format_stats
+
+ROOT = Path(__file__).resolve().parents[1]
+FIXTURES = ROOT / "tests" / "fixtures" / "datasets"
+
+
+def yaml_cfg(name: str, **overrides):
+    raw = OmegaConf.load(ROOT / "conf" / "dataset" / f"{name}.yaml")
+    raw.pop("defaults", None)
+    cfg = OmegaConf.merge(OmegaConf.structured(DatasetConfig), raw, overrides)
+    return cfg
+
+
+def _claim(persona, q, j, gold):
+    return Claim(item_id=f"{persona}/{q}/{j}", persona_id=persona, group_id=f"{persona}/{q}",
+                 question_id=q, option_key=str(j), question=q, claim=f"option {j}", gold=gold)
+
+
+def small_set(with_folds=False):
+    claims = [_claim(p, f"q{i}", j, j == (i % 2)) for p in ("A", "B") for i in range(8)
+              for j in range(2)]
+    cs = ClaimSet(name="demo", personas={"A": Persona("A", "a"), "B": Persona("B", "b")},
+                  claims=claims)
+    if with_folds:
+        cs.folds = {f"q{i}": i % 2 for i in range(8)}
+    return cs
+
+
+@pytest.fixture
+def fake_demo(monkeypatch):
+    module = types.ModuleType("plural_icm.data.demo")
+    state = {"folds": False}
+
+    def load_demo(n_folds=4, split_seed=0):
+        state["called"] = (n_folds, split_seed)
+        return small_set(state["folds"])
+
+    module.load_demo = load_demo
+    monkeypatch.setitem(sys.modules, "plural_icm.data.demo", module)
+    return state
+
+
+def test_demo_dispatch_assigns_or_keeps_folds(fake_demo):
+    cfg = OmegaConf.structured(DatasetConfig(name="demo", loader="demo", n_folds=4,
+                                             split_seed=7))
+    cs = load_claimset(cfg)
+    assert fake_demo["called"] == (4, 7)
+    assert sorted(set(cs.folds.values())) == [0, 1, 2, 3]
+    fake_demo["folds"] = True
+    assert load_claimset(cfg).folds == {f"q{i}": i % 2 for i in range(8)}
+
+
+def test_unknown_loader():
+    with pytest.raises(ValueError, match=r"dataset\.loader='nope' is unknown.*'gqa'"):
+        load_claimset(OmegaConf.structured(DatasetConfig(name="x", loader="nope")))
+
+
+def test_stats_per_persona_and_fold():
+    cs = small_set(with_folds=True)
+    df = dataset_stats(cs)
+    row = df[(df.persona == "A") & (df.fold == "0")].iloc[0]
+    assert (row.questions, row.groups, row.claims) == (4, 4, 8)
+    assert row.true_fraction == pytest.approx(0.5)
+    assert row.first_option_true == pytest.approx(1.0)  # even questions: option 0 True
+    assert df[(df.persona == "A") & (df.fold == "1")].first_option_true.iloc[0] == 0.0
+    total = df[df.persona == "TOTAL"].iloc[0]
+    assert (total.questions, total.claims) == (8, 32)
+    cs.claims = [c for c in cs.claims if not (c.persona_id == "B" and c.gold)]
+    df = dataset_stats(cs)
+    assert df[(df.persona == "B") & (df.fold == "all")].true_fraction.iloc[0] == 0.0
+    text = format_stats(cs)
+    assert text.startswith("dataset demo: 2 personas") and "true_fraction" in text
+
+
+@pytest.mark.parametrize("name,path", [("gqa", FIXTURES / "gqa" / "global_opinions.csv"),
+                                       ("oqa", FIXTURES / "oqa"),
+                                       ("pt", FIXTURES / "pt"),
+                                       ("ot", FIXTURES / "ot")])
+def test_shipped_yaml_configs_load_the_fixtures(name, path):
+    overrides = {"path": str(path), "skip_bad_rows": name == "gqa"}
+    if name == "pt":
+        overrides["options"] = {"configs": ["BeaverTails"]}
+    cs = load_claimset(yaml_cfg(name, **overrides))
+    assert cs.claims and set(cs.folds) == {c.question_id for c in cs.claims}
+    assert len({c.item_id for c in cs.claims}) == len(cs.claims)
+
+
+def test_data_stats_report_for_gqa_lists_both_settings():
+    cfg = yaml_cfg("gqa", path=str(FIXTURES / "gqa"), skip_bad_rows=True)
+    text = data_stats_report(cfg)
+    assert "count_nonsubstantive" in text and "180" in text
+    assert "Brazil" in text and "TOTAL" in text
+
+
+def test_source_helpers(tmp_path):
+    assert cfg_get({"path": None}, "path", "d") == "d"
+    assert cfg_get(types.SimpleNamespace(path="p"), "path") == "p"
+    (tmp_path / "opinionqa").mkdir()
+    assert data_dir_path(tmp_path, ["opinions_qa", "opinionqa"]) == tmp_path / "opinionqa"
+    assert data_dir_path(None, ["opinionqa"]) is None
+
+
+def test_data_dir_is_used_when_path_unset(tmp_path):
+    (tmp_path / "opinionqa").symlink_to(FIXTURES / "oqa")
+    cs = load_claimset(yaml_cfg("oqa", path=None), data_dir=str(tmp_path))
+    assert {c.question_id for c in cs.claims} == {"GUNOWN_W26", "CITY_W26", "ROBOT_W27"}
+
+
+def test_real_demo_module_if_present():
+    pytest.importorskip("plural_icm.data.demo")
+    cs = load_claimset(yaml_cfg("demo"))
+    assert cs.claims and set(cs.folds) == {c.question_id for c in cs.claims}

@@ -1,0 +1,146 @@
+"""Logic of the ICM search on a deterministic fake model (fast, no torch)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from fake_lm import FakeLM
+from plural_icm.backends.base import ContextLengthError
+from plural_icm.data.records import Claim, ConsistencyRule
+from plural_icm.search.consistency import group_inconsistencies, inconsistencies, repair_options
+from plural_icm.search.engine import ICMSearch, SearchInterrupted, SearchParams, run_searches
+from plural_icm.search.layout import FixedLayout, TreeTailLayout
+from plural_icm.search.prompts import ClaimRenderer
+from plural_icm.search.schedule import temperature
+
+TEMPLATE = "Question: {question}\nClaim: {claim}\nI think this claim is"
+
+
+def make_claims(n_questions=8, n_options=2):
+    claims = []
+    for q in range(n_questions):
+        pref = q % n_options
+        for o in range(n_options):
+            mark = " [+]" if o == pref else ""
+            claims.append(Claim(item_id=f"q{q}o{o}", persona_id="p", group_id=f"q{q}",
+                                question_id=f"q{q}", option_key=str(o), question=f"question {q}?",
+                                claim=f"option {o} of {q}{mark}", gold=(o == pref)))
+    return claims
+
+
+def make_search(claims, backend, params, seed=0, **kw):
+    renderer = ClaimRenderer(backend, TEMPLATE, (" True", " False"))
+    return ICMSearch(claims, ConsistencyRule.EXACTLY_ONE, renderer, params, seed=seed,
+                     max_context=backend.max_context, **kw)
+
+
+def run_one(search, backend):
+    return run_searches([search], backend, [" True", " False"])[0]
+
+
+def test_schedules():
+    assert temperature(0, "log", 10, 0.01, 0.99) == 10
+    assert temperature(3000, "log", 10, 0.01, 0.99) == pytest.approx(10 / (1 + 2 * 8.00670085), rel=1e-6)
+    assert temperature(5, "exp", 10, 0.01, 0.5) == pytest.approx(10 * 0.5 ** 5)
+    assert temperature(10_000, "exp", 10, 0.01, 0.5) == 0.01
+
+
+def test_inconsistency_counting_and_repair():
+    members = ["a", "b", "c"]
+    rule = ConsistencyRule.EXACTLY_ONE
+    assert group_inconsistencies(members, {"a": True, "b": True, "c": True}, rule) == 3
+    assert group_inconsistencies(members, {"a": False, "b": False}, rule) == 0  # c unlabelled
+    assert group_inconsistencies(members, {"a": False, "b": False, "c": False}, rule) == 1
+    assert inconsistencies({"g": members}, {"a": True, "c": False}, rule) == 0
+    opts = repair_options(members, {"a": True, "b": True}, rule, fixed={})
+    assert {"a": True, "b": False} in opts and {"a": False, "b": True} in opts and len(opts) == 2
+    # never an option that changes a fixed label
+    assert repair_options(members, {"a": True, "b": True}, rule, fixed={"a": True}) == [{"a": True, "b": False}]
+    assert group_inconsistencies(members, {"a": True, "b": True}, ConsistencyRule.NONE) == 0
+
+
+def test_tree_tail_contexts_are_leave_one_out():
+    lay = TreeTailLayout(slots=list(range(10)), tail=[10, 11], max_tail=4)
+    ctx = lay.contexts()
+    for j, c in ctx.items():
+        assert sorted(c) == [i for i in range(12) if i != j]
+        assert c[-2:] == [t for t in [10, 11] if t != j][-2:] or j in (10, 11)
+    # a change moves the claim to the tail; empty slot keeps split points
+    lay2 = lay.with_changes([3], present=set(range(12)))
+    assert lay2.slots[3] is None and lay2.tail[-1] == 3 and len(lay2.slots) == 10
+    for j, c in lay2.contexts().items():
+        assert sorted(c) == [i for i in range(12) if i != j]
+    # overflow merges tail into the tree
+    lay3 = lay2.with_changes([4, 5], present=set(range(12)))
+    assert len(lay3.tail) <= 4 and sorted(lay3.items()) == list(range(12))
+
+
+def test_search_finds_coherent_labels():
+    backend = FakeLM()
+    claims = make_claims(8)
+    params = SearchParams(alpha=5, num_seed=4, max_iters=200, patience=40, schedule="exp",
+                          decay=0.9, initial_temp=2)
+    res = run_one(make_search(claims, backend, params), backend)
+    assert len(res.labels) == len(claims)
+    assert res.I == 0
+    assert res.label_accuracy == 1.0
+    assert res.trajectory and res.trajectory[-1]["n_labelled"] == len(claims)
+    assert all(0.5 <= c <= 1 for c in res.confidence.values())
+
+
+def test_layouts_take_the_same_decisions_on_an_order_free_model():
+    claims = make_claims(6)
+    params = SearchParams(alpha=5, num_seed=4, max_iters=80, patience=1000)
+    a_backend = FakeLM()
+    a = run_one(make_search(claims, a_backend, params), a_backend)
+    fixed = SearchParams(**{**params.__dict__, "layout": "fixed", "memo": False})
+    b_backend = FakeLM()
+    b = run_one(make_search(claims, b_backend, fixed), b_backend)
+    assert a.labels == b.labels
+    assert [r["accepted"] for r in a.trajectory] == [r["accepted"] for r in b.trajectory]
+
+
+def test_fixed_labels_are_never_changed():
+    backend = FakeLM()
+    claims = make_claims(5)
+    # Force the wrong option of q0: the search must keep it.
+    fixed = {"q0o1": True}
+    params = SearchParams(alpha=5, num_seed=2, max_iters=120, patience=30)
+    res = run_one(make_search(claims, backend, params, fixed=fixed), backend)
+    assert res.labels["q0o1"] is True
+    assert res.labels["q0o0"] is False  # the repair adapts the group-mate instead
+
+
+def test_interrupted_search_resumes_to_the_same_labels(tmp_path):
+    claims = make_claims(8)
+    params = SearchParams(alpha=5, num_seed=4, max_iters=90, patience=1000, checkpoint_every=5)
+    ref_backend = FakeLM()
+    ref = run_one(make_search(claims, ref_backend, params, seed=3), ref_backend)
+
+    saved = {}
+    calls = {"n": 0}
+
+    def should_stop():
+        calls["n"] += 1
+        return calls["n"] > 37
+
+    backend = FakeLM()
+    s = make_search(claims, backend, params, seed=3,
+                    checkpoint=lambda st: saved.update(json.loads(json.dumps(st))),
+                    should_stop=should_stop)
+    with pytest.raises(SearchInterrupted):
+        run_one(s, backend)
+    assert saved["iteration"] == 37
+    backend2 = FakeLM()
+    resumed = run_one(make_search(claims, backend2, params, seed=3, resume_state=saved), backend2)
+    assert resumed.labels == ref.labels
+    assert resumed.trajectory == ref.trajectory
+
+
+def test_context_too_long_fails_before_any_work():
+    backend = FakeLM(max_context=20)
+    with pytest.raises(ContextLengthError, match="max_search_claims"):
+        make_search(make_claims(8), backend, SearchParams())
+    assert backend.calls == 0

@@ -1,0 +1,324 @@
+"""Integration tests against a real SLURM cluster (`scripts/slurm_local.sh up` gives one).
+
+They run `python launch.py -m hydra/launcher=slurm ...` exactly as a user would, with the embedded
+default (smollm2 on CPU, demo dataset), outputs in a tmp dir. Everything runs under subprocess
+timeouts and leftover jobs are cancelled, so nothing can hang CI.
+
+    scripts/slurm_local.sh up && pytest -m slurm tests/test_slurm.py
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slurm
+
+ROOT = Path(__file__).resolve().parents[1]
+# paths.root_dir is given explicitly: Hydra instantiates the launcher before HydraConfig exists,
+# so a `${hydra:runtime.cwd}` reachable from the launcher config cannot be resolved there.
+COMMON = ["logger=none", "progress=false", f"paths.root_dir={ROOT}",
+          # one CPU per cell: two cells share the 2-core test machine instead of queueing
+          "model.cpus=1"]
+SWEEP = ["-m", "hydra/launcher=slurm", "condition=zero_shot,random,icm,gold", "icm.max_iters=15"]
+# Long enough to interrupt: a checkpoint every 2 iterations, no early stop.
+LONG_SEARCH = ["condition=icm", "icm.max_iters=40", "icm.checkpoint_every=2", "icm.patience=1000"]
+SWEEP_TIMEOUT = 900     # s, the 4-cell sweep (cells queue on 2 cores)
+FAIL_TIMEOUT = 240      # s, from scancel to the launcher's exit
+
+
+def _run(cmd, timeout=60, **kw):
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, **kw)
+
+
+def _cluster_ready() -> str | None:
+    """None when usable, else the reason to skip."""
+    for tool in ("sinfo", "sbatch", "squeue", "sacct", "scancel"):
+        if shutil.which(tool) is None:
+            return f"`{tool}` not on PATH (scripts/slurm_local.sh up)"
+    try:
+        nodes = _run(["sinfo", "-h", "-t", "idle,mixed", "-o", "%N"], timeout=20)
+        if nodes.returncode != 0 or not nodes.stdout.strip():
+            return f"no idle SLURM node (sinfo: {nodes.stdout.strip() or nodes.stderr.strip()})"
+        # submitit reads job states only through sacct: without accounting a killed job hangs it.
+        if _run(["sacct", "-n", "-X", "-S", "now-1hours"], timeout=20).returncode != 0:
+            return "sacct does not answer (no accounting): killed jobs would hang submitit"
+    except subprocess.TimeoutExpired:
+        return "SLURM commands time out"
+    return None
+
+
+_reason = _cluster_ready()
+needs_cluster = pytest.mark.skipif(_reason is not None, reason=_reason or "")
+
+
+# -- helpers ---------------------------------------------------------------------------------------
+def _job_ids(out: Path) -> set[str]:
+    """SLURM job ids submitted for this output dir (submitit folders: <id> or <arrayid>_<task>)."""
+    d = out / "slurm"
+    return {p.name.split("_")[0] for p in d.iterdir() if p.is_dir() and p.name[0].isdigit()} if d.is_dir() else set()
+
+
+def _cancel_all(out: Path) -> None:
+    ids = sorted(_job_ids(out))
+    if ids:
+        subprocess.run(["scancel", *ids], capture_output=True, timeout=30)
+
+
+def _env(out: Path) -> dict:
+    env = dict(os.environ, PLURAL_ICM_OUTPUT=str(out), HYDRA_FULL_ERROR="1", WANDB_MODE="disabled")
+    # The job's Python must import plural_icm even if the package is not installed.
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    return env
+
+
+_LAUNCHERS: list[subprocess.Popen] = []
+
+
+def _popen(args: list[str], out: Path) -> subprocess.Popen:
+    log = open(out.parent / f"{out.name}.launch.log", "a")
+    proc = subprocess.Popen([sys.executable, "launch.py", *args], cwd=ROOT, env=_env(out),
+                            stdout=log, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    _LAUNCHERS.append(proc)
+    return proc
+
+
+def _wait(proc: subprocess.Popen, out: Path, timeout: float) -> tuple[int, float, str]:
+    """Exit code, wall time and output of a launcher; on timeout kill it and its jobs, then fail."""
+    t0 = time.monotonic()
+    try:
+        rc = proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+        _cancel_all(out)
+        pytest.fail(f"launcher did not finish within {timeout} s:\n{_launch_log(out)[-3000:]}")
+    return rc, time.monotonic() - t0, _launch_log(out)
+
+
+def _launch_log(out: Path) -> str:
+    p = out.parent / f"{out.name}.launch.log"
+    return p.read_text() if p.exists() else ""
+
+
+def _launch(args: list[str], out: Path, timeout: float) -> tuple[int, float, str]:
+    t0 = time.monotonic()
+    rc, _, text = _wait(_popen(args, out), out, timeout)
+    return rc, time.monotonic() - t0, text
+
+
+def _job_logs(out: Path) -> str:
+    return "\n".join(p.read_text(errors="replace") for p in sorted((out / "slurm").glob("*/*_log.*")))
+
+
+def _cell_dirs(out: Path) -> list[Path]:
+    return sorted(p.parent for p in (out / "results").rglob("COMPLETE.json"))
+
+
+def _search_labels(out: Path) -> dict[str, list[dict]]:
+    """labels.jsonl of every finished search, keyed by its content-addressed relative path."""
+    return {str(p.parent.relative_to(out)): [json.loads(l) for l in p.read_text().splitlines() if l.strip()]
+            for p in sorted((out / "searches").rglob("labels.jsonl"))}
+
+
+def _sacct_states(job_id: str) -> list[str]:
+    r = _run(["sacct", "-n", "-P", "-X", "-D", "-j", job_id, "-o", "JobID,State"], timeout=30)
+    return [line.split("|")[1] for line in r.stdout.splitlines() if "|" in line]
+
+
+def _wait_for(pred, timeout: float, what: str, poll: float = 0.5):
+    t_end = time.monotonic() + timeout
+    while time.monotonic() < t_end:
+        v = pred()
+        if v:
+            return v
+        time.sleep(poll)
+    pytest.fail(f"timed out after {timeout} s waiting for {what}")
+
+
+@pytest.fixture(scope="module")
+def slurm_tmp(tmp_path_factory):
+    d = tmp_path_factory.mktemp("slurm")
+    yield d
+    for proc in _LAUNCHERS:  # launchers left running by a failed or interrupted test
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=30)
+    for out in d.iterdir():
+        if out.is_dir():
+            _cancel_all(out)
+
+
+@pytest.fixture(scope="module")
+def sweep(slurm_tmp):
+    """The 4-cell sweep, run once for the tests that inspect it."""
+    out = slurm_tmp / "sweep"
+    out.mkdir()
+    rc, wall, text = _launch([*SWEEP, *COMMON], out, SWEEP_TIMEOUT)
+    print(f"\n4-cell SLURM sweep: {wall:.0f} s wall")
+    assert rc == 0, f"sweep failed (exit {rc}):\n{text[-4000:]}\n{_job_logs(out)[-4000:]}"
+    return out, wall
+
+
+@pytest.fixture(scope="module")
+def reference_labels(slurm_tmp):
+    """An uninterrupted run of LONG_SEARCH (same SLURM path), started in the background."""
+    out = slurm_tmp / "reference"
+    out.mkdir()
+    proc = _popen(["-m", "hydra/launcher=slurm", *LONG_SEARCH, *COMMON], out)
+
+    def get():
+        rc, _, text = _wait(proc, out, SWEEP_TIMEOUT)
+        assert rc == 0, f"reference run failed:\n{text[-3000:]}\n{_job_logs(out)[-3000:]}"
+        labels = _search_labels(out)
+        assert labels, "the reference run wrote no labels.jsonl"
+        return labels
+    return get
+
+
+# -- tests -----------------------------------------------------------------------------------------
+@needs_cluster
+def test_sweep_completes_every_cell(sweep):
+    out, _ = sweep
+    cells = _cell_dirs(out)
+    conditions = {p.relative_to(out / "results").parts[3] for p in cells}
+    assert conditions == {"zero_shot", "random", "icm", "gold"}, cells
+    for cell in cells:
+        for name in ("COMPLETE.json", "metrics.json", "predictions.jsonl"):
+            assert (cell / name).is_file(), f"{cell} lacks {name}"
+        assert json.loads((cell / "metrics.json").read_text())
+        assert (cell / "predictions.jsonl").read_text().strip(), f"{cell}: no predictions"
+    # the icm cell ran its searches under searches/ and finished them
+    assert list((out / "searches").rglob("COMPLETE.json")), "no finished ICM search"
+    # every job finished in the accounting database
+    for jid in _job_ids(out):
+        assert set(_sacct_states(jid)) == {"COMPLETED"}, (jid, _sacct_states(jid))
+
+
+@needs_cluster
+def test_relaunch_does_no_work(sweep):
+    out, first_wall = sweep
+    before = {p: p.stat().st_mtime_ns for p in (out / "results").rglob("*") if p.is_file()}
+    before_searches = sorted(str(p) for p in (out / "searches").rglob("*") if p.is_file())
+    old_logs = set((out / "slurm").glob("*/*_log.out"))
+    rc, wall, text = _launch([*SWEEP, *COMMON], out, SWEEP_TIMEOUT)
+    assert rc == 0, text[-4000:]
+    print(f"\nrelaunch of the complete sweep: {wall:.0f} s wall (first run {first_wall:.0f} s)")
+    after = {p: p.stat().st_mtime_ns for p in (out / "results").rglob("*") if p.is_file()}
+    assert after == before, "a relaunch rewrote result files"
+    assert sorted(str(p) for p in (out / "searches").rglob("*") if p.is_file()) == before_searches
+    new_logs = "\n".join(p.read_text() for p in set((out / "slurm").glob("*/*_log.out")) - old_logs)
+    assert new_logs.count("skip complete cell") >= 4, "the relaunched jobs did not report skipping"
+    assert "[plural_icm] cell" not in new_logs, "a relaunched job computed a cell"
+
+
+@needs_cluster
+def test_killed_job_fails_fast_and_relaunch_resumes(slurm_tmp, reference_labels):
+    out = slurm_tmp / "killed"
+    out.mkdir()
+    args = ["-m", "hydra/launcher=slurm", *LONG_SEARCH, *COMMON]
+    proc = _popen(args, out)
+    try:
+        _wait_for(lambda: list((out / "searches").rglob("checkpoint.json")), 600, "a search checkpoint")
+    except BaseException:
+        os.killpg(proc.pid, signal.SIGKILL)
+        _cancel_all(out)
+        raise
+    ids = sorted(_job_ids(out))
+    assert ids, "no SLURM job found for the launch"
+    t_kill = time.monotonic()
+    subprocess.run(["scancel", *ids], check=True, timeout=30)
+    rc, _, text = _wait(proc, out, FAIL_TIMEOUT)
+    fail_wall = time.monotonic() - t_kill
+    print(f"\nkilled job reported after {fail_wall:.0f} s")
+    assert rc != 0, "the launcher reported success for a cancelled job"
+    assert not list((out / "searches").rglob("COMPLETE.json")), "the search finished before the kill"
+    assert any(s in ("CANCELLED", "FAILED") or s.startswith("CANCELLED") for i in ids for s in _sacct_states(i))
+    assert list((out / "searches").rglob("checkpoint.json")), "no checkpoint left to resume from"
+
+    rc, wall, text = _launch(args, out, SWEEP_TIMEOUT)
+    assert rc == 0, f"relaunch failed:\n{text[-3000:]}\n{_job_logs(out)[-3000:]}"
+    assert "resuming search" in _job_logs(out), "the relaunched job did not resume from the checkpoint"
+    assert _search_labels(out) == reference_labels(), "resumed labels differ from an uninterrupted run"
+
+
+@needs_cluster
+def test_preempted_job_is_requeued_and_resumes(slurm_tmp, reference_labels):
+    """USR2 (what SLURM sends before the time limit / on preemption) -> checkpoint, requeue, resume."""
+    out = slurm_tmp / "preempted"
+    out.mkdir()
+    proc = _popen(["-m", "hydra/launcher=slurm", *LONG_SEARCH, *COMMON], out)
+    try:
+        _wait_for(lambda: list((out / "searches").rglob("checkpoint.json")), 600, "a search checkpoint")
+        ids = sorted(_job_ids(out))
+        assert ids
+        # submitit's own test hook (SlurmJob._interrupt) does the same: signal the job's steps.
+        for jid in ids:
+            subprocess.run(["scancel", "--signal=USR2", jid], check=True, timeout=30)
+    except BaseException:
+        os.killpg(proc.pid, signal.SIGKILL)
+        _cancel_all(out)
+        raise
+    rc, wall, text = _wait(proc, out, SWEEP_TIMEOUT)
+    logs = _job_logs(out)
+    assert rc == 0, f"preempted sweep failed:\n{text[-3000:]}\n{logs[-3000:]}"
+    assert "Requeued job" in logs, "submitit did not requeue the job"
+    assert "resuming search" in logs, "the requeued job did not resume from the checkpoint"
+    assert _search_labels(out) == reference_labels(), "resumed labels differ from an uninterrupted run"
+
+
+# -- helpers of plural_icm.pipeline.slurm (no cluster needed) --------------------------------------
+class _Model:
+    name, gpus, cpus, mem_gb = "llama8b", 1, 8, 64
+
+
+def test_check_allocation_outside_slurm_is_silent():
+    from plural_icm.pipeline.slurm import check_allocation, slurm_job_info
+    assert check_allocation(_Model(), env={}) == []
+    assert slurm_job_info(env={}) == {}
+
+
+def test_check_allocation_refuses_too_few_gpus_and_warns_on_memory():
+    from plural_icm.pipeline.slurm import AllocationError, check_allocation
+    env = {"SLURM_JOB_ID": "7", "SLURM_CPUS_PER_TASK": "2", "SLURM_MEM_PER_NODE": "8192"}
+    with pytest.raises(AllocationError, match="one multirun per model"):
+        check_allocation(_Model(), env=env)
+    warnings = check_allocation(_Model(), env={**env, "SLURM_GPUS_ON_NODE": "1"})
+    assert len(warnings) == 2 and "65536 MB" in warnings[1]
+
+
+def test_slurm_job_info_reads_requeue_count():
+    from plural_icm.pipeline.slurm import slurm_job_info
+    info = slurm_job_info(env={"SLURM_JOB_ID": "12", "SLURM_ARRAY_JOB_ID": "11", "SLURM_ARRAY_TASK_ID": "1",
+                               "SLURM_RESTART_COUNT": "2", "SUBMITIT_FOLDER": "/o/slurm/11_1"})
+    assert info["restart_count"] == 2 and info["array_task_id"] == 1 and info["job_id"] == "12"
+    assert slurm_job_info(env={"SLURM_JOB_ID": "3"})["restart_count"] == 0
+
+
+@pytest.mark.parametrize("launcher", ["slurm", "slurm_gpu", "submitit_local"])
+def test_launcher_presets_take_resources_from_the_model(launcher):
+    """Compose each preset for a GPU model and for the CPU default (gpus: 0)."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+    from plural_icm.config.schema import register_configs
+    register_configs()
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        for model, gpus, mem in (("llama70b", 2, 256), ("smollm2", 0, 8)):
+            cfg = compose("config", overrides=[f"hydra/launcher={launcher}", f"model={model}",
+                                               "logger=none", f"paths.root_dir={ROOT}"],
+                          return_hydra_config=True)
+            lc = OmegaConf.to_container(cfg.hydra.launcher, resolve=True)
+            assert (lc["gpus_per_node"], lc["mem_gb"]) == (gpus, mem)
+            assert lc["tasks_per_node"] == 1
+            assert lc["timeout_min"] == cfg.model.time_min
+            assert lc["submitit_folder"].endswith("/%j") and lc["submitit_folder"].startswith(cfg.paths.output_dir)
+            if launcher != "submitit_local":
+                assert lc["max_num_timeout"] > 0 and lc["signal_delay_s"] >= 120

@@ -1,0 +1,179 @@
+"""W&B run per cell: offline files hold config/summary/trajectory; disabled writes nothing;
+failures are recorded and re-raised; W&B errors never fail the experiment."""
+
+from __future__ import annotations
+
+import sys
+
+import pandas as pd
+import pytest
+from omegaconf import OmegaConf
+
+from plural_icm.tracking import wandb_run
+from plural_icm.tracking.wandb_run import (cell_run, deterministic_run_id, find_offline_runs,
+                                           read_offline_run, scrub_secrets)
+
+pytest.importorskip("wandb")
+
+
+@pytest.fixture(autouse=True)
+def _clean_state(monkeypatch):
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    wandb_run.reset_process_state()
+    yield
+    wandb_run.reset_process_state()
+
+
+def make_cfg(tmp_path, **logger):
+    base = {"name": "wandb", "mode": "offline", "project": "plural_icm_test", "entity": None,
+            "group": None, "dir": str(tmp_path / "wb")}
+    base.update(logger)
+    return OmegaConf.create({
+        "model": {"name": "smollm2", "api_key_env": "OPENAI_API_KEY"},
+        "dataset": {"name": "demo", "n_folds": "${fold_count}"},
+        "fold_count": 2,
+        "condition": {"name": "icm"},
+        "fold": 1, "seed": 0, "run_tag": "main",
+        "auth": {"hf_token": "abc", "db_password": "x", "ok": 1},
+        "paths": {"output_dir": str(tmp_path / "out")},
+        "logger": base,
+    })
+
+
+TAGS = {"model": "smollm2", "dataset": "demo", "condition": "icm", "fold": 1}
+
+
+def test_scrub_secrets_nested():
+    d = {"api_key": 1, "a": {"Token": 2, "b": [{"password_x": 3, "c": 4}]}, "keep": 5}
+    assert scrub_secrets(d) == {"a": {"b": [{"c": 4}]}, "keep": 5}
+
+
+def test_deterministic_id_stable_and_distinct():
+    assert deterministic_run_id("a", {"x": 1}) == deterministic_run_id("a", {"x": 1})
+    assert deterministic_run_id("a", 1) != deterministic_run_id("a", 2)
+
+
+def test_offline_run_records_config_summary_trajectory(tmp_path):
+    cfg = make_cfg(tmp_path)
+    with cell_run(cfg, job_type="cell", name="smollm2/demo/icm/fold1", tags=TAGS,
+                  hydra_choices={"model": "smollm2", "experiment": None}) as wb:
+        assert wb.enabled
+        wb.log_trajectory("Brazil", [{"iteration": i, "U": float(i), "accepted": i % 2}
+                                     for i in range(5)])
+        wb.log_trajectory("New York/US", [{"iteration": i, "U": -float(i)} for i in range(3)])
+        wb.log_metrics({"overall": {"accuracy": 0.75, "ece": None},
+                        "per_persona": {"Brazil": {"accuracy": 0.5}}})
+        wb.log_table("predictions", pd.DataFrame({"item_id": ["a", "b"], "p_true": [0.1, 0.9]}))
+        wb.log_config({"extra": {"note": "x", "my_token": "hidden"}})
+        run_id = wb.run_id
+    runs = find_offline_runs(tmp_path / "wb")
+    assert len(runs) == 1
+    rec = read_offline_run(runs[0])
+    assert rec["exit_code"] == 0
+    assert rec["run"]["id"] == run_id
+    assert rec["run"]["job_type"] == "cell"
+    assert rec["run"]["name"] == "smollm2/demo/icm/fold1"
+    assert rec["run"]["group"] == "main"  # no logger.group, no experiment -> run_tag
+    assert set(rec["run"]["tags"]) >= {"model:smollm2", "dataset:demo", "condition:icm", "fold:1"}
+    cfg_logged = rec["config"]
+    assert cfg_logged["dataset"]["n_folds"] == 2           # resolved
+    assert cfg_logged["hydra_choices"]["model"] == "smollm2"
+    assert cfg_logged["cell"]["condition"] == "icm"
+    assert "api_key_env" not in cfg_logged["model"]
+    assert cfg_logged["auth"] == {"ok": 1}
+    assert cfg_logged["extra"] == {"note": "x"}
+    s = rec["summary"]
+    assert s["overall/accuracy"] == 0.75
+    assert s["per_persona/Brazil/accuracy"] == 0.5
+    assert s["status"] == "finished"
+    # trajectory: per-persona step metric, all rows present
+    globs = {m["glob_name"]: m["step_metric"] for m in rec["metrics"] if m["glob_name"]}
+    assert globs["search/Brazil/*"] == "search/Brazil/iteration"
+    assert globs["search/New_York_US/*"] == "search/New_York_US/iteration"
+    us = [h["search/Brazil/U"] for h in rec["history"] if "search/Brazil/U" in h]
+    assert us == [0.0, 1.0, 2.0, 3.0, 4.0]
+    its = [h["search/New_York_US/iteration"] for h in rec["history"]
+           if "search/New_York_US/U" in h]
+    assert its == [0, 1, 2]
+    tables = [h for h in rec["history"] if "predictions/nrows" in h]
+    assert tables and tables[0]["predictions/nrows"] == 2
+
+
+def test_same_cell_same_id_resume(tmp_path):
+    cfg = make_cfg(tmp_path, group="sweep1")
+    ids = []
+    for _ in range(2):
+        with cell_run(cfg, job_type="cell", name="c", tags=TAGS, hydra_choices={}) as wb:
+            ids.append(wb.run_id)
+    assert ids[0] == ids[1]
+    rec = read_offline_run(find_offline_runs(tmp_path / "wb")[-1])
+    assert rec["run"]["group"] == "sweep1"
+
+
+def test_failure_marked_and_reraised(tmp_path):
+    cfg = make_cfg(tmp_path)
+    with pytest.raises(ZeroDivisionError):
+        with cell_run(cfg, job_type="cell", name="bad", tags=TAGS, hydra_choices={}):
+            1 / 0
+    rec = read_offline_run(find_offline_runs(tmp_path / "wb")[0])
+    assert rec["exit_code"] == 1
+    assert rec["summary"]["status"] == "failed"
+    assert rec["summary"]["error_type"] == "ZeroDivisionError"
+    assert "division by zero" in rec["summary"]["error"]
+
+
+@pytest.mark.parametrize("logger", [{"name": "none"}, {"mode": "disabled"}])
+def test_disabled_writes_nothing(tmp_path, logger):
+    cfg = make_cfg(tmp_path, **logger)
+    with cell_run(cfg, job_type="cell", name="c", tags=TAGS, hydra_choices={}) as wb:
+        assert not wb.enabled
+        wb.log_metrics({"a": 1})
+        wb.log_trajectory("p", [{"iteration": 0, "U": 1}])
+        wb.log_table("t", pd.DataFrame({"a": [1]}))
+    assert not (tmp_path / "wb").exists()
+
+
+def test_disabled_failure_still_reraises(tmp_path):
+    cfg = make_cfg(tmp_path, name="none")
+    with pytest.raises(KeyError):
+        with cell_run(cfg, job_type="cell", name="c", tags=TAGS, hydra_choices={}):
+            raise KeyError("x")
+
+
+def test_wandb_init_error_never_fails_experiment(tmp_path, monkeypatch):
+    import wandb
+
+    def boom(*a, **k):
+        raise wandb.errors.CommError("service timed out")
+
+    monkeypatch.setattr(wandb, "init", boom)
+    cfg = make_cfg(tmp_path)
+    with cell_run(cfg, job_type="cell", name="c", tags=TAGS, hydra_choices={}) as wb:
+        assert not wb.enabled
+        wb.log_metrics({"a": 1})
+        result = 42
+    assert result == 42
+    # later cells of the same process skip W&B without another timeout
+    with cell_run(cfg, job_type="cell", name="d", tags=TAGS, hydra_choices={}) as wb2:
+        assert not wb2.enabled
+
+
+def test_wandb_log_error_never_fails_experiment(tmp_path):
+    cfg = make_cfg(tmp_path)
+    with cell_run(cfg, job_type="cell", name="c", tags=TAGS, hydra_choices={}) as wb:
+        def broken(*a, **k):
+            raise RuntimeError("socket closed")
+        wb._run.log = broken
+        wb.log_trajectory("p", [{"iteration": 0, "U": 1.0}])  # swallowed
+        assert not wb.enabled
+    rec = read_offline_run(find_offline_runs(tmp_path / "wb")[0])
+    assert rec["exit_code"] == 0  # still finished
+
+
+def test_disabled_mode_does_not_import_wandb(tmp_path, monkeypatch):
+    monkeypatch.delitem(sys.modules, "wandb", raising=False)
+    cfg = make_cfg(tmp_path, name="none")
+    with cell_run(cfg, job_type="cell", name="c", tags=TAGS, hydra_choices={}):
+        pass
+    assert "wandb" not in sys.modules
