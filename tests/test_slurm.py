@@ -200,7 +200,9 @@ def test_sweep_completes_every_cell(sweep):
     assert list((out / "searches").rglob("COMPLETE.json")), "no finished ICM search"
     # every job finished in the accounting database
     for jid in _job_ids(out):
-        assert set(_sacct_states(jid)) == {"COMPLETED"}, (jid, _sacct_states(jid))
+        # slurmdbd records a finished step a moment after the launcher returns: wait (bounded).
+        _wait_for(lambda: set(_sacct_states(jid)) == {"COMPLETED"} or None, 60,
+                  f"sacct to report job {jid} COMPLETED (last seen {_sacct_states(jid)})", poll=2)
 
 
 @needs_cluster

@@ -62,7 +62,7 @@ def build_demo() -> ClaimSet:
                 claims.append(Claim(
                     item_id=f"demo/{pid}/q{q}/o{o}", persona_id=pid, group_id=f"{pid}/q{q}",
                     question_id=f"q{q}", option_key=str(o), question=question,
-                    claim=f"The majority of {plural} would answer this question as: '{option}'",
+                    claim=f"Most {plural} would answer '{option}'",
                     gold=(o == pick),
                     meta={"options": list(options), "option_index": o, "distribution": dist,
                           "synthetic": True}))

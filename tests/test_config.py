@@ -1,0 +1,73 @@
+"""Every config group choice composes and validates; typos fail naming the key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.errors import ConfigCompositionException
+from omegaconf import OmegaConf
+
+from plural_icm.config.schema import register_configs
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+register_configs()
+
+
+def choices(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+
+
+def _compose(overrides):
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose(config_name="config", overrides=overrides, return_hydra_config=False)
+
+
+@pytest.mark.parametrize("group", ["model", "dataset", "condition", "icm", "inference", "logger", "experiment"])
+def test_every_choice_composes(group, tmp_path, monkeypatch):
+    monkeypatch.setenv("PLURAL_ICM_OUTPUT", str(tmp_path))
+    names = choices(group)
+    assert names, group
+    for name in names:
+        cfg = _compose([f"{group}={name}"])
+        OmegaConf.to_container(cfg, resolve=True)  # every interpolation resolves
+        if group == "model":
+            assert cfg.model.name == name and cfg.model.trust_remote_code is False
+            assert cfg.model.base and cfg.model.instruct
+
+
+def test_paper_models_match_table3():
+    cfg = _compose(["model=llama70b"])
+    assert (cfg.model.base, cfg.model.instruct) == ("meta-llama/Llama-3.1-70B", "meta-llama/Llama-3.1-70B-Instruct")
+    assert cfg.model.tensor_parallel_size == 2 and cfg.model.gpus == 2
+    cfg = _compose(["model=qwen30b"])
+    assert cfg.model.instruct == "Qwen/Qwen3-30B-A3B-Instruct-2507"
+    cfg = _compose(["model=olmo32b"])
+    assert cfg.model.base == "allenai/Olmo-3-1125-32B"
+
+
+def test_paper_icm_preset():
+    cfg = _compose(["icm=paper"])
+    assert (cfg.icm.alpha, cfg.icm.num_seed, cfg.icm.initial_temp, cfg.icm.final_temp, cfg.icm.decay) == (50, 8, 10, 0.01, 0.99)
+
+
+@pytest.mark.parametrize("override, message", [
+    ("icm.alpah=3", "alpah"),
+    ("icm.schedule=cosine", "log, exp"),
+    ("model=nope", "Available options"),
+    ("condition=nope", "zero_shot"),
+    ("fold=one", "fold"),
+])
+def test_bad_values_fail_naming_the_key(override, message):
+    with pytest.raises(Exception) as err:
+        _compose([override])
+    assert message in str(err.value) or message in str(err.value.__cause__)
+
+
+def test_demo_is_the_default(tmp_path, monkeypatch):
+    monkeypatch.setenv("PLURAL_ICM_OUTPUT", str(tmp_path))
+    cfg = _compose([])
+    assert (cfg.model.name, cfg.dataset.name, cfg.condition.name.value if hasattr(cfg.condition.name, "value") else cfg.condition.name) == ("smollm2", "demo", "icm")
+    assert cfg.paths.results_dir == f"{tmp_path}/results"
+    assert cfg.logger.mode == "offline"
