@@ -16,6 +16,7 @@ import numpy as np
 
 from plural_icm.backends.base import ContextLengthError, LMBackend, Prompt, as_prompt, prompt_length
 from plural_icm.data.records import Claim, Persona
+from plural_icm.utils.values import plain
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +99,7 @@ def predict(backend: LMBackend, inf_cfg: Any, persona: Persona,
             examples: list[tuple[Claim, bool]], targets: Sequence[Claim]) -> tuple[list[dict], int]:
     """Label log-probabilities of every target claim; returns (rows, examples used)."""
     builder = PromptBuilder(backend, inf_cfg)
-    examples = fit_examples(builder, persona, examples, targets, _plain(inf_cfg.context_policy))
+    examples = fit_examples(builder, persona, examples, targets, plain(inf_cfg.context_policy))
     prompts = builder.prompts(persona, examples, targets)
     lp = backend.label_logprobs(prompts, builder.labels)
     rows = []
@@ -120,6 +121,3 @@ def _int_or_none(v: str) -> int | None:
     except (TypeError, ValueError):
         return None
 
-
-def _plain(v: Any) -> Any:
-    return v.value if hasattr(v, "value") else v

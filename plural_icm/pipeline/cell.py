@@ -25,15 +25,13 @@ from tqdm.auto import tqdm
 from plural_icm.data.records import Claim, ClaimSet, ConsistencyRule
 from plural_icm.pipeline.layout import COMPLETE, cell_dir, is_complete
 from plural_icm.utils.io import atomic_write_json, atomic_write_jsonl, atomic_write_text
+from plural_icm.utils.values import plain
 
 log = logging.getLogger(__name__)
 
 # Keys that do not change a cell's results (paths, logging, progress display, launcher).
 _NON_RESULT_KEYS = ("paths", "logger", "progress", "force", "stage", "collaborative")
 
-
-def _v(x: Any) -> Any:
-    return x.value if hasattr(x, "value") else x
 
 
 def fingerprint(cfg: DictConfig) -> str:
@@ -48,12 +46,12 @@ def fingerprint(cfg: DictConfig) -> str:
 
 def cell_name(cfg: DictConfig) -> str:
     n = "all" if cfg.inference.n_examples is None else cfg.inference.n_examples
-    return f"{cfg.model.name}/{cfg.dataset.name}/{_v(cfg.condition.name)}/n{n}/fold{cfg.fold}/seed{cfg.seed}"
+    return f"{cfg.model.name}/{cfg.dataset.name}/{plain(cfg.condition.name)}/n{n}/fold{cfg.fold}/seed{cfg.seed}"
 
 
 def cell_path(cfg: DictConfig) -> Path:
     return cell_dir(cfg.paths.results_dir, cfg.run_tag, cfg.model.name, cfg.dataset.name,
-                    _v(cfg.condition.name), cfg.inference.n_examples, cfg.fold, cfg.seed)
+                    plain(cfg.condition.name), cfg.inference.n_examples, cfg.fold, cfg.seed)
 
 
 class Backends:
@@ -74,7 +72,7 @@ class Backends:
         if self._current and self._current[0] == spec:
             return self._current[1]
         self.close()
-        log.info("loading %s model %s (%s backend)", role, spec, _v(self.cfg.model.backend))
+        log.info("loading %s model %s (%s backend)", role, spec, plain(self.cfg.model.backend))
         backend = backend_from_model_config(self.cfg.model, role, self.cfg.paths.cache_dir)
         self._current = (spec, backend)
         return backend
@@ -124,7 +122,7 @@ def cap_search_claims(train: list[Claim], cap: int | None, seed: int) -> list[Cl
 
 def model_identity(cfg: DictConfig) -> dict:
     """What identifies the base model for search hashing, without loading it."""
-    return {"backend": _v(cfg.model.backend), "model": cfg.model.base,
+    return {"backend": plain(cfg.model.backend), "model": cfg.model.base,
             "revision": cfg.model.revision, "dtype": cfg.model.dtype}
 
 
@@ -178,7 +176,7 @@ def condition_labels(cfg: DictConfig, claimset: ClaimSet, pid: str, backends: Ba
                      searches: dict[str, Any]) -> ConditionLabels:
     from plural_icm.conditions import labels as L
 
-    cond = _v(cfg.condition.name)
+    cond = plain(cfg.condition.name)
     train, _ = claimset.split(cfg.fold, pid)
     if cond in ("zero_shot", "zero_shot_base"):
         return ConditionLabels(examples=[])
@@ -240,7 +238,7 @@ def run_cell(cfg: DictConfig, wb: Any = None) -> dict:
     personas = sorted(claimset.personas)
     backends = Backends(cfg)
     try:
-        cond = _v(cfg.condition.name)
+        cond = plain(cfg.condition.name)
         searches = {}
         if cond in ("icm", "acc_matched"):
             searches = run_searches_for(cfg, claimset, personas, backends, wb=wb)

@@ -26,7 +26,7 @@ import pandas as pd
 from omegaconf import DictConfig
 
 from plural_icm.data.records import Claim, ClaimSet
-from plural_icm.pipeline.cell import Backends, _v, run_searches_for
+from plural_icm.pipeline.cell import Backends, run_searches_for
 from plural_icm.utils.io import atomic_write_json, atomic_write_jsonl, read_jsonl
 
 log = logging.getLogger(__name__)

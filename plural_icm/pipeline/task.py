@@ -23,10 +23,11 @@ def _hydra_choices() -> dict:
 
 
 def run_task(cfg: DictConfig):
-    from plural_icm.pipeline.cell import _v, cell_name
+    from plural_icm.pipeline.cell import cell_name
+    from plural_icm.utils.values import plain
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    stage = _v(cfg.stage)
+    stage = plain(cfg.stage)
     if stage == "data_stats":
         from plural_icm.pipeline.stats_stage import run_data_stats
 
@@ -39,7 +40,7 @@ def run_task(cfg: DictConfig):
 
     name = cell_name(cfg) if stage != "collaborative" else f"{cfg.model.name}/{cfg.dataset.name}/collaborative/fold{cfg.fold}"
     tags = {"model": cfg.model.name, "dataset": cfg.dataset.name,
-            "condition": _v(cfg.condition.name), "fold": cfg.fold}
+            "condition": plain(cfg.condition.name), "fold": cfg.fold}
     with cell_run(cfg, job_type=stage, name=name, tags=tags, hydra_choices=_hydra_choices()) as wb:
         if stage == "cell":
             from plural_icm.pipeline.cell import run_cell

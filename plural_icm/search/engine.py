@@ -31,6 +31,7 @@ from plural_icm.search.consistency import group_inconsistencies, inconsistencies
 from plural_icm.search.layout import FixedLayout, TreeTailLayout, layout_from_dict
 from plural_icm.search.prompts import ClaimRenderer
 from plural_icm.search.schedule import temperature
+from plural_icm.utils.values import plain
 
 log = logging.getLogger(__name__)
 
@@ -63,15 +64,12 @@ class SearchParams:
     @classmethod
     def from_config(cls, icm_cfg: Any, engine: str | None = None) -> "SearchParams":
         keys = cls.__dataclass_fields__.keys()
-        kwargs = {k: _plain(getattr(icm_cfg, k)) for k in keys if hasattr(icm_cfg, k)}
-        engine = engine or _plain(getattr(icm_cfg, "engine", "fast"))
+        kwargs = {k: plain(getattr(icm_cfg, k)) for k in keys if hasattr(icm_cfg, k)}
+        engine = engine or plain(getattr(icm_cfg, "engine", "fast"))
         if engine == "reference":
             kwargs.update(layout="fixed", memo=False)
         return cls(**kwargs)
 
-
-def _plain(v: Any) -> Any:
-    return v.value if hasattr(v, "value") else v
 
 
 @dataclass
