@@ -164,6 +164,12 @@ def _set_threads() -> None:
         n = len(os.sched_getaffinity(0))
     except AttributeError:  # pragma: no cover - not Linux
         n = os.cpu_count() or 1
+    # A SLURM job without CPU binding (task/none, no cgroups) still sees every core; more OpenMP
+    # threads than allocated CPUs makes jobs sharing a node spin against each other (tens of
+    # times slower), so the allocation wins.
+    slurm = os.environ.get("SLURM_CPUS_PER_TASK")
+    if slurm and slurm.isdigit():
+        n = min(n, int(slurm))
     torch.set_num_threads(max(1, n))
 
 
