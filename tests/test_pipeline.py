@@ -146,3 +146,30 @@ def test_embedded_default_end_to_end(tmp_path):
     assert "== smollm2/demo/icm/nall/fold0/seed0 ==" in r.stdout and "ALL" in r.stdout
     labels = list((tmp_path / "out" / "searches" / "smollm2" / "demo" / "fold0").glob("*/*/labels.jsonl"))
     assert len(labels) == 3
+
+
+def test_parse_rating():
+    from plural_icm.inference.steered import parse_rating
+
+    assert parse_rating("4") == 4
+    assert parse_rating("Rating: 5/5") == 5
+    assert parse_rating("I would say 3.") == 3
+    assert parse_rating("10 out of 10") is None  # not a 1-5 digit standing alone
+    assert parse_rating("no idea") is None
+
+
+def test_open_ended_cell_generates_and_judges(tmp_path, tiny_model_dir):
+    """OvertonBench: steered answers from the ICM-selected examples, rated by the judge."""
+    from plural_icm.pipeline.cell import cell_path, run_cell
+
+    fixture = ROOT / "tests" / "fixtures" / "datasets" / "ot"
+    cfg = tiny_cfg(tmp_path, tiny_model_dir, ["dataset=ot", f"dataset.path={fixture}", "condition=icm",
+                                              "inference.max_new_tokens=8"])
+    metrics = run_cell(cfg)
+    rows = [json.loads(x) for x in (cell_path(cfg) / "generations.jsonl").read_text().splitlines()]
+    _, test = __import__("plural_icm.data.registry", fromlist=["x"]).load_claimset(cfg.dataset).split(0)
+    assert len(rows) == len({(c.persona_id, c.question_id) for c in test})
+    assert all("judge_reply" in r and "answer" in r for r in rows)
+    assert "representation_score" in metrics["overall"]
+    n_missing = metrics["overall"]["representation_missing"]
+    assert n_missing == sum(r["score"] is None for r in rows)

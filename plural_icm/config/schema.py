@@ -104,6 +104,8 @@ class DatasetConfig:
     split_seed: int = 0
     max_search_claims: Optional[int] = None
     """Cap on claims per search (per persona and fold); None uses all training claims."""
+    open_ended: bool = False
+    """Open-ended data (OvertonBench): cells also generate steered answers rated by an LM judge."""
     skip_bad_rows: bool = False
     """Skip malformed rows (with a count in the log) instead of failing on the first one."""
     options: dict[str, Any] = field(default_factory=dict)

@@ -259,6 +259,9 @@ def run_cell(cfg: DictConfig, wb: Any = None) -> dict:
             example_rows += [{"persona_id": pid, "item_id": c.item_id, "label": y, "gold": c.gold}
                              for c, y in cl.examples]
             info[pid] = cl.info | {"n_examples": len(cl.examples)}
+        generations = []
+        if cfg.dataset.open_ended:
+            generations = _steered_generation(cfg, claimset, personas, per_persona, backend)
         meta = {"model": cfg.model.name, "dataset": cfg.dataset.name, "condition": cond,
                 "fold": cfg.fold, "seed": cfg.seed, "n_examples": cfg.inference.n_examples,
                 "run_tag": cfg.run_tag}
@@ -273,6 +276,9 @@ def run_cell(cfg: DictConfig, wb: Any = None) -> dict:
         else:
             metrics = cell_metrics(df, claimset.rule)
         _add_condition_info(metrics, info)
+        if cfg.dataset.open_ended:
+            _add_representation(metrics, generations)
+            atomic_write_jsonl(out / "generations.jsonl", generations)
         metrics["meta"] = meta | {"wall_time_s": time.perf_counter() - t0,
                                   "backend_stats": backend.stats.as_dict()}
         atomic_write_text(out / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
@@ -290,6 +296,46 @@ def run_cell(cfg: DictConfig, wb: Any = None) -> dict:
         return metrics
     finally:
         backends.close()
+
+
+def _steered_generation(cfg: DictConfig, claimset: ClaimSet, personas: list[str],
+                        per_persona: dict[str, ConditionLabels], backend: Any) -> list[dict]:
+    """Open-ended data: an answer per held-out question, steered by the condition's
+    representative examples, rated 1-5 by the judge (the instruct model unless
+    ``inference.judge_model`` names another checkpoint)."""
+    from plural_icm.backends.registry import make_backend
+    from plural_icm.inference.steered import generate_and_judge
+
+    judge = backend
+    if cfg.inference.judge_model:
+        judge = make_backend(plain(cfg.model.backend), model_spec=cfg.inference.judge_model,
+                             cache_dir=cfg.paths.cache_dir, dtype=cfg.model.dtype,
+                             max_context=cfg.model.max_context)
+    rows = []
+    try:
+        for pid in tqdm(personas, desc="generation + judge", unit="persona", disable=not cfg.progress):
+            _, test = claimset.split(cfg.fold, pid)
+            rows += generate_and_judge(backend, judge, cfg.inference, claimset.personas[pid],
+                                       per_persona[pid].examples, test, int(cfg.seed))
+    finally:
+        if judge is not backend:
+            judge.close()
+    return rows
+
+
+def _add_representation(metrics: dict, generations: list[dict]) -> None:
+    from plural_icm.metrics.aggregate import representation_summary
+
+    rep = representation_summary(pd.DataFrame(generations)) if generations else None
+    if rep is None:
+        return
+    metrics["overall"].update({"representation_score": rep["overall"]["mean"],
+                               "representation_se": rep["overall"]["se"],
+                               "representation_missing": rep["overall"]["n_missing"]})
+    for pid, r in rep["per_persona"].items():
+        metrics["per_persona"].setdefault(pid, {}).update(
+            {"representation_score": r["mean"], "representation_se": r["se"],
+             "representation_missing": r["n_missing"]})
 
 
 def _add_condition_info(metrics: dict, info: dict) -> None:
