@@ -97,11 +97,9 @@ class CachedBackend(LMBackend):
             fh.flush()
         self.entries.update(new)
 
-    # -- the interface --------------------------------------------------------------------------
-    def label_logprobs(self, prompts: Sequence[Prompt], labels: Sequence[str]) -> np.ndarray:
-        ident = self.inner.cache_identity()
-        keys = [request_key(ident, "label_logprobs", list(labels), p) for p in prompts]
-        out = np.zeros((len(prompts), len(labels)), dtype=np.float64)
+    def _fill_hits(self, keys: list[str], out: Any) -> dict[str, list[int]]:
+        """Put cached answers into ``out``; return the missing keys with their positions (a key
+        asked twice in one call is computed once)."""
         missing: dict[str, list[int]] = {}
         for i, k in enumerate(keys):
             if k in self.entries:
@@ -109,6 +107,14 @@ class CachedBackend(LMBackend):
                 self.stats.request_cache_hits += 1
             else:
                 missing.setdefault(k, []).append(i)
+        return missing
+
+    # -- the interface --------------------------------------------------------------------------
+    def label_logprobs(self, prompts: Sequence[Prompt], labels: Sequence[str]) -> np.ndarray:
+        ident = self.inner.cache_identity()
+        keys = [request_key(ident, "label_logprobs", list(labels), p) for p in prompts]
+        out = np.zeros((len(prompts), len(labels)), dtype=np.float64)
+        missing = self._fill_hits(keys, out)
         if missing:
             todo = [prompts[idx[0]] for idx in missing.values()]
             scores = np.asarray(self.inner.label_logprobs(todo, labels), dtype=np.float64)
@@ -126,13 +132,7 @@ class CachedBackend(LMBackend):
         spec = asdict(params)
         keys = [request_key(ident, "generate", spec, p) for p in prompts]
         out: list[str | None] = [None] * len(prompts)
-        missing: dict[str, list[int]] = {}
-        for i, k in enumerate(keys):
-            if k in self.entries:
-                out[i] = self.entries[k]
-                self.stats.request_cache_hits += 1
-            else:
-                missing.setdefault(k, []).append(i)
+        missing = self._fill_hits(keys, out)
         if missing:
             texts = self.inner.generate([prompts[idx[0]] for idx in missing.values()], params)
             new = {}

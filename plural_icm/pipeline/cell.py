@@ -22,7 +22,7 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
-from plural_icm.data.records import Claim, ClaimSet, ConsistencyRule
+from plural_icm.data.records import Claim, ClaimSet
 from plural_icm.pipeline.layout import COMPLETE, cell_dir, is_complete
 from plural_icm.utils.io import atomic_write_json, atomic_write_jsonl, atomic_write_text
 from plural_icm.utils.values import plain

@@ -19,15 +19,15 @@ import logging
 import math
 import time
 from collections import OrderedDict
-from dataclasses import dataclass, field
-from typing import Any, Callable, Generator, Hashable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Callable, Generator, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from plural_icm.backends.base import ContextLengthError, LMBackend, Prompt, prompt_length
-from plural_icm.config.schema import Aggregate, Schedule
+from plural_icm.backends.base import ContextLengthError, LMBackend, Prompt
+from plural_icm.config.schema import Aggregate
 from plural_icm.data.records import Claim, ConsistencyRule
-from plural_icm.search.consistency import group_inconsistencies, inconsistencies, repair_options
+from plural_icm.search.consistency import group_inconsistencies, repair_options
 from plural_icm.search.layout import FixedLayout, TreeTailLayout, layout_from_dict
 from plural_icm.search.prompts import ClaimRenderer
 from plural_icm.search.schedule import temperature
