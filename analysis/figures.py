@@ -118,7 +118,9 @@ def fig2_dataset_condition(folds: pd.DataFrame, path: Path) -> Path | None:
         ax.set_title(f"{d} ({sub.model.nunique()} model(s))")
         ax.grid(axis="y", alpha=0.3)
         if s > 1:
-            ax.set_ylim(max(0, np.nanmin(means) - 15), min(100, np.nanmax(means) + 10))
+            # Room above the tallest error bar for its value label (it used to touch the title).
+            tops = np.array(means) + np.nan_to_num(np.array(ses, dtype=float))
+            ax.set_ylim(max(0, np.nanmin(means) - 15), np.nanmax(tops) + 10)
     fig.suptitle("Fig. 2 — Score per dataset and condition (mean over models; "
                  "error bars: SE over model × fold)", fontsize=11)
     fig.tight_layout()

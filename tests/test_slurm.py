@@ -305,7 +305,7 @@ def test_slurm_job_info_reads_requeue_count():
     assert slurm_job_info(env={"SLURM_JOB_ID": "3"})["restart_count"] == 0
 
 
-@pytest.mark.parametrize("launcher", ["slurm", "slurm_gpu", "submitit_local"])
+@pytest.mark.parametrize("launcher", ["slurm", "slurm_gpu", "local"])
 def test_launcher_presets_take_resources_from_the_model(launcher):
     """Compose each preset for a GPU model and for the CPU default (gpus: 0)."""
     from hydra import compose, initialize_config_dir
@@ -322,5 +322,5 @@ def test_launcher_presets_take_resources_from_the_model(launcher):
             assert lc["tasks_per_node"] == 1
             assert lc["timeout_min"] == cfg.model.time_min
             assert lc["submitit_folder"].endswith("/%j") and lc["submitit_folder"].startswith(cfg.paths.output_dir)
-            if launcher != "submitit_local":
+            if launcher != "local":
                 assert lc["max_num_timeout"] > 0 and lc["signal_delay_s"] >= 120

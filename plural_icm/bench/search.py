@@ -11,7 +11,8 @@ Engines (both run the same algorithm, plural_icm.search.engine):
 
 For each engine and claim count n it measures (a) one full evaluation of P(D) from a cold cache
 and (b) the mean cost of a label-changing proposal (predict, repair, rescore) over at least
-``--proposals`` proposals of a real search started from a random complete labelling, and prints
+``--proposals`` proposals of a real search started from a random consistent labelling with a few
+claims unlabelled (see :func:`start_labellings`), and prints
 prompt tokens computed, wall time, and the reference/fast ratios.
 
 Token counts do not depend on the weights, so they use a tiny random model with the packaged
@@ -74,44 +75,61 @@ def make_backend(kind: str, engine: str, tiny_dir: Path | None):
                      prefix_cache=(engine == "fast"), max_context=32768 if kind == "tiny" else None)
 
 
-def random_complete_state(claims, search: ICMSearch, rng: random.Random) -> dict[str, bool]:
-    """One random option True per question: a consistent labelling the model disagrees with often."""
-    labels = {}
+def start_labellings(claims, n_open: int, rng: random.Random) -> tuple[dict[str, bool], dict[str, bool]]:
+    """A random consistent complete labelling, and the search's start state: the same labels with
+    one claim of ``n_open`` questions left unlabelled.
+
+    A real model reads a claim's label off its question's other option, so it agrees with every
+    leave-one-out label of a consistent labelling and a search from one proposes nothing. The open
+    claims are what a search spends its proposals on (the search prefers unlabelled claims whose
+    question holds a label): predict, add with repair if inconsistent, rescore, as in a real run.
+    """
     groups: dict[str, list[str]] = {}
     for c in claims:
         groups.setdefault(c.group_id, []).append(c.item_id)
-    for g, ms in groups.items():
+    complete = {}
+    for ms in groups.values():
         win = rng.choice(ms)
-        for m in ms:
-            labels[m] = m == win
-    return labels
+        complete.update({m: m == win for m in ms})
+    start = dict(complete)
+    for g in rng.sample(sorted(groups), min(n_open, len(groups))):
+        del start[rng.choice(groups[g])]
+    return complete, start
 
 
 def measure(kind: str, engine: str, n: int, proposals: int, tiny_dir: Path | None) -> dict:
     backend = make_backend(kind, engine, tiny_dir)
     claims = synthetic_claims(n)
     renderer = ClaimRenderer(backend, TEMPLATE, LABELS)
-    params = engine_params(engine, max_iters=10**6)
+    params = engine_params(engine, max_iters=200 * n)
     search = ICMSearch(claims, ConsistencyRule.EXACTLY_ONE, renderer, params, seed=1,
                        max_context=backend.max_context)
-    labels = random_complete_state(claims, search, random.Random(n))
+    complete, start = start_labellings(claims, proposals + 2, random.Random(n))
     order = [c.item_id for c in claims]
-    layout = (FixedLayout(order=order) if engine == "reference"
-              else TreeTailLayout(slots=order, max_tail=params.max_tail))
-    # (a) one full evaluation of P(D), cold cache
+
+    def layout_of(labels):
+        items = [j for j in order if j in labels]
+        return (FixedLayout(order=items) if engine == "reference"
+                else TreeTailLayout(slots=items, max_tail=params.max_tail))
+
+    # (a) one full evaluation of P(D) of the complete labelling, cold cache
     s0 = backend.stats.snapshot()
     t0 = time.perf_counter()
-    scores = drive(search._score(labels, layout), backend, LABELS)
+    drive(search._score(complete, layout_of(complete)), backend, LABELS)
     full = backend.stats.since(s0)
     full_wall = time.perf_counter() - t0
-    # (b) a real search from that state; cost of each label-changing proposal
-    state = {"seed": 1, "iteration": 0, "accepted": 0, "since_accept": 0, "labels": labels,
+    # (b) a real search from the start state (its scores are setup, not measured); the cost of
+    # each label-changing proposal
+    layout = layout_of(start)
+    scores = drive(search._score(start, layout), backend, LABELS)
+    state = {"seed": 1, "iteration": 0, "accepted": 0, "since_accept": 0, "labels": start,
              "layout": layout.to_dict(), "scores": {k: list(v) for k, v in scores.items()},
              "rng": np.random.default_rng(7).bit_generator.state, "trajectory": [], "wall_time_s": 0.0}
     costs = []
-    mark = {"stats": backend.stats.snapshot(), "t": time.perf_counter()}
+    mark = {"stats": backend.stats.snapshot(), "t": time.perf_counter(), "iterations": 0}
 
     def on_iteration(row):
+        mark["iterations"] += 1
         if row["proposed_change"]:
             d = backend.stats.since(mark["stats"])
             costs.append((d.prompt_tokens_computed, d.prompt_tokens_cached, time.perf_counter() - mark["t"]))
@@ -125,6 +143,9 @@ def measure(kind: str, engine: str, n: int, proposals: int, tiny_dir: Path | Non
         run_searches([run], backend, LABELS)
     except _Enough:
         pass
+    if len(costs) < proposals:
+        print(f"  warning: {kind} n={n} {engine}: only {len(costs)} label-changing proposals in "
+              f"{mark['iterations']} iterations", flush=True)
     L = renderer.mean_block_tokens(claims)
     backend.close()
     return {"kind": kind, "engine": engine, "n": n, "L": L,
@@ -190,7 +211,7 @@ def main(argv=None) -> None:
     print(f"machine: {platform.machine()}, {os.cpu_count()} cpus, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads; claims: synthetic survey items (2 options per question), "
           f"template {TEMPLATE!r}; alpha 50, log schedule, {args.proposals} label-changing proposals "
-          "per engine from a random consistent complete labelling", flush=True)
+          "per engine (a search from a random consistent labelling with proposals+2 claims open)", flush=True)
     rows = []
     if not args.wall_only:
         with tempfile.TemporaryDirectory() as tmp:
