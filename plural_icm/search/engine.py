@@ -275,6 +275,8 @@ class ICMSearch:
                     moved = [i]
                     if group_inconsistencies(group, proposal, self.rule):
                         moved += [m for m in group if m in labels and m != i]
+                    moved += self._repair_targets(proposal, layout, exclude=self.group_of[i],
+                                                  room=self.p.max_tail - len(moved))
                     lay = layout.with_changes(moved, set(proposal))
                     ctxs = lay.contexts()
                     if lay.to_dict() == layout.to_dict():
@@ -332,6 +334,23 @@ class ICMSearch:
                       if (j not in labels and self.group_of[j] in has_labelled) else 1.0
                       for j in cands])
         return cands[int(rng.choice(len(cands), p=w / w.sum()))]
+
+    def _repair_targets(self, proposal: Mapping[str, bool], layout, exclude: str, room: int) -> list[str]:
+        """Tree claims of the other inconsistent groups, which the repair will try to relabel.
+
+        Relabelling a tree claim re-derives every context behind its slot, for each option the
+        repair scores, in every proposal while the group stays inconsistent; in the tail the same
+        option costs about n*L. So they move to the tail with the proposal, when they fit (a
+        layout change that does not fit would merge the tail into a new tree, a full evaluation).
+        """
+        if self.rule is ConsistencyRule.NONE or not isinstance(layout, TreeTailLayout):
+            return []
+        out = []
+        for g, members in self.groups.items():
+            if g == exclude or not repair_options(members, proposal, self.rule, self.fixed):
+                continue
+            out += [m for m in members if m in proposal and m not in self.fixed and m not in layout.tail]
+        return out if len(out) <= room else []
 
     def _repair(self, proposal: dict, layout, ctxs: dict) -> Step:
         """ConsistencyFix: per round, for each inconsistent group, score its consistent options
