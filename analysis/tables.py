@@ -175,6 +175,12 @@ def question_correctness(preds: pd.DataFrame) -> pd.DataFrame:
     if "group_id" not in preds.columns:
         preds = preds.assign(group_id=preds["question_id"])
     keys = GROUP + ["fold", "seed"]
+    # acc_matched cells hold one prediction set per perturbation: judged separately, then one
+    # verdict per question (the majority over perturbations, an odd number) for paired tests.
+    per_perturbation = "perturbation" in preds.columns
+    if per_perturbation:
+        preds = preds.assign(perturbation=preds["perturbation"].fillna(-1).astype(int))
+        keys = keys + ["perturbation"]
     try:
         from plural_icm.metrics.classification import question_predictions
     except ImportError:  # pragma: no cover
@@ -196,7 +202,12 @@ def question_correctness(preds: pd.DataFrame) -> pd.DataFrame:
         for k, v in zip(keys, key):
             q[k] = v
         frames.append(q)
-    return pd.concat(frames, ignore_index=True)
+    out = pd.concat(frames, ignore_index=True)
+    if per_perturbation:
+        rest = [k for k in keys if k != "perturbation"] + ["persona_id", "group_id"]
+        frac = out.assign(correct=out["correct"].astype(float)).groupby(rest, sort=True)["correct"].mean()
+        out = frac.map(lambda f: f if np.isnan(f) else bool(f > 0.5)).rename("correct").reset_index()
+    return out
 
 
 #: Condition pairs tested (A, B): ICM against every other, and gold against zero-shot.

@@ -226,3 +226,25 @@ def test_empty_outputs(tmp_path):
     assert (tmp_path / "report" / "report.md").is_file()
     assert "No cells found" in (tmp_path / "report" / "report.md").read_text()
     assert written
+
+
+def test_question_correctness_takes_the_majority_over_perturbations():
+    """acc_matched cells hold one prediction set per perturbation (an item repeats); each question
+    gets one verdict for the paired tests: the majority over the perturbations."""
+    import pandas as pd
+    from analysis.tables import question_correctness
+    rows = []
+    # q1: option 1 is gold; perturbations 0,1 pick option 1 (right), 2 picks option 0 (wrong)
+    for pert, p1 in ((0, 0.9), (1, 0.8), (2, 0.1)):
+        for opt, p in ((0, 1 - p1), (1, p1)):
+            rows.append({"run_tag": "main", "model": "m", "dataset": "d", "condition": "acc_matched",
+                         "n": "all", "fold": 0, "seed": 0, "persona_id": "P", "group_id": "q1",
+                         "question_id": "q1", "option_key": str(opt), "option_index": opt,
+                         "gold": opt == 1, "p_true": p, "perturbation": pert})
+    # the same question in another condition, without perturbations (NaN after the concat)
+    for opt, p in ((0, 0.7), (1, 0.2)):
+        rows.append({"run_tag": "main", "model": "m", "dataset": "d", "condition": "icm", "n": "all",
+                     "fold": 0, "seed": 0, "persona_id": "P", "group_id": "q1", "question_id": "q1",
+                     "option_key": str(opt), "option_index": opt, "gold": opt == 1, "p_true": p})
+    q = question_correctness(pd.DataFrame(rows)).set_index("condition")["correct"]
+    assert len(q) == 2 and bool(q["acc_matched"]) is True and bool(q["icm"]) is False

@@ -144,3 +144,21 @@ def test_context_too_long_fails_before_any_work():
     with pytest.raises(ContextLengthError, match="max_search_claims"):
         make_search(make_claims(8), backend, SearchParams())
     assert backend.calls == 0
+
+
+def test_the_other_inconsistent_groups_move_to_the_tail_with_a_proposal():
+    """The repair tries to relabel every inconsistent group; their tree claims go to the tail with
+    the proposal (cheap to relabel there), unless fixed, already there, or too many to fit."""
+    claims = make_claims(4)
+    params = SearchParams(alpha=5, num_seed=2, max_iters=1, max_tail=4)
+    backend = FakeLM()
+    search = make_search(claims, backend, params, fixed={"q2o0": True})
+    proposal = {"q0o0": True, "q0o1": False, "q1o0": True, "q1o1": True,
+                "q2o0": True, "q2o1": True, "q3o0": False, "q3o1": True}
+    layout = TreeTailLayout(slots=[c.item_id for c in claims if c.item_id != "q3o1"], tail=["q3o1"],
+                            max_tail=4)
+    got = search._repair_targets(proposal, layout, exclude="q0", room=3)
+    assert got == ["q1o0", "q1o1", "q2o1"]  # q2o0 is fixed; q3 is consistent
+    assert search._repair_targets(proposal, layout, exclude="q0", room=2) == []  # would not fit
+    assert search._repair_targets(proposal, layout, exclude="q1", room=8) == ["q2o1"]
+    assert search._repair_targets(proposal, FixedLayout(order=list(proposal)), exclude="q0", room=8) == []
