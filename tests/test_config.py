@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -71,3 +72,19 @@ def test_demo_is_the_default(tmp_path, monkeypatch):
     assert (cfg.model.name, cfg.dataset.name, cfg.condition.name.value if hasattr(cfg.condition.name, "value") else cfg.condition.name) == ("smollm2", "demo", "icm")
     assert cfg.paths.results_dir == f"{tmp_path}/results"
     assert cfg.logger.mode == "offline"
+
+
+def test_an_experiment_and_the_local_config_override_the_entry_config(tmp_path, monkeypatch):
+    """`experiment=collaborative` must switch the stage (it once stayed `cell`: the entry config's
+    own keys were merged last), and conf/local/default.yaml must be able to set paths."""
+    monkeypatch.setenv("PLURAL_ICM_OUTPUT", str(tmp_path))
+    assert _compose(["experiment=collaborative"]).stage.value == "collaborative"
+    assert _compose(["experiment=collaborative", "stage=cell"]).stage.value == "cell"  # CLI wins
+    conf = tmp_path / "conf"
+
+    shutil.copytree(CONF, conf, ignore=shutil.ignore_patterns("local"))
+    (conf / "local").mkdir()
+    (conf / "local" / "default.yaml").write_text("# @package _global_\npaths:\n  data_dir: /data/here\n")
+    with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
+        cfg = compose(config_name="config")
+    assert cfg.paths.data_dir == "/data/here"
