@@ -174,3 +174,33 @@ def test_open_ended_cell_generates_and_judges(tmp_path, tiny_model_dir):
     assert "representation_score" in metrics["overall"]
     n_missing = metrics["overall"]["representation_missing"]
     assert n_missing == sum(r["score"] is None for r in rows)
+
+
+def test_collaborative_asks_only_within_the_capped_search_set(tmp_path, tiny_model_dir, monkeypatch):
+    """With dataset.max_search_claims, questions are asked from the searched claims only (a question
+    outside them cannot become a hard constraint), and the active-learning confidences never show
+    an item its own label."""
+    import plural_icm.inference.predict as predict_mod
+    from plural_icm.pipeline.cell import cap_search_claims
+    from plural_icm.pipeline.collaborative import run_collaborative
+    from plural_icm.data.registry import load_claimset
+
+    seen = []
+    real_predict = predict_mod.predict
+
+    def spy(backend, inf_cfg, persona, examples, targets):
+        seen.append(({c.group_id for c, _ in examples}, {t.group_id for t in targets}))
+        return real_predict(backend, inf_cfg, persona, examples, targets)
+
+    monkeypatch.setattr(predict_mod, "predict", spy)
+    cfg = tiny_cfg(tmp_path, tiny_model_dir, ["experiment=collaborative", "dataset.personas=[traditional]",
+                                              "dataset.max_search_claims=6"])
+    res = run_collaborative(cfg)["traditional"]
+    cs = load_claimset(cfg.dataset, None)
+    train, _ = cs.split(0, "traditional")
+    searched = {c.group_id for c in cap_search_claims(train, 6, 0)}
+    assert len(searched) < len({c.group_id for c in train})
+    for method in ("confidence", "random", "active"):
+        assert set(res[method]["asked"]) <= searched, method
+    loo = [(ex, tg) for ex, tg in seen if tg <= searched and len(tg) == 1]
+    assert len(loo) == len(searched) and all(not (ex & tg) for ex, tg in loo)

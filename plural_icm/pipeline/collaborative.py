@@ -26,7 +26,7 @@ import pandas as pd
 from omegaconf import DictConfig
 
 from plural_icm.data.records import Claim, ClaimSet
-from plural_icm.pipeline.cell import Backends, run_searches_for
+from plural_icm.pipeline.cell import Backends, cap_search_claims, run_searches_for
 from plural_icm.utils.io import atomic_write_json, atomic_write_jsonl, read_jsonl
 
 log = logging.getLogger(__name__)
@@ -106,14 +106,26 @@ def _evaluate(cfg: DictConfig, claimset: ClaimSet, pid: str, labels: dict[str, b
 
 
 def _fewshot_confidence(cfg, claimset, pid, labels, backends) -> dict[str, float]:
-    """Confidence of the few-shot instruct model on each training item (leave-one-out examples
-    would cost n prompts of n examples; we use the ICM examples of the other questions)."""
+    """Confidence of the few-shot instruct model on each searched training item, with the ICM
+    labels of the OTHER questions as examples (the item's own label is never in its context)."""
     from plural_icm.inference.predict import predict
 
+    train = _search_set(cfg, claimset, pid)
+    by_question: dict[str, list[Claim]] = {}
+    for c in train:
+        by_question.setdefault(c.group_id, []).append(c)
+    out: dict[str, float] = {}
+    for g, members in by_question.items():
+        examples = [(c, labels[c.item_id]) for c in train if c.group_id != g]
+        rows, _ = predict(backends.get("instruct"), cfg.inference, claimset.personas[pid], examples, members)
+        out.update({r["item_id"]: max(r["p_true"], 1 - r["p_true"]) for r in rows})
+    return out
+
+
+def _search_set(cfg: DictConfig, claimset: ClaimSet, pid: str) -> list[Claim]:
+    """The training claims the search labels (capped by dataset.max_search_claims, as in cells)."""
     train, _ = claimset.split(cfg.fold, pid)
-    rows, _ = predict(backends.get("instruct"), cfg.inference, claimset.personas[pid],
-                      [(c, labels[c.item_id]) for c in train], train)
-    return {r["item_id"]: max(r["p_true"], 1 - r["p_true"]) for r in rows}
+    return cap_search_claims(train, cfg.dataset.max_search_claims, int(cfg.seed))
 
 
 def run_collaborative(cfg: DictConfig, wb: Any = None) -> dict:
@@ -127,7 +139,7 @@ def run_collaborative(cfg: DictConfig, wb: Any = None) -> dict:
     try:
         base = run_searches_for(cfg, claimset, personas, backends, desc="ICM search (before)", wb=wb)
         for pid in personas:
-            train, _ = claimset.split(cfg.fold, pid)
+            train = _search_set(cfg, claimset, pid)  # questions are asked from this set only
             s0 = base[pid]
             before = _evaluate(cfg, claimset, pid, s0.labels, s0.summary, backends)
             fewshot = None
