@@ -52,8 +52,11 @@ def test_cell_writes_complete_results(tmp_path, tiny_model_dir, condition):
         searches = list((tmp_path / "out" / "searches" / "tiny" / "demo" / "fold0").glob("*/*/COMPLETE.json"))
         assert len(searches) == 3
     if condition == "acc_matched":
-        perts = metrics["per_persona"]["progressive"]["perturbations"]
+        pm = metrics["per_persona"]["progressive"]
+        perts = pm["perturbations"]
         assert len(perts) == 2
+        assert all(p["coherence"] < pm["icm_coherence_same_orders"] for p in perts)
+        assert all(abs(p["accuracy"] - pm["icm_label_accuracy"]) <= 0.005 for p in perts)
 
 
 def test_relaunch_skips_without_loading_a_model(tmp_path, tiny_model_dir, monkeypatch):

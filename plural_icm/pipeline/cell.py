@@ -347,6 +347,9 @@ def _add_condition_info(metrics: dict, info: dict) -> None:
         pm["n_examples"] = d.get("n_examples")
         if "perturbations" in d:
             pm["perturbations"] = d["perturbations"]
+            # ICM's labels rescored with the perturbations' own context orders: the value each
+            # perturbation's coherence is below (``coherence`` above is the search's, other orders).
+            pm["icm_coherence_same_orders"] = d.get("icm_coherence")
         if d.get("icm_label_accuracy") is not None:
             accs.append(d["icm_label_accuracy"])
         if d.get("icm_P") is not None:
