@@ -105,12 +105,11 @@ def _evaluate(cfg: DictConfig, claimset: ClaimSet, pid: str, labels: dict[str, b
             "inconsistencies": summary.get("I")}
 
 
-def _fewshot_confidence(cfg, claimset, pid, labels, backends) -> dict[str, float]:
+def _fewshot_confidence(cfg, claimset, pid, train: list[Claim], labels, backends) -> dict[str, float]:
     """Confidence of the few-shot instruct model on each searched training item, with the ICM
     labels of the OTHER questions as examples (the item's own label is never in its context)."""
     from plural_icm.inference.predict import predict
 
-    train = _search_set(cfg, claimset, pid)
     by_question: dict[str, list[Claim]] = {}
     for c in train:
         by_question.setdefault(c.group_id, []).append(c)
@@ -151,7 +150,7 @@ def run_collaborative(cfg: DictConfig, wb: Any = None) -> dict:
                     log.info("skip complete %s", done)
                     continue
                 if method == "active" and fewshot is None:
-                    fewshot = _fewshot_confidence(cfg, claimset, pid, s0.labels, backends)
+                    fewshot = _fewshot_confidence(cfg, claimset, pid, train, s0.labels, backends)
                 fixed: dict[str, bool] = {}
                 labels, summary, asked = s0.labels, s0.summary, []
                 for r in range(int(cfg.collaborative.rounds)):
