@@ -6,7 +6,7 @@ and metrics that a cell did not compute are NaN, never 0.
 
     <outputs>/results/<run_tag>/<model>/<dataset>/<condition>/n<n|all>/fold<k>/seed<s>/
     <outputs>/searches/<model>/<dataset>/fold<k>/<persona>/<hash>/
-    <outputs>/collaborative/<model>/<dataset>/<persona>/<method>/summary.json
+    <outputs>/collaborative/<model>/<dataset>/<persona>/<method>/fold<k>/summary.json
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.paper_numbers import score_metric
+from plural_icm.pipeline.layout import COLLABORATIVE_GLOB
 
 COMPLETE = "COMPLETE.json"
 CELL_KEYS = ["run_tag", "model", "dataset", "condition", "n", "fold", "seed"]
@@ -210,22 +211,23 @@ def load_trajectories(outputs: str | Path) -> pd.DataFrame:
 
 
 def load_collaborative(outputs: str | Path) -> pd.DataFrame:
-    """One row per collaborative-elicitation summary: model, dataset, persona, method, k,
-    test_accuracy, label_accuracy, coherence, and ``before_*`` of the same three."""
-    root = Path(outputs) / "collaborative"
+    """One row per collaborative-elicitation summary (one persona, method and fold): model,
+    dataset, persona, method, fold, k (labels asked in that fold), test_accuracy, label_accuracy,
+    coherence, and ``before_*`` of the same three."""
+    root = Path(outputs)
     rows = []
     vals = ["test_accuracy", "label_accuracy", "coherence"]
-    if root.is_dir():
-        for f in sorted(root.glob("*/*/*/*/summary.json")):
-            model, dataset, persona, method = f.parent.relative_to(root).parts
-            s = _read_json(f)
-            row = {"model": model, "dataset": dataset, "persona": str(s.get("persona", persona)),
-                   "method": str(s.get("method", method)), "k": _num(s.get("k"))}
-            for k in vals:
-                row[k] = _num(s.get(k))
-            before = s.get("before") or {}
-            for k in vals:
-                row[f"before_{k}"] = _num(before.get(k))
-            rows.append(row)
-    return pd.DataFrame(rows, columns=["model", "dataset", "persona", "method", "k"] + vals
+    for f in sorted(root.glob(COLLABORATIVE_GLOB)):
+        model, dataset, persona, method, fold = f.parent.relative_to(root / "collaborative").parts
+        s = _read_json(f)
+        row = {"model": model, "dataset": dataset, "persona": str(s.get("persona", persona)),
+               "method": str(s.get("method", method)),
+               "fold": int(s.get("fold", fold.removeprefix("fold"))), "k": _num(s.get("k"))}
+        for k in vals:
+            row[k] = _num(s.get(k))
+        before = s.get("before") or {}
+        for k in vals:
+            row[f"before_{k}"] = _num(before.get(k))
+        rows.append(row)
+    return pd.DataFrame(rows, columns=["model", "dataset", "persona", "method", "fold", "k"] + vals
                         + [f"before_{k}" for k in vals])

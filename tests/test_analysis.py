@@ -11,6 +11,7 @@ import pytest
 
 from analysis import load, tables
 from analysis.report import build_report, main
+from plural_icm.pipeline.layout import collaborative_dir
 
 MODELS = ["llama70b", "smollm2"]
 DATASETS = ["gqa", "oqa"]
@@ -100,10 +101,11 @@ def make_tree(root: Path) -> Path:
             _wl(sd / "labels.jsonl", [{"item_id": "x", "label": True, "confidence": 0.9,
                                        "gold": True}])
             _w(sd / "COMPLETE.json", {})
-    _w(root / "collaborative" / "llama70b" / "gqa" / "Britain" / "confidence" / "summary.json",
-       {"persona": "Britain", "method": "confidence", "k": 4, "test_accuracy": 0.70,
-        "label_accuracy": 0.88, "coherence": 120.0,
-        "before": {"test_accuracy": 0.65, "label_accuracy": 0.80, "coherence": 110.0}})
+    for fold, (acc, before_u) in enumerate([(0.60, 100.0), (0.80, 120.0)]):  # two of four folds
+        _w(collaborative_dir(root, "llama70b", "gqa", "Britain", "confidence", fold) / "summary.json",
+           {"persona": "Britain", "method": "confidence", "fold": fold, "k": 1, "test_accuracy": acc,
+            "label_accuracy": 0.88, "coherence": 120.0,
+            "before": {"test_accuracy": 0.65, "label_accuracy": 0.80, "coherence": before_u}})
     return root
 
 
@@ -188,8 +190,11 @@ def test_label_accuracy_ece_collab_tables(report):
     r = e[(e.model == "llama70b") & (e.dataset == "gqa") & (e.condition == "icm")].iloc[0]
     assert r.ece == pytest.approx(0.105) and r.paper == pytest.approx(0.1549)
     c = pd.read_csv(out / "table1_collaborative.csv")
+    assert len(c) == 1  # the folds of one persona and method are one row
     r = c.iloc[0]
+    assert (r.k, r.n_folds) == (2, 2)
     assert r.test_accuracy == pytest.approx(0.70) and r.paper_test_accuracy == pytest.approx(0.76)
+    assert r.diff_test_accuracy == pytest.approx(-0.06)
     assert r.before_coherence == pytest.approx(110.0)
 
 

@@ -119,6 +119,16 @@ def test_collaborative_stage(tmp_path, tiny_model_dir):
     assert any(f for f in fixed)
     asked = conf["asked"][0]  # a group id, "progressive/q<k>"; its claims are "demo/progressive/q<k>/o<j>"
     assert any(k.startswith(f"demo/{asked}/") for f in fixed for k in f)
+    # the report reads what the stage wrote (it once globbed a layout without the fold level)
+    from analysis.load import load_collaborative
+    from analysis.tables import collaborative_table
+
+    t = collaborative_table(load_collaborative(tmp_path / "out"))
+    assert sorted(t.method) == ["active", "confidence", "random"]
+    row = t[t.method == "confidence"].iloc[0]
+    assert (row.persona, row.k, row.n_folds) == ("progressive", 1, 1)
+    assert row.test_accuracy == pytest.approx(conf["test_accuracy"])
+    assert row.before_coherence == pytest.approx(conf["before"]["coherence"])
 
 
 def _launch(args, tmp_path, timeout=900):

@@ -27,6 +27,7 @@ from omegaconf import DictConfig
 
 from plural_icm.data.records import Claim, ClaimSet
 from plural_icm.pipeline.cell import Backends, cap_search_claims, run_searches_for
+from plural_icm.pipeline.layout import collaborative_dir
 from plural_icm.utils.io import atomic_write_json, atomic_write_jsonl, read_jsonl
 
 log = logging.getLogger(__name__)
@@ -143,7 +144,8 @@ def run_collaborative(cfg: DictConfig, wb: Any = None) -> dict:
             before = _evaluate(cfg, claimset, pid, s0.labels, s0.summary, backends)
             fewshot = None
             for method in cfg.collaborative.selection:
-                d = root / pid / method / f"fold{cfg.fold}"
+                d = collaborative_dir(cfg.paths.output_dir, cfg.model.name, cfg.dataset.name, pid,
+                                      method, cfg.fold)
                 done = d / "summary.json"
                 if done.is_file() and not cfg.force:
                     results.setdefault(pid, {})[method] = json.loads(done.read_text())

@@ -15,6 +15,11 @@ relaunch finds finished cells and skips them, and never overwrites them.
         labels.jsonl        final labels with per-label confidence
         summary.json        U, P, I, iterations, time, label accuracy vs gold
         COMPLETE.json       written last
+
+    <output_dir>/collaborative/<model>/<dataset>/<persona>/<method>/fold<k>/
+        questions.jsonl     the questions put to the annotator
+        answers.jsonl       their answers (simulated from gold unless a file of answers is given)
+        summary.json        asked, and test / label accuracy and coherence before and after
 """
 
 from __future__ import annotations
@@ -33,6 +38,15 @@ def cell_dir(results_dir: str | Path, run_tag: str, model: str, dataset: str, co
 def search_dir(searches_dir: str | Path, model: str, dataset: str, fold: int, persona: str,
                search_hash: str) -> Path:
     return Path(searches_dir) / model / dataset / f"fold{fold}" / persona / search_hash
+
+
+def collaborative_dir(output_dir: str | Path, model: str, dataset: str, persona: str, method: str,
+                      fold: int) -> Path:
+    return Path(output_dir) / "collaborative" / model / dataset / persona / method / f"fold{fold}"
+
+
+COLLABORATIVE_GLOB = "collaborative/*/*/*/*/fold*/summary.json"
+"""The collaborative summaries under an output directory (parts as in ``collaborative_dir``)."""
 
 
 def is_complete(path: str | Path) -> bool:
