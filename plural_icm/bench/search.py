@@ -118,6 +118,10 @@ def measure(kind: str, engine: str, n: int, proposals: int, tiny_dir: Path | Non
     drive(search._score(complete, layout_of(complete)), backend, LABELS)
     full = backend.stats.since(s0)
     full_wall = time.perf_counter() - t0
+    # a proposal of the reference engine at n >= 64 on CPU takes the better part of an hour: say
+    # what was measured as it happens, so a long run is visibly alive and a cut-short one not lost
+    print(f"  {kind} n={n} {engine}: full evaluation {full.prompt_tokens_computed:,} tok in "
+          f"{full_wall:.1f} s; scoring the start state", flush=True)
     # (b) a real search from the start state (its scores are setup, not measured); the cost of
     # each label-changing proposal
     layout = layout_of(start)
@@ -133,6 +137,8 @@ def measure(kind: str, engine: str, n: int, proposals: int, tiny_dir: Path | Non
         if row["proposed_change"]:
             d = backend.stats.since(mark["stats"])
             costs.append((d.prompt_tokens_computed, d.prompt_tokens_cached, time.perf_counter() - mark["t"]))
+            print(f"  {kind} n={n} {engine}: proposal {len(costs)}/{proposals}: "
+                  f"{costs[-1][0]:,} tok in {costs[-1][2]:.1f} s", flush=True)
         mark["stats"], mark["t"] = backend.stats.snapshot(), time.perf_counter()
         if len(costs) >= proposals:
             raise _Enough()
