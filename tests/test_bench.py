@@ -14,4 +14,4 @@ def test_benchmark_measures_proposals_for_both_engines(tiny_model_dir):
     assert ref["full_tokens"] > 2 * fast["full_tokens"]
     assert ref["proposal_tokens"] > fast["proposal_tokens"]
     out = table(rows)
-    assert "| tiny | 16 |" in out and out.count("x |") == 4
+    assert "| tiny | hf | 16 |" in out and out.count("x |") == 4

@@ -21,25 +21,9 @@ DEFAULT_WORDS: tuple[str, ...] = (
 
 def build_tokenizer(vocab_words: Sequence[str] = DEFAULT_WORDS):
     """A ``PreTrainedTokenizerFast`` (byte-level BPE) trained on ``vocab_words``."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
+    from plural_icm.bench.tokenizer import train_word_tokenizer
 
-    specials = ["<pad>", "<s>", "</s>", "<unk>"]
-    tok = Tokenizer(models.BPE(unk_token=None))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    alphabet = pre_tokenizers.ByteLevel.alphabet()
-    # Enough merges to turn every word (with and without a leading space) into one token.
-    n_merges = sum(2 * (len(w.encode()) + 1) for w in vocab_words) + 64
-    trainer = trainers.BpeTrainer(vocab_size=len(alphabet) + len(specials) + n_merges,
-                                  special_tokens=specials, initial_alphabet=alphabet,
-                                  show_progress=False, min_frequency=1)
-    corpus = []
-    for w in vocab_words:
-        corpus += [w] * 5 + [" " + w] * 10 + ["\n" + w, w + ":", w + "."]
-    tok.train_from_iterator(corpus, trainer=trainer)
-    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>",
-                                   pad_token="<pad>", unk_token="<unk>")
+    return train_word_tokenizer(vocab_words)
 
 
 def make_tiny_model_dir(path: str | Path, vocab_words: Sequence[str] = DEFAULT_WORDS, seed: int = 0,

@@ -3,6 +3,7 @@
     python -m plural_icm.bench.search                      # token counts n=32..256 + wall time n=32,64
     python -m plural_icm.bench.search --tokens-only --sizes 32 64 128 256
     python -m plural_icm.bench.search --wall-only --sizes 32
+    python -m plural_icm.bench.search --backend vllm --tokens-only --sizes 32 64   # vLLM's own counters
 
 Engines (both run the same algorithm, plural_icm.search.engine):
   fast       recursive-halving + tail layout, backend prefix cache, score memo
@@ -39,6 +40,12 @@ from plural_icm.search.prompts import ClaimRenderer
 
 TEMPLATE = "Question: {question}\nClaim: {claim}\nI think this claim is"
 LABELS = (" True", " False")
+# vLLM on CPU: a fixed KV cache (the backend's default is 1 GiB); --vllm-kv-cache-gib lowers it to
+# put the prefix cache under eviction pressure.
+VLLM_KV_CACHE_GIB = 1.0
+# vLLM: submit each batch's shared prefixes first (plural_icm.backends.prefix_order); off measures
+# what arrival order alone loses.
+VLLM_PREFIX_WAVES = True
 TOPICS = ["public transit", "minimum wage", "gun laws", "immigration", "climate policy", "school prayer",
           "nuclear power", "free trade", "police funding", "space exploration", "social media rules",
           "remote work", "rent control", "farm subsidies", "vaccination", "online privacy"]
@@ -65,14 +72,25 @@ def engine_params(engine: str, max_iters: int) -> SearchParams:
     return replace(p, layout="fixed", memo=False) if engine == "reference" else p
 
 
-def make_backend(kind: str, engine: str, tiny_dir: Path | None):
-    from plural_icm.backends.hf import HFBackend
-
-    spec = str(tiny_dir) if kind == "tiny" else "packaged:smollm2"
+def make_backend(kind: str, engine: str, model_dir: Path | None, backend: str = "hf",
+                 dtype: str = "float32"):
+    """The model under test: ``hf`` manages its own segment cache (off for the reference engine);
+    ``vllm`` keeps its automatic prefix cache on for both engines, as the published code's vLLM
+    server would, so its figures are what each engine costs on the engine users run."""
     from plural_icm.backends.loading import default_cache_dir
 
-    return HFBackend(spec, cache_dir=default_cache_dir(), dtype="float32",
-                     prefix_cache=(engine == "fast"), max_context=32768 if kind == "tiny" else None)
+    spec = str(model_dir) if model_dir is not None else "packaged:smollm2"
+    max_context = 32768 if model_dir is not None else None
+    if backend == "vllm":
+        from plural_icm.backends.vllm_backend import VLLMBackend
+
+        return VLLMBackend(spec, cache_dir=default_cache_dir(), dtype=dtype,
+                           max_context=max_context or 8192, cpu_kv_cache_gib=VLLM_KV_CACHE_GIB,
+                           prefix_waves=VLLM_PREFIX_WAVES)
+    from plural_icm.backends.hf import HFBackend
+
+    return HFBackend(spec, cache_dir=default_cache_dir(), dtype=dtype,
+                     prefix_cache=(engine == "fast"), max_context=max_context)
 
 
 def start_labellings(claims, n_open: int, rng: random.Random) -> tuple[dict[str, bool], dict[str, bool]]:
@@ -97,8 +115,14 @@ def start_labellings(claims, n_open: int, rng: random.Random) -> tuple[dict[str,
     return complete, start
 
 
-def measure(kind: str, engine: str, n: int, proposals: int, tiny_dir: Path | None) -> dict:
-    backend = make_backend(kind, engine, tiny_dir)
+def measure(kind: str, engine: str, n: int, proposals: int, model_dir: Path | None,
+            backend_name: str = "hf", dtype: str = "float32") -> dict:
+    """Cost of one full evaluation and of ``proposals`` label-changing proposals (see module doc).
+
+    ``model_dir``: a model folder (the tiny model, the GPU check's random model), or None for the
+    packaged model; ``kind`` only names it in the output.
+    """
+    backend = make_backend(kind, engine, model_dir, backend_name, dtype)
     claims = synthetic_claims(n)
     renderer = ClaimRenderer(backend, TEMPLATE, LABELS)
     params = engine_params(engine, max_iters=200 * n)
@@ -120,7 +144,7 @@ def measure(kind: str, engine: str, n: int, proposals: int, tiny_dir: Path | Non
     full_wall = time.perf_counter() - t0
     # a proposal of the reference engine at n >= 64 on CPU takes the better part of an hour: say
     # what was measured as it happens, so a long run is visibly alive and a cut-short one not lost
-    print(f"  {kind} n={n} {engine}: full evaluation {full.prompt_tokens_computed:,} tok in "
+    print(f"  {kind} {backend_name} n={n} {engine}: full evaluation {full.prompt_tokens_computed:,} tok in "
           f"{full_wall:.1f} s; scoring the start state", flush=True)
     # (b) a real search from the start state (its scores are setup, not measured); the cost of
     # each label-changing proposal
@@ -137,7 +161,7 @@ def measure(kind: str, engine: str, n: int, proposals: int, tiny_dir: Path | Non
         if row["proposed_change"]:
             d = backend.stats.since(mark["stats"])
             costs.append((d.prompt_tokens_computed, d.prompt_tokens_cached, time.perf_counter() - mark["t"]))
-            print(f"  {kind} n={n} {engine}: proposal {len(costs)}/{proposals}: "
+            print(f"  {kind} {backend_name} n={n} {engine}: proposal {len(costs)}/{proposals}: "
                   f"{costs[-1][0]:,} tok in {costs[-1][2]:.1f} s", flush=True)
         mark["stats"], mark["t"] = backend.stats.snapshot(), time.perf_counter()
         if len(costs) >= proposals:
@@ -154,7 +178,7 @@ def measure(kind: str, engine: str, n: int, proposals: int, tiny_dir: Path | Non
               f"{mark['iterations']} iterations", flush=True)
     L = renderer.mean_block_tokens(claims)
     backend.close()
-    return {"kind": kind, "engine": engine, "n": n, "L": L,
+    return {"kind": kind, "backend": backend_name, "engine": engine, "n": n, "L": L,
             "full_tokens": full.prompt_tokens_computed, "full_cached": full.prompt_tokens_cached,
             "full_wall_s": full_wall,
             "proposal_tokens": float(np.mean([c[0] for c in costs])),
@@ -175,8 +199,9 @@ def tiny_model_with_real_tokenizer(folder: Path) -> Path:
 
     real = resolve_model("packaged:smollm2", default_cache_dir())
     tok = AutoTokenizer.from_pretrained(real.path_or_id)
-    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                      num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=32768,
+    # head_dim 64: vLLM's CPU attention kernels take no smaller head (16 fails at start-up)
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=64, num_hidden_layers=2,
+                      num_attention_heads=1, num_key_value_heads=1, max_position_embeddings=32768,
                       bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
     torch.manual_seed(0)
     LlamaForCausalLM(cfg).save_pretrained(folder)
@@ -184,56 +209,93 @@ def tiny_model_with_real_tokenizer(folder: Path) -> Path:
     return folder
 
 
+def hit_rate(computed: float, cached: float) -> float:
+    """Share of prompt tokens served from the prefix cache."""
+    return cached / (computed + cached) if computed + cached else 0.0
+
+
 def table(rows: list[dict]) -> str:
-    out = ["| model | n | L | engine | full eval tokens | full eval wall s | proposal tokens | proposal wall s | proposals |",
-           "|---|---|---|---|---|---|---|---|---|"]
+    out = ["| model | backend | n | L | engine | full eval tokens | full eval hit rate | full eval wall s | "
+           "proposal tokens | proposal hit rate | proposal wall s | proposals |",
+           "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        out.append(f"| {r['kind']} | {r['n']} | {r['L']:.0f} | {r['engine']} | {r['full_tokens']:,} | "
-                   f"{r['full_wall_s']:.1f} | {r['proposal_tokens']:,.0f} | {r['proposal_wall_s']:.2f} | {r['proposals']} |")
-    out += ["", "| model | n | full eval tokens ratio | full eval wall ratio | proposal tokens ratio | proposal wall ratio |",
-            "|---|---|---|---|---|---|"]
-    by = {(r["kind"], r["n"], r["engine"]): r for r in rows}
-    for (kind, n, eng), r in sorted(by.items()):
-        if eng != "fast" or (kind, n, "reference") not in by:
+        out.append(f"| {r['kind']} | {r['backend']} | {r['n']} | {r['L']:.0f} | {r['engine']} | "
+                   f"{r['full_tokens']:,} | {hit_rate(r['full_tokens'], r['full_cached']):.1%} | "
+                   f"{r['full_wall_s']:.1f} | {r['proposal_tokens']:,.0f} | "
+                   f"{hit_rate(r['proposal_tokens'], r['proposal_cached']):.1%} | "
+                   f"{r['proposal_wall_s']:.2f} | {r['proposals']} |")
+    out += ["", "| model | backend | n | full eval tokens ratio | full eval wall ratio | proposal tokens ratio | proposal wall ratio |",
+            "|---|---|---|---|---|---|---|"]
+    by = {(r["kind"], r["backend"], r["n"], r["engine"]): r for r in rows}
+    for (kind, be, n, eng), r in sorted(by.items()):
+        if eng != "fast" or (kind, be, n, "reference") not in by:
             continue
-        ref = by[(kind, n, "reference")]
-        out.append(f"| {kind} | {n} | {ref['full_tokens'] / max(1, r['full_tokens']):.1f}x | "
+        ref = by[(kind, be, n, "reference")]
+        out.append(f"| {kind} | {be} | {n} | {ref['full_tokens'] / max(1, r['full_tokens']):.1f}x | "
                    f"{ref['full_wall_s'] / r['full_wall_s']:.1f}x | "
                    f"{ref['proposal_tokens'] / max(1, r['proposal_tokens']):.1f}x | "
                    f"{ref['proposal_wall_s'] / r['proposal_wall_s']:.1f}x |")
+    pairs = [(r, by[(r["kind"], "hf", r["n"], r["engine"])]) for r in rows
+             if r["backend"] == "vllm" and (r["kind"], "hf", r["n"], r["engine"]) in by]
+    if pairs:
+        out += ["", "Tokens the vLLM engine computes (its own counters: prompt tokens minus cached) "
+                "over those the transformers backend computes for the same search steps:", "",
+                "| model | n | engine | full eval vllm/hf | proposal vllm/hf |", "|---|---|---|---|---|"]
+        for v, h in pairs:
+            out.append(f"| {v['kind']} | {v['n']} | {v['engine']} | "
+                       f"{v['full_tokens'] / max(1, h['full_tokens']):.2f}x | "
+                       f"{v['proposal_tokens'] / max(1, h['proposal_tokens']):.2f}x |")
     return "\n".join(out)
 
 
 def main(argv=None) -> None:
+    global VLLM_KV_CACHE_GIB, VLLM_PREFIX_WAVES
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--sizes", type=int, nargs="*", default=None)
     ap.add_argument("--wall-sizes", type=int, nargs="*", default=[32, 64])
     ap.add_argument("--proposals", type=int, default=3)
     ap.add_argument("--tokens-only", action="store_true")
     ap.add_argument("--wall-only", action="store_true")
+    ap.add_argument("--backend", choices=["hf", "vllm"], default="hf",
+                    help="vllm: the same steps through vLLM (its prefix cache, its token counters), "
+                         "beside the transformers backend for the token comparison")
+    ap.add_argument("--engines", nargs="*", choices=["fast", "reference"], default=["fast", "reference"])
+    ap.add_argument("--vllm-kv-cache-gib", type=float, default=VLLM_KV_CACHE_GIB,
+                    help="vLLM's KV cache on CPU; smaller values put the prefix cache under eviction")
+    ap.add_argument("--no-prefix-waves", action="store_true",
+                    help="vLLM: send each batch at once (what arrival order alone loses)")
+    ap.add_argument("--no-hf-baseline", action="store_true",
+                    help="with --backend vllm: skip the transformers rows of the token comparison")
     args = ap.parse_args(argv)
+    VLLM_KV_CACHE_GIB = args.vllm_kv_cache_gib
+    VLLM_PREFIX_WAVES = not args.no_prefix_waves
     import torch
 
+    backends = ["hf"] if args.backend == "hf" else ["vllm"] if args.no_hf_baseline else ["hf", "vllm"]
     print(f"machine: {platform.machine()}, {os.cpu_count()} cpus, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads; claims: synthetic survey items (2 options per question), "
-          f"template {TEMPLATE!r}; alpha 50, log schedule, {args.proposals} label-changing proposals "
-          "per engine (a search from a random consistent labelling with proposals+2 claims open)", flush=True)
+          f"{torch.get_num_threads()} threads; backends {backends}"
+          f"{'' if args.backend == 'hf' else f' (vLLM prefix waves {VLLM_PREFIX_WAVES})'}; claims: synthetic survey items "
+          f"(2 options per question), template {TEMPLATE!r}; alpha 50, log schedule, {args.proposals} "
+          "label-changing proposals per engine (a search from a random consistent labelling with "
+          "proposals+2 claims open)", flush=True)
     rows = []
     if not args.wall_only:
         with tempfile.TemporaryDirectory() as tmp:
             tiny = tiny_model_with_real_tokenizer(Path(tmp) / "tiny")
             for n in args.sizes or [32, 64, 128, 256]:
-                for engine in ("fast", "reference"):
-                    r = measure("tiny", engine, n, args.proposals, tiny)
-                    rows.append(r)
-                    print(f"  tiny n={n} {engine}: full {r['full_tokens']:,} tok, proposal "
-                          f"{r['proposal_tokens']:,.0f} tok", flush=True)
+                for be in backends:
+                    for engine in args.engines:
+                        r = measure("tiny", engine, n, args.proposals, tiny, be)
+                        rows.append(r)
+                        print(f"  tiny {be} n={n} {engine}: full {r['full_tokens']:,} tok "
+                              f"(hit rate {hit_rate(r['full_tokens'], r['full_cached']):.1%}), proposal "
+                              f"{r['proposal_tokens']:,.0f} tok", flush=True)
     if not args.tokens_only:
         for n in (args.sizes if args.wall_only and args.sizes else args.wall_sizes):
-            for engine in ("fast", "reference"):
-                r = measure("smollm2", engine, n, args.proposals, None)
+            for engine in args.engines:
+                r = measure("smollm2", engine, n, args.proposals, None, args.backend)
                 rows.append(r)
-                print(f"  smollm2 n={n} {engine}: full {r['full_wall_s']:.1f} s, proposal "
+                print(f"  smollm2 {args.backend} n={n} {engine}: full {r['full_wall_s']:.1f} s, proposal "
                       f"{r['proposal_wall_s']:.2f} s", flush=True)
     print()
     print(table(rows))
