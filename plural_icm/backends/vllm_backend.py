@@ -48,7 +48,6 @@ from plural_icm.backends.base import (
     flatten,
     prompt_length,
 )
-from plural_icm.backends.prefix_order import prefix_waves
 
 log = logging.getLogger(__name__)
 
@@ -161,8 +160,7 @@ class VLLMBackend(LMBackend):
                  gpu_memory_utilization: float = 0.9, batch_size: int = 8,
                  api_base: str | None = None, api_key_env: str = "OPENAI_API_KEY",
                  top_logprobs: int = DEFAULT_TOP_LOGPROBS, enforce_eager: bool | None = None,
-                 seed: int = 0, cpu_kv_cache_gib: float = 1.0, prefix_waves: bool = True,
-                 **engine_kwargs: Any) -> None:
+                 seed: int = 0, cpu_kv_cache_gib: float = 1.0, **engine_kwargs: Any) -> None:
         super().__init__()
         del api_base, api_key_env  # OpenAI-client settings: not used in-process
         del device  # vLLM picks its platform (CUDA build vs the CPU build) itself
@@ -187,8 +185,6 @@ class VLLMBackend(LMBackend):
         self.dtype = dtype
         self.batch_size = batch_size
         self.top_logprobs = int(top_logprobs)
-        # Submit each batch's shared prefixes before the prompts that reuse them (prefix_order.py).
-        self.prefix_waves = bool(prefix_waves)
         kwargs: dict[str, Any] = dict(
             model=model,
             tokenizer=model,
@@ -335,25 +331,9 @@ class VLLMBackend(LMBackend):
             return np.zeros((0, len(labels)))
         with self.timed():
             plan = ContinuationPlan(prompts, label_ids)
-            answers: list[dict[int, float]] = [{} for _ in plan.queries]
-            for wave in self._query_waves(prompts, plan):
-                got = self._next_token_logprobs([plan.queries[q] for q in wave],
-                                                [plan.wanted[q] for q in wave])
-                for q, a in zip(wave, got):
-                    answers[q] = a
+            answers = self._next_token_logprobs(plan.queries, plan.wanted)
             self.stats.prompts += len(prompts)
             return plan.assemble(answers)
-
-    def _query_waves(self, prompts: Sequence[Prompt], plan: ContinuationPlan) -> list[list[int]]:
-        """Queries grouped into submission waves: shared prefixes computed once, then reused
-        (:mod:`plural_icm.backends.prefix_order`); one wave when ``prefix_waves`` is off."""
-        if not self.prefix_waves:
-            return [list(range(len(plan.queries)))]
-        by_prompt: dict[int, list[int]] = {}
-        for q, i in enumerate(plan.prompt_of):
-            by_prompt.setdefault(i, []).append(q)
-        return [[q for i in wave for q in by_prompt[i]]
-                for wave in prefix_waves(prompts, min_shared_tokens=self.block_size or 1)]
 
     def generate(self, prompts: Sequence[Prompt], params: GenerationParams) -> list[str]:
         from vllm import SamplingParams

@@ -43,9 +43,6 @@ LABELS = (" True", " False")
 # vLLM on CPU: a fixed KV cache (the backend's default is 1 GiB); --vllm-kv-cache-gib lowers it to
 # put the prefix cache under eviction pressure.
 VLLM_KV_CACHE_GIB = 1.0
-# vLLM: submit each batch's shared prefixes first (plural_icm.backends.prefix_order); off measures
-# what arrival order alone loses.
-VLLM_PREFIX_WAVES = True
 TOPICS = ["public transit", "minimum wage", "gun laws", "immigration", "climate policy", "school prayer",
           "nuclear power", "free trade", "police funding", "space exploration", "social media rules",
           "remote work", "rent control", "farm subsidies", "vaccination", "online privacy"]
@@ -85,8 +82,7 @@ def make_backend(kind: str, engine: str, model_dir: Path | None, backend: str = 
         from plural_icm.backends.vllm_backend import VLLMBackend
 
         return VLLMBackend(spec, cache_dir=default_cache_dir(), dtype=dtype,
-                           max_context=max_context or 8192, cpu_kv_cache_gib=VLLM_KV_CACHE_GIB,
-                           prefix_waves=VLLM_PREFIX_WAVES)
+                           max_context=max_context or 8192, cpu_kv_cache_gib=VLLM_KV_CACHE_GIB)
     from plural_icm.backends.hf import HFBackend
 
     return HFBackend(spec, cache_dir=default_cache_dir(), dtype=dtype,
@@ -249,7 +245,7 @@ def table(rows: list[dict]) -> str:
 
 
 def main(argv=None) -> None:
-    global VLLM_KV_CACHE_GIB, VLLM_PREFIX_WAVES
+    global VLLM_KV_CACHE_GIB
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--sizes", type=int, nargs="*", default=None)
     ap.add_argument("--wall-sizes", type=int, nargs="*", default=[32, 64])
@@ -262,19 +258,16 @@ def main(argv=None) -> None:
     ap.add_argument("--engines", nargs="*", choices=["fast", "reference"], default=["fast", "reference"])
     ap.add_argument("--vllm-kv-cache-gib", type=float, default=VLLM_KV_CACHE_GIB,
                     help="vLLM's KV cache on CPU; smaller values put the prefix cache under eviction")
-    ap.add_argument("--no-prefix-waves", action="store_true",
-                    help="vLLM: send each batch at once (what arrival order alone loses)")
     ap.add_argument("--no-hf-baseline", action="store_true",
                     help="with --backend vllm: skip the transformers rows of the token comparison")
     args = ap.parse_args(argv)
     VLLM_KV_CACHE_GIB = args.vllm_kv_cache_gib
-    VLLM_PREFIX_WAVES = not args.no_prefix_waves
+
     import torch
 
     backends = ["hf"] if args.backend == "hf" else ["vllm"] if args.no_hf_baseline else ["hf", "vllm"]
     print(f"machine: {platform.machine()}, {os.cpu_count()} cpus, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads; backends {backends}"
-          f"{'' if args.backend == 'hf' else f' (vLLM prefix waves {VLLM_PREFIX_WAVES})'}; claims: synthetic survey items "
+          f"{torch.get_num_threads()} threads; backends {backends}; claims: synthetic survey items "
           f"(2 options per question), template {TEMPLATE!r}; alpha 50, log schedule, {args.proposals} "
           "label-changing proposals per engine (a search from a random consistent labelling with "
           "proposals+2 claims open)", flush=True)
