@@ -102,7 +102,8 @@ class CollabRow:
     method: str          # our method name: confidence | active | random
     test_accuracy: float
     label_accuracy: float
-    coherence: float
+    U: float
+    """The paper's "Coherence" column: the ICM objective U = alpha * P - I (alpha 50)."""
 
 
 #: Table 1 (seed 27565976, alpha 50, num_seed 8 in every search).

@@ -232,3 +232,46 @@ def test_subset_for_n_examples():
     assert subset_for_n_examples(claims, 1000, seed=0) == claims
     with pytest.raises(ValueError):
         subset_for_n_examples(claims, 0, seed=0)
+
+
+# -- conditions as plug-ins -------------------------------------------------------------------
+
+def test_every_condition_yaml_names_a_registered_condition():
+    from pathlib import Path
+
+    from plural_icm.conditions.registry import available, get_condition
+
+    conf = Path(__file__).resolve().parents[1] / "conf" / "condition"
+    stems = sorted(p.stem for p in conf.glob("*.yaml"))
+    assert stems == available()
+    for stem in stems:
+        text = (conf / f"{stem}.yaml").read_text()
+        assert f"\nname: {stem}\n" in text, stem
+        assert get_condition(stem).name == stem
+
+
+def test_unknown_condition_names_the_registered_ones():
+    from plural_icm.conditions.registry import get_condition
+
+    with pytest.raises(ValueError, match=r"unknown condition 'nope'; registered conditions: .*gold.*icm"):
+        get_condition("nope")
+    with pytest.raises(ValueError, match="unknown condition 'labels'"):
+        get_condition("labels")  # a helper module, not a condition
+
+
+def test_the_pipeline_never_names_a_condition():
+    """pipeline/ reaches conditions through the interface only: no condition name in its code
+    (collaborative.py is left out: its selection methods ``random``/``confidence``/``active`` are
+    another namespace that happens to share the word "random")."""
+    import ast
+    from pathlib import Path
+
+    from plural_icm.conditions.registry import available
+
+    names = set(available())
+    for path in (Path(__file__).resolve().parents[1] / "plural_icm" / "pipeline").glob("*.py"):
+        if path.name == "collaborative.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str):
+                assert node.value not in names, f"{path.name} names the condition {node.value!r}"

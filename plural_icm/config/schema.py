@@ -50,13 +50,17 @@ class ContextPolicy(str, Enum):
     drop_oldest = "drop_oldest"  # drop in-context examples from the front until it fits (logged)
 
 
-class ConditionName(str, Enum):
-    zero_shot = "zero_shot"
-    zero_shot_base = "zero_shot_base"
-    random = "random"
-    icm = "icm"
-    acc_matched = "acc_matched"
-    gold = "gold"
+NON_RESULT_KEYS: tuple[str, ...] = (
+    "paths", "logger", "progress", "force", "stage", "collaborative",
+    "model.cpus", "model.mem_gb", "model.time_min", "model.gpus", "model.api_key_env",
+    "model.tensor_parallel_size", "model.gpu_memory_utilization", "model.batch_size",
+    "icm.checkpoint_every",
+)
+"""Dotted config keys that do not change a cell's results: where files go, logging and progress
+display, the launcher's stage and resources, and how work is split over devices and batches.
+:func:`plural_icm.layout.fingerprint` leaves them out, so changing one never makes a finished
+cell look like different settings. (Batching and tensor parallelism can move scores by float
+rounding only.)"""
 
 
 @dataclass
@@ -114,7 +118,9 @@ class DatasetConfig:
 
 @dataclass
 class ConditionConfig:
-    name: ConditionName = MISSING
+    name: str = MISSING
+    """A registered condition (plural_icm.conditions.registry); unknown names fail at the cell's
+    start with the list of registered ones."""
     model_role: str = "instruct"
     """Which checkpoint answers: ``instruct`` or ``base`` (zero_shot_base)."""
     n_perturbations: int = 1
