@@ -39,7 +39,7 @@ from typing import Any, Optional
 
 from omegaconf import DictConfig, OmegaConf
 
-from plural_icm.config.schema import NON_RESULT_KEYS
+from plural_icm.config.schema import drop_non_result_keys
 from plural_icm.utils.values import plain
 
 RESULTS = "results"
@@ -143,14 +143,7 @@ def fingerprint(cfg: DictConfig) -> str:
     The keys in :data:`plural_icm.config.schema.NON_RESULT_KEYS` (paths, logging, resources) are
     left out, so moving outputs or asking for more memory does not make a finished cell "different".
     """
-    d = OmegaConf.to_container(cfg, resolve=True)
-    for dotted in NON_RESULT_KEYS:
-        *parents, last = dotted.split(".")
-        node = d
-        for p in parents:
-            node = node.get(p) if isinstance(node, dict) else None
-        if isinstance(node, dict):
-            node.pop(last, None)
+    d = drop_non_result_keys(OmegaConf.to_container(cfg, resolve=True))
     return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -220,6 +213,8 @@ class CellMeta(_Record):
     seed: int
     n_examples: Optional[int]
     run_tag: str
+    score_metric: Optional[str] = None
+    """The metric the dataset declares as its score (``dataset.score_metric``, where set)."""
     wall_time_s: float = 0.0
     backend_stats: dict = field(default_factory=dict)
 

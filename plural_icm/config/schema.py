@@ -63,6 +63,18 @@ cell look like different settings. (Batching and tensor parallelism can move sco
 rounding only.)"""
 
 
+def drop_non_result_keys(d: dict) -> dict:
+    """``d`` (a resolved config as plain containers) without :data:`NON_RESULT_KEYS`, in place."""
+    for dotted in NON_RESULT_KEYS:
+        *parents, last = dotted.split(".")
+        node = d
+        for part in parents:
+            node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, dict):
+            node.pop(last, None)
+    return d
+
+
 @dataclass
 class ModelConfig:
     name: str = MISSING

@@ -202,7 +202,8 @@ def compute_cell(cfg: DictConfig, condition: Condition, wb: Any = None) -> CellO
         add_representation(metrics, generations)
     meta = CellMeta(model=cfg.model.name, dataset=cfg.dataset.name,
                     condition=plain(cfg.condition.name), fold=cfg.fold, seed=cfg.seed,
-                    n_examples=cfg.inference.n_examples, run_tag=cfg.run_tag, backend_stats=stats)
+                    n_examples=cfg.inference.n_examples, run_tag=cfg.run_tag,
+                    score_metric=plain(cfg.dataset.get("score_metric")), backend_stats=stats)
     metrics = CellResult(metrics["overall"], metrics["per_persona"], meta.as_dict()).as_dict()
     examples = [ExampleRow(persona_id=pid, item_id=c.item_id, label=y, gold=c.gold)
                 for pid, cl in labelled.items() for c, y in cl.examples]
