@@ -255,3 +255,12 @@ def test_question_correctness_takes_the_majority_over_perturbations():
                      "option_key": str(opt), "option_index": opt, "gold": opt == 1, "p_true": p})
     q = question_correctness(pd.DataFrame(rows)).set_index("condition")["correct"]
     assert len(q) == 2 and bool(q["acc_matched"]) is True and bool(q["icm"]) is False
+
+
+def test_bootstrap_is_reported_beside_random_and_icm():
+    assert tables.sort_conditions(["gold", "icm", "bootstrap", "random", "zero_shot"]) == \
+        ["zero_shot", "random", "bootstrap", "icm", "gold"]
+    from analysis.figures import COND_COLORS
+    from analysis.paper_numbers import CONDITION_LABELS
+
+    assert CONDITION_LABELS["bootstrap"] == "Few-shot bootstrap" and "bootstrap" in COND_COLORS

@@ -12,7 +12,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.parametrize("condition", ["zero_shot", "zero_shot_base", "random", "gold", "icm", "acc_matched"])
+@pytest.mark.parametrize("condition", ["zero_shot", "zero_shot_base", "random", "gold", "icm", "acc_matched",
+                                       "bootstrap"])
 def test_cell_writes_complete_results(tmp_path, tiny_model_dir, condition, tiny_cfg):
     from plural_icm.pipeline.cell import cell_path, run_cell
 
@@ -36,6 +37,14 @@ def test_cell_writes_complete_results(tmp_path, tiny_model_dir, condition, tiny_
         assert metrics["overall"]["icm_label_accuracy"] is not None
         searches = list((tmp_path / "out" / "searches" / "tiny" / "demo" / "fold0").glob("*/*/COMPLETE.json"))
         assert len(searches) == 3
+    if condition == "bootstrap":  # self-labelled, consistent, without any ICM search
+        groups = {}
+        for e in examples:
+            groups.setdefault((e["persona_id"], e["item_id"].rsplit("/", 1)[0]), []).append(e["label"])
+        assert len(groups) == 18 and all(sum(ls) == 1 for ls in groups.values())
+        assert not (tmp_path / "out" / "searches").exists()
+        for pm in metrics["per_persona"].values():
+            assert 0 <= pm["bootstrap_label_accuracy"] <= 1 and pm["bootstrap"]["passes_run"] >= 1
     if condition == "acc_matched":
         pm = metrics["per_persona"]["progressive"]
         perts = pm["perturbations"]

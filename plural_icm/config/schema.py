@@ -139,6 +139,8 @@ class ConditionConfig:
     """acc_matched: how many perturbed label sets are averaged (the paper: 5)."""
     accuracy_tolerance: float = 0.005
     max_perturbation_tries: int = 2000
+    passes: int = 3
+    """bootstrap: relabelling passes over the search set before the consistency rule is applied."""
 
 
 @dataclass

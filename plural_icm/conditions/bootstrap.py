@@ -1,0 +1,85 @@
+"""Few-shot Bootstrap: the cheap unsupervised baseline ICM must beat to be worth its cost.
+
+Self-labelling with the base model, no search: start from random labels over the persona's
+search set, then, for ``condition.passes`` passes, relabel every claim by the base model's
+prediction with every *other* claim and its current label in context (leave-one-out, the ICM
+search's own prompt blocks, template and label strings), stopping early when a pass changes
+nothing. Finally the dataset's consistency rule is enforced: each group gets the consistent
+assignment closest to the model's last preferences (``most_preferred_consistent``). The examples
+are the usual subset (``inference.n_examples``) of the search set, as for ICM.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Sequence
+
+from tqdm.auto import tqdm
+
+from plural_icm.conditions.base import CellInputs, Condition, ConditionLabels
+from plural_icm.conditions.labels import label_accuracy, random_labels
+from plural_icm.conditions.registry import register
+from plural_icm.data.records import Claim, ConsistencyRule
+from plural_icm.search.consistency import inconsistencies, most_preferred_consistent
+from plural_icm.search.prompts import ClaimRenderer
+
+log = logging.getLogger(__name__)
+
+
+def leave_one_out_margins(backend, renderer: ClaimRenderer, claims: Sequence[Claim],
+                          labels: dict[str, bool]) -> dict[str, float]:
+    """``ln P(True) - ln P(False)`` of each claim given all others with their labels (one batch)."""
+    prompts = []
+    for c in claims:
+        p = renderer.prompt([(o, labels[o.item_id]) for o in claims if o.item_id != c.item_id], c)
+        backend.check_length(p, what="a bootstrap prompt")
+        prompts.append(p)
+    lp = backend.label_logprobs(prompts, list(renderer.labels))
+    return {c.item_id: float(row[0] - row[1]) for c, row in zip(claims, lp)}
+
+
+def bootstrap_labels(backend, claims: Sequence[Claim], rule: ConsistencyRule, template: str,
+                     label_strings: Sequence[str], passes: int, seed: int,
+                     progress: bool = False) -> tuple[dict[str, bool], dict]:
+    """(consistent labels, record of the passes) of ``claims`` by self-labelling (see module)."""
+    if passes < 1:
+        raise ValueError(f"condition.passes must be >= 1, got {passes}")
+    renderer = ClaimRenderer(backend, template, label_strings)
+    labels = random_labels(claims, seed=seed)
+    changed: list[int] = []
+    margins: dict[str, float] = {}
+    for _ in tqdm(range(passes), desc="bootstrap passes", unit="pass", disable=not progress):
+        margins = leave_one_out_margins(backend, renderer, claims, labels)
+        new = {j: m > 0 for j, m in margins.items()}
+        changed.append(sum(new[j] != labels[j] for j in labels))
+        labels = new
+        if changed[-1] == 0:
+            break
+    groups: dict[str, list[str]] = {}
+    for c in claims:
+        groups.setdefault(c.group_id, []).append(c.item_id)
+    before = inconsistencies(groups, labels, rule)
+    final = most_preferred_consistent(groups, margins, rule)
+    record = {"passes_run": len(changed), "changed_per_pass": changed,
+              "inconsistencies_before_rule": before,
+              "repaired": sum(final[j] != labels[j] for j in labels)}
+    return final, record
+
+
+@register
+class Bootstrap(Condition):
+    name = "bootstrap"
+
+    def examples(self, inputs: CellInputs, persona_id: str) -> ConditionLabels:
+        cfg = inputs.cfg
+        claims = inputs.search_claims(persona_id)
+        labels, record = bootstrap_labels(
+            inputs.base_model(), claims, inputs.claimset.rule, cfg.icm.template,
+            tuple(cfg.icm.labels), passes=int(cfg.condition.passes), seed=int(cfg.seed),
+            progress=bool(cfg.progress))
+        log.info("bootstrap %s: %s", persona_id, record)
+        chosen = inputs.chosen(persona_id)
+        return ConditionLabels(
+            examples=[(c, labels[c.item_id]) for c in chosen],
+            metrics={"bootstrap_label_accuracy": label_accuracy(claims, labels)},
+            details={"bootstrap": record})
