@@ -35,7 +35,7 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, ClassVar, Optional
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -165,6 +165,12 @@ class _Record:
         return cls(**d)
 
     @classmethod
+    def read(cls, directory: str | Path) -> Any:
+        """The record stored in ``directory`` under the record's file name (``FILE``)."""
+        path = Path(directory) / cls.FILE  # type: ignore[attr-defined]
+        return cls.from_dict(json.loads(path.read_text(encoding="utf-8")), str(path))
+
+    @classmethod
     def columns(cls) -> list[str]:
         return [f.name for f in fields(cls)]  # type: ignore[arg-type]
 
@@ -234,10 +240,7 @@ class CellResult(_Record):
     per_persona: dict
     meta: Optional[dict] = None
 
-    @classmethod
-    def read(cls, cell: Path) -> "CellResult":
-        path = Path(cell) / METRICS
-        return cls.from_dict(json.loads(path.read_text(encoding="utf-8")), str(path))
+    FILE: ClassVar[str] = METRICS
 
 
 @dataclass
@@ -249,10 +252,7 @@ class CompleteRecord(_Record):
     wall_time_s: float
     slurm: Optional[dict] = None
 
-    @classmethod
-    def read(cls, cell: Path) -> "CompleteRecord":
-        path = Path(cell) / COMPLETE
-        return cls.from_dict(json.loads(path.read_text(encoding="utf-8")), str(path))
+    FILE: ClassVar[str] = COMPLETE
 
 
 @dataclass
@@ -284,5 +284,6 @@ class CollaborativeSummary(_Record):
     mutual_predictability: Optional[float]
     inconsistencies: Optional[int]
 
-    LABELLING_KEYS = ("test_accuracy", "label_accuracy", "U")
+    FILE: ClassVar[str] = SUMMARY
+    LABELLING_KEYS: ClassVar[tuple[str, ...]] = ("test_accuracy", "label_accuracy", "U")
     """The values Table 1 reports, before and after."""
