@@ -30,7 +30,7 @@ def test_ci_runs_exactly_the_readme_commands():
     # The commands come from the README, and are executed as they are
     assert 'install_cmd="$(python3 scripts/readme_commands.py install)"' in text
     assert 'test_cmd="$(python3 scripts/readme_commands.py test)"' in text
-    assert 'bash -euo pipefail -c "$install_cmd"' in text
+    assert 'bash -c "$install_cmd"' in text
     assert '. .venv/bin/activate && $test_cmd"' in text
     # on a fresh environment, before any extra tier is installed
     assert text.index("rm -rf .venv") < text.index('"$install_cmd"') < text.index("$test_cmd\"")
