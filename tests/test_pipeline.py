@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -188,10 +189,10 @@ def test_collaborative_asks_only_within_the_capped_search_set(tmp_path, tiny_mod
     """With dataset.max_search_claims, questions are asked from the searched claims only (a question
     outside them cannot become a hard constraint), and the active-learning confidences never show
     an item its own label."""
-    import plural_icm.pipeline.collaborative as collaborative
     from plural_icm.conditions.labels import cap_search_claims
-    from plural_icm.pipeline.collaborative import run_collaborative
     from plural_icm.data.registry import load_claimset
+    from plural_icm.pipeline import collaborative
+    from plural_icm.pipeline.collaborative import run_collaborative
 
     seen = []
     real_predict = collaborative.predict
