@@ -144,6 +144,10 @@ def fingerprint(cfg: DictConfig) -> str:
     left out, so moving outputs or asking for more memory does not make a finished cell "different".
     """
     d = drop_non_result_keys(OmegaConf.to_container(cfg, resolve=True))
+    # A condition key that is unset (None) is not a setting of this condition: adding an optional
+    # key for a new condition leaves the fingerprints of existing cells as they were.
+    if isinstance(d.get("condition"), dict):
+        d["condition"] = {k: v for k, v in d["condition"].items() if v is not None}
     return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 

@@ -46,3 +46,16 @@ def test_records_round_trip_and_refuse_unknown_keys(tmp_path):
                                                         "wall_time_s": 2.0, "extra": 1}))
     with pytest.raises(ValueError, match=r"COMPLETE.json: unexpected keys \['extra'\]"):
         CompleteRecord.read(tmp_path)
+
+
+def test_an_unset_condition_key_leaves_the_fingerprint_as_before(compose_config):
+    """condition.passes (bootstrap's) is None elsewhere and left out: older cells keep their hash."""
+    from omegaconf import OmegaConf
+
+    cfg = compose_config(["condition=icm"])
+    assert cfg.condition.passes is None
+    older = OmegaConf.to_container(cfg, resolve=True)
+    del older["condition"]["passes"]
+    assert fingerprint(OmegaConf.create(older)) == fingerprint(cfg)
+    assert fingerprint(compose_config(["condition=bootstrap", "condition.passes=2"])) != \
+        fingerprint(compose_config(["condition=bootstrap"]))

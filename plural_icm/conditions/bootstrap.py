@@ -25,6 +25,9 @@ from plural_icm.search.prompts import ClaimRenderer
 
 log = logging.getLogger(__name__)
 
+DEFAULT_PASSES = 3
+"""``condition.passes`` when unset (conf/condition/bootstrap.yaml sets it)."""
+
 
 def leave_one_out_margins(backend, renderer: ClaimRenderer, claims: Sequence[Claim],
                           labels: dict[str, bool]) -> dict[str, float]:
@@ -73,9 +76,11 @@ class Bootstrap(Condition):
     def examples(self, inputs: CellInputs, persona_id: str) -> ConditionLabels:
         cfg = inputs.cfg
         claims = inputs.search_claims(persona_id)
+        passes = cfg.condition.get("passes")
         labels, record = bootstrap_labels(
             inputs.base_model(), claims, inputs.claimset.rule, cfg.icm.template,
-            tuple(cfg.icm.labels), passes=int(cfg.condition.passes), seed=int(cfg.seed),
+            tuple(cfg.icm.labels), passes=DEFAULT_PASSES if passes is None else int(passes),
+            seed=int(cfg.seed),
             progress=bool(cfg.progress))
         log.info("bootstrap %s: %s", persona_id, record)
         chosen = inputs.chosen(persona_id)

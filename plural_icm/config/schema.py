@@ -139,8 +139,10 @@ class ConditionConfig:
     """acc_matched: how many perturbed label sets are averaged (the paper: 5)."""
     accuracy_tolerance: float = 0.005
     max_perturbation_tries: int = 2000
-    passes: int = 3
-    """bootstrap: relabelling passes over the search set before the consistency rule is applied."""
+    passes: Optional[int] = None
+    """bootstrap: relabelling passes over the search set before the consistency rule is applied
+    (conf/condition/bootstrap.yaml: 3). Unset (None) in other conditions, where the fingerprint
+    leaves it out, so adding this key did not change the fingerprints of existing cells."""
 
 
 @dataclass
