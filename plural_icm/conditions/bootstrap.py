@@ -2,8 +2,9 @@
 
 Self-labelling with the base model, no search: start from random labels over the persona's
 search set, then, for ``condition.passes`` passes, relabel every claim by the base model's
-prediction with every *other* claim and its current label in context (leave-one-out, the ICM
-search's own prompt blocks, template and label strings), stopping early when a pass changes
+prediction with every *other* claim and its current label in context (leave-one-out, scored
+exactly as the ICM search scores a labelling: ``search.engine.labelling_scores``, its prompt blocks,
+template, label strings and prefix-sharing context orders), stopping early when a pass changes
 nothing. Finally the dataset's consistency rule is enforced: each group gets the consistent
 assignment closest to the model's last preferences (``most_preferred_consistent``). The examples
 are the usual subset (``inference.n_examples``) of the search set, as for ICM.
@@ -21,7 +22,7 @@ from plural_icm.conditions.labels import label_accuracy, random_labels
 from plural_icm.conditions.registry import register
 from plural_icm.data.records import Claim, ConsistencyRule
 from plural_icm.search.consistency import inconsistencies, most_preferred_consistent
-from plural_icm.search.prompts import ClaimRenderer
+from plural_icm.search.engine import SearchParams, labelling_scores
 
 log = logging.getLogger(__name__)
 
@@ -29,30 +30,31 @@ DEFAULT_PASSES = 3
 """``condition.passes`` when unset (conf/condition/bootstrap.yaml sets it)."""
 
 
-def leave_one_out_margins(backend, renderer: ClaimRenderer, claims: Sequence[Claim],
-                          labels: dict[str, bool]) -> dict[str, float]:
-    """``ln P(True) - ln P(False)`` of each claim given all others with their labels (one batch)."""
-    prompts = []
-    for c in claims:
-        p = renderer.prompt([(o, labels[o.item_id]) for o in claims if o.item_id != c.item_id], c)
-        backend.check_length(p, what="a bootstrap prompt")
-        prompts.append(p)
-    lp = backend.label_logprobs(prompts, list(renderer.labels))
-    return {c.item_id: float(row[0] - row[1]) for c, row in zip(claims, lp)}
+def leave_one_out_margins(backend, claims: Sequence[Claim], rule: ConsistencyRule,
+                          params: SearchParams, labels: dict[str, bool], template: str,
+                          label_strings: Sequence[str]) -> dict[str, float]:
+    """``ln P(True) - ln P(False)`` of each claim given all others with their labels, scored as
+    the ICM search scores a labelling (its prompt blocks and prefix-sharing context orders)."""
+    scores = labelling_scores(claims, rule, backend, params, labels, template, label_strings)
+    return {j: lt - lf for j, (lt, lf) in scores.items()}
 
 
 def bootstrap_labels(backend, claims: Sequence[Claim], rule: ConsistencyRule, template: str,
                      label_strings: Sequence[str], passes: int, seed: int,
+                     params: SearchParams | None = None,
                      progress: bool = False) -> tuple[dict[str, bool], dict]:
-    """(consistent labels, record of the passes) of ``claims`` by self-labelling (see module)."""
+    """(consistent labels, record of the passes) of ``claims`` by self-labelling (see module).
+
+    ``params`` are the search's (``icm.*``: the context layout); the defaults otherwise.
+    """
     if passes < 1:
         raise ValueError(f"condition.passes must be >= 1, got {passes}")
-    renderer = ClaimRenderer(backend, template, label_strings)
+    params = params or SearchParams()
     labels = random_labels(claims, seed=seed)
     changed: list[int] = []
     margins: dict[str, float] = {}
     for _ in tqdm(range(passes), desc="bootstrap passes", unit="pass", disable=not progress):
-        margins = leave_one_out_margins(backend, renderer, claims, labels)
+        margins = leave_one_out_margins(backend, claims, rule, params, labels, template, label_strings)
         new = {j: m > 0 for j, m in margins.items()}
         changed.append(sum(new[j] != labels[j] for j in labels))
         labels = new
@@ -80,7 +82,7 @@ class Bootstrap(Condition):
         labels, record = bootstrap_labels(
             inputs.base_model(), claims, inputs.claimset.rule, cfg.icm.template,
             tuple(cfg.icm.labels), passes=DEFAULT_PASSES if passes is None else int(passes),
-            seed=int(cfg.seed),
+            seed=int(cfg.seed), params=SearchParams.from_config(cfg.icm),
             progress=bool(cfg.progress))
         log.info("bootstrap %s: %s", persona_id, record)
         chosen = inputs.chosen(persona_id)
