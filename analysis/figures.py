@@ -20,6 +20,7 @@ from analysis.paper_numbers import CONDITION_LABELS  # noqa: E402
 from analysis.tables import display_scale, is_accuracy, sort_conditions  # noqa: E402
 
 COND_COLORS = {"zero_shot_base": "#bbbbbb", "zero_shot": "#7f7f7f", "random": "#9ecae1",
+               "bootstrap": "#9467bd",
                "acc_matched": "#fdae6b", "icm": "#d62728", "gold": "#2ca02c"}
 MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*"]
 

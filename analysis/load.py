@@ -1,4 +1,4 @@
-"""Read the result tree (plural_icm.pipeline.layout) into pandas DataFrames.
+"""Read the result tree (plural_icm.layout: paths and records) into pandas DataFrames.
 
 The disk is the record (W&B is only a view). Every loader works on a partial grid: cells that are
 absent are simply not rows, incomplete cells (no ``COMPLETE.json``) are skipped unless asked for,
@@ -12,7 +12,6 @@ and metrics that a cell did not compute are NaN, never 0.
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -20,25 +19,26 @@ import numpy as np
 import pandas as pd
 
 from analysis.paper_numbers import score_metric
-from plural_icm.pipeline.layout import COLLABORATIVE_GLOB
+from plural_icm.layout import (CELL_GLOB, COLLABORATIVE, COLLABORATIVE_GLOB, COMPLETE, EXAMPLES,
+                               METRICS, PREDICTIONS, RESULTS, SEARCH_GLOB, SEARCHES, SUMMARY,
+                               CollaborativeSummary, ExampleRow, PredictionRow, parse_cell_dir,
+                               parse_search_dir)
+from plural_icm.layout import CELL_KEYS as _CELL_KEYS
+from plural_icm.layout import OVERALL_METRIC_KEYS
+from plural_icm.utils.io import read_jsonl
 
-COMPLETE = "COMPLETE.json"
-CELL_KEYS = ["run_tag", "model", "dataset", "condition", "n", "fold", "seed"]
-METRIC_KEYS = ["accuracy", "accuracy_se", "n_questions", "claim_accuracy", "ece",
-               "stable_fraction", "js_distance", "representation_score", "icm_label_accuracy",
-               "coherence"]
+CELL_KEYS = list(_CELL_KEYS)
+METRIC_KEYS = list(OVERALL_METRIC_KEYS)
 
 
 def _read_json(path: Path) -> Any:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
-def _read_jsonl(path: Path) -> list[dict]:
-    rows = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        if line.strip():
-            rows.append(json.loads(line))
-    return rows
+def _frame(rows: list[dict], record: Any) -> pd.DataFrame:
+    """Rows of a record file as a frame with at least the record's columns (NaN where absent)."""
+    df = pd.DataFrame(rows)
+    return df.reindex(columns=list(dict.fromkeys(record.columns() + list(df.columns))))
 
 
 def _num(v: Any) -> float:
@@ -51,27 +51,15 @@ def _num(v: Any) -> float:
         return np.nan
 
 
-def _int_suffix(name: str, prefix: str) -> int | None:
-    m = re.fullmatch(rf"{prefix}(\d+)", name)
-    return int(m.group(1)) if m else None
-
-
 def iter_cell_dirs(outputs: str | Path) -> Iterator[tuple[dict[str, Any], Path]]:
     """(keys, path) of every cell directory under ``<outputs>/results`` (complete or not)."""
-    root = Path(outputs) / "results"
+    root = Path(outputs) / RESULTS
     if not root.is_dir():
         return
-    for seed_dir in sorted(root.glob("*/*/*/*/n*/fold*/seed*")):
-        if not seed_dir.is_dir():
-            continue
-        rel = seed_dir.relative_to(root).parts
-        run_tag, model, dataset, condition, n_part, fold_part, seed_part = rel
-        fold, seed = _int_suffix(fold_part, "fold"), _int_suffix(seed_part, "seed")
-        n_label = n_part[1:]
-        if fold is None or seed is None or not (n_label == "all" or n_label.isdigit()):
-            continue
-        yield ({"run_tag": run_tag, "model": model, "dataset": dataset, "condition": condition,
-                "n": n_label, "fold": fold, "seed": seed}, seed_dir)
+    for seed_dir in sorted(root.glob(CELL_GLOB)):
+        keys = parse_cell_dir(root, seed_dir) if seed_dir.is_dir() else None
+        if keys is not None:
+            yield keys, seed_dir
 
 
 def main_score(dataset: str, overall: dict[str, Any]) -> tuple[float, str]:
@@ -93,7 +81,7 @@ def load_cells(outputs: str | Path, include_incomplete: bool = False) -> pd.Data
         if not complete and not include_incomplete:
             continue
         row: dict[str, Any] = {**keys, "complete": complete, "path": str(path)}
-        mfile = path / "metrics.json"
+        mfile = path / METRICS
         overall, meta = {}, {}
         if mfile.is_file():
             try:
@@ -116,9 +104,9 @@ def load_per_persona(outputs: str | Path) -> pd.DataFrame:
     """One row per (complete cell, persona): keys, ``persona_id``, metrics, ``score``."""
     rows = []
     for keys, path in iter_cell_dirs(outputs):
-        if not (path / COMPLETE).is_file() or not (path / "metrics.json").is_file():
+        if not (path / COMPLETE).is_file() or not (path / METRICS).is_file():
             continue
-        per = (_read_json(path / "metrics.json").get("per_persona") or {})
+        per = (_read_json(path / METRICS).get("per_persona") or {})
         for persona, vals in per.items():
             vals = vals or {}
             row = {**keys, "persona_id": str(persona)}
@@ -139,10 +127,10 @@ def load_predictions(outputs: str | Path, cells: pd.DataFrame | None = None) -> 
     else:
         it = ((dict(r[CELL_KEYS]), Path(r["path"])) for _, r in cells.iterrows())
     for keys, path in it:
-        f = path / "predictions.jsonl"
+        f = path / PREDICTIONS
         if not f.is_file():
             continue
-        df = pd.DataFrame(_read_jsonl(f))
+        df = _frame(read_jsonl(f), PredictionRow)
         if df.empty:
             continue
         for k, v in keys.items():  # directory keys win: they are what the analysis groups by
@@ -155,9 +143,9 @@ def load_examples(outputs: str | Path) -> pd.DataFrame:
     """The in-context examples (``examples.jsonl``) of every complete cell, with cell keys."""
     frames = []
     for keys, path in iter_cell_dirs(outputs):
-        f = path / "examples.jsonl"
+        f = path / EXAMPLES
         if (path / COMPLETE).is_file() and f.is_file():
-            df = pd.DataFrame(_read_jsonl(f))
+            df = _frame(read_jsonl(f), ExampleRow)
             for k, v in keys.items():
                 df[k] = v
             frames.append(df)
@@ -165,18 +153,13 @@ def load_examples(outputs: str | Path) -> pd.DataFrame:
 
 
 def _iter_search_dirs(outputs: str | Path) -> Iterator[tuple[dict[str, Any], Path]]:
-    root = Path(outputs) / "searches"
+    root = Path(outputs) / SEARCHES
     if not root.is_dir():
         return
-    for d in sorted(root.glob("*/*/fold*/*/*")):
-        if not d.is_dir():
-            continue
-        model, dataset, fold_part, persona, h = d.relative_to(root).parts
-        fold = _int_suffix(fold_part, "fold")
-        if fold is None:
-            continue
-        yield {"model": model, "dataset": dataset, "fold": fold, "persona": persona,
-               "hash": h}, d
+    for d in sorted(root.glob(SEARCH_GLOB)):
+        keys = parse_search_dir(root, d) if d.is_dir() else None
+        if keys is not None:
+            yield keys, d
 
 
 def load_searches(outputs: str | Path) -> pd.DataFrame:
@@ -185,7 +168,7 @@ def load_searches(outputs: str | Path) -> pd.DataFrame:
     rows = []
     fields = ["U", "P", "I", "iterations", "accepted", "wall_time_s", "label_accuracy", "n_claims"]
     for keys, d in _iter_search_dirs(outputs):
-        f = d / "summary.json"
+        f = d / SUMMARY
         if not f.is_file():
             continue
         s = _read_json(f)
@@ -203,7 +186,7 @@ def load_trajectories(outputs: str | Path) -> pd.DataFrame:
     for keys, d in _iter_search_dirs(outputs):
         f = d / "trajectory.jsonl"
         if f.is_file():
-            df = pd.DataFrame(_read_jsonl(f))
+            df = pd.DataFrame(read_jsonl(f))
             for k, v in keys.items():
                 df[k] = v
             frames.append(df)
@@ -213,12 +196,12 @@ def load_trajectories(outputs: str | Path) -> pd.DataFrame:
 def load_collaborative(outputs: str | Path) -> pd.DataFrame:
     """One row per collaborative-elicitation summary (one persona, method and fold): model,
     dataset, persona, method, fold, k (labels asked in that fold), test_accuracy, label_accuracy,
-    coherence, and ``before_*`` of the same three."""
+    U (the paper's "coherence"), and ``before_*`` of the same three."""
     root = Path(outputs)
     rows = []
-    vals = ["test_accuracy", "label_accuracy", "coherence"]
+    vals = list(CollaborativeSummary.LABELLING_KEYS)
     for f in sorted(root.glob(COLLABORATIVE_GLOB)):
-        model, dataset, persona, method, fold = f.parent.relative_to(root / "collaborative").parts
+        model, dataset, persona, method, fold = f.parent.relative_to(root / COLLABORATIVE).parts
         s = _read_json(f)
         row = {"model": model, "dataset": dataset, "persona": str(s.get("persona", persona)),
                "method": str(s.get("method", method)),

@@ -8,7 +8,8 @@ representation score is on its 1-5 scale.
 
 Our condition names: zero_shot (paper "Zero-shot (Chat)"), zero_shot_base ("Zero-shot (Base)"),
 random ("Few-shot-Rand"), icm ("Few-shot-ICM"), acc_matched ("Few-shot ACC-ctrl"),
-gold ("Few-shot-Gold"). Paper folds F1..F4 are our fold0..fold3 (assumed to be the same order).
+gold ("Few-shot-Gold"); bootstrap (ours, not in the paper: few-shot self-labelling by the base
+model, the cheap unsupervised baseline ICM must beat). Paper folds F1..F4 are our fold0..fold3 (assumed to be the same order).
 """
 
 from __future__ import annotations
@@ -24,11 +25,12 @@ CONDITION_LABELS: Mapping[str, str] = {
     "zero_shot": "Zero-shot (chat)",
     "zero_shot_base": "Zero-shot (base)",
     "random": "Few-shot random",
+    "bootstrap": "Few-shot bootstrap",
     "icm": "Few-shot ICM",
     "acc_matched": "Few-shot acc.-matched",
     "gold": "Few-shot gold",
 }
-CONDITION_ORDER = ["zero_shot_base", "zero_shot", "random", "acc_matched", "icm", "gold"]
+CONDITION_ORDER = ["zero_shot_base", "zero_shot", "random", "bootstrap", "acc_matched", "icm", "gold"]
 
 #: The main score of a dataset: accuracy for GQA/OQA/PT, representation score for OT.
 SCORE_METRIC: Mapping[str, str] = {"gqa": "accuracy", "oqa": "accuracy", "pt": "accuracy",
@@ -102,7 +104,8 @@ class CollabRow:
     method: str          # our method name: confidence | active | random
     test_accuracy: float
     label_accuracy: float
-    coherence: float
+    U: float
+    """The paper's "Coherence" column: the ICM objective U = alpha * P - I (alpha 50)."""
 
 
 #: Table 1 (seed 27565976, alpha 50, num_seed 8 in every search).

@@ -108,7 +108,7 @@ def fold_scores(cells: pd.DataFrame) -> pd.DataFrame:
     if cells.empty:
         return cells.assign(n_seeds=[])
     num = [c for c in ["score", "accuracy", "accuracy_se", "ece", "stable_fraction", "js_distance",
-                       "representation_score", "icm_label_accuracy", "coherence",
+                       "representation_score", "icm_label_accuracy", "icm_mutual_predictability",
                        "claim_accuracy", "n_examples", "n_questions"] if c in cells.columns]
     g = cells.groupby(GROUP + ["fold"], sort=True)
     out = g[num].mean()
@@ -412,8 +412,8 @@ def sample_efficiency_table(folds: pd.DataFrame) -> pd.DataFrame:
 
 
 def collaborative_table(collab: pd.DataFrame) -> pd.DataFrame:
-    """Table 1: per (model, dataset, persona, method) test / label accuracy and coherence, before
-    and after, beside the paper's GQA values.
+    """Table 1: per (model, dataset, persona, method) test / label accuracy and U (the paper's
+    "coherence", alpha * P - I), before and after, beside the paper's GQA values.
 
     The paper asks one label per fold over 4 folds (k = 4): each fold's search and test split are
     one cross-validation run, so the row is the mean over the folds present, with ``k`` the labels
@@ -421,12 +421,12 @@ def collaborative_table(collab: pd.DataFrame) -> pd.DataFrame:
     if collab.empty:
         return pd.DataFrame()
     keys = ["model", "dataset", "persona", "method"]
-    vals = [c for c in collab.columns if c.endswith(("test_accuracy", "label_accuracy", "coherence"))]
+    vals = [c for c in collab.columns if c.endswith(("test_accuracy", "label_accuracy", "U"))]
     t = collab.groupby(keys).agg(k=("k", "sum"), n_folds=("fold", "nunique"),
                                  **{v: (v, "mean") for v in vals}).reset_index()
     t["k"] = t["k"].round().astype("Int64")
     pub = {(r.persona, r.method): r for r in paper.TABLE1_COLLABORATIVE}
-    for k in ("test_accuracy", "label_accuracy", "coherence"):
+    for k in ("test_accuracy", "label_accuracy", "U"):
         t[f"paper_{k}"] = [getattr(pub[(r.persona, r.method)], k)
                            if r.dataset == paper.COLLABORATIVE_DATASET and (r.persona, r.method) in pub
                            else np.nan for r in t.itertuples()]

@@ -11,7 +11,7 @@ import pytest
 
 from analysis import load, tables
 from analysis.report import build_report, main
-from plural_icm.pipeline.layout import collaborative_dir
+from plural_icm.layout import CollaborativeSummary, LabellingScore, PredictionRow, collaborative_dir
 
 MODELS = ["llama70b", "smollm2"]
 DATASETS = ["gqa", "oqa"]
@@ -46,22 +46,22 @@ def write_cell(root: Path, model, dataset, condition, fold, seed=0, n="all", com
             for opt in (0, 1):
                 gold = opt == 0
                 pt = (0.8 if correct else 0.2) if opt == 0 else (0.2 if correct else 0.8)
-                preds.append({"model": model, "dataset": dataset, "condition": condition,
-                              "fold": fold, "seed": seed, "persona_id": p,
-                              "item_id": f"{p}-f{fold}-q{q}-o{opt}", "question_id": f"f{fold}q{q}",
-                              "group_id": f"{p}|f{fold}q{q}", "option_key": str(opt),
-                              "option_index": opt, "gold": gold,
-                              "logp_true": math.log(pt), "logp_false": math.log(1 - pt),
-                              "p_true": pt, "pred": pt > 0.5})
+                preds.append(PredictionRow(
+                    model=model, dataset=dataset, condition=condition, fold=fold, seed=seed,
+                    persona_id=p, item_id=f"{p}-f{fold}-q{q}-o{opt}", question_id=f"f{fold}q{q}",
+                    group_id=f"{p}|f{fold}q{q}", option_key=str(opt), option_index=opt, gold=gold,
+                    distribution=None, logp_true=math.log(pt), logp_false=math.log(1 - pt),
+                    p_true=pt, pred=pt > 0.5).as_dict())
         per_persona[p] = {"accuracy": k / N_Q, "accuracy_se": 0.1, "n_questions": N_Q,
                           "claim_accuracy": k / N_Q, "ece": 0.2, "stable_fraction": 1.0,
                           "js_distance": None, "representation_score": None,
                           "icm_label_accuracy": 0.85 if condition == "icm" else None,
-                          "coherence": None}
+                          "icm_mutual_predictability": None}
     overall = {"accuracy": k / N_Q, "accuracy_se": 0.08, "n_questions": N_Q * 2,
                "claim_accuracy": k / N_Q, "ece": 0.1 + 0.01 * fold, "stable_fraction": 1.0,
                "js_distance": None, "representation_score": None,
-               "icm_label_accuracy": 0.85 if condition == "icm" else None, "coherence": None}
+               "icm_label_accuracy": 0.85 if condition == "icm" else None,
+               "icm_mutual_predictability": None}
     _w(d / "metrics.json", {"overall": overall, "per_persona": per_persona,
                             "meta": {"model": model, "dataset": dataset, "condition": condition,
                                      "fold": fold, "seed": seed, "n_examples": 40,
@@ -102,10 +102,12 @@ def make_tree(root: Path) -> Path:
                                        "gold": True}])
             _w(sd / "COMPLETE.json", {})
     for fold, (acc, before_u) in enumerate([(0.60, 100.0), (0.80, 120.0)]):  # two of four folds
+        before = LabellingScore(test_accuracy=0.65, label_accuracy=0.80, U=before_u,
+                                mutual_predictability=2.0, inconsistencies=0)
         _w(collaborative_dir(root, "llama70b", "gqa", "Britain", "confidence", fold) / "summary.json",
-           {"persona": "Britain", "method": "confidence", "fold": fold, "k": 1, "test_accuracy": acc,
-            "label_accuracy": 0.88, "coherence": 120.0,
-            "before": {"test_accuracy": 0.65, "label_accuracy": 0.80, "coherence": before_u}})
+           CollaborativeSummary(persona="Britain", method="confidence", fold=fold, k=1, asked=["q"],
+                                before=before.as_dict(), test_accuracy=acc, label_accuracy=0.88,
+                                U=120.0, mutual_predictability=2.4, inconsistencies=0).as_dict())
     return root
 
 
@@ -195,7 +197,7 @@ def test_label_accuracy_ece_collab_tables(report):
     assert (r.k, r.n_folds) == (2, 2)
     assert r.test_accuracy == pytest.approx(0.70) and r.paper_test_accuracy == pytest.approx(0.76)
     assert r.diff_test_accuracy == pytest.approx(-0.06)
-    assert r.before_coherence == pytest.approx(110.0)
+    assert r.before_U == pytest.approx(110.0) and r.paper_U == pytest.approx(125.14)
 
 
 def test_report_markdown(report):
@@ -253,3 +255,12 @@ def test_question_correctness_takes_the_majority_over_perturbations():
                      "option_key": str(opt), "option_index": opt, "gold": opt == 1, "p_true": p})
     q = question_correctness(pd.DataFrame(rows)).set_index("condition")["correct"]
     assert len(q) == 2 and bool(q["acc_matched"]) is True and bool(q["icm"]) is False
+
+
+def test_bootstrap_is_reported_beside_random_and_icm():
+    assert tables.sort_conditions(["gold", "icm", "bootstrap", "random", "zero_shot"]) == \
+        ["zero_shot", "random", "bootstrap", "icm", "gold"]
+    from analysis.figures import COND_COLORS
+    from analysis.paper_numbers import CONDITION_LABELS
+
+    assert CONDITION_LABELS["bootstrap"] == "Few-shot bootstrap" and "bootstrap" in COND_COLORS

@@ -17,6 +17,7 @@ pytest.importorskip("transformers")
 from plural_icm.backends.base import ContextLengthError, GenerationParams, flatten  # noqa: E402
 from plural_icm.backends.hf import HFBackend  # noqa: E402
 from plural_icm.backends.loading import default_cache_dir  # noqa: E402
+from conftest import needs_packaged  # noqa: E402
 from tiny_models import make_tiny_model_dir  # noqa: E402
 
 LABELS = [" True", " False"]
@@ -204,6 +205,7 @@ def test_smollm2_label_rule(smollm2):
 
 
 @pytest.mark.slow
+@needs_packaged("gemma3-270m")
 def test_gemma_label_rule():
     from plural_icm.backends.loading import load_tokenizer, resolve_model
     tok = load_tokenizer(resolve_model("packaged:gemma3-270m", default_cache_dir()))

@@ -232,3 +232,112 @@ def test_subset_for_n_examples():
     assert subset_for_n_examples(claims, 1000, seed=0) == claims
     with pytest.raises(ValueError):
         subset_for_n_examples(claims, 0, seed=0)
+
+
+# -- conditions as plug-ins -------------------------------------------------------------------
+
+def test_every_condition_yaml_names_a_registered_condition():
+    from pathlib import Path
+
+    from plural_icm.conditions.registry import available, get_condition
+
+    conf = Path(__file__).resolve().parents[1] / "conf" / "condition"
+    stems = sorted(p.stem for p in conf.glob("*.yaml"))
+    assert stems == available()
+    for stem in stems:
+        text = (conf / f"{stem}.yaml").read_text()
+        assert f"\nname: {stem}\n" in text, stem
+        assert get_condition(stem).name == stem
+
+
+def test_unknown_condition_names_the_registered_ones():
+    from plural_icm.conditions.registry import get_condition
+
+    with pytest.raises(ValueError, match=r"unknown condition 'nope'; registered conditions: .*gold.*icm"):
+        get_condition("nope")
+    with pytest.raises(ValueError, match="unknown condition 'labels'"):
+        get_condition("labels")  # a helper module, not a condition
+
+
+def test_the_pipeline_never_names_a_condition():
+    """pipeline/ reaches conditions through the interface only: no condition name in its code
+    (collaborative.py is left out: its selection methods ``random``/``confidence``/``active`` are
+    another namespace that happens to share the word "random")."""
+    import ast
+    from pathlib import Path
+
+    from plural_icm.conditions.registry import available
+
+    names = set(available())
+    for path in (Path(__file__).resolve().parents[1] / "plural_icm" / "pipeline").glob("*.py"):
+        if path.name == "collaborative.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str):
+                assert node.value not in names, f"{path.name} names the condition {node.value!r}"
+
+
+# -- bootstrap --------------------------------------------------------------------------------
+
+def _liked_claims(n_q: int = 5) -> list[Claim]:
+    """Questions of 2-3 options; option (q mod k) carries ``[+]`` (the fake model's preference)
+    and is gold."""
+    out = []
+    for q in range(n_q):
+        k = 2 + q % 2
+        for o in range(k):
+            liked = o == q % k
+            out.append(Claim(item_id=f"P-q{q}-o{o}", persona_id="P", group_id=f"P-q{q}",
+                             question_id=f"q{q}", option_key=str(o), question=f"Question {q}?",
+                             claim=f"option {o}" + (" [+]" if liked else ""), gold=liked))
+    return out
+
+
+def test_bootstrap_finds_the_preferred_consistent_labels():
+    from fake_lm import FakeLM
+
+    from plural_icm.conditions.bootstrap import bootstrap_labels
+    from plural_icm.data.records import ConsistencyRule
+
+    claims = _liked_claims()
+    lm = FakeLM()
+    labels, record = bootstrap_labels(lm, claims, ConsistencyRule.EXACTLY_ONE,
+                                      "Question: {question}\nClaim: {claim}\nI think this claim is",
+                                      (" True", " False"), passes=3, seed=1)
+    assert_exactly_one(claims, labels)
+    assert label_accuracy(claims, labels) == 1.0
+    assert 1 <= record["passes_run"] <= 3 and len(record["changed_per_pass"]) == record["passes_run"]
+    assert lm.calls == record["passes_run"]  # one batch per pass
+    # each prompt holds every other claim with a label (leave-one-out), never the target itself
+    seen = []
+
+    class Recording(FakeLM):
+        def label_logprobs(self, prompts, labels):
+            seen.extend(self.tokenizer.decode([t for seg in p for t in seg]) for p in prompts)
+            return super().label_logprobs(prompts, labels)
+
+    bootstrap_labels(Recording(), claims, ConsistencyRule.EXACTLY_ONE,
+                     "Question: {question}\nClaim: {claim}\nI think this claim is",
+                     (" True", " False"), passes=1, seed=1)
+    assert len(seen) == len(claims)
+    for text, target in zip(seen, claims):
+        blocks = text.split("\n\n")
+        assert len(blocks) == len(claims)  # n - 1 examples, then the query
+        me = f"Question: {target.question}\nClaim: {target.claim}\n"
+        assert all(me not in b for b in blocks[:-1])
+        assert blocks[-1].endswith(f"Claim: {target.claim}\nI think this claim is")
+    with pytest.raises(ValueError, match="condition.passes"):
+        bootstrap_labels(lm, claims, ConsistencyRule.EXACTLY_ONE, "{question}", (" T", " F"), 0, 0)
+
+
+def test_most_preferred_consistent():
+    from plural_icm.data.records import ConsistencyRule
+    from plural_icm.search.consistency import inconsistencies, most_preferred_consistent
+
+    groups = {"g1": ["a", "b", "c"], "g2": ["d", "e"], "g3": ["f"]}
+    margins = {"a": -1.0, "b": -0.2, "c": -3.0, "d": 2.0, "e": 1.0, "f": -0.5}
+    got = most_preferred_consistent(groups, margins, ConsistencyRule.EXACTLY_ONE)
+    assert got == {"a": False, "b": True, "c": False, "d": True, "e": False, "f": False}
+    assert inconsistencies(groups, got, ConsistencyRule.EXACTLY_ONE) == 0
+    free = most_preferred_consistent(groups, margins, ConsistencyRule.NONE)
+    assert free == {k: v > 0 for k, v in margins.items()}

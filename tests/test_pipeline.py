@@ -9,29 +9,16 @@ import sys
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
-
-from plural_icm.config.schema import register_configs
 
 ROOT = Path(__file__).resolve().parents[1]
-register_configs()
-
-TINY_ICM = ["icm.max_iters=8", "icm.patience=4", "icm.num_seed=2", "icm.checkpoint_every=2"]
 
 
-def tiny_cfg(tmp_path, tiny_model_dir, overrides=()):
-    os.environ["PLURAL_ICM_OUTPUT"] = str(tmp_path / "out")
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        return compose(config_name="config", overrides=[
-            f"model.base={tiny_model_dir}", f"model.instruct={tiny_model_dir}", "model.name=tiny",
-            "logger=none", "progress=false", *TINY_ICM, *overrides])
-
-
-@pytest.mark.parametrize("condition", ["zero_shot", "zero_shot_base", "random", "gold", "icm", "acc_matched"])
-def test_cell_writes_complete_results(tmp_path, tiny_model_dir, condition):
+@pytest.mark.parametrize("condition", ["zero_shot", "zero_shot_base", "random", "gold", "icm", "acc_matched",
+                                       "bootstrap"])
+def test_cell_writes_complete_results(tmp_path, tiny_model_dir, condition, tiny_cfg):
     from plural_icm.pipeline.cell import cell_path, run_cell
 
-    cfg = tiny_cfg(tmp_path, tiny_model_dir, [f"condition={condition}", "condition.n_perturbations=2"])
+    cfg = tiny_cfg([f"condition={condition}", "condition.n_perturbations=2"])
     metrics = run_cell(cfg)
     out = cell_path(cfg)
     assert out == tmp_path / "out" / "results" / "main" / "tiny" / "demo" / condition / "nall" / "fold0" / "seed0"
@@ -51,30 +38,39 @@ def test_cell_writes_complete_results(tmp_path, tiny_model_dir, condition):
         assert metrics["overall"]["icm_label_accuracy"] is not None
         searches = list((tmp_path / "out" / "searches" / "tiny" / "demo" / "fold0").glob("*/*/COMPLETE.json"))
         assert len(searches) == 3
+    if condition == "bootstrap":  # self-labelled, consistent, without any ICM search
+        groups = {}
+        for e in examples:
+            groups.setdefault((e["persona_id"], e["item_id"].rsplit("/", 1)[0]), []).append(e["label"])
+        assert len(groups) == 18 and all(sum(ls) == 1 for ls in groups.values())
+        assert not (tmp_path / "out" / "searches").exists()
+        for pm in metrics["per_persona"].values():
+            assert 0 <= pm["bootstrap_label_accuracy"] <= 1 and pm["bootstrap"]["passes_run"] >= 1
     if condition == "acc_matched":
         pm = metrics["per_persona"]["progressive"]
         perts = pm["perturbations"]
         assert len(perts) == 2
-        assert all(p["coherence"] < pm["icm_coherence_same_orders"] for p in perts)
+        assert all(p["mutual_predictability"] < pm["icm_mutual_predictability_same_orders"] for p in perts)
         assert all(abs(p["accuracy"] - pm["icm_label_accuracy"]) <= 0.005 for p in perts)
 
 
-def test_relaunch_skips_without_loading_a_model(tmp_path, tiny_model_dir, monkeypatch):
+def test_relaunch_skips_without_loading_a_model(tmp_path, tiny_model_dir, monkeypatch, tiny_cfg):
     from plural_icm.pipeline import cell
 
-    cfg = tiny_cfg(tmp_path, tiny_model_dir, ["condition=icm"])
+    cfg = tiny_cfg(["condition=icm"])
     first = cell.run_cell(cfg)
     mtime = (cell.cell_path(cfg) / "metrics.json").stat().st_mtime_ns
 
     def no_model(self, role):
         raise AssertionError("a complete cell must not load a model")
 
+    real_get = cell.Backends.get
     monkeypatch.setattr(cell.Backends, "get", no_model)
     assert cell.run_cell(cfg) == first
     assert (cell.cell_path(cfg) / "metrics.json").stat().st_mtime_ns == mtime
     # the gold cell of the same fold reuses nothing it does not need, and icm's searches are shared:
-    monkeypatch.undo()
-    cfg2 = tiny_cfg(tmp_path, tiny_model_dir, ["condition=acc_matched", "condition.n_perturbations=1"])
+    monkeypatch.setattr(cell.Backends, "get", real_get)
+    cfg2 = tiny_cfg(["condition=acc_matched", "condition.n_perturbations=1"])
     calls = []
     from plural_icm.search import store
     real = store.ICMSearch
@@ -89,19 +85,19 @@ def test_relaunch_skips_without_loading_a_model(tmp_path, tiny_model_dir, monkey
     assert calls == [], "the acc_matched cell re-ran searches the icm cell had finished"
 
 
-def test_different_settings_never_overwrite(tmp_path, tiny_model_dir):
+def test_different_settings_never_overwrite(tmp_path, tiny_model_dir, tiny_cfg):
     from plural_icm.pipeline.cell import run_cell
 
-    run_cell(tiny_cfg(tmp_path, tiny_model_dir, ["condition=gold"]))
+    run_cell(tiny_cfg(["condition=gold"]))
     with pytest.raises(RuntimeError, match="run_tag"):
-        run_cell(tiny_cfg(tmp_path, tiny_model_dir, ["condition=gold", "inference.system_prompt=other"]))
-    run_cell(tiny_cfg(tmp_path, tiny_model_dir, ["condition=gold", "inference.system_prompt=other", "run_tag=v2"]))
+        run_cell(tiny_cfg(["condition=gold", "inference.system_prompt=other"]))
+    run_cell(tiny_cfg(["condition=gold", "inference.system_prompt=other", "run_tag=v2"]))
 
 
-def test_collaborative_stage(tmp_path, tiny_model_dir):
+def test_collaborative_stage(tmp_path, tiny_model_dir, tiny_cfg):
     from plural_icm.pipeline.collaborative import run_collaborative
 
-    cfg = tiny_cfg(tmp_path, tiny_model_dir, ["experiment=collaborative", "dataset.personas=[progressive]"])
+    cfg = tiny_cfg(["experiment=collaborative", "dataset.personas=[progressive]"])
     res = run_collaborative(cfg)
     assert set(res) == {"progressive"}  # persona filter honoured
     for method in ("confidence", "random", "active"):
@@ -128,7 +124,7 @@ def test_collaborative_stage(tmp_path, tiny_model_dir):
     row = t[t.method == "confidence"].iloc[0]
     assert (row.persona, row.k, row.n_folds) == ("progressive", 1, 1)
     assert row.test_accuracy == pytest.approx(conf["test_accuracy"])
-    assert row.before_coherence == pytest.approx(conf["before"]["coherence"])
+    assert row.before_U == pytest.approx(conf["before"]["U"])
 
 
 def _launch(args, tmp_path, timeout=900):
@@ -172,12 +168,12 @@ def test_parse_rating():
     assert parse_rating("no idea") is None
 
 
-def test_open_ended_cell_generates_and_judges(tmp_path, tiny_model_dir):
+def test_open_ended_cell_generates_and_judges(tmp_path, tiny_model_dir, tiny_cfg):
     """OvertonBench: steered answers from the ICM-selected examples, rated by the judge."""
     from plural_icm.pipeline.cell import cell_path, run_cell
 
     fixture = ROOT / "tests" / "fixtures" / "datasets" / "ot"
-    cfg = tiny_cfg(tmp_path, tiny_model_dir, ["dataset=ot", f"dataset.path={fixture}", "condition=icm",
+    cfg = tiny_cfg(["dataset=ot", f"dataset.path={fixture}", "condition=icm",
                                               "inference.max_new_tokens=8"])
     metrics = run_cell(cfg)
     rows = [json.loads(x) for x in (cell_path(cfg) / "generations.jsonl").read_text().splitlines()]
@@ -189,24 +185,24 @@ def test_open_ended_cell_generates_and_judges(tmp_path, tiny_model_dir):
     assert n_missing == sum(r["score"] is None for r in rows)
 
 
-def test_collaborative_asks_only_within_the_capped_search_set(tmp_path, tiny_model_dir, monkeypatch):
+def test_collaborative_asks_only_within_the_capped_search_set(tmp_path, tiny_model_dir, monkeypatch, tiny_cfg):
     """With dataset.max_search_claims, questions are asked from the searched claims only (a question
     outside them cannot become a hard constraint), and the active-learning confidences never show
     an item its own label."""
-    import plural_icm.inference.predict as predict_mod
-    from plural_icm.pipeline.cell import cap_search_claims
-    from plural_icm.pipeline.collaborative import run_collaborative
+    from plural_icm.conditions.labels import cap_search_claims
     from plural_icm.data.registry import load_claimset
+    from plural_icm.pipeline import collaborative
+    from plural_icm.pipeline.collaborative import run_collaborative
 
     seen = []
-    real_predict = predict_mod.predict
+    real_predict = collaborative.predict
 
     def spy(backend, inf_cfg, persona, examples, targets):
         seen.append(({c.group_id for c, _ in examples}, {t.group_id for t in targets}))
         return real_predict(backend, inf_cfg, persona, examples, targets)
 
-    monkeypatch.setattr(predict_mod, "predict", spy)
-    cfg = tiny_cfg(tmp_path, tiny_model_dir, ["experiment=collaborative", "dataset.personas=[traditional]",
+    monkeypatch.setattr(collaborative, "predict", spy)
+    cfg = tiny_cfg(["experiment=collaborative", "dataset.personas=[traditional]",
                                               "dataset.max_search_claims=6"])
     res = run_collaborative(cfg)["traditional"]
     cs = load_claimset(cfg.dataset, None)

@@ -321,21 +321,16 @@ def test_slurm_job_info_reads_requeue_count():
 
 
 @pytest.mark.parametrize("launcher", ["slurm", "slurm_gpu", "local"])
-def test_launcher_presets_take_resources_from_the_model(launcher):
+def test_launcher_presets_take_resources_from_the_model(launcher, compose_config):
     """Compose each preset for a GPU model and for the CPU default (gpus: 0)."""
-    from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
-    from plural_icm.config.schema import register_configs
-    register_configs()
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        for model, gpus, mem in (("llama70b", 2, 256), ("smollm2", 0, 8)):
-            cfg = compose("config", overrides=[f"hydra/launcher={launcher}", f"model={model}",
-                                               "logger=none", f"paths.root_dir={ROOT}"],
-                          return_hydra_config=True)
-            lc = OmegaConf.to_container(cfg.hydra.launcher, resolve=True)
-            assert (lc["gpus_per_node"], lc["mem_gb"]) == (gpus, mem)
-            assert lc["tasks_per_node"] == 1
-            assert lc["timeout_min"] == cfg.model.time_min
-            assert lc["submitit_folder"].endswith("/%j") and lc["submitit_folder"].startswith(cfg.paths.output_dir)
-            if launcher != "local":
-                assert lc["max_num_timeout"] > 0 and lc["signal_delay_s"] >= 120
+    for model, gpus, mem in (("llama70b", 2, 256), ("smollm2", 0, 8)):
+        cfg = compose_config([f"hydra/launcher={launcher}", f"model={model}", "logger=none",
+                              f"paths.root_dir={ROOT}"], hydra=True)
+        lc = OmegaConf.to_container(cfg.hydra.launcher, resolve=True)
+        assert (lc["gpus_per_node"], lc["mem_gb"]) == (gpus, mem)
+        assert lc["tasks_per_node"] == 1
+        assert lc["timeout_min"] == cfg.model.time_min
+        assert lc["submitit_folder"].endswith("/%j") and lc["submitit_folder"].startswith(cfg.paths.output_dir)
+        if launcher != "local":
+            assert lc["max_num_timeout"] > 0 and lc["signal_delay_s"] >= 120

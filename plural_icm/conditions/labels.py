@@ -359,6 +359,14 @@ def subset_for_n_examples(claims: Iterable[Claim], n: int | None, seed: int) -> 
     return [c for c in claims if c.question_id in chosen]
 
 
+def cap_search_claims(train: list[Claim], cap: int | None, seed: int) -> list[Claim]:
+    """The training claims one search labels: all of them, or a whole-question subset of at least
+    ``cap`` claims (``dataset.max_search_claims``), the same subset in every cell and stage."""
+    if cap is None or len(train) <= cap:
+        return train
+    return subset_for_n_examples(train, cap, seed)
+
+
 # --------------------------------------------------------------------------------------------
 
 def _groups(claims: Iterable[Claim]) -> dict[str, list[Claim]]:
@@ -375,4 +383,4 @@ def _stable_int(seed: int, text: str) -> int:
 
 __all__ = ["Labels", "CoherenceFn", "gold_labels", "random_labels", "icm_labels",
            "label_accuracy", "Perturbation", "AccuracyMatchError", "accuracy_matched_labels",
-           "subset_for_n_examples"]
+           "subset_for_n_examples", "cap_search_claims"]

@@ -50,13 +50,29 @@ class ContextPolicy(str, Enum):
     drop_oldest = "drop_oldest"  # drop in-context examples from the front until it fits (logged)
 
 
-class ConditionName(str, Enum):
-    zero_shot = "zero_shot"
-    zero_shot_base = "zero_shot_base"
-    random = "random"
-    icm = "icm"
-    acc_matched = "acc_matched"
-    gold = "gold"
+NON_RESULT_KEYS: tuple[str, ...] = (
+    "paths", "logger", "progress", "force", "stage", "collaborative",
+    "model.cpus", "model.mem_gb", "model.time_min", "model.gpus", "model.api_key_env",
+    "model.tensor_parallel_size", "model.gpu_memory_utilization", "model.batch_size",
+    "icm.checkpoint_every",
+)
+"""Dotted config keys that do not change a cell's results: where files go, logging and progress
+display, the launcher's stage and resources, and how work is split over devices and batches.
+:func:`plural_icm.layout.fingerprint` leaves them out, so changing one never makes a finished
+cell look like different settings. (Batching and tensor parallelism can move scores by float
+rounding only.)"""
+
+
+def drop_non_result_keys(d: dict) -> dict:
+    """``d`` (a resolved config as plain containers) without :data:`NON_RESULT_KEYS`, in place."""
+    for dotted in NON_RESULT_KEYS:
+        *parents, last = dotted.split(".")
+        node = d
+        for part in parents:
+            node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, dict):
+            node.pop(last, None)
+    return d
 
 
 @dataclass
@@ -114,13 +130,19 @@ class DatasetConfig:
 
 @dataclass
 class ConditionConfig:
-    name: ConditionName = MISSING
+    name: str = MISSING
+    """A registered condition (plural_icm.conditions.registry); unknown names fail at the cell's
+    start with the list of registered ones."""
     model_role: str = "instruct"
     """Which checkpoint answers: ``instruct`` or ``base`` (zero_shot_base)."""
     n_perturbations: int = 1
     """acc_matched: how many perturbed label sets are averaged (the paper: 5)."""
     accuracy_tolerance: float = 0.005
     max_perturbation_tries: int = 2000
+    passes: Optional[int] = None
+    """bootstrap: relabelling passes over the search set before the consistency rule is applied
+    (conf/condition/bootstrap.yaml: 3). Unset (None) in other conditions, where the fingerprint
+    leaves it out, so adding this key did not change the fingerprints of existing cells."""
 
 
 @dataclass

@@ -16,6 +16,7 @@ import numpy as np
 
 from plural_icm.backends.base import ContextLengthError, LMBackend, Prompt, as_prompt, prompt_length
 from plural_icm.data.records import Claim, Persona
+from plural_icm.layout import PredictionRow
 from plural_icm.utils.values import plain
 
 log = logging.getLogger(__name__)
@@ -96,7 +97,7 @@ def fit_examples(builder: PromptBuilder, persona: Persona, examples: list[tuple[
 
 
 def predict(backend: LMBackend, inf_cfg: Any, persona: Persona,
-            examples: list[tuple[Claim, bool]], targets: Sequence[Claim]) -> tuple[list[dict], int]:
+            examples: list[tuple[Claim, bool]], targets: Sequence[Claim]) -> tuple[list[PredictionRow], int]:
     """Label log-probabilities of every target claim; returns (rows, examples used)."""
     builder = PromptBuilder(backend, inf_cfg)
     examples = fit_examples(builder, persona, examples, targets, plain(inf_cfg.context_policy))
@@ -106,12 +107,12 @@ def predict(backend: LMBackend, inf_cfg: Any, persona: Persona,
     for t, (lt, lf) in zip(targets, np.asarray(lp)):
         m = max(lt, lf)
         p_true = math.exp(lt - m) / (math.exp(lt - m) + math.exp(lf - m))
-        rows.append({"persona_id": t.persona_id, "item_id": t.item_id, "question_id": t.question_id,
-                     "group_id": t.group_id, "option_key": t.option_key,
-                     "option_index": t.meta.get("option_index", _int_or_none(t.option_key)),
-                     "gold": t.gold, "distribution": t.meta.get("distribution"),
-                     "logp_true": float(lt), "logp_false": float(lf),
-                     "p_true": float(p_true), "pred": bool(p_true > 0.5)})
+        rows.append(PredictionRow(
+            persona_id=t.persona_id, item_id=t.item_id, question_id=t.question_id,
+            group_id=t.group_id, option_key=t.option_key,
+            option_index=t.meta.get("option_index", _int_or_none(t.option_key)),
+            gold=t.gold, distribution=t.meta.get("distribution"),
+            logp_true=float(lt), logp_false=float(lf), p_true=float(p_true), pred=bool(p_true > 0.5)))
     return rows, len(examples)
 
 

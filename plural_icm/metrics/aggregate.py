@@ -91,6 +91,34 @@ def cell_metrics(predictions_df: pd.DataFrame,
     return {"overall": overall, "per_persona": per_persona}
 
 
+def perturbation_mean_metrics(predictions_df: pd.DataFrame,
+                              rule: ConsistencyRule | str = ConsistencyRule.EXACTLY_ONE) -> dict[str, Any]:
+    """:func:`cell_metrics` of a cell whose rows come from several example sets (a non-null
+    ``perturbation`` column, e.g. the accuracy-matched control): metrics per set, then their mean
+    (numeric values; others from the first set), with ``n_perturbations``. Plain
+    :func:`cell_metrics` when there are no perturbations."""
+    if "perturbation" not in predictions_df.columns or predictions_df["perturbation"].isna().all():
+        return cell_metrics(predictions_df, rule)
+    parts = [cell_metrics(g.drop(columns=["perturbation"]), rule)
+             for _, g in predictions_df.groupby("perturbation", sort=True)]
+    overall = _mean_of([p["overall"] for p in parts])
+    overall["n_perturbations"] = len(parts)
+    per = {pid: _mean_of([p["per_persona"][pid] for p in parts if pid in p["per_persona"]])
+           for pid in parts[0]["per_persona"]}
+    return {"overall": overall, "per_persona": per}
+
+
+def _mean_of(ds: list[dict]) -> dict:
+    out = {}
+    for k in ds[0]:
+        vals = [d.get(k) for d in ds]
+        if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in vals):
+            out[k] = sum(vals) / len(vals)
+        else:
+            out[k] = vals[0]
+    return out
+
+
 def aggregate_folds(cells: Sequence[Mapping[str, Any]],
                     keys: Iterable[str] = ("accuracy", "claim_accuracy", "ece", "ece_question",
                                            "stable_fraction", "js_distance")) -> dict[str, Any]:

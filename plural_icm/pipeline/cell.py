@@ -1,57 +1,50 @@
 """One cell of the grid: (model, dataset, condition, n_examples, fold, seed).
 
-    load data -> example labels for the condition (ICM searches when needed, content-addressed and
-    shared between cells) -> in-context inference on the held-out fold -> metrics -> result files.
+    prepare (skip a complete cell) -> compute (ICM searches if the condition needs them, the
+    condition's examples, in-context inference on the held-out fold, metrics) -> write the result
+    files -> log to W&B.
 
-A cell whose directory holds ``COMPLETE.json`` is skipped (no model is loaded); a cell directory
-holding results of *different* settings is never overwritten (change ``run_tag``).
+The cell knows conditions only through :class:`plural_icm.conditions.base.Condition`; it never
+names one. A cell whose directory holds ``COMPLETE.json`` is skipped (no model is loaded); a cell
+directory holding results of *different* settings is never overwritten (change ``run_tag``).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
-from plural_icm.data.records import Claim, ClaimSet
-from plural_icm.pipeline.layout import COMPLETE, cell_dir, is_complete
-from plural_icm.utils.io import atomic_write_json, atomic_write_jsonl, atomic_write_text
+from plural_icm.backends.registry import backend_from_model_config, make_backend
+from plural_icm.conditions.base import CellInputs, Condition, ConditionLabels
+from plural_icm.conditions.labels import cap_search_claims, label_accuracy
+from plural_icm.conditions.registry import get_condition
+from plural_icm.data.records import ClaimSet
+from plural_icm.data.registry import load_claimset
+from plural_icm.inference.predict import predict
+from plural_icm.inference.steered import generate_and_judge
+from plural_icm.layout import (COMPLETE, CONFIG, EXAMPLES, GENERATIONS, METRICS, PREDICTIONS,
+                               CellMeta, CellResult, CompleteRecord, ExampleRow, PredictionRow, cell_name,
+                               cell_path, fingerprint, is_complete)
+from plural_icm.metrics.aggregate import perturbation_mean_metrics, representation_summary
+from plural_icm.pipeline.slurm import slurm_job_info
+from plural_icm.search.engine import SearchParams
+from plural_icm.search.store import SearchTask, best_of_restarts, run_or_load
+from plural_icm.utils.io import atomic_write_json, atomic_write_jsonl, atomic_write_text, read_jsonl
 from plural_icm.utils.values import plain
 
 log = logging.getLogger(__name__)
 
-# Keys that do not change a cell's results (paths, logging, progress display, launcher).
-_NON_RESULT_KEYS = ("paths", "logger", "progress", "force", "stage", "collaborative")
-
-
-
-def fingerprint(cfg: DictConfig) -> str:
-    d = OmegaConf.to_container(cfg, resolve=True)
-    for k in _NON_RESULT_KEYS:
-        d.pop(k, None)
-    for k in ("cpus", "mem_gb", "time_min", "gpus", "api_key_env"):
-        d.get("model", {}).pop(k, None)
-    d.get("icm", {}).pop("checkpoint_every", None)
-    return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def cell_name(cfg: DictConfig) -> str:
-    n = "all" if cfg.inference.n_examples is None else cfg.inference.n_examples
-    return f"{cfg.model.name}/{cfg.dataset.name}/{plain(cfg.condition.name)}/n{n}/fold{cfg.fold}/seed{cfg.seed}"
-
-
-def cell_path(cfg: DictConfig) -> Path:
-    return cell_dir(cfg.paths.results_dir, cfg.run_tag, cfg.model.name, cfg.dataset.name,
-                    plain(cfg.condition.name), cfg.inference.n_examples, cfg.fold, cfg.seed)
+__all__ = ["Backends", "run_cell", "run_searches_for", "search_tasks", "cap_search_claims",
+           "cell_name", "cell_path", "fingerprint"]
 
 
 class Backends:
@@ -66,8 +59,6 @@ class Backends:
         self._current: tuple[str, Any] | None = None
 
     def get(self, role: str) -> Any:
-        from plural_icm.backends.registry import backend_from_model_config
-
         spec = self.cfg.model.base if role == "base" else self.cfg.model.instruct
         if self._current and self._current[0] == spec:
             return self._current[1]
@@ -83,21 +74,11 @@ class Backends:
             self._current = None
 
 
-@dataclass
-class ConditionLabels:
-    """The in-context examples of one persona under the cell's condition."""
-
-    examples: list[tuple[Claim, bool]]
-    info: dict = field(default_factory=dict)
-    perturbations: list[list[tuple[Claim, bool]]] | None = None
-
+# -- ICM searches -----------------------------------------------------------------------------
 
 def search_tasks(cfg: DictConfig, claimset: ClaimSet, backend_identity: dict,
                  personas: list[str], fold: int, fixed: dict[str, dict[str, bool]] | None = None):
     """The ICM searches a cell needs: one per persona and restart, over its training claims."""
-    from plural_icm.search.engine import SearchParams
-    from plural_icm.search.store import SearchTask
-
     params = SearchParams.from_config(cfg.icm)
     tasks = []
     for pid in personas:
@@ -112,14 +93,6 @@ def search_tasks(cfg: DictConfig, claimset: ClaimSet, backend_identity: dict,
     return tasks
 
 
-def cap_search_claims(train: list[Claim], cap: int | None, seed: int) -> list[Claim]:
-    if cap is None or len(train) <= cap:
-        return train
-    from plural_icm.conditions.labels import subset_for_n_examples
-
-    return subset_for_n_examples(train, cap, seed)
-
-
 def model_identity(cfg: DictConfig) -> dict:
     """What identifies the base model for search hashing, without loading it."""
     return {"backend": plain(cfg.model.backend), "model": cfg.model.base,
@@ -130,8 +103,6 @@ def run_searches_for(cfg: DictConfig, claimset: ClaimSet, personas: list[str], b
                      fixed: dict[str, dict[str, bool]] | None = None, desc: str = "ICM search",
                      wb: Any = None) -> dict[str, Any]:
     """Best-of-restarts ICM search result per persona (run, resumed or loaded)."""
-    from plural_icm.search.store import best_of_restarts, run_or_load
-
     tasks = search_tasks(cfg, claimset, model_identity(cfg), personas, cfg.fold, fixed)
     total = sum(int(cfg.icm.max_iters) for _ in tasks)
     bar = None
@@ -150,8 +121,7 @@ def run_searches_for(cfg: DictConfig, claimset: ClaimSet, personas: list[str], b
     for s in stored:
         by_persona.setdefault(s.task.persona, []).append(s)
         if s.computed and wb is not None:
-            traj = [json.loads(line) for line in (s.path / "trajectory.jsonl").read_text().splitlines()]
-            wb.log_trajectory(s.task.persona, traj)
+            wb.log_trajectory(s.task.persona, read_jsonl(s.path / "trajectory.jsonl"))
     for pid, ss in by_persona.items():
         for s in ss:
             log.info("search %s fold %d seed %d: %s (%s)", pid, cfg.fold, s.task.seed,
@@ -159,153 +129,131 @@ def run_searches_for(cfg: DictConfig, claimset: ClaimSet, personas: list[str], b
     return {pid: best_of_restarts(ss) for pid, ss in by_persona.items()}
 
 
-def coherence_fn(cfg: DictConfig, claimset: ClaimSet, claims: list[Claim], backends: Backends) -> Callable:
-    """Mutual predictability of a labelling of ``claims`` under the base model."""
-    from plural_icm.search.engine import SearchParams, evaluate_labelling
+# -- the cell as named steps ------------------------------------------------------------------
 
-    params = SearchParams.from_config(cfg.icm)
+@dataclass
+class CellOutput:
+    """What a computed cell writes."""
 
-    def coherence(labels: dict[str, bool]) -> float:
-        backend = backends.get("base")
-        return evaluate_labelling(claims, claimset.rule, backend, params, labels,
-                                  cfg.icm.template, tuple(cfg.icm.labels))[1]
-    return coherence
-
-
-def condition_labels(cfg: DictConfig, claimset: ClaimSet, pid: str, backends: Backends,
-                     searches: dict[str, Any]) -> ConditionLabels:
-    from plural_icm.conditions import labels as L
-
-    cond = plain(cfg.condition.name)
-    train, _ = claimset.split(cfg.fold, pid)
-    if cond in ("zero_shot", "zero_shot_base"):
-        return ConditionLabels(examples=[])
-    search_claims = cap_search_claims(train, cfg.dataset.max_search_claims, cfg.seed)
-    chosen = L.subset_for_n_examples(search_claims, cfg.inference.n_examples, cfg.seed)
-    info: dict = {}
-    if cond == "gold":
-        labels = L.gold_labels(chosen)
-    elif cond == "random":
-        labels = L.random_labels(chosen, seed=cfg.seed)
-    else:
-        s = searches[pid]
-        icm = {c.item_id: s.labels[c.item_id] for c in chosen}
-        info = {"icm_label_accuracy": s.summary.get("label_accuracy"), "icm_U": s.summary.get("U"),
-                "icm_P": s.summary.get("P"), "icm_I": s.summary.get("I"), "search": str(s.path)}
-        if cond == "icm":
-            labels = icm
-        else:  # acc_matched
-            coh = coherence_fn(cfg, claimset, chosen, backends)
-            perts = L.accuracy_matched_labels(
-                chosen, icm, coh, n_perturbations=int(cfg.condition.n_perturbations),
-                tolerance=float(cfg.condition.accuracy_tolerance), seed=int(cfg.seed),
-                max_tries=int(cfg.condition.max_perturbation_tries), rule=claimset.rule)
-            info["perturbations"] = [{"accuracy": p.accuracy, "coherence": p.coherence,
-                                      "n_changed": p.n_changed, "tries": p.tries} for p in perts]
-            info["icm_coherence"] = perts[0].reference_coherence if perts else None
-            return ConditionLabels(
-                examples=[(c, perts[0].labels[c.item_id]) for c in chosen], info=info,
-                perturbations=[[(c, p.labels[c.item_id]) for c in chosen] for p in perts])
-    return ConditionLabels(examples=[(c, labels[c.item_id]) for c in chosen], info=info)
+    predictions: list[PredictionRow]
+    examples: list[ExampleRow]
+    metrics: dict
+    generations: list[dict] = field(default_factory=list)
 
 
 def run_cell(cfg: DictConfig, wb: Any = None) -> dict:
-    """Run (or skip) one cell and return its metrics."""
-    from plural_icm.data.registry import load_claimset
-    from plural_icm.inference.predict import predict
-    from plural_icm.metrics.aggregate import cell_metrics
+    """Run (or skip) one cell and return its metrics (the content of ``metrics.json``)."""
+    out, fp = cell_path(cfg), fingerprint(cfg)
+    done = load_if_complete(cfg, out, fp)
+    if done is not None:
+        return done
+    prepare_cell_dir(cfg, out)
+    t0 = time.perf_counter()
+    print(f"[plural_icm] cell {cell_name(cfg)} -> {out}", flush=True)
+    result = compute_cell(cfg, get_condition(plain(cfg.condition.name)), wb)
+    result.metrics["meta"]["wall_time_s"] = time.perf_counter() - t0
+    write_cell(cfg, out, fp, result, t0)
+    log_cell(wb, result)
+    return result.metrics
 
-    out = cell_path(cfg)
-    fp = fingerprint(cfg)
-    if is_complete(out) and not cfg.force:
-        done = json.loads((out / COMPLETE).read_text())
-        if done.get("fingerprint") != fp:
-            raise RuntimeError(
-                f"{out} holds results of different settings (fingerprint {done.get('fingerprint')} "
-                f"!= {fp}); they are never overwritten: set run_tag=<name> to keep both, or force=true "
-                "to recompute (the old results are moved aside)")
-        log.info("skip complete cell %s (%s)", cell_name(cfg), out)
-        return json.loads((out / "metrics.json").read_text())
-    if out.exists() and cfg.force and is_complete(out):
+
+def load_if_complete(cfg: DictConfig, out: Path, fp: str) -> dict | None:
+    """The stored metrics of a complete cell of the same settings (None: compute it). Raises when
+    the complete cell holds results of different settings and ``force`` is off."""
+    if not is_complete(out) or cfg.force:
+        return None
+    done = CompleteRecord.read(out)
+    if done.fingerprint != fp:
+        raise RuntimeError(
+            f"{out} holds results of different settings (fingerprint {done.fingerprint} != {fp}); "
+            "they are never overwritten: set run_tag=<name> to keep both, or force=true to "
+            "recompute (the old results are moved aside)")
+    log.info("skip complete cell %s (%s)", cell_name(cfg), out)
+    return json.loads((out / METRICS).read_text(encoding="utf-8"))
+
+
+def prepare_cell_dir(cfg: DictConfig, out: Path) -> None:
+    """Create the cell's directory; under ``force``, move complete old results aside first."""
+    if cfg.force and is_complete(out):
         aside = out.with_name(out.name + f".replaced-{int(time.time())}")
         shutil.move(str(out), aside)
         log.warning("force=true: moved the old results to %s", aside)
     out.mkdir(parents=True, exist_ok=True)
-    t0 = time.perf_counter()
-    print(f"[plural_icm] cell {cell_name(cfg)} -> {out}", flush=True)
 
+
+def compute_cell(cfg: DictConfig, condition: Condition, wb: Any = None) -> CellOutput:
+    """Searches (if the condition needs them), the condition's examples, inference, metrics."""
     claimset = load_claimset(cfg.dataset, cfg.paths.data_dir)
     personas = sorted(claimset.personas)
     backends = Backends(cfg)
     try:
-        cond = plain(cfg.condition.name)
-        searches = {}
-        if cond in ("icm", "acc_matched"):
-            searches = run_searches_for(cfg, claimset, personas, backends, wb=wb)
-        per_persona = {pid: condition_labels(cfg, claimset, pid, backends, searches) for pid in personas}
-        role = cfg.condition.model_role
-        backend = backends.get(role)
-        rows, example_rows, info = [], [], {}
-        bar = tqdm(personas, desc="inference", unit="persona", disable=not cfg.progress)
-        for pid in bar:
-            _, test = claimset.split(cfg.fold, pid)
-            cl = per_persona[pid]
-            sets = cl.perturbations or [cl.examples]
-            for k, examples in enumerate(sets):
-                preds, used = predict(backend, cfg.inference, claimset.personas[pid], examples, test)
-                for r in preds:
-                    r.update({"perturbation": k if cl.perturbations else None})
-                rows += preds
-            example_rows += [{"persona_id": pid, "item_id": c.item_id, "label": y, "gold": c.gold}
-                             for c, y in cl.examples]
-            info[pid] = cl.info | {"n_examples": len(cl.examples)}
-        generations = []
-        if cfg.dataset.open_ended:
-            generations = _steered_generation(cfg, claimset, personas, per_persona, backend)
-        meta = {"model": cfg.model.name, "dataset": cfg.dataset.name, "condition": cond,
-                "fold": cfg.fold, "seed": cfg.seed, "n_examples": cfg.inference.n_examples,
-                "run_tag": cfg.run_tag}
-        for r in rows:
-            r.update({k: meta[k] for k in ("model", "dataset", "condition", "fold", "seed")})
-        df = pd.DataFrame(rows)
-        if cond == "acc_matched" and len(df):
-            # Average the perturbations: metrics per perturbation, then their mean.
-            parts = [cell_metrics(g.drop(columns=["perturbation"]), claimset.rule)
-                     for _, g in df.groupby("perturbation")]
-            metrics = _mean_metrics(parts)
-        else:
-            metrics = cell_metrics(df, claimset.rule)
-        _add_condition_info(metrics, info)
-        if cfg.dataset.open_ended:
-            _add_representation(metrics, generations)
-            atomic_write_jsonl(out / "generations.jsonl", generations)
-        metrics["meta"] = meta | {"wall_time_s": time.perf_counter() - t0,
-                                  "backend_stats": backend.stats.as_dict()}
-        atomic_write_text(out / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
-        atomic_write_jsonl(out / "predictions.jsonl", rows)
-        atomic_write_jsonl(out / "examples.jsonl", example_rows)
-        atomic_write_json(out / "metrics.json", metrics)
-        from plural_icm.pipeline.slurm import slurm_job_info
-
-        atomic_write_json(out / COMPLETE, {"fingerprint": fp, "finished": time.time(),
-                                          "wall_time_s": time.perf_counter() - t0,
-                                          "slurm": slurm_job_info()})
-        if wb is not None:
-            wb.log_metrics(metrics)
-            wb.log_table("predictions", df)
-        return metrics
+        searches = run_searches_for(cfg, claimset, personas, backends, wb=wb) if condition.needs_search else {}
+        inputs = CellInputs(cfg, claimset, lambda: backends.get("base"), searches)
+        labelled = {pid: condition.examples(inputs, pid) for pid in personas}
+        backend = backends.get(condition.model_role(cfg))
+        rows = predict_personas(cfg, claimset, labelled, backend)
+        generations = steered_generation(cfg, claimset, labelled, backend) if cfg.dataset.open_ended else []
+        stats = backend.stats.as_dict()
     finally:
         backends.close()
+    metrics = perturbation_mean_metrics(pd.DataFrame([r.as_dict() for r in rows]), claimset.rule)
+    add_condition_metrics(metrics, labelled)
+    if generations:
+        add_representation(metrics, generations)
+    meta = CellMeta(model=cfg.model.name, dataset=cfg.dataset.name,
+                    condition=plain(cfg.condition.name), fold=cfg.fold, seed=cfg.seed,
+                    n_examples=cfg.inference.n_examples, run_tag=cfg.run_tag,
+                    score_metric=plain(cfg.dataset.get("score_metric")), backend_stats=stats)
+    metrics = CellResult(metrics["overall"], metrics["per_persona"], meta.as_dict()).as_dict()
+    examples = [ExampleRow(persona_id=pid, item_id=c.item_id, label=y, gold=c.gold)
+                for pid, cl in labelled.items() for c, y in cl.examples]
+    return CellOutput(rows, examples, metrics, generations)
 
 
-def _steered_generation(cfg: DictConfig, claimset: ClaimSet, personas: list[str],
-                        per_persona: dict[str, ConditionLabels], backend: Any) -> list[dict]:
+def predict_personas(cfg: DictConfig, claimset: ClaimSet, labelled: dict[str, ConditionLabels],
+                     backend: Any) -> list[PredictionRow]:
+    """Every persona's held-out claims, once per example set of its condition."""
+    rows: list[PredictionRow] = []
+    cell = {"model": cfg.model.name, "dataset": cfg.dataset.name,
+            "condition": plain(cfg.condition.name), "fold": cfg.fold, "seed": cfg.seed}
+    for pid in tqdm(sorted(labelled), desc="inference", unit="persona", disable=not cfg.progress):
+        _, test = claimset.split(cfg.fold, pid)
+        cl = labelled[pid]
+        for k, examples in enumerate(cl.perturbations or [cl.examples]):
+            preds, _ = predict(backend, cfg.inference, claimset.personas[pid], examples, test)
+            for r in preds:
+                r.perturbation = k if cl.perturbations else None
+                for key, v in cell.items():
+                    setattr(r, key, v)
+            rows += preds
+    return rows
+
+
+def add_condition_metrics(metrics: dict, labelled: dict[str, ConditionLabels]) -> None:
+    """Per persona: the condition's scalar metrics and details, the number of examples and their
+    label accuracy vs gold; overall: the mean of each scalar over the personas that have it."""
+    scalars: dict[str, list[float]] = {}
+    for pid, cl in labelled.items():
+        pm = metrics["per_persona"].setdefault(pid, {})
+        values = {**cl.metrics, "n_examples": len(cl.examples),
+                  "example_label_accuracy": label_accuracy([c for c, _ in cl.examples],
+                                                           {c.item_id: y for c, y in cl.examples})}
+        pm.update(values)
+        pm.update(cl.details)
+        for k, v in values.items():
+            scalars.setdefault(k, [])
+            if v is not None:
+                scalars[k].append(float(v))
+    for k, vs in scalars.items():
+        if k != "n_examples":
+            metrics["overall"][k] = sum(vs) / len(vs) if vs else None
+
+
+def steered_generation(cfg: DictConfig, claimset: ClaimSet, labelled: dict[str, ConditionLabels],
+                       backend: Any) -> list[dict]:
     """Open-ended data: an answer per held-out question, steered by the condition's
     representative examples, rated 1-5 by the judge (the instruct model unless
     ``inference.judge_model`` names another checkpoint)."""
-    from plural_icm.backends.registry import make_backend
-    from plural_icm.inference.steered import generate_and_judge
-
     judge = backend
     if cfg.inference.judge_model:
         judge = make_backend(plain(cfg.model.backend), model_spec=cfg.inference.judge_model,
@@ -313,20 +261,18 @@ def _steered_generation(cfg: DictConfig, claimset: ClaimSet, personas: list[str]
                              max_context=cfg.model.max_context)
     rows = []
     try:
-        for pid in tqdm(personas, desc="generation + judge", unit="persona", disable=not cfg.progress):
+        for pid in tqdm(sorted(labelled), desc="generation + judge", unit="persona", disable=not cfg.progress):
             _, test = claimset.split(cfg.fold, pid)
             rows += generate_and_judge(backend, judge, cfg.inference, claimset.personas[pid],
-                                       per_persona[pid].examples, test, int(cfg.seed))
+                                       labelled[pid].examples, test, int(cfg.seed))
     finally:
         if judge is not backend:
             judge.close()
     return rows
 
 
-def _add_representation(metrics: dict, generations: list[dict]) -> None:
-    from plural_icm.metrics.aggregate import representation_summary
-
-    rep = representation_summary(pd.DataFrame(generations)) if generations else None
+def add_representation(metrics: dict, generations: list[dict]) -> None:
+    rep = representation_summary(pd.DataFrame(generations))
     if rep is None:
         return
     metrics["overall"].update({"representation_score": rep["overall"]["mean"],
@@ -338,39 +284,20 @@ def _add_representation(metrics: dict, generations: list[dict]) -> None:
              "representation_missing": r["n_missing"]})
 
 
-def _add_condition_info(metrics: dict, info: dict) -> None:
-    accs, cohs = [], []
-    for pid, d in info.items():
-        pm = metrics["per_persona"].setdefault(pid, {})
-        pm["icm_label_accuracy"] = d.get("icm_label_accuracy")
-        pm["coherence"] = d.get("icm_P")
-        pm["n_examples"] = d.get("n_examples")
-        if "perturbations" in d:
-            pm["perturbations"] = d["perturbations"]
-            # ICM's labels rescored with the perturbations' own context orders: the value each
-            # perturbation's coherence is below (``coherence`` above is the search's, other orders).
-            pm["icm_coherence_same_orders"] = d.get("icm_coherence")
-        if d.get("icm_label_accuracy") is not None:
-            accs.append(d["icm_label_accuracy"])
-        if d.get("icm_P") is not None:
-            cohs.append(d["icm_P"])
-    metrics["overall"]["icm_label_accuracy"] = sum(accs) / len(accs) if accs else None
-    metrics["overall"]["coherence"] = sum(cohs) / len(cohs) if cohs else None
+def write_cell(cfg: DictConfig, out: Path, fp: str, result: CellOutput, t0: float) -> None:
+    """The result files, each atomic; ``COMPLETE.json`` last."""
+    atomic_write_text(out / CONFIG, OmegaConf.to_yaml(cfg, resolve=True))
+    atomic_write_jsonl(out / PREDICTIONS, (r.as_dict() for r in result.predictions))
+    atomic_write_jsonl(out / EXAMPLES, (e.as_dict() for e in result.examples))
+    if cfg.dataset.open_ended:
+        atomic_write_jsonl(out / GENERATIONS, result.generations)
+    atomic_write_json(out / METRICS, result.metrics)
+    atomic_write_json(out / COMPLETE, CompleteRecord(
+        fingerprint=fp, finished=time.time(), wall_time_s=time.perf_counter() - t0,
+        slurm=slurm_job_info()).as_dict())
 
 
-def _mean_metrics(parts: list[dict]) -> dict:
-    """Mean of numeric metrics over acc_matched perturbations (overall and per persona)."""
-    def mean_of(ds: list[dict]) -> dict:
-        out = {}
-        for k in ds[0]:
-            vals = [d.get(k) for d in ds]
-            if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in vals):
-                out[k] = sum(vals) / len(vals)
-            else:
-                out[k] = vals[0]
-        return out
-    overall = mean_of([p["overall"] for p in parts])
-    overall["n_perturbations"] = len(parts)
-    per = {pid: mean_of([p["per_persona"][pid] for p in parts if pid in p["per_persona"]])
-           for pid in parts[0]["per_persona"]}
-    return {"overall": overall, "per_persona": per}
+def log_cell(wb: Any, result: CellOutput) -> None:
+    if wb is not None:
+        wb.log_metrics(result.metrics)
+        wb.log_table("predictions", pd.DataFrame([r.as_dict() for r in result.predictions]))

@@ -5,7 +5,8 @@ Per persona and fold: an ICM search labels the training questions; ``k_per_fold`
 selected (``confidence``: lowest ICM label confidence; ``random``; ``active``: where the few-shot
 instruct model is least confident on the training items); their answers become fixed labels and
 ICM runs again, for ``rounds`` rounds. Before/after: test accuracy (ICM-labelled examples), ICM
-label accuracy, and coherence (mutual predictability).
+label accuracy, ``U`` (the paper's "coherence", alpha * P - I), ``mutual_predictability`` (P) and
+``inconsistencies`` (I); the record is :class:`plural_icm.layout.CollaborativeSummary`.
 
 The person is reached through files a real annotator can take over:
 ``.../questions.jsonl`` lists what to answer; ``.../answers.jsonl`` (``question_id``,
@@ -25,9 +26,14 @@ import numpy as np
 import pandas as pd
 from omegaconf import DictConfig
 
+from plural_icm.conditions.labels import cap_search_claims
 from plural_icm.data.records import Claim, ClaimSet
-from plural_icm.pipeline.cell import Backends, cap_search_claims, run_searches_for
-from plural_icm.pipeline.layout import collaborative_dir
+from plural_icm.data.registry import load_claimset
+from plural_icm.inference.predict import predict
+from plural_icm.layout import (CollaborativeSummary, LabellingScore, collaborative_dir,
+                               collaborative_root)
+from plural_icm.metrics.aggregate import cell_metrics
+from plural_icm.pipeline.cell import Backends, run_searches_for
 from plural_icm.utils.io import atomic_write_json, atomic_write_jsonl, read_jsonl
 
 log = logging.getLogger(__name__)
@@ -93,24 +99,20 @@ def answers_for(groups: list[str], claims: list[Claim], directory: Path,
 
 def _evaluate(cfg: DictConfig, claimset: ClaimSet, pid: str, labels: dict[str, bool],
               summary: dict, backends: Backends) -> dict:
-    from plural_icm.inference.predict import predict
-    from plural_icm.metrics.aggregate import cell_metrics
-
     train, test = claimset.split(cfg.fold, pid)
     examples = [(c, labels[c.item_id]) for c in train if c.item_id in labels]
     rows, _ = predict(backends.get("instruct"), cfg.inference, claimset.personas[pid], examples, test)
-    m = cell_metrics(pd.DataFrame(rows), claimset.rule)["overall"]
+    m = cell_metrics(pd.DataFrame([r.as_dict() for r in rows]), claimset.rule)["overall"]
     gold = [labels[c.item_id] == c.gold for c in train if c.item_id in labels and c.gold is not None]
-    return {"test_accuracy": m.get("accuracy"), "label_accuracy": float(np.mean(gold)) if gold else None,
-            "coherence": summary.get("U"), "mutual_predictability": summary.get("P"),
-            "inconsistencies": summary.get("I")}
+    return LabellingScore(test_accuracy=m.get("accuracy"),
+                          label_accuracy=float(np.mean(gold)) if gold else None,
+                          U=summary.get("U"), mutual_predictability=summary.get("P"),
+                          inconsistencies=summary.get("I")).as_dict()
 
 
 def _fewshot_confidence(cfg, claimset, pid, train: list[Claim], labels, backends) -> dict[str, float]:
     """Confidence of the few-shot instruct model on each searched training item, with the ICM
     labels of the OTHER questions as examples (the item's own label is never in its context)."""
-    from plural_icm.inference.predict import predict
-
     by_question: dict[str, list[Claim]] = {}
     for c in train:
         by_question.setdefault(c.group_id, []).append(c)
@@ -118,7 +120,7 @@ def _fewshot_confidence(cfg, claimset, pid, train: list[Claim], labels, backends
     for g, members in by_question.items():
         examples = [(c, labels[c.item_id]) for c in train if c.group_id != g]
         rows, _ = predict(backends.get("instruct"), cfg.inference, claimset.personas[pid], examples, members)
-        out.update({r["item_id"]: max(r["p_true"], 1 - r["p_true"]) for r in rows})
+        out.update({r.item_id: max(r.p_true, 1 - r.p_true) for r in rows})
     return out
 
 
@@ -129,11 +131,9 @@ def _search_set(cfg: DictConfig, claimset: ClaimSet, pid: str) -> list[Claim]:
 
 
 def run_collaborative(cfg: DictConfig, wb: Any = None) -> dict:
-    from plural_icm.data.registry import load_claimset
-
     claimset = load_claimset(cfg.dataset, cfg.paths.data_dir)
     personas = sorted(claimset.personas)
-    root = Path(cfg.paths.output_dir) / "collaborative" / cfg.model.name / cfg.dataset.name
+    root = collaborative_root(cfg.paths.output_dir, cfg.model.name, cfg.dataset.name)
     backends = Backends(cfg)
     results: dict[str, dict] = {}
     try:
@@ -164,16 +164,16 @@ def run_collaborative(cfg: DictConfig, wb: Any = None) -> dict:
                     after = run_searches_for(cfg, claimset, [pid], backends, fixed={pid: fixed},
                                              desc=f"ICM search ({method}, round {r + 1})", wb=wb)[pid]
                     labels, summary = after.labels, after.summary
-                res = {"persona": pid, "method": method, "fold": cfg.fold,
-                       "k": len(asked), "asked": asked, "before": before,
-                       **_evaluate(cfg, claimset, pid, labels, summary, backends)}
+                res = CollaborativeSummary(
+                    persona=pid, method=method, fold=int(cfg.fold), k=len(asked), asked=asked,
+                    before=before, **_evaluate(cfg, claimset, pid, labels, summary, backends)).as_dict()
                 atomic_write_json(done, res)
                 results.setdefault(pid, {})[method] = res
     finally:
         backends.close()
     rows = [{"persona": pid, "method": m, "before_test": r["before"]["test_accuracy"],
              "test": r["test_accuracy"], "before_label": r["before"]["label_accuracy"],
-             "label": r["label_accuracy"], "before_U": r["before"]["coherence"], "U": r["coherence"]}
+             "label": r["label_accuracy"], "before_U": r["before"]["U"], "U": r["U"]}
             for pid, ms in results.items() for m, r in ms.items()]
     print(pd.DataFrame(rows).to_string(index=False))
     print(f"results: {root}")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import pandas as pd
 from omegaconf import DictConfig
 
+from plural_icm.layout import OVERALL_METRIC_KEYS, cell_name, cell_path
+
 
 def _fmt(v) -> str:
     if v is None:
@@ -15,10 +17,9 @@ def _fmt(v) -> str:
 
 
 def print_summary(cfg: DictConfig, metrics: dict) -> None:
-    from plural_icm.pipeline.cell import cell_name, cell_path
-
-    cols = ["accuracy", "accuracy_se", "n_questions", "claim_accuracy", "ece", "stable_fraction",
-            "js_distance", "icm_label_accuracy", "coherence"]
+    # The shared metric keys this cell has (a zero-shot cell has no label accuracy, say).
+    parts = [metrics.get("overall", {}), *metrics.get("per_persona", {}).values()]
+    cols = [c for c in OVERALL_METRIC_KEYS if any(c in m for m in parts)]
     rows = {pid: {c: m.get(c) for c in cols} for pid, m in metrics.get("per_persona", {}).items()}
     rows["ALL"] = {c: metrics.get("overall", {}).get(c) for c in cols}
     df = pd.DataFrame.from_dict(rows, orient="index")[cols]

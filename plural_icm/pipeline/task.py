@@ -8,33 +8,34 @@ from __future__ import annotations
 import logging
 import os
 
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
+
+from plural_icm.data.registry import load_claimset
+from plural_icm.layout import cell_name
+from plural_icm.pipeline.cell import Backends, run_cell, run_searches_for
+from plural_icm.pipeline.collaborative import run_collaborative
+from plural_icm.pipeline.slurm import check_allocation, in_slurm_job
+from plural_icm.pipeline.stats_stage import run_data_stats
+from plural_icm.pipeline.summary import print_summary
+from plural_icm.tracking.wandb_run import cell_run
+from plural_icm.utils.values import plain
 
 log = logging.getLogger(__name__)
 
 
 def _hydra_choices() -> dict:
     try:
-        from hydra.core.hydra_config import HydraConfig
-
         return dict(HydraConfig.get().runtime.choices)
     except Exception:  # not under Hydra (tests calling run_task directly)
         return {}
 
 
 def run_task(cfg: DictConfig):
-    from plural_icm.pipeline.cell import cell_name
-    from plural_icm.utils.values import plain
-
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     stage = plain(cfg.stage)
     if stage == "data_stats":
-        from plural_icm.pipeline.stats_stage import run_data_stats
-
         return run_data_stats(cfg)
-    from plural_icm.pipeline.slurm import check_allocation, in_slurm_job
-    from plural_icm.tracking.wandb_run import cell_run
-
     if in_slurm_job():
         check_allocation(cfg.model)
 
@@ -43,16 +44,10 @@ def run_task(cfg: DictConfig):
             "condition": plain(cfg.condition.name), "fold": cfg.fold}
     with cell_run(cfg, job_type=stage, name=name, tags=tags, hydra_choices=_hydra_choices()) as wb:
         if stage == "cell":
-            from plural_icm.pipeline.cell import run_cell
-            from plural_icm.pipeline.summary import print_summary
-
             metrics = run_cell(cfg, wb=wb)
             print_summary(cfg, metrics)
             return metrics.get("overall", {}).get("accuracy")
         if stage == "search":
-            from plural_icm.pipeline.cell import Backends, run_searches_for
-            from plural_icm.data.registry import load_claimset
-
             claimset = load_claimset(cfg.dataset, cfg.paths.data_dir)
             backends = Backends(cfg)
             try:
@@ -63,7 +58,5 @@ def run_task(cfg: DictConfig):
                 print(f"{pid}: U={s.summary['U']:.2f} label_accuracy={s.summary.get('label_accuracy')} -> {s.path}")
             return None
         if stage == "collaborative":
-            from plural_icm.pipeline.collaborative import run_collaborative
-
             return run_collaborative(cfg, wb=wb)
     raise ValueError(f"unknown stage {stage!r}")

@@ -51,3 +51,22 @@ def repair_options(members: Sequence[Hashable], labels: Mapping, rule: Consisten
             continue
         out.append(option)
     return out
+
+
+def most_preferred_consistent(groups: Mapping[Hashable, Sequence[Hashable]],
+                              margins: Mapping[Hashable, float], rule: ConsistencyRule) -> dict:
+    """The consistent labelling closest to the model's preferences.
+
+    ``margins[j]`` is the model's ``ln P(True) - ln P(False)`` for item ``j``. Under EXACTLY_ONE
+    each group's member with the largest margin is True and the others False (the assignment
+    with one True per group that maximises the summed signed margins); ties go to the first
+    member. Under NONE every item follows the sign of its margin (nothing to repair).
+    """
+    out: dict = {}
+    for members in groups.values():
+        if rule is ConsistencyRule.NONE or len(members) < 2:
+            out.update({m: margins[m] > 0 for m in members})
+            continue
+        winner = max(members, key=lambda m: margins[m])  # max keeps the first of equal margins
+        out.update({m: m == winner for m in members})
+    return out

@@ -461,9 +461,21 @@ def evaluate_labelling(claims: Sequence[Claim], rule: ConsistencyRule, backend: 
     The layout is built over the claims in their given order, so evaluating several labellings of
     the same claims (the accuracy-matched control) reuses the cached prefixes of the first.
     """
+    search, scores = _full_evaluation(claims, rule, backend, params, labels, template, label_strings)
+    return search.utility(labels, scores)
+
+
+def labelling_scores(claims: Sequence[Claim], rule: ConsistencyRule, backend: LMBackend,
+                     params: SearchParams, labels: Mapping[str, bool], template: str,
+                     label_strings: Sequence[str]) -> dict[str, tuple[float, float]]:
+    """``item_id -> (ln P(True), ln P(False))`` of every labelled claim given all the other
+    labelled claims (leave-one-out), scored as :func:`evaluate_labelling` scores them."""
+    return _full_evaluation(claims, rule, backend, params, labels, template, label_strings)[1]
+
+
+def _full_evaluation(claims, rule, backend, params, labels, template, label_strings):
     renderer = ClaimRenderer(backend, template, label_strings)
     search = ICMSearch(claims, rule, renderer, params, seed=0, max_context=backend.max_context)
     order = [c.item_id for c in claims if c.item_id in labels]
     layout = search._layout_new().with_changes(order, set(order)).compacted()
-    scores = drive(search._score(dict(labels), layout), backend, label_strings)
-    return search.utility(labels, scores)
+    return search, drive(search._score(dict(labels), layout), backend, label_strings)

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 from plural_icm.data.records import Claim, ConsistencyRule
-from plural_icm.pipeline.layout import COMPLETE, is_complete, search_dir
+from plural_icm.layout import COMPLETE, is_complete, search_dir
 from plural_icm.search.engine import ICMSearch, SearchParams, SearchResult, run_searches
 from plural_icm.search.prompts import ClaimRenderer
 from plural_icm.utils.io import atomic_write_json, atomic_write_jsonl, read_jsonl

@@ -1,0 +1,73 @@
+"""The interface of a condition, and what it is given and returns.
+
+A cell asks its condition three things: does it need the ICM searches of the cell's personas
+(``needs_search``), which checkpoint answers the in-context prompts (``model_role``), and, per
+persona, which labelled examples to show (``examples``), possibly several perturbed sets whose
+metrics are averaged.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, ClassVar, Mapping
+
+from omegaconf import DictConfig
+
+from plural_icm.conditions.labels import cap_search_claims, subset_for_n_examples
+from plural_icm.data.records import Claim, ClaimSet
+from plural_icm.utils.values import plain
+
+Examples = list[tuple[Claim, bool]]
+
+
+@dataclass
+class ConditionLabels:
+    """The in-context examples of one persona under a condition."""
+
+    examples: Examples
+    """The labelled examples shown (the first perturbation's, when there are several sets)."""
+    perturbations: list[Examples] | None = None
+    """Several example sets to average over (each one is predicted and scored on its own)."""
+    metrics: dict[str, float | None] = field(default_factory=dict)
+    """Scalar values reported per persona and averaged over personas (e.g. ``icm_label_accuracy``)."""
+    details: dict[str, Any] = field(default_factory=dict)
+    """Per-persona records written beside the metrics, not averaged (e.g. the perturbations)."""
+
+
+@dataclass
+class CellInputs:
+    """What a condition may use: the cell's config and data, the base model (loaded on the first
+    call), and the best ICM search per persona (present when the condition ``needs_search``)."""
+
+    cfg: DictConfig
+    claimset: ClaimSet
+    base_model: Callable[[], Any]
+    searches: Mapping[str, Any] = field(default_factory=dict)
+
+    def search_claims(self, persona_id: str) -> list[Claim]:
+        """The persona's training claims a search labels (capped by ``dataset.max_search_claims``)."""
+        train, _ = self.claimset.split(self.cfg.fold, persona_id)
+        return cap_search_claims(train, self.cfg.dataset.max_search_claims, int(self.cfg.seed))
+
+    def chosen(self, persona_id: str) -> list[Claim]:
+        """The claims shown as examples: the same subset for every condition (``inference.n_examples``)."""
+        return subset_for_n_examples(self.search_claims(persona_id), self.cfg.inference.n_examples,
+                                     int(self.cfg.seed))
+
+
+class Condition:
+    """A few-shot condition. Subclasses set ``name`` and implement :meth:`examples`."""
+
+    name: ClassVar[str]
+    needs_search: ClassVar[bool] = False
+    """True when the ICM searches of every persona must exist before :meth:`examples` runs."""
+
+    def model_role(self, cfg: DictConfig) -> str:
+        """``instruct`` or ``base``: the checkpoint that answers (``condition.model_role``)."""
+        role = plain(cfg.condition.model_role)
+        if role not in ("instruct", "base"):
+            raise ValueError(f"condition.model_role must be 'instruct' or 'base', got {role!r}")
+        return role
+
+    def examples(self, inputs: CellInputs, persona_id: str) -> ConditionLabels:
+        raise NotImplementedError

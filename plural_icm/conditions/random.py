@@ -1,0 +1,17 @@
+"""Few-shot Random: uniformly random, seeded labels (not made consistent; the paper's baseline)."""
+
+from __future__ import annotations
+
+from plural_icm.conditions.base import CellInputs, Condition, ConditionLabels
+from plural_icm.conditions.labels import random_labels
+from plural_icm.conditions.registry import register
+
+
+@register
+class Random(Condition):
+    name = "random"
+
+    def examples(self, inputs: CellInputs, persona_id: str) -> ConditionLabels:
+        chosen = inputs.chosen(persona_id)
+        labels = random_labels(chosen, seed=int(inputs.cfg.seed))
+        return ConditionLabels(examples=[(c, labels[c.item_id]) for c in chosen])

@@ -1,0 +1,14 @@
+"""Zero-shot (Chat): the instruct model answers with the persona description only."""
+
+from __future__ import annotations
+
+from plural_icm.conditions.base import CellInputs, Condition, ConditionLabels
+from plural_icm.conditions.registry import register
+
+
+@register
+class ZeroShot(Condition):
+    name = "zero_shot"
+
+    def examples(self, inputs: CellInputs, persona_id: str) -> ConditionLabels:
+        return ConditionLabels(examples=[])

@@ -1,0 +1,293 @@
+"""Where results live and what each result file holds: the one home of the disk layout, the cell
+names, the fingerprint and the typed records, shared by the writers (pipeline, search store,
+inference) and the reader (``analysis/``).
+
+Directories are named from the choices, never from timestamps, so a relaunch finds finished cells
+and skips them, and never overwrites them.
+
+    <output_dir>/results/<run_tag>/<model>/<dataset>/<condition>/n<n_examples|all>/fold<k>/seed<s>/
+        config.yaml         resolved config of the cell
+        predictions.jsonl   one :class:`PredictionRow` per test claim (and perturbation)
+        metrics.json        a :class:`CellResult`: {"overall": {...}, "per_persona": {...}, "meta": {...}}
+        examples.jsonl      one :class:`ExampleRow` per in-context example, per persona
+        COMPLETE.json       a :class:`CompleteRecord`, written last; a cell is complete iff present
+
+    <output_dir>/searches/<model>/<dataset>/fold<k>/<persona>/<search_hash>/
+        spec.json           everything that determines the search (content-addressed by its hash)
+        checkpoint.json     latest resumable state (atomic)
+        trajectory.jsonl    one row per iteration
+        labels.jsonl        final labels with per-label confidence
+        summary.json        U, P, I, iterations, time, label accuracy vs gold
+        COMPLETE.json       written last
+
+    <output_dir>/collaborative/<model>/<dataset>/<persona>/<method>/fold<k>/
+        questions.jsonl     the questions put to the annotator
+        answers.jsonl       their answers (simulated from gold unless a file of answers is given)
+        summary.json        a :class:`CollaborativeSummary`
+
+Words: ``U`` is the ICM objective ``alpha * P - I`` (the paper's "coherence", e.g. its Table 1);
+``mutual_predictability`` is ``P``; ``inconsistencies`` is ``I``. No record says "coherence".
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, ClassVar, Optional
+
+from omegaconf import DictConfig, OmegaConf
+
+from plural_icm.config.schema import drop_non_result_keys
+from plural_icm.utils.values import plain
+
+RESULTS = "results"
+"""``paths.results_dir`` below ``paths.output_dir`` (conf/config.yaml), where the analysis looks."""
+SEARCHES = "searches"
+"""``paths.searches_dir`` below ``paths.output_dir``."""
+COMPLETE = "COMPLETE.json"
+METRICS = "metrics.json"
+PREDICTIONS = "predictions.jsonl"
+EXAMPLES = "examples.jsonl"
+GENERATIONS = "generations.jsonl"
+CONFIG = "config.yaml"
+SUMMARY = "summary.json"
+
+CELL_KEYS = ("run_tag", "model", "dataset", "condition", "n", "fold", "seed")
+"""The parts of a cell's path, in order (``n`` is ``all`` or the number of examples)."""
+CELL_GLOB = "*/*/*/*/n*/fold*/seed*"
+"""The cell directories under ``<output_dir>/results`` (parts as in :data:`CELL_KEYS`)."""
+SEARCH_KEYS = ("model", "dataset", "fold", "persona", "hash")
+SEARCH_GLOB = "*/*/fold*/*/*"
+"""The search directories under ``<output_dir>/searches`` (parts as in :data:`SEARCH_KEYS`)."""
+COLLABORATIVE = "collaborative"
+COLLABORATIVE_KEYS = ("model", "dataset", "persona", "method", "fold")
+COLLABORATIVE_GLOB = "collaborative/*/*/*/*/fold*/summary.json"
+"""The collaborative summaries under an output directory (parts as in ``collaborative_dir``)."""
+
+
+# -- paths ------------------------------------------------------------------------------------
+
+def cell_dir(results_dir: str | Path, run_tag: str, model: str, dataset: str, condition: str,
+             n_examples: int | None, fold: int, seed: int) -> Path:
+    n = "all" if n_examples is None else str(n_examples)
+    return Path(results_dir) / run_tag / model / dataset / condition / f"n{n}" / f"fold{fold}" / f"seed{seed}"
+
+
+def search_dir(searches_dir: str | Path, model: str, dataset: str, fold: int, persona: str,
+               search_hash: str) -> Path:
+    return Path(searches_dir) / model / dataset / f"fold{fold}" / persona / search_hash
+
+
+def collaborative_root(output_dir: str | Path, model: str, dataset: str) -> Path:
+    return Path(output_dir) / COLLABORATIVE / model / dataset
+
+
+def collaborative_dir(output_dir: str | Path, model: str, dataset: str, persona: str, method: str,
+                      fold: int) -> Path:
+    return collaborative_root(output_dir, model, dataset) / persona / method / f"fold{fold}"
+
+
+def is_complete(path: str | Path) -> bool:
+    return (Path(path) / COMPLETE).is_file()
+
+
+def parse_cell_dir(results_root: Path, path: Path) -> dict[str, Any] | None:
+    """The :data:`CELL_KEYS` of a cell directory below ``results_root`` (None if it is not one)."""
+    parts = path.relative_to(results_root).parts
+    if len(parts) != len(CELL_KEYS):
+        return None
+    run_tag, model, dataset, condition, n_part, fold_part, seed_part = parts
+    fold, seed = _int_suffix(fold_part, "fold"), _int_suffix(seed_part, "seed")
+    n = n_part[1:] if n_part.startswith("n") else ""
+    if fold is None or seed is None or not (n == "all" or n.isdigit()):
+        return None
+    return {"run_tag": run_tag, "model": model, "dataset": dataset, "condition": condition,
+            "n": n, "fold": fold, "seed": seed}
+
+
+def parse_search_dir(searches_root: Path, path: Path) -> dict[str, Any] | None:
+    """The :data:`SEARCH_KEYS` of a search directory below ``searches_root`` (None if not one)."""
+    parts = path.relative_to(searches_root).parts
+    if len(parts) != len(SEARCH_KEYS):
+        return None
+    model, dataset, fold_part, persona, h = parts
+    fold = _int_suffix(fold_part, "fold")
+    if fold is None:
+        return None
+    return {"model": model, "dataset": dataset, "fold": fold, "persona": persona, "hash": h}
+
+
+def _int_suffix(name: str, prefix: str) -> int | None:
+    rest = name[len(prefix):] if name.startswith(prefix) else ""
+    return int(rest) if rest.isdigit() else None
+
+
+# -- a cell from its config -------------------------------------------------------------------
+
+def cell_name(cfg: DictConfig) -> str:
+    """``<model>/<dataset>/<condition>/n<n|all>/fold<k>/seed<s>`` (logs, W&B run names)."""
+    n = "all" if cfg.inference.n_examples is None else cfg.inference.n_examples
+    return f"{cfg.model.name}/{cfg.dataset.name}/{plain(cfg.condition.name)}/n{n}/fold{cfg.fold}/seed{cfg.seed}"
+
+
+def cell_path(cfg: DictConfig) -> Path:
+    return cell_dir(cfg.paths.results_dir, cfg.run_tag, cfg.model.name, cfg.dataset.name,
+                    plain(cfg.condition.name), cfg.inference.n_examples, cfg.fold, cfg.seed)
+
+
+def fingerprint(cfg: DictConfig) -> str:
+    """Hash of every config key that can change a cell's results.
+
+    The keys in :data:`plural_icm.config.schema.NON_RESULT_KEYS` (paths, logging, resources) are
+    left out, so moving outputs or asking for more memory does not make a finished cell "different".
+    """
+    d = drop_non_result_keys(OmegaConf.to_container(cfg, resolve=True))
+    # A condition key that is unset (None) is not a setting of this condition: adding an optional
+    # key for a new condition leaves the fingerprints of existing cells as they were.
+    if isinstance(d.get("condition"), dict):
+        d["condition"] = {k: v for k, v in d["condition"].items() if v is not None}
+    return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+# -- records ----------------------------------------------------------------------------------
+
+class _Record:
+    """JSON round trip of a dataclass record: unknown keys are refused, naming the file."""
+
+    def as_dict(self) -> dict:
+        return asdict(self)  # type: ignore[call-overload]
+
+    @classmethod
+    def from_dict(cls, d: dict, source: str = "") -> Any:
+        names = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+        unknown = set(d) - names
+        if unknown:
+            raise ValueError(f"{source or cls.__name__}: unexpected keys {sorted(unknown)} for a "
+                             f"{cls.__name__} (expected {sorted(names)})")
+        return cls(**d)
+
+    @classmethod
+    def read(cls, directory: str | Path) -> Any:
+        """The record stored in ``directory`` under the record's file name (``FILE``)."""
+        path = Path(directory) / cls.FILE  # type: ignore[attr-defined]
+        return cls.from_dict(json.loads(path.read_text(encoding="utf-8")), str(path))
+
+    @classmethod
+    def columns(cls) -> list[str]:
+        return [f.name for f in fields(cls)]  # type: ignore[arg-type]
+
+
+@dataclass
+class PredictionRow(_Record):
+    """One held-out claim scored by the instruct model (a line of ``predictions.jsonl``)."""
+
+    persona_id: str
+    item_id: str
+    question_id: str
+    group_id: str
+    option_key: str
+    option_index: Optional[int]
+    gold: Optional[bool]
+    distribution: Optional[list]
+    logp_true: float
+    logp_false: float
+    p_true: float
+    pred: bool
+    perturbation: Optional[int] = None
+    """Which perturbed example set produced it (conditions with perturbations), else None."""
+    model: str = ""
+    dataset: str = ""
+    condition: str = ""
+    fold: int = 0
+    seed: int = 0
+
+
+@dataclass
+class ExampleRow(_Record):
+    """One in-context example shown under the cell's condition (a line of ``examples.jsonl``)."""
+
+    persona_id: str
+    item_id: str
+    label: bool
+    gold: Optional[bool]
+
+
+@dataclass
+class CellMeta(_Record):
+    model: str
+    dataset: str
+    condition: str
+    fold: int
+    seed: int
+    n_examples: Optional[int]
+    run_tag: str
+    score_metric: Optional[str] = None
+    """The metric the dataset declares as its score (``dataset.score_metric``, where set)."""
+    wall_time_s: float = 0.0
+    backend_stats: dict = field(default_factory=dict)
+
+
+OVERALL_METRIC_KEYS = ("accuracy", "accuracy_se", "n_questions", "claim_accuracy", "ece",
+                       "stable_fraction", "js_distance", "representation_score",
+                       "example_label_accuracy", "icm_label_accuracy", "icm_mutual_predictability")
+"""The scalar metrics of a cell that the summary and the analysis read (absent ones are NaN)."""
+
+
+@dataclass
+class CellResult(_Record):
+    """``metrics.json``: overall and per-persona metrics (keys as in metrics.aggregate, plus the
+    condition's, e.g. ``icm_label_accuracy``, ``icm_mutual_predictability``), and the meta."""
+
+    overall: dict
+    per_persona: dict
+    meta: Optional[dict] = None
+
+    FILE: ClassVar[str] = METRICS
+
+
+@dataclass
+class CompleteRecord(_Record):
+    """``COMPLETE.json`` of a cell: written last."""
+
+    fingerprint: str
+    finished: float
+    wall_time_s: float
+    slurm: Optional[dict] = None
+
+    FILE: ClassVar[str] = COMPLETE
+
+
+@dataclass
+class LabellingScore(_Record):
+    """Test accuracy of the ICM-labelled examples and the labelling's own quality."""
+
+    test_accuracy: Optional[float]
+    label_accuracy: Optional[float]
+    U: Optional[float]
+    """``alpha * P - I`` (the paper's "coherence")."""
+    mutual_predictability: Optional[float]
+    inconsistencies: Optional[int]
+
+
+@dataclass
+class CollaborativeSummary(_Record):
+    """``summary.json`` of one collaborative-elicitation run (persona, method, fold)."""
+
+    persona: str
+    method: str
+    fold: int
+    k: int
+    asked: list
+    before: dict
+    """A :class:`LabellingScore` of the labels before any question was asked."""
+    test_accuracy: Optional[float]
+    label_accuracy: Optional[float]
+    U: Optional[float]
+    mutual_predictability: Optional[float]
+    inconsistencies: Optional[int]
+
+    FILE: ClassVar[str] = SUMMARY
+    LABELLING_KEYS: ClassVar[tuple[str, ...]] = ("test_accuracy", "label_accuracy", "U")
+    """The values Table 1 reports, before and after."""

@@ -1,0 +1,61 @@
+"""The one home of the disk layout and the records: paths, the fingerprint, record round trips."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from plural_icm.config.schema import NON_RESULT_KEYS
+from plural_icm.layout import (CompleteRecord, PredictionRow, cell_dir, cell_path, fingerprint,
+                               parse_cell_dir, parse_search_dir, search_dir)
+
+
+def test_fingerprint_ignores_exactly_the_non_result_keys(compose_config, tmp_path):
+    base = fingerprint(compose_config([]))
+    # resources, logging, paths and batching never make a finished cell "different settings"
+    for override in ("model.batch_size=3", "model.mem_gb=99", "model.tensor_parallel_size=4",
+                     "icm.checkpoint_every=7", "logger=none", "progress=false",
+                     f"paths.cache_dir={tmp_path}/c", "collaborative.k_per_fold=3"):
+        assert fingerprint(compose_config([override])) == base, override
+    for override in ("icm.alpha=3", "inference.n_examples=5", "model.dtype=float16", "seed=1"):
+        assert fingerprint(compose_config([override])) != base, override
+    assert all(k.split(".")[0] in {"paths", "logger", "progress", "force", "stage", "collaborative",
+                                   "model", "icm"} for k in NON_RESULT_KEYS)
+
+
+def test_cell_paths_parse_back(compose_config):
+    cfg = compose_config(["condition=gold", "fold=2", "seed=3", "inference.n_examples=10"])
+    p = cell_path(cfg)
+    root = p.parents[6]
+    assert parse_cell_dir(root, p) == {"run_tag": "main", "model": "smollm2", "dataset": "demo",
+                                       "condition": "gold", "n": "10", "fold": 2, "seed": 3}
+    assert parse_cell_dir(root, cell_dir(root, "main", "m", "d", "c", None, 0, 0))["n"] == "all"
+    assert parse_cell_dir(root, root / "main" / "m" / "d" / "c" / "nall" / "foldx" / "seed0") is None
+    s = search_dir(root, "m", "d", 1, "P", "abc")
+    assert parse_search_dir(root, s) == {"model": "m", "dataset": "d", "fold": 1, "persona": "P",
+                                         "hash": "abc"}
+
+
+def test_records_round_trip_and_refuse_unknown_keys(tmp_path):
+    row = PredictionRow(persona_id="P", item_id="i", question_id="q", group_id="g", option_key="0",
+                        option_index=0, gold=True, distribution=None, logp_true=-0.1,
+                        logp_false=-2.0, p_true=0.8, pred=True)
+    assert PredictionRow.from_dict(json.loads(json.dumps(row.as_dict()))) == row
+    (tmp_path / "COMPLETE.json").write_text(json.dumps({"fingerprint": "f", "finished": 1.0,
+                                                        "wall_time_s": 2.0, "extra": 1}))
+    with pytest.raises(ValueError, match=r"COMPLETE.json: unexpected keys \['extra'\]"):
+        CompleteRecord.read(tmp_path)
+
+
+def test_an_unset_condition_key_leaves_the_fingerprint_as_before(compose_config):
+    """condition.passes (bootstrap's) is None elsewhere and left out: older cells keep their hash."""
+    from omegaconf import OmegaConf
+
+    cfg = compose_config(["condition=icm"])
+    assert cfg.condition.passes is None
+    older = OmegaConf.to_container(cfg, resolve=True)
+    del older["condition"]["passes"]
+    assert fingerprint(OmegaConf.create(older)) == fingerprint(cfg)
+    assert fingerprint(compose_config(["condition=bootstrap", "condition.passes=2"])) != \
+        fingerprint(compose_config(["condition=bootstrap"]))
