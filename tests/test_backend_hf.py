@@ -117,6 +117,22 @@ def test_tiny_lru_budget_stays_exact(tiny_model_dir, tmp_path):
         assert be.kv_cache.tokens <= 40
 
 
+def test_tiny_byte_budget_evicts_and_equals_unbounded(tiny_model_dir, tmp_path):
+    """model.prefix_cache_gb: a budget of a few segments evicts (and recomputes), never changes scores."""
+    unbounded = HFBackend(str(tiny_model_dir), cache_dir=tmp_path, batch_size=2, prefix_cache_gb=None)
+    prompts = tree_prompts(unbounded, n_examples=12, seed=6)
+    want = np.vstack([unbounded.label_logprobs(prompts, LABELS) for _ in range(2)])
+    assert unbounded.kv_cache.evictions == 0
+    budget_gb = 8 * 1024 / 2**30  # 8 KiB: a handful of the tiny model's segments
+    small = HFBackend(str(tiny_model_dir), cache_dir=tmp_path, batch_size=2, prefix_cache_gb=budget_gb)
+    got = np.vstack([small.label_logprobs(prompts, LABELS) for _ in range(2)])
+    assert np.abs(got - want).max() < 1e-5
+    assert small.kv_cache.evictions > 0
+    assert 0 < small.kv_cache.peak_bytes <= 8 * 1024 < unbounded.kv_cache.peak_bytes
+    # evicted prefixes were recomputed: more tokens went through the model than without a budget
+    assert small.stats.prompt_tokens_computed > unbounded.stats.prompt_tokens_computed
+
+
 def test_multi_token_and_unspaced_labels_are_exact(tiny: HFBackend):
     labels = [" True", "False", " True False", " claim is good"]
     assert len(tiny.encode(" claim is good")) > 1
