@@ -205,7 +205,7 @@ def test_registry_kwargs_accepted():
 
 
 def test_continuation_plan():
-    from plural_icm.backends.vllm_backend import ContinuationPlan
+    from plural_icm.backends.scoring import ContinuationPlan
 
     prompts = [as_prompt([1], [2, 3]), as_prompt([1], [4])]
     plan = ContinuationPlan(prompts, [[10], [11], [12, 13], [12, 14]])

@@ -7,7 +7,7 @@ lists of token ids, which the completions API accepts, so the server scores exac
 transformers and in-process vLLM backends would.
 
 Label scoring follows the label rule of :mod:`plural_icm.backends.base` with the same next-token
-queries as the vLLM backend (:class:`~plural_icm.backends.vllm_backend.ContinuationPlan`): each query
+queries as the vLLM backend (:class:`~plural_icm.backends.scoring.ContinuationPlan`): each query
 is ``max_tokens=1, temperature=0, logprobs=K`` plus two vLLM extensions that other servers ignore:
 ``logprob_token_ids`` (the label token ids: vLLM >= 0.2x then returns exactly those, whatever
 their rank) and ``return_tokens_as_token_ids`` (keys ``"token_id:3635"``). A server that ignores
@@ -43,10 +43,11 @@ from plural_icm.backends.base import (
     flatten,
     prompt_length,
 )
-from plural_icm.backends.vllm_backend import (
+from plural_icm.backends.scoring import (
     DEFAULT_TOP_LOGPROBS,
     ContinuationPlan,
     LabelNotInTopKError,
+    checked_label_ids,
 )
 
 log = logging.getLogger(__name__)
@@ -63,10 +64,10 @@ class BackendRequestError(RuntimeError):
 
 def _load_tokenizer(model_spec: str, cache_dir: Any, revision: str | None,
                     trust_remote_code: bool) -> Any:
-    from plural_icm.backends.loading import load_tokenizer
-    from plural_icm.backends.vllm_backend import _resolve
+    from plural_icm.backends.loading import load_tokenizer, resolve_model
 
-    return load_tokenizer(_resolve(model_spec, cache_dir, revision, trust_remote_code))
+    return load_tokenizer(resolve_model(model_spec, cache_dir, revision=revision,
+                                        trust_remote_code=trust_remote_code))
 
 
 class OpenAIBackend(LMBackend):
@@ -251,10 +252,8 @@ class OpenAIBackend(LMBackend):
         return got
 
     def label_logprobs(self, prompts: Sequence[Prompt], labels: Sequence[str]) -> np.ndarray:
-        label_ids = self.label_token_ids(labels)
+        label_ids = checked_label_ids(self, prompts, labels)  # before any request: fail at once
         longest = max(len(t) for t in label_ids)
-        for i, p in enumerate(prompts):  # before any request: fail at once
-            self.check_length(p, what=f"prompt {i}", extra=longest)
         if not prompts:
             return np.zeros((0, len(labels)))
         with self.timed():

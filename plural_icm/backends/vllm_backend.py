@@ -48,60 +48,14 @@ from plural_icm.backends.base import (
     flatten,
     prompt_length,
 )
+from plural_icm.backends.scoring import (
+    DEFAULT_TOP_LOGPROBS,
+    ContinuationPlan,
+    LabelNotInTopKError,
+    checked_label_ids,
+)
 
 log = logging.getLogger(__name__)
-
-DEFAULT_TOP_LOGPROBS = 20
-
-
-class LabelNotInTopKError(RuntimeError):
-    """A label token is not among the top-K log-probabilities a server returned."""
-
-
-# ---------------------------------------------------------------------------------------------
-# Label scoring as next-token queries (shared with the OpenAI-compatible client)
-# ---------------------------------------------------------------------------------------------
-class ContinuationPlan:
-    """The next-token queries that score every label after every prompt.
-
-    ``queries[q]`` is the flat token-id list of one query and ``wanted[q]`` the token ids whose
-    next-token log-probability is needed from it. :meth:`assemble` sums the answers into the
-    ``(n_prompts, n_labels)`` matrix.
-    """
-
-    def __init__(self, prompts: Sequence[Prompt], label_ids: Sequence[Sequence[int]]):
-        self.n_prompts, self.n_labels = len(prompts), len(label_ids)
-        self.queries: list[list[int]] = []
-        self.wanted: list[set[int]] = []
-        self.prompt_of: list[int] = []
-        # terms[i][j] = list of (query index, token id) whose logprobs sum to entry (i, j)
-        self.terms: list[list[list[tuple[int, int]]]] = []
-        for i, prompt in enumerate(prompts):
-            base = flatten(prompt)
-            index: dict[tuple[int, ...], int] = {}
-            row = []
-            for toks in label_ids:
-                term = []
-                for k, tok in enumerate(toks):
-                    key = tuple(toks[:k])
-                    q = index.get(key)
-                    if q is None:
-                        q = index[key] = len(self.queries)
-                        self.queries.append(base + list(key))
-                        self.wanted.append(set())
-                        self.prompt_of.append(i)
-                    self.wanted[q].add(int(tok))
-                    term.append((q, int(tok)))
-                row.append(term)
-            self.terms.append(row)
-
-    def assemble(self, answers: Sequence[dict[int, float]]) -> np.ndarray:
-        out = np.zeros((self.n_prompts, self.n_labels), dtype=np.float64)
-        for i, row in enumerate(self.terms):
-            for j, term in enumerate(row):
-                out[i, j] = sum(answers[q][tok] for q, tok in term)
-        return out
-
 
 def _cpu_list() -> str:
     try:
@@ -137,18 +91,6 @@ def set_cpu_env() -> dict[str, str]:
     return done
 
 
-def _resolve(model_spec: str, cache_dir: Any, revision: str | None, trust_remote_code: bool) -> Any:
-    """:class:`~plural_icm.backends.loading.ResolvedModel` (packaged GGUF converted once)."""
-    from plural_icm.backends.loading import resolve_model
-
-    if cache_dir is None:
-        # the same default as conf/config.yaml's paths.cache_dir
-        xdg = os.environ.get("XDG_CACHE_HOME", os.path.join(os.path.expanduser("~"), ".cache"))
-        cache_dir = os.environ.get("PLURAL_ICM_CACHE", os.path.join(xdg, "plural_icm"))
-    return resolve_model(model_spec, cache_dir, revision=revision,
-                         trust_remote_code=trust_remote_code)
-
-
 class VLLMBackend(LMBackend):
     """In-process ``vllm.LLM`` with automatic prefix caching."""
 
@@ -174,7 +116,10 @@ class VLLMBackend(LMBackend):
         self._torch_threads = torch.get_num_threads()  # vLLM lowers it in-process; restored on close
         from vllm import LLM  # heavy import
 
-        resolved = _resolve(model_spec, cache_dir, revision, trust_remote_code)
+        from plural_icm.backends.loading import load_tokenizer, resolve_model
+
+        resolved = resolve_model(model_spec, cache_dir, revision=revision,
+                                 trust_remote_code=trust_remote_code)
         self.resolved = resolved
         self.model_id = resolved.model_id
         self.revision = revision
@@ -211,8 +156,6 @@ class VLLMBackend(LMBackend):
         self.max_context = int(self._engine_max_len() or max_context or 0)
         self.block_size = self._block_size()
         """Prefix-cache granularity: only whole blocks of a shared prefix are reused."""
-
-        from plural_icm.backends.loading import load_tokenizer
 
         # The same tokenizer the transformers backend loads, so token ids agree exactly.
         self.tokenizer = load_tokenizer(resolved)
@@ -322,11 +265,7 @@ class VLLMBackend(LMBackend):
 
     # -- the interface -------------------------------------------------------------------------
     def label_logprobs(self, prompts: Sequence[Prompt], labels: Sequence[str]) -> np.ndarray:
-        label_ids = self.label_token_ids(labels)
-        longest = max(len(t) for t in label_ids)
-        for i, p in enumerate(prompts):
-            # the last label token is never fed: prompt + (longest - 1) tokens, + 1 to predict
-            self.check_length(p, what=f"prompt {i}", extra=longest)
+        label_ids = checked_label_ids(self, prompts, labels)
         if not prompts:
             return np.zeros((0, len(labels)))
         with self.timed():
