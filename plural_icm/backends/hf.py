@@ -38,6 +38,7 @@ import numpy as np
 
 from .base import GenerationParams, LMBackend, Prompt, flatten, prompt_length
 from .loading import ResolvedModel, load_causal_lm, load_tokenizer, resolve_model
+from .settings import HFSettings
 from .prefix_cache import ROOT_KEY, PathBuffer, SegmentKVCache, chain_key, gb_to_bytes
 
 log = logging.getLogger(__name__)
@@ -91,13 +92,16 @@ class HFBackend(LMBackend):
     """transformers ``AutoModelForCausalLM`` behind the :class:`LMBackend` interface."""
 
     name = "hf"
+    settings_class = HFSettings
 
     def __init__(self, model_spec: str, cache_dir: str | Path | None = None,
-                 dtype: str = "auto", device: str = "auto", batch_size: int = 8,
-                 max_context: int | None = None, revision: str | None = None,
-                 trust_remote_code: bool = False, prefix_cache: bool = True,
+                 revision: str | None = None, max_context: int | None = None,
+                 trust_remote_code: bool = False, dtype: str = "auto", device: str = "auto",
+                 batch_size: int = 8, prefix_cache: bool = True,
                  prefix_cache_gb: float | None = 4.0, prefix_cache_tokens: int | None = None,
                  max_batch_tokens: int = 16384) -> None:
+        """Load the model. The keywords are :class:`~plural_icm.backends.settings.HFSettings`'
+        fields (``prefix_cache_gb``: the segment cache's budget in GiB, None unbounded)."""
         super().__init__()
         import torch
         t0 = time.perf_counter()
@@ -135,6 +139,7 @@ class HFBackend(LMBackend):
     def cache_identity(self) -> dict[str, Any]:
         ident = super().cache_identity()
         ident["dtype"] = str(self.torch_dtype).replace("torch.", "")
+        ident["device"] = self.device.split(":")[0]  # cpu and cuda kernels round differently
         if self.resolved.source_sha:
             ident["source_sha"] = self.resolved.source_sha
         if self.resolved.is_local:

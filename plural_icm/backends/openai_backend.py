@@ -43,6 +43,7 @@ from plural_icm.backends.base import (
     flatten,
     prompt_length,
 )
+from plural_icm.backends.settings import OpenAISettings
 from plural_icm.backends.scoring import (
     DEFAULT_TOP_LOGPROBS,
     ContinuationPlan,
@@ -74,20 +75,21 @@ class OpenAIBackend(LMBackend):
     """Label scoring and generation through ``/v1/completions`` with token-id prompts."""
 
     name = "openai"
+    settings_class = OpenAISettings
 
-    def __init__(self, model_spec: str, cache_dir: Any = None, dtype: str = "auto",
-                 device: str = "auto", max_context: int | None = None, revision: str | None = None,
-                 trust_remote_code: bool = False, tensor_parallel_size: int = 1,
-                 gpu_memory_utilization: float = 0.9, batch_size: int = 8,
+    def __init__(self, model_spec: str, cache_dir: Any = None, revision: str | None = None,
+                 max_context: int | None = None, trust_remote_code: bool = False,
                  api_base: str | None = None, api_key_env: str = "OPENAI_API_KEY",
+                 batch_size: int = 8,
                  served_model: str | None = None, top_logprobs: int = DEFAULT_TOP_LOGPROBS,
                  timeout_s: float = 120.0, connect_timeout_s: float = 5.0, max_retries: int = 4,
                  backoff_s: float = 0.5, max_backoff_s: float = 20.0,
                  concurrency: int | None = None, tokenizer: Any = None,
                  send_token_ids: bool = True,
                  sleep: Callable[[float], None] = time.sleep) -> None:
+        """The keywords are :class:`~plural_icm.backends.settings.OpenAISettings`' fields, plus
+        ``tokenizer`` and ``sleep`` (injected by tests)."""
         super().__init__()
-        del dtype, device, tensor_parallel_size, gpu_memory_utilization  # the server's business
         if not api_base:
             raise ValueError("backend=openai needs model.api_base, e.g. http://127.0.0.1:8000/v1")
         self.api_base = api_base.rstrip("/")

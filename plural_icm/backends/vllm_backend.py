@@ -48,6 +48,7 @@ from plural_icm.backends.base import (
     flatten,
     prompt_length,
 )
+from plural_icm.backends.settings import VLLM_SPEED_ONLY_KEYS, VLLMSettings, engine_settings
 from plural_icm.backends.scoring import (
     DEFAULT_TOP_LOGPROBS,
     ContinuationPlan,
@@ -96,16 +97,18 @@ class VLLMBackend(LMBackend):
 
     name = "vllm"
 
-    def __init__(self, model_spec: str, cache_dir: Any = None, dtype: str = "auto",
-                 device: str = "auto", max_context: int | None = None, revision: str | None = None,
-                 trust_remote_code: bool = False, tensor_parallel_size: int = 1,
-                 gpu_memory_utilization: float = 0.9, batch_size: int = 8,
-                 api_base: str | None = None, api_key_env: str = "OPENAI_API_KEY",
-                 top_logprobs: int = DEFAULT_TOP_LOGPROBS, enforce_eager: bool | None = None,
-                 seed: int = 0, cpu_kv_cache_gib: float = 1.0, **engine_kwargs: Any) -> None:
+    settings_class = VLLMSettings
+
+    def __init__(self, model_spec: str, cache_dir: Any = None, revision: str | None = None,
+                 max_context: int | None = None, trust_remote_code: bool = False,
+                 dtype: str = "auto", tensor_parallel_size: int = 1,
+                 gpu_memory_utilization: float = 0.9, engine: dict[str, Any] | None = None,
+                 top_logprobs: int = DEFAULT_TOP_LOGPROBS, cpu_kv_cache_gib: float = 1.0) -> None:
+        """Start the engine. The keywords are :class:`~plural_icm.backends.settings.VLLMSettings`'
+        fields; ``engine`` holds the ``model.vllm`` settings (:class:`VLLMEngineArgs` names only:
+        an unknown key is an error naming the valid ones)."""
         super().__init__()
-        del api_base, api_key_env  # OpenAI-client settings: not used in-process
-        del device  # vLLM picks its platform (CUDA build vs the CPU build) itself
+        engine = engine_settings(engine)
         on_gpu = _cuda_available()
         if not on_gpu:
             env = set_cpu_env()
@@ -128,7 +131,7 @@ class VLLMBackend(LMBackend):
         if dtype == "auto" and not on_gpu:
             dtype = "float32"  # bf16 is ~3.5x slower on CPUs without AMX/avx512_bf16
         self.dtype = dtype
-        self.batch_size = batch_size
+        self.engine = dict(engine)
         self.top_logprobs = int(top_logprobs)
         kwargs: dict[str, Any] = dict(
             model=model,
@@ -139,10 +142,11 @@ class VLLMBackend(LMBackend):
             gpu_memory_utilization=gpu_memory_utilization,
             max_logprobs=-1,  # lets a query fall back to the full vocabulary
             trust_remote_code=trust_remote_code,
-            enforce_eager=(not on_gpu) if enforce_eager is None else enforce_eager,
-            seed=seed,
+            enforce_eager=not on_gpu,  # no CUDA graphs to capture on CPU
+            seed=0,
         )
-        if not on_gpu and "VLLM_CPU_KVCACHE_SPACE" not in os.environ:
+        if not on_gpu and "VLLM_CPU_KVCACHE_SPACE" not in os.environ \
+                and "kv_cache_memory_bytes" not in engine:
             # On CPU gpu_memory_utilization is a fraction of the NUMA node's memory that must be
             # free at start-up (fails on a busy or multi-node machine); a fixed KV cache is safer.
             kwargs["kv_cache_memory_bytes"] = int(cpu_kv_cache_gib * (1 << 30))
@@ -151,7 +155,7 @@ class VLLMBackend(LMBackend):
         if model_rev:
             kwargs["revision"] = model_rev
             kwargs["tokenizer_revision"] = model_rev
-        kwargs.update(engine_kwargs)
+        kwargs.update(engine)
         self.llm = LLM(**kwargs)
         self.max_context = int(self._engine_max_len() or max_context or 0)
         self.block_size = self._block_size()
@@ -188,6 +192,8 @@ class VLLMBackend(LMBackend):
     def cache_identity(self) -> dict[str, Any]:
         d = super().cache_identity()
         d["dtype"] = self.dtype
+        # engine settings that change outputs (kv_cache_dtype, quantization, ...), not speed ones
+        d.update({k: v for k, v in sorted(self.engine.items()) if k not in VLLM_SPEED_ONLY_KEYS})
         return d
 
     def _count(self, outputs: Sequence[Any], generated: bool) -> None:

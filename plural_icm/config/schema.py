@@ -16,6 +16,8 @@ from typing import Any, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
+from plural_icm.backends.settings import VLLM_SPEED_ONLY_KEYS, VLLMEngineArgs
+
 
 class BackendName(str, Enum):
     hf = "hf"
@@ -59,6 +61,56 @@ class ConditionName(str, Enum):
     gold = "gold"
 
 
+#: Dotted config keys that never change a cell's results (paths, logging, launcher and job
+#: resources, speed-only engine settings): the cell fingerprint leaves them out, so e.g. raising
+#: model.tensor_parallel_size to fit smaller GPUs never makes finished cells "results of different
+#: settings". Keys that change numerics (model.dtype, model.vllm.kv_cache_dtype, ...) stay in.
+NON_RESULT_KEYS: tuple[str, ...] = (
+    "paths", "logger", "progress", "force", "stage", "collaborative",
+    "icm.checkpoint_every",
+    "model.gpus", "model.cpus", "model.mem_gb", "model.time_min", "model.api_key_env",
+    "model.tensor_parallel_size", "model.gpu_memory_utilization", "model.batch_size",
+    "model.prefix_cache_gb", "model.request_cache",
+    "model.vllm.max_num_seqs", "model.vllm.max_num_batched_tokens",
+    "model.vllm.enable_chunked_prefill", "model.vllm.enforce_eager", "model.vllm.block_size",
+    "model.vllm.cpu_offload_gb", "model.vllm.kv_cache_memory_bytes",
+    "model.vllm.num_gpu_blocks_override", "model.vllm.pipeline_parallel_size",
+    "model.vllm.distributed_executor_backend", "model.vllm.disable_custom_all_reduce",
+    "model.vllm.prefix_caching_hash_algo", "model.vllm.async_scheduling",
+)
+assert {f"model.vllm.{k}" for k in VLLM_SPEED_ONLY_KEYS} <= set(NON_RESULT_KEYS)
+
+
+def drop_non_result_keys(d: dict) -> dict:
+    """``d`` (a resolved config as plain containers) without :data:`NON_RESULT_KEYS`, in place."""
+    for dotted in NON_RESULT_KEYS:
+        *parents, last = dotted.split(".")
+        node = d
+        for part in parents:
+            node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, dict):
+            node.pop(last, None)
+    # Unset engine settings (vLLM's defaults) are not settings of this cell: a config that sets
+    # none fingerprints as it did before the model.vllm section existed.
+    model = d.get("model")
+    if isinstance(model, dict) and isinstance(model.get("vllm"), dict):
+        model["vllm"] = {k: v for k, v in model["vllm"].items() if v is not None}
+        if not model["vllm"]:
+            del model["vllm"]
+    return d
+
+
+def check_config(cfg: Any) -> None:
+    """Checks Hydra's schema cannot make, run before a job does anything.
+
+    ``+model.vllm.<key>=...`` adds a key past the structured schema; it is refused here, naming the
+    key and the valid ones (:func:`plural_icm.backends.settings.engine_settings`).
+    """
+    from plural_icm.backends.settings import engine_settings, model_get
+
+    engine_settings(model_get(cfg.model, "vllm"))
+
+
 @dataclass
 class ModelConfig:
     name: str = MISSING
@@ -81,6 +133,14 @@ class ModelConfig:
     api_base: Optional[str] = None
     """For backend=openai: the server URL (``http://host:8000/v1``). Keys come from env vars only."""
     api_key_env: str = "OPENAI_API_KEY"
+    prefix_cache_gb: Optional[float] = 4.0
+    """For backend=hf: byte budget (GiB) of the segment prefix cache, LRU; null: unbounded. An
+    evicted prefix is recomputed, so the budget never changes a result."""
+    request_cache: bool = False
+    """Answer repeated requests (same model, revision, backend, output-changing settings, labels or
+    generation parameters, prompt tokens) from ``<paths.cache_dir>/requests`` instead of the model."""
+    vllm: VLLMEngineArgs = field(default_factory=VLLMEngineArgs)
+    """For backend=vllm: engine settings passed to ``vllm.LLM`` (unknown keys are an error)."""
     # -- resources a SLURM job of this model needs (read by the launcher presets) --
     gpus: int = 0
     cpus: int = 2

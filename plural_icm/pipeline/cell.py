@@ -22,6 +22,8 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
+from plural_icm.backends.settings import result_engine_settings
+from plural_icm.config.schema import drop_non_result_keys
 from plural_icm.data.records import Claim, ClaimSet
 from plural_icm.pipeline.layout import COMPLETE, cell_dir, is_complete
 from plural_icm.utils.io import atomic_write_json, atomic_write_jsonl, atomic_write_text
@@ -29,18 +31,9 @@ from plural_icm.utils.values import plain
 
 log = logging.getLogger(__name__)
 
-# Keys that do not change a cell's results (paths, logging, progress display, launcher).
-_NON_RESULT_KEYS = ("paths", "logger", "progress", "force", "stage", "collaborative")
-
-
-
 def fingerprint(cfg: DictConfig) -> str:
-    d = OmegaConf.to_container(cfg, resolve=True)
-    for k in _NON_RESULT_KEYS:
-        d.pop(k, None)
-    for k in ("cpus", "mem_gb", "time_min", "gpus", "api_key_env"):
-        d.get("model", {}).pop(k, None)
-    d.get("icm", {}).pop("checkpoint_every", None)
+    """The hash of every setting that can change a cell's results (not ``NON_RESULT_KEYS``)."""
+    d = drop_non_result_keys(OmegaConf.to_container(cfg, resolve=True))
     return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -123,7 +116,8 @@ def cap_search_claims(train: list[Claim], cap: int | None, seed: int) -> list[Cl
 def model_identity(cfg: DictConfig) -> dict:
     """What identifies the base model for search hashing, without loading it."""
     return {"backend": plain(cfg.model.backend), "model": cfg.model.base,
-            "revision": cfg.model.revision, "dtype": cfg.model.dtype}
+            "revision": cfg.model.revision, "dtype": cfg.model.dtype,
+            **result_engine_settings(cfg.model)}
 
 
 def run_searches_for(cfg: DictConfig, claimset: ClaimSet, personas: list[str], backends: Backends,
@@ -303,14 +297,13 @@ def _steered_generation(cfg: DictConfig, claimset: ClaimSet, personas: list[str]
     """Open-ended data: an answer per held-out question, steered by the condition's
     representative examples, rated 1-5 by the judge (the instruct model unless
     ``inference.judge_model`` names another checkpoint)."""
-    from plural_icm.backends.registry import make_backend
+    from plural_icm.backends.registry import backend_from_model_config
     from plural_icm.inference.steered import generate_and_judge
 
     judge = backend
     if cfg.inference.judge_model:
-        judge = make_backend(plain(cfg.model.backend), model_spec=cfg.inference.judge_model,
-                             cache_dir=cfg.paths.cache_dir, dtype=cfg.model.dtype,
-                             max_context=cfg.model.max_context)
+        judge = backend_from_model_config(cfg.model, "instruct", cfg.paths.cache_dir,
+                                          model_spec=cfg.inference.judge_model)
     rows = []
     try:
         for pid in tqdm(personas, desc="generation + judge", unit="persona", disable=not cfg.progress):

@@ -26,6 +26,9 @@ def run_task(cfg: DictConfig):
     from plural_icm.pipeline.cell import cell_name
     from plural_icm.utils.values import plain
 
+    from plural_icm.config.schema import check_config
+
+    check_config(cfg)  # before anything is loaded or submitted
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     stage = plain(cfg.stage)
     if stage == "data_stats":
