@@ -253,3 +253,21 @@ def test_question_correctness_takes_the_majority_over_perturbations():
                      "option_key": str(opt), "option_index": opt, "gold": opt == 1, "p_true": p})
     q = question_correctness(pd.DataFrame(rows)).set_index("condition")["correct"]
     assert len(q) == 2 and bool(q["acc_matched"]) is True and bool(q["icm"]) is False
+
+
+def test_score_is_the_metric_the_dataset_declared(tmp_path):
+    """The cell's declared score_metric decides its score, whatever the dataset is called."""
+    d = write_cell(tmp_path, "m", "gqa", "icm", 0)
+    m = json.loads((d / "metrics.json").read_text())
+    m["overall"]["representation_score"] = 4.25
+    m["meta"]["score_metric"] = "representation_score"  # as run_cell writes it
+    _w(d / "metrics.json", m)
+    row = load.load_cells(tmp_path).iloc[0]
+    assert row.score_metric == "representation_score" and row.score == 4.25
+    del m["meta"]["score_metric"]  # an older cell: the declaration is read from its config.yaml
+    _w(d / "metrics.json", m)
+    (d / "config.yaml").write_text("dataset:\n  name: gqa\n  score_metric: representation_score\n")
+    assert load.load_cells(tmp_path).iloc[0].score == 4.25
+    (d / "config.yaml").write_text("model: {}\n")  # no declaration anywhere: accuracy
+    row = load.load_cells(tmp_path).iloc[0]
+    assert row.score_metric == "accuracy" and row.score == m["overall"]["accuracy"]

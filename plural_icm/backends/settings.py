@@ -18,7 +18,7 @@ from a config.
 
 from __future__ import annotations
 
-from dataclasses import MISSING, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass
 from typing import Any, ClassVar, Optional
 
 DTYPES = ("auto", "float32", "fp32", "float16", "fp16", "bfloat16", "bf16")
@@ -88,7 +88,9 @@ def result_engine_settings(model_cfg: Any) -> dict[str, Any]:
 
 # -- reading a model config -----------------------------------------------------------------------
 def _plain(value: Any) -> Any:
-    """OmegaConf containers as plain dicts/lists, enums as their values."""
+    """OmegaConf containers and dataclasses as plain dicts/lists, enums as their values."""
+    if is_dataclass(value) and not isinstance(value, type):
+        return asdict(value)
     try:
         from omegaconf import DictConfig, ListConfig, OmegaConf
 

@@ -52,6 +52,12 @@ class ContextPolicy(str, Enum):
     drop_oldest = "drop_oldest"  # drop in-context examples from the front until it fits (logged)
 
 
+class ScoreMetric(str, Enum):
+    """The metric a dataset's cells are scored by (the analysis reads it from the cell)."""
+    accuracy = "accuracy"                          # per-question accuracy of the chosen option
+    representation_score = "representation_score"  # OvertonBench: judge rating 1-5
+
+
 class ConditionName(str, Enum):
     zero_shot = "zero_shot"
     zero_shot_base = "zero_shot_base"
@@ -67,7 +73,7 @@ class ConditionName(str, Enum):
 #: settings". Keys that change numerics (model.dtype, model.vllm.kv_cache_dtype, ...) stay in.
 NON_RESULT_KEYS: tuple[str, ...] = (
     "paths", "logger", "progress", "force", "stage", "collaborative",
-    "icm.checkpoint_every",
+    "icm.checkpoint_every", "dataset.score_metric",
     "model.gpus", "model.cpus", "model.mem_gb", "model.time_min", "model.api_key_env",
     "model.tensor_parallel_size", "model.gpu_memory_utilization", "model.batch_size",
     "model.prefix_cache_gb", "model.request_cache",
@@ -104,11 +110,15 @@ def check_config(cfg: Any) -> None:
     """Checks Hydra's schema cannot make, run before a job does anything.
 
     ``+model.vllm.<key>=...`` adds a key past the structured schema; it is refused here, naming the
-    key and the valid ones (:func:`plural_icm.backends.settings.engine_settings`).
+    key and the valid ones (:func:`plural_icm.backends.settings.engine_settings`). ``dataset.options``
+    are checked against the loader's options dataclass
+    (:func:`plural_icm.data.registry.validated_options`).
     """
     from plural_icm.backends.settings import engine_settings, model_get
+    from plural_icm.data.registry import validated_options
 
     engine_settings(model_get(cfg.model, "vllm"))
+    validated_options(cfg.dataset)
 
 
 @dataclass
@@ -169,7 +179,10 @@ class DatasetConfig:
     skip_bad_rows: bool = False
     """Skip malformed rows (with a count in the log) instead of failing on the first one."""
     options: dict[str, Any] = field(default_factory=dict)
-    """Loader-specific flags (for GQA: ``count_nonsubstantive``; for PT: ``configs``, ``split``)."""
+    """Loader-specific options, typed and validated by the loader's options dataclass
+    (:data:`plural_icm.data.registry.LOADERS`): an unknown key or a wrong type is an error."""
+    score_metric: ScoreMetric = ScoreMetric.accuracy
+    """The metric the analysis reports as this dataset's score."""
 
 
 @dataclass

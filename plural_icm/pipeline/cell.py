@@ -258,7 +258,7 @@ def run_cell(cfg: DictConfig, wb: Any = None) -> dict:
             generations = _steered_generation(cfg, claimset, personas, per_persona, backend)
         meta = {"model": cfg.model.name, "dataset": cfg.dataset.name, "condition": cond,
                 "fold": cfg.fold, "seed": cfg.seed, "n_examples": cfg.inference.n_examples,
-                "run_tag": cfg.run_tag}
+                "run_tag": cfg.run_tag, "score_metric": plain(cfg.dataset.score_metric)}
         for r in rows:
             r.update({k: meta[k] for k in ("model", "dataset", "condition", "fold", "seed")})
         df = pd.DataFrame(rows)
