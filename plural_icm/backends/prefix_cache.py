@@ -61,6 +61,7 @@ class SegmentKVCache:
         self.tokens = 0
         self.bytes = 0
         self.peak_bytes = 0
+        self.peak_tokens = 0
         self.evictions = 0
         """Entries dropped to stay within the budget (each is recomputed if asked for again)."""
         self.rejected = 0
@@ -102,10 +103,12 @@ class SegmentKVCache:
             self.bytes -= b
             self.evictions += 1
         self.peak_bytes = max(self.peak_bytes, self.bytes)
+        self.peak_tokens = max(self.peak_tokens, self.tokens)
 
     def stats(self) -> dict[str, int | None]:
         return {"entries": len(self.entries), "tokens": self.tokens, "bytes": self.bytes,
-                "peak_bytes": self.peak_bytes, "max_bytes": self.max_bytes,
+                "peak_bytes": self.peak_bytes, "peak_tokens": self.peak_tokens,
+                "max_bytes": self.max_bytes,
                 "evictions": self.evictions, "rejected": self.rejected}
 
     def clear(self) -> None:
