@@ -227,3 +227,23 @@ def test_gemma_label_rule():
     assert tok.encode(" False", add_special_tokens=False) == [8450]
     assert len(tok.encode("True", add_special_tokens=False)) == 1
     assert len(tok.encode("False", add_special_tokens=False)) == 1
+
+
+def test_segment_cache_lru_counts_bytes_and_evicts_least_recent():
+    from plural_icm.backends.prefix_cache import SegmentKVCache, kv_nbytes
+
+    def kv(n):  # one layer, 2 heads, n positions, head dim 4, fp32: 2 * 2 * n * 4 * 4 bytes
+        return [(torch.zeros(1, 2, n, 4), torch.zeros(1, 2, n, 4))]
+
+    assert kv_nbytes(kv(3)) == 192
+    cache = SegmentKVCache(max_bytes=4 * 64)  # room for 4 positions
+    cache.put(b"a", 1, kv(1))
+    cache.put(b"b", 2, kv(2))
+    assert cache.get(b"a") is not None  # a is now the most recent
+    cache.put(b"c", 1, kv(1))
+    assert (cache.bytes, cache.evictions) == (256, 0)
+    cache.put(b"d", 1, kv(1))  # over budget: b (least recent) goes
+    assert b"b" not in cache and {b"a", b"c", b"d"} <= set(cache.entries)
+    assert cache.evictions == 1 and cache.bytes == 192 and cache.peak_bytes == 256
+    cache.put(b"e", 5, kv(5))  # larger than the whole budget: never stored
+    assert b"e" not in cache and cache.rejected == 1 and len(cache) == 3
