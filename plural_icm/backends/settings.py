@@ -141,7 +141,7 @@ class BackendSettings:
 
     @classmethod
     def from_model_config(cls, model_cfg: Any, role: str, cache_dir: Any = None,
-                          **overrides: Any):  # noqa: ANN206 - returns cls
+                          **overrides: Any) -> "BackendSettings":
         """This class's fields read from ``model_cfg`` for its ``base`` or ``instruct`` checkpoint.
 
         ``overrides`` replace fields (``prefix_cache=False`` for the reference engine,
