@@ -17,8 +17,8 @@ from typing import Any, Iterator
 
 import numpy as np
 import pandas as pd
+import yaml
 
-from analysis.paper_numbers import score_metric
 from plural_icm.layout import (CELL_GLOB, COLLABORATIVE, COLLABORATIVE_GLOB, COMPLETE, EXAMPLES,
                                METRICS, PREDICTIONS, RESULTS, SEARCH_GLOB, SEARCHES, SUMMARY,
                                CollaborativeSummary, ExampleRow, PredictionRow, parse_cell_dir,
@@ -62,14 +62,31 @@ def iter_cell_dirs(outputs: str | Path) -> Iterator[tuple[dict[str, Any], Path]]
             yield keys, seed_dir
 
 
-def main_score(dataset: str, overall: dict[str, Any]) -> tuple[float, str]:
-    """(score, metric name): accuracy, or the representation score for OvertonBench (or whenever
-    accuracy is absent and a representation score is present)."""
-    metric = score_metric(dataset)
-    val = _num(overall.get(metric))
-    if np.isnan(val) and metric == "accuracy" and overall.get("representation_score") is not None:
+def declared_metric(path: Path, meta: dict[str, Any]) -> str | None:
+    """The score metric the cell's dataset declared (``dataset.score_metric``): from the cell's
+    ``metrics.json`` meta, else from its ``config.yaml``; None for cells that predate it."""
+    if meta.get("score_metric"):
+        return str(meta["score_metric"])
+    cfg_file = path / "config.yaml"
+    if cfg_file.is_file():
+        try:
+            cfg = yaml.safe_load(cfg_file.read_text(encoding="utf-8")) or {}
+        except (yaml.YAMLError, OSError):
+            return None
+        metric = (cfg.get("dataset") or {}).get("score_metric") if isinstance(cfg, dict) else None
+        return str(metric) if metric else None
+    return None
+
+
+def main_score(metric: str | None, overall: dict[str, Any]) -> tuple[float, str]:
+    """(score, metric name) by the metric the cell's dataset declared. Without a declaration
+    (older cells): accuracy, or the representation score when only that is present."""
+    if metric:
+        return _num(overall.get(metric)), metric
+    val = _num(overall.get("accuracy"))
+    if np.isnan(val) and overall.get("representation_score") is not None:
         return _num(overall["representation_score"]), "representation_score"
-    return val, metric
+    return val, "accuracy"
 
 
 def load_cells(outputs: str | Path, include_incomplete: bool = False) -> pd.DataFrame:
@@ -91,7 +108,7 @@ def load_cells(outputs: str | Path, include_incomplete: bool = False) -> pd.Data
                 row["complete"] = False
         for k in METRIC_KEYS:
             row[k] = _num(overall.get(k))
-        row["score"], row["score_metric"] = main_score(keys["dataset"], overall)
+        row["score"], row["score_metric"] = main_score(declared_metric(path, meta), overall)
         row["n_examples"] = _num(meta.get("n_examples"))
         row["wall_time_s"] = _num(meta.get("wall_time_s"))
         rows.append(row)
@@ -106,13 +123,14 @@ def load_per_persona(outputs: str | Path) -> pd.DataFrame:
     for keys, path in iter_cell_dirs(outputs):
         if not (path / COMPLETE).is_file() or not (path / METRICS).is_file():
             continue
-        per = (_read_json(path / METRICS).get("per_persona") or {})
+        m = _read_json(path / METRICS)
+        per, metric = m.get("per_persona") or {}, declared_metric(path, m.get("meta") or {})
         for persona, vals in per.items():
             vals = vals or {}
             row = {**keys, "persona_id": str(persona)}
             for k in METRIC_KEYS:
                 row[k] = _num(vals.get(k))
-            row["score"], row["score_metric"] = main_score(keys["dataset"], vals)
+            row["score"], row["score_metric"] = main_score(metric, vals)
             rows.append(row)
     return pd.DataFrame(rows, columns=CELL_KEYS + ["persona_id"] + METRIC_KEYS
                         + ["score", "score_metric"])

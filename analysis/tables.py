@@ -24,38 +24,20 @@ import numpy as np
 import pandas as pd
 
 from analysis import paper_numbers as paper
+from plural_icm.metrics.classification import question_predictions
+from plural_icm.metrics.significance import mcnemar_exact, paired_t_test
 
 GROUP = ["run_tag", "model", "dataset", "condition", "n"]
 
-# -- significance: prefer the project's implementation, fall back to scipy directly -----------
-try:  # pragma: no cover - exercised when the metrics package is present
-    from plural_icm.metrics.significance import mcnemar_exact as _mcnemar_exact
-    from plural_icm.metrics.significance import paired_t_test as _paired_t_test
+# -- significance: the project's implementations ------------------------------------------------
+def mcnemar_p(a: Sequence[bool], b: Sequence[bool]) -> tuple[int, int, int, float]:
+    r = mcnemar_exact(a, b)
+    return r.a_only, r.b_only, r.n, r.p_value
 
-    def mcnemar_p(a: Sequence[bool], b: Sequence[bool]) -> tuple[int, int, int, float]:
-        r = _mcnemar_exact(a, b)
-        return r.a_only, r.b_only, r.n, r.p_value
 
-    def paired_t_p(a: Sequence[float], b: Sequence[float]) -> float:
-        p = _paired_t_test(a, b)
-        return np.nan if p is None else float(p)
-except ImportError:  # pragma: no cover
-    from scipy import stats
-
-    def mcnemar_p(a, b):
-        a, b = np.asarray(a, bool), np.asarray(b, bool)
-        ao, bo = int((a & ~b).sum()), int((~a & b).sum())
-        p = 1.0 if ao + bo == 0 else float(stats.binomtest(ao, ao + bo, 0.5).pvalue)
-        return ao, bo, int(a.size), p
-
-    def paired_t_p(a, b):
-        a, b = np.asarray(a, float), np.asarray(b, float)
-        if a.size < 2:
-            return np.nan
-        d = a - b
-        if np.allclose(d, d[0], atol=1e-12):
-            return 1.0 if abs(d[0]) <= 1e-12 else 0.0
-        return float(stats.ttest_rel(a, b).pvalue)
+def paired_t_p(a: Sequence[float], b: Sequence[float]) -> float:
+    p = paired_t_test(a, b)
+    return np.nan if p is None else float(p)
 
 
 def is_accuracy(dataset: str) -> bool:
@@ -181,24 +163,10 @@ def question_correctness(preds: pd.DataFrame) -> pd.DataFrame:
     if per_perturbation:
         preds = preds.assign(perturbation=preds["perturbation"].fillna(-1).astype(int))
         keys = keys + ["perturbation"]
-    try:
-        from plural_icm.metrics.classification import question_predictions
-    except ImportError:  # pragma: no cover
-        question_predictions = None
     frames = []
     for key, g in preds.groupby(keys, sort=True):
-        if question_predictions is not None:
-            q = question_predictions(g.drop(columns=["fold"], errors="ignore"))
-            q = q[["persona_id", "group_id", "correct"]].copy()
-        else:  # pragma: no cover
-            rows = []
-            for (p, gid), gg in g.groupby(["persona_id", "group_id"]):
-                gg = gg.sort_values("option_index")
-                gold = gg["gold"].fillna(False).astype(bool).to_numpy()
-                best = int(np.argmax(gg["p_true"].to_numpy()))
-                rows.append({"persona_id": p, "group_id": gid,
-                             "correct": bool(gold[best]) if gold.sum() == 1 else None})
-            q = pd.DataFrame(rows)
+        q = question_predictions(g.drop(columns=["fold"], errors="ignore"))
+        q = q[["persona_id", "group_id", "correct"]].copy()
         for k, v in zip(keys, key):
             q[k] = v
         frames.append(q)

@@ -264,3 +264,19 @@ def test_bootstrap_is_reported_beside_random_and_icm():
     from analysis.paper_numbers import CONDITION_LABELS
 
     assert CONDITION_LABELS["bootstrap"] == "Few-shot bootstrap" and "bootstrap" in COND_COLORS
+def test_score_is_the_metric_the_dataset_declared(tmp_path):
+    """The cell's declared score_metric decides its score, whatever the dataset is called."""
+    d = write_cell(tmp_path, "m", "gqa", "icm", 0)
+    m = json.loads((d / "metrics.json").read_text())
+    m["overall"]["representation_score"] = 4.25
+    m["meta"]["score_metric"] = "representation_score"  # as run_cell writes it
+    _w(d / "metrics.json", m)
+    row = load.load_cells(tmp_path).iloc[0]
+    assert row.score_metric == "representation_score" and row.score == 4.25
+    del m["meta"]["score_metric"]  # an older cell: the declaration is read from its config.yaml
+    _w(d / "metrics.json", m)
+    (d / "config.yaml").write_text("dataset:\n  name: gqa\n  score_metric: representation_score\n")
+    assert load.load_cells(tmp_path).iloc[0].score == 4.25
+    (d / "config.yaml").write_text("model: {}\n")  # no declaration anywhere: accuracy
+    row = load.load_cells(tmp_path).iloc[0]
+    assert row.score_metric == "accuracy" and row.score == m["overall"]["accuracy"]

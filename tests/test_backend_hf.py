@@ -118,6 +118,22 @@ def test_tiny_lru_budget_stays_exact(tiny_model_dir, tmp_path):
         assert be.kv_cache.tokens <= 40
 
 
+def test_tiny_byte_budget_evicts_and_equals_unbounded(tiny_model_dir, tmp_path):
+    """model.prefix_cache_gb: a budget of a few segments evicts (and recomputes), never changes scores."""
+    unbounded = HFBackend(str(tiny_model_dir), cache_dir=tmp_path, batch_size=2, prefix_cache_gb=None)
+    prompts = tree_prompts(unbounded, n_examples=12, seed=6)
+    want = np.vstack([unbounded.label_logprobs(prompts, LABELS) for _ in range(2)])
+    assert unbounded.kv_cache.evictions == 0
+    budget_gb = 8 * 1024 / 2**30  # 8 KiB: a handful of the tiny model's segments
+    small = HFBackend(str(tiny_model_dir), cache_dir=tmp_path, batch_size=2, prefix_cache_gb=budget_gb)
+    got = np.vstack([small.label_logprobs(prompts, LABELS) for _ in range(2)])
+    assert np.abs(got - want).max() < 1e-5
+    assert small.kv_cache.evictions > 0
+    assert 0 < small.kv_cache.peak_bytes <= 8 * 1024 < unbounded.kv_cache.peak_bytes
+    # evicted prefixes were recomputed: more tokens went through the model than without a budget
+    assert small.stats.prompt_tokens_computed > unbounded.stats.prompt_tokens_computed
+
+
 def test_multi_token_and_unspaced_labels_are_exact(tiny: HFBackend):
     labels = [" True", "False", " True False", " claim is good"]
     assert len(tiny.encode(" claim is good")) > 1
@@ -213,3 +229,23 @@ def test_gemma_label_rule():
     assert tok.encode(" False", add_special_tokens=False) == [8450]
     assert len(tok.encode("True", add_special_tokens=False)) == 1
     assert len(tok.encode("False", add_special_tokens=False)) == 1
+
+
+def test_segment_cache_lru_counts_bytes_and_evicts_least_recent():
+    from plural_icm.backends.prefix_cache import SegmentKVCache, kv_nbytes
+
+    def kv(n):  # one layer, 2 heads, n positions, head dim 4, fp32: 2 * 2 * n * 4 * 4 bytes
+        return [(torch.zeros(1, 2, n, 4), torch.zeros(1, 2, n, 4))]
+
+    assert kv_nbytes(kv(3)) == 192
+    cache = SegmentKVCache(max_bytes=4 * 64)  # room for 4 positions
+    cache.put(b"a", 1, kv(1))
+    cache.put(b"b", 2, kv(2))
+    assert cache.get(b"a") is not None  # a is now the most recent
+    cache.put(b"c", 1, kv(1))
+    assert (cache.bytes, cache.evictions) == (256, 0)
+    cache.put(b"d", 1, kv(1))  # over budget: b (least recent) goes
+    assert b"b" not in cache and {b"a", b"c", b"d"} <= set(cache.entries)
+    assert cache.evictions == 1 and cache.bytes == 192 and cache.peak_bytes == 256
+    cache.put(b"e", 5, kv(5))  # larger than the whole budget: never stored
+    assert b"e" not in cache and cache.rejected == 1 and len(cache) == 3

@@ -105,11 +105,16 @@ def vbe():
     os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
     require_vllm()
     smollm2_folder()  # skip early without the model package
-    from plural_icm.backends.vllm_backend import VLLMBackend
+    from plural_icm.backends.registry import backend_from_model_config
+    from plural_icm.backends.settings import VLLMEngineArgs
+    from plural_icm.config.schema import BackendName, ModelConfig
 
+    # Built the way a job builds it: from a model config, with model.vllm engine settings.
+    cfg = ModelConfig(name="smollm2", base="packaged:smollm2", instruct="packaged:smollm2",
+                      backend=BackendName.vllm, dtype="float32", max_context=2048,
+                      vllm=VLLMEngineArgs(block_size=32, max_num_seqs=16))
     t0 = time.perf_counter()
-    be = VLLMBackend("packaged:smollm2", cache_dir=cache_dir(), dtype="float32",
-                     max_context=2048, cpu_kv_cache_gib=0.5)
+    be = backend_from_model_config(cfg, "base", cache_dir(), cpu_kv_cache_gib=0.5)
     be.startup_s = time.perf_counter() - t0
     print(f"vLLM engine start-up {be.startup_s:.1f}s")
     yield be
@@ -123,6 +128,9 @@ LABELS = [" True", " False", " Absolutely not"]  # the last one is two tokens wi
 @needs_vllm
 def test_matches_hf_and_reuses_prefixes(vbe):
     assert vbe.model_id == "packaged:smollm2" and vbe.max_context == 2048
+    # model.vllm reached the engine
+    assert vbe.engine == {"block_size": 32, "max_num_seqs": 16} and vbe.block_size == 32
+    assert vbe.llm.llm_engine.vllm_config.scheduler_config.max_num_seqs == 16
     assert [len(t) for t in vbe.label_token_ids(LABELS)] == [1, 1, 2]
     prompts = make_prompts(vbe.tokenizer)
     before = vbe.stats.snapshot()
@@ -190,22 +198,8 @@ def test_too_long_prompt_is_refused_before_the_engine(vbe):
     assert vbe.stats.since(before).prompt_tokens_computed == 0
 
 
-def test_registry_kwargs_accepted():
-    """The kwargs the registry passes are all accepted (signature check, no engine)."""
-    import inspect
-
-    from plural_icm.backends.openai_backend import OpenAIBackend
-    from plural_icm.backends.vllm_backend import VLLMBackend
-
-    passed = {"model_spec", "cache_dir", "dtype", "device", "max_context", "revision",
-              "trust_remote_code", "tensor_parallel_size", "gpu_memory_utilization", "batch_size",
-              "api_base", "api_key_env"}
-    for cls in (VLLMBackend, OpenAIBackend):
-        assert passed <= set(inspect.signature(cls.__init__).parameters), cls
-
-
 def test_continuation_plan():
-    from plural_icm.backends.vllm_backend import ContinuationPlan
+    from plural_icm.backends.scoring import ContinuationPlan
 
     prompts = [as_prompt([1], [2, 3]), as_prompt([1], [4])]
     plan = ContinuationPlan(prompts, [[10], [11], [12, 13], [12, 14]])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import types
 from pathlib import Path
@@ -46,11 +47,16 @@ def fake_demo(monkeypatch):
     module = types.ModuleType("plural_icm.data.demo")
     state = {"folds": False}
 
-    def load_demo(n_folds=4, split_seed=0):
-        state["called"] = (n_folds, split_seed)
+    def load_demo(cfg, data_dir=None):  # the one loader signature
+        state["called"] = (cfg_get(cfg, "n_folds"), cfg_get(cfg, "split_seed"), data_dir)
         return small_set(state["folds"])
 
+    @dataclasses.dataclass
+    class DemoOptions:
+        pass
+
     module.load_demo = load_demo
+    module.DemoOptions = DemoOptions
     monkeypatch.setitem(sys.modules, "plural_icm.data.demo", module)
     return state
 
@@ -58,11 +64,35 @@ def fake_demo(monkeypatch):
 def test_demo_dispatch_assigns_or_keeps_folds(fake_demo):
     cfg = OmegaConf.structured(DatasetConfig(name="demo", loader="demo", n_folds=4,
                                              split_seed=7))
-    cs = load_claimset(cfg)
-    assert fake_demo["called"] == (4, 7)
-    assert sorted(set(cs.folds.values())) == [0, 1, 2, 3]
-    fake_demo["folds"] = True
+    cs = load_claimset(cfg, "/data")
+    assert fake_demo["called"] == (4, 7, "/data")
+    assert sorted(set(cs.folds.values())) == [0, 1, 2, 3]  # assigned by the registry
+    fake_demo["folds"] = True  # a loader with its own folds keeps them
     assert load_claimset(cfg).folds == {f"q{i}": i % 2 for i in range(8)}
+
+
+def test_options_are_typed_and_validated_per_loader():
+    from plural_icm.data.registry import LOADERS, validated_options
+
+    gqa = validated_options(yaml_cfg("gqa"))
+    assert gqa["ties"] == "drop" and gqa["max_options"] == 3 and len(gqa["countries"]) == 13
+    assert validated_options(yaml_cfg("gqa", options={"max_options": 4}))["max_options"] == 4
+    with pytest.raises(ValueError, match=r"dataset\.options\.max_option is not an option of "
+                                         r"loader 'gqa'.*valid options: count_nonsubstantive"):
+        validated_options(yaml_cfg("gqa", options={"max_option": 4}))
+    with pytest.raises(ValueError, match=r"dataset\.options\.max_options \(loader 'gqa'\)"):
+        validated_options(yaml_cfg("gqa", options={"max_options": "many"}))
+    with pytest.raises(ValueError, match="loader 'demo'.*valid options: none"):
+        validated_options(yaml_cfg("demo", options={"x": 1}))
+    for name in ("gqa", "oqa", "pt", "ot", "demo"):  # every shipped YAML fits its loader's schema
+        assert validated_options(yaml_cfg(name)) is not None
+    assert set(LOADERS) >= {"gqa", "oqa", "pt", "ot", "demo"}
+
+
+def test_datasets_declare_their_score_metric():
+    assert str(yaml_cfg("ot").score_metric.value) == "representation_score"
+    for name in ("gqa", "oqa", "pt", "demo"):
+        assert yaml_cfg(name).score_metric.value == "accuracy"
 
 
 def test_unknown_loader():

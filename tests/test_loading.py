@@ -106,15 +106,15 @@ def test_registry_errors(monkeypatch):
 
 def test_backend_from_model_config(tiny_model_dir, tmp_path):
     from plural_icm.backends.hf import HFBackend
-    from plural_icm.backends.registry import backend_from_model_config, backend_kwargs_from_model_config
+    from plural_icm.backends.registry import backend_from_model_config, backend_settings
     from plural_icm.backends.request_cache import CachedBackend
     from plural_icm.config.schema import BackendName, ModelConfig
 
     cfg = ModelConfig(name="tiny", base=str(tiny_model_dir), instruct="org/instruct", revision="v1",
                       backend=BackendName.hf, max_context=64, batch_size=2)
-    kw = backend_kwargs_from_model_config(cfg, "instruct", tmp_path)
+    kw = backend_settings(cfg, "instruct", tmp_path).kwargs()
     assert kw["model_spec"] == "org/instruct" and kw["revision"] == "v1" and kw["max_context"] == 64
-    assert kw["trust_remote_code"] is False and kw["api_key_env"] == "OPENAI_API_KEY"
+    assert kw["trust_remote_code"] is False and "api_key_env" not in kw  # an openai setting
     cfg.revision = None
     be = backend_from_model_config(cfg, "base", tmp_path, request_cache_path=tmp_path / "job" / "rc.jsonl",
                                    prefix_cache=False)

@@ -99,10 +99,14 @@ class LMBackend(ABC):
     """A language model behind two calls: label scoring and generation.
 
     Subclasses set ``name`` (registry name), ``model_id``, ``revision``, ``tokenizer`` (a
-    transformers tokenizer) and ``max_context``, and implement the two abstract methods.
+    transformers tokenizer) and ``max_context``, and implement the two abstract methods. A backend
+    built from a model config also sets ``settings_class``, a
+    :class:`~plural_icm.backends.settings.BackendSettings` subclass whose fields are exactly its
+    constructor's keywords (what it takes from the model config).
     """
 
     name: str = "abstract"
+    settings_class: Any = None
     model_id: str = ""
     revision: str | None = None
     tokenizer: Any = None
@@ -176,7 +180,8 @@ class LMBackend(ABC):
 
     def cache_identity(self) -> dict[str, Any]:
         """Everything about this backend that changes its outputs (for the request cache key)."""
-        return {"backend": self.name, "model": self.model_id, "revision": self.revision}
+        return {"backend": self.name, "model": self.model_id, "revision": self.revision,
+                "max_context": self.max_context}
 
     def close(self) -> None:
         """Release the model (GPU memory, engine processes)."""

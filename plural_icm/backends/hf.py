@@ -2,12 +2,9 @@
 
 How label scoring reuses work (``prefix_cache=True``):
 
-* Every prompt is a sequence of segments. The key of a prefix is a hash chain over its segments
-  (``key_k = H(key_{k-1}, tokens of segment k)``), so a key names the whole prefix, not just the
-  segment: a segment's key/value states are only ever reused after exactly the same tokens at
-  exactly the same positions, which makes reuse exact.
-* An LRU bounded by a token budget (``prefix_cache_tokens``, default: 4 GiB worth of states) keeps
-  the key/value states of each segment (only that segment's positions, per layer).
+* Every prompt is a sequence of segments; the states of each segment are kept in the exact,
+  byte-bounded LRU of :mod:`plural_icm.backends.prefix_cache` (keyed by a hash chain over the whole
+  prefix; budget ``prefix_cache_gb``, default 4 GiB; an evicted segment is recomputed).
 * A call builds a trie of its prompts' segments and walks it depth first, keeping the states of the
   current path in one growing buffer (a DFS stack: a child's states are written after its parent's,
   siblings overwrite each other). At each node, children whose states are cached are descended into
@@ -33,7 +30,6 @@ import hashlib
 import logging
 import os
 import time
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -42,53 +38,10 @@ import numpy as np
 
 from .base import GenerationParams, LMBackend, Prompt, flatten, prompt_length
 from .loading import ResolvedModel, load_causal_lm, load_tokenizer, resolve_model
+from .settings import HFSettings
+from .prefix_cache import ROOT_KEY, PathBuffer, SegmentKVCache, chain_key, gb_to_bytes
 
 log = logging.getLogger(__name__)
-
-_ROOT_KEY = b""
-
-
-def _chain_key(parent: bytes, segment: tuple[int, ...]) -> bytes:
-    h = hashlib.blake2b(parent, digest_size=16)
-    h.update(np.asarray(segment, dtype=np.int64).tobytes())
-    return h.digest()
-
-
-# -- the segment KV store ------------------------------------------------------------------------
-class SegmentKVCache:
-    """LRU of per-segment key/value states, keyed by prefix hash chain, bounded in tokens."""
-
-    def __init__(self, max_tokens: int | None) -> None:
-        self.max_tokens = max_tokens  # None: decided once the size of a token's states is known
-        self.entries: OrderedDict[bytes, tuple[int, list[tuple[Any, Any]]]] = OrderedDict()
-        self.tokens = 0
-
-    def __len__(self) -> int:
-        return len(self.entries)
-
-    def get(self, key: bytes) -> list[tuple[Any, Any]] | None:
-        hit = self.entries.get(key)
-        if hit is None:
-            return None
-        self.entries.move_to_end(key)
-        return hit[1]
-
-    def put(self, key: bytes, n_tokens: int, kv: list[tuple[Any, Any]]) -> None:
-        if self.max_tokens is not None and n_tokens > self.max_tokens:
-            return
-        old = self.entries.pop(key, None)
-        if old is not None:
-            self.tokens -= old[0]
-        self.entries[key] = (n_tokens, kv)
-        self.tokens += n_tokens
-        while self.max_tokens is not None and self.tokens > self.max_tokens:
-            _, (n, _) = self.entries.popitem(last=False)
-            self.tokens -= n
-
-    def clear(self) -> None:
-        self.entries.clear()
-        self.tokens = 0
-
 
 @dataclass
 class _Node:
@@ -103,44 +56,6 @@ class _Request:
     prompt: Prompt
     tail_targets: list[list[int]]
     """For each of the last ``len(tail_targets)`` positions: token ids whose log-prob is wanted."""
-
-
-class _PathBuffer:
-    """Per-layer key/value states of the current trie path (batch 1), grown on demand."""
-
-    def __init__(self) -> None:
-        self.k: list[Any] = []
-        self.v: list[Any] = []
-
-    def write(self, start: int, kv: list[tuple[Any, Any]]) -> None:
-        import torch
-        n = kv[0][0].shape[-2]
-        end = start + n
-        if not self.k:
-            for k, v in kv:
-                cap = max(256, end * 2)
-                self.k.append(k.new_zeros((1, k.shape[1], cap, k.shape[3])))
-                self.v.append(v.new_zeros((1, v.shape[1], cap, v.shape[3])))
-        if end > self.k[0].shape[2]:
-            cap = end * 2
-            for i in range(len(self.k)):
-                for store in (self.k, self.v):
-                    old = store[i]
-                    new = old.new_zeros((1, old.shape[1], cap, old.shape[3]))
-                    new[:, :, : old.shape[2]] = old
-                    store[i] = new
-        with torch.no_grad():
-            for i, (k, v) in enumerate(kv):
-                self.k[i][:, :, start:end] = k
-                self.v[i][:, :, start:end] = v
-
-    def past(self, length: int, batch: int) -> Any:
-        from transformers import DynamicCache
-        if length == 0:
-            return DynamicCache()
-        return DynamicCache(ddp_cache_data=[
-            (k[:, :, :length].expand(batch, -1, -1, -1), v[:, :, :length].expand(batch, -1, -1, -1))
-            for k, v in zip(self.k, self.v)])
 
 
 def _resolve_dtype(dtype: str, device: str) -> Any:
@@ -177,17 +92,18 @@ class HFBackend(LMBackend):
     """transformers ``AutoModelForCausalLM`` behind the :class:`LMBackend` interface."""
 
     name = "hf"
+    settings_class = HFSettings
 
     def __init__(self, model_spec: str, cache_dir: str | Path | None = None,
-                 dtype: str = "auto", device: str = "auto", batch_size: int = 8,
-                 max_context: int | None = None, revision: str | None = None,
-                 trust_remote_code: bool = False, prefix_cache: bool = True,
-                 prefix_cache_tokens: int | None = None, prefix_cache_gb: float = 4.0,
-                 max_batch_tokens: int = 16384, **_ignored: Any) -> None:
+                 revision: str | None = None, max_context: int | None = None,
+                 trust_remote_code: bool = False, dtype: str = "auto", device: str = "auto",
+                 batch_size: int = 8, prefix_cache: bool = True,
+                 prefix_cache_gb: float | None = 4.0, prefix_cache_tokens: int | None = None,
+                 max_batch_tokens: int = 16384) -> None:
+        """Load the model. The keywords are :class:`~plural_icm.backends.settings.HFSettings`'
+        fields (``prefix_cache_gb``: the segment cache's budget in GiB, None unbounded)."""
         super().__init__()
         import torch
-        if _ignored:
-            log.debug("HFBackend ignores %s", sorted(_ignored))
         t0 = time.perf_counter()
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -212,7 +128,7 @@ class HFBackend(LMBackend):
         self.max_batch_tokens = int(max_batch_tokens)
         self.prefix_cache = bool(prefix_cache)
         self.prefix_cache_gb = prefix_cache_gb
-        self.kv_cache = SegmentKVCache(prefix_cache_tokens)
+        self.kv_cache = SegmentKVCache(gb_to_bytes(prefix_cache_gb), max_tokens=prefix_cache_tokens)
         self.load_time_s = time.perf_counter() - t0
         self.pad_id = self.tokenizer.pad_token_id
         if self.pad_id is None:
@@ -223,6 +139,7 @@ class HFBackend(LMBackend):
     def cache_identity(self) -> dict[str, Any]:
         ident = super().cache_identity()
         ident["dtype"] = str(self.torch_dtype).replace("torch.", "")
+        ident["device"] = self.device.split(":")[0]  # cpu and cuda kernels round differently
         if self.resolved.source_sha:
             ident["source_sha"] = self.resolved.source_sha
         if self.resolved.is_local:
@@ -293,17 +210,17 @@ class HFBackend(LMBackend):
             self._forward_rows(None, 0, batch, ctx)
 
     def _score_with_reuse(self, requests: list[_Request], results: list[Any]) -> None:
-        root = _Node(_ROOT_KEY, ())
+        root = _Node(ROOT_KEY, ())
         for i, req in enumerate(requests):
             node = root
             for seg in req.prompt:
-                key = _chain_key(node.key, seg)
+                key = chain_key(node.key, seg)
                 child = node.children.get(key)
                 if child is None:
                     child = node.children[key] = _Node(key, seg)
                 node = child
             node.ends.append(i)
-        buf = _PathBuffer()
+        buf = PathBuffer()
         ctx = _Ctx(requests, results)
         # Explicit stack instead of recursion: prompts can have hundreds of segments.
         stack: list[tuple[_Node, int, list[tuple[Any, Any]] | None]] = [(root, 0, None)]
@@ -322,7 +239,7 @@ class HFBackend(LMBackend):
                 chain = [child]
                 while len(chain[-1].children) == 1 and not chain[-1].ends:
                     nxt = next(iter(chain[-1].children.values()))
-                    if not nxt.ends and nxt.key in self.kv_cache.entries:
+                    if not nxt.ends and nxt.key in self.kv_cache:
                         break
                     chain.append(nxt)
                 rows.append((chain, None))
@@ -335,7 +252,7 @@ class HFBackend(LMBackend):
                 if child.children:
                     stack.append((child, child_start, child_kv))
 
-    def _run_chains(self, buf: _PathBuffer, past_len: int, chains: list[list[_Node]],
+    def _run_chains(self, buf: PathBuffer, past_len: int, chains: list[list[_Node]],
                     ctx: "_Ctx") -> list[tuple[_Node, int, list[tuple[Any, Any]]]]:
         """Compute chains of segments after the buffer's first ``past_len`` positions."""
         rows = []
@@ -368,11 +285,6 @@ class HFBackend(LMBackend):
         return follow
 
     def _store(self, key: bytes, n_tokens: int, kv: list[tuple[Any, Any]]) -> None:
-        if self.kv_cache.max_tokens is None:
-            per_token = sum(k.element_size() * k.shape[1] * k.shape[3] * 2 for k, _ in kv)
-            self.kv_cache.max_tokens = max(1, int(self.prefix_cache_gb * 2**30 // per_token))
-            log.info("prefix cache budget: %d tokens (%.1f GiB, %d bytes per token)",
-                     self.kv_cache.max_tokens, self.prefix_cache_gb, per_token)
         self.kv_cache.put(key, n_tokens, kv)
 
     def _batches(self, rows: list[Any], past_len: int) -> list[list[Any]]:
@@ -387,7 +299,7 @@ class HFBackend(LMBackend):
             batches.append(cur)
         return batches
 
-    def _forward_rows(self, buf: _PathBuffer | None, past_len: int,
+    def _forward_rows(self, buf: PathBuffer | None, past_len: int,
                       rows: list[tuple[list[int], list[int]]], ctx: "_Ctx") -> list[tuple[Any, Any]]:
         """One forward pass over right-padded ``rows`` after ``past_len`` shared positions.
 

@@ -7,7 +7,7 @@ lists of token ids, which the completions API accepts, so the server scores exac
 transformers and in-process vLLM backends would.
 
 Label scoring follows the label rule of :mod:`plural_icm.backends.base` with the same next-token
-queries as the vLLM backend (:class:`~plural_icm.backends.vllm_backend.ContinuationPlan`): each query
+queries as the vLLM backend (:class:`~plural_icm.backends.scoring.ContinuationPlan`): each query
 is ``max_tokens=1, temperature=0, logprobs=K`` plus two vLLM extensions that other servers ignore:
 ``logprob_token_ids`` (the label token ids: vLLM >= 0.2x then returns exactly those, whatever
 their rank) and ``return_tokens_as_token_ids`` (keys ``"token_id:3635"``). A server that ignores
@@ -43,10 +43,12 @@ from plural_icm.backends.base import (
     flatten,
     prompt_length,
 )
-from plural_icm.backends.vllm_backend import (
+from plural_icm.backends.settings import OpenAISettings
+from plural_icm.backends.scoring import (
     DEFAULT_TOP_LOGPROBS,
     ContinuationPlan,
     LabelNotInTopKError,
+    checked_label_ids,
 )
 
 log = logging.getLogger(__name__)
@@ -63,30 +65,31 @@ class BackendRequestError(RuntimeError):
 
 def _load_tokenizer(model_spec: str, cache_dir: Any, revision: str | None,
                     trust_remote_code: bool) -> Any:
-    from plural_icm.backends.loading import load_tokenizer
-    from plural_icm.backends.vllm_backend import _resolve
+    from plural_icm.backends.loading import load_tokenizer, resolve_model
 
-    return load_tokenizer(_resolve(model_spec, cache_dir, revision, trust_remote_code))
+    return load_tokenizer(resolve_model(model_spec, cache_dir, revision=revision,
+                                        trust_remote_code=trust_remote_code))
 
 
 class OpenAIBackend(LMBackend):
     """Label scoring and generation through ``/v1/completions`` with token-id prompts."""
 
     name = "openai"
+    settings_class = OpenAISettings
 
-    def __init__(self, model_spec: str, cache_dir: Any = None, dtype: str = "auto",
-                 device: str = "auto", max_context: int | None = None, revision: str | None = None,
-                 trust_remote_code: bool = False, tensor_parallel_size: int = 1,
-                 gpu_memory_utilization: float = 0.9, batch_size: int = 8,
+    def __init__(self, model_spec: str, cache_dir: Any = None, revision: str | None = None,
+                 max_context: int | None = None, trust_remote_code: bool = False,
                  api_base: str | None = None, api_key_env: str = "OPENAI_API_KEY",
+                 batch_size: int = 8,
                  served_model: str | None = None, top_logprobs: int = DEFAULT_TOP_LOGPROBS,
                  timeout_s: float = 120.0, connect_timeout_s: float = 5.0, max_retries: int = 4,
                  backoff_s: float = 0.5, max_backoff_s: float = 20.0,
                  concurrency: int | None = None, tokenizer: Any = None,
                  send_token_ids: bool = True,
                  sleep: Callable[[float], None] = time.sleep) -> None:
+        """The keywords are :class:`~plural_icm.backends.settings.OpenAISettings`' fields, plus
+        ``tokenizer`` and ``sleep`` (injected by tests)."""
         super().__init__()
-        del dtype, device, tensor_parallel_size, gpu_memory_utilization  # the server's business
         if not api_base:
             raise ValueError("backend=openai needs model.api_base, e.g. http://127.0.0.1:8000/v1")
         self.api_base = api_base.rstrip("/")
@@ -251,10 +254,8 @@ class OpenAIBackend(LMBackend):
         return got
 
     def label_logprobs(self, prompts: Sequence[Prompt], labels: Sequence[str]) -> np.ndarray:
-        label_ids = self.label_token_ids(labels)
+        label_ids = checked_label_ids(self, prompts, labels)  # before any request: fail at once
         longest = max(len(t) for t in label_ids)
-        for i, p in enumerate(prompts):  # before any request: fail at once
-            self.check_length(p, what=f"prompt {i}", extra=longest)
         if not prompts:
             return np.zeros((0, len(labels)))
         with self.timed():

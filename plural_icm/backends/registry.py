@@ -7,6 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from .base import LMBackend
+from .request_cache import CachedBackend
+from .settings import BackendSettings, BackendSettingsError, model_get
 
 # kind -> (module, class name, what to install when the import fails)
 BACKENDS: dict[str, tuple[str, str, str]] = {
@@ -43,41 +45,38 @@ def make_backend(kind: str, **kwargs: Any) -> LMBackend:
     return backend_class(kind)(**kwargs)
 
 
-def backend_kwargs_from_model_config(model_cfg: Any, role: str, cache_dir: str | Path) -> dict[str, Any]:
-    """Constructor kwargs for the ``base`` or ``instruct`` checkpoint of a ``ModelConfig``."""
-    if role not in ("base", "instruct"):
-        raise ValueError(f"role must be 'base' or 'instruct', not {role!r}")
+def backend_settings(model_cfg: Any, role: str, cache_dir: str | Path | None = None,
+                     **overrides: Any) -> BackendSettings:
+    """The settings ``model_cfg``'s backend takes for its ``base`` or ``instruct`` checkpoint.
 
-    def get(name: str, default: Any = None) -> Any:
-        value = getattr(model_cfg, name, None) if not isinstance(model_cfg, dict) else model_cfg.get(name)
-        return default if value is None else value
+    Only the fields of the backend's ``settings_class`` are read (validated there); ``overrides``
+    replace fields (``prefix_cache=False``, ``model_spec=...``), an unknown one is an error.
+    """
+    cls = backend_class(model_get(model_cfg, "backend") or "hf")
+    if cls.settings_class is None:
+        raise BackendSettingsError(f"backend {cls.name!r} declares no settings_class")
+    return cls.settings_class.from_model_config(model_cfg, role, cache_dir, **overrides)
 
-    return {
-        "model_spec": get(role),
-        "cache_dir": str(cache_dir),
-        "revision": get("revision"),
-        "dtype": get("dtype", "auto"),
-        "device": get("device", "auto"),
-        "max_context": get("max_context"),
-        "batch_size": get("batch_size", 8),
-        "trust_remote_code": bool(get("trust_remote_code", False)),
-        "tensor_parallel_size": get("tensor_parallel_size", 1),
-        "gpu_memory_utilization": get("gpu_memory_utilization", 0.9),
-        "api_base": get("api_base"),
-        "api_key_env": get("api_key_env", "OPENAI_API_KEY"),
-    }
+
+def request_cache_dir(cache_dir: str | Path) -> Path:
+    """Where ``model.request_cache: true`` keeps its files (one per job; read by every job)."""
+    return Path(cache_dir).expanduser() / "requests"
 
 
 def backend_from_model_config(model_cfg: Any, role: str, cache_dir: str | Path,
                               request_cache_path: str | Path | None = None, **overrides: Any) -> LMBackend:
-    """The backend for ``model_cfg``'s ``role`` checkpoint, behind a request cache when a path is given.
+    """The backend for ``model_cfg``'s ``role`` checkpoint.
 
-    ``overrides`` are extra constructor kwargs (``prefix_cache=False`` for the reference engine).
+    With ``model.request_cache: true`` (or an explicit ``request_cache_path``, one JSONL file) the
+    backend sits behind the content-keyed :class:`~plural_icm.backends.request_cache.CachedBackend`:
+    repeated requests (same backend identity, labels or generation parameters, prompt tokens) are
+    answered from ``<cache_dir>/requests`` without calling the model. ``overrides`` are settings
+    fields (``prefix_cache=False`` for the reference engine, ``model_spec=`` for a judge model).
     """
-    kind = model_cfg.get("backend", "hf") if isinstance(model_cfg, dict) else getattr(model_cfg, "backend", "hf")
-    kind = getattr(kind, "value", kind)
-    backend = make_backend(kind, **{**backend_kwargs_from_model_config(model_cfg, role, cache_dir), **overrides})
+    settings = backend_settings(model_cfg, role, cache_dir, **overrides)
+    backend = make_backend(settings.backend, **settings.kwargs())
     if request_cache_path is not None:
-        from .request_cache import CachedBackend
         backend = CachedBackend(backend, request_cache_path)
+    elif model_get(model_cfg, "request_cache"):
+        backend = CachedBackend.in_dir(backend, request_cache_dir(cache_dir))
     return backend

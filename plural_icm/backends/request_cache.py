@@ -10,9 +10,11 @@ boundaries do not change outputs.
 Scores are deterministic and always cached; generations only when ``params.deterministic`` (greedy,
 or sampled with a seed).
 
-Storage: one append-only JSONL file per job, given by the caller (``<job dir>/request_cache.jsonl``),
-so parallel jobs never write the same file. Each batch of new entries is appended and flushed; a
-truncated last line (a job killed mid-write) is skipped on load.
+Storage: append-only JSONL, one file per job so parallel jobs never write the same file. Either one
+file given by the caller, or (``model.request_cache: true``, :meth:`CachedBackend.in_dir`) a folder
+shared by all jobs (``<paths.cache_dir>/requests``): a job reads every file there and appends to its
+own new one. Each batch of new entries is appended and flushed; a truncated last line (a job killed
+mid-write) is skipped on load.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ import hashlib
 import json
 import logging
 import os
+import socket
+import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Sequence
@@ -41,13 +45,23 @@ def request_key(identity: dict[str, Any], kind: str, spec: Any, prompt: Prompt) 
 class CachedBackend(LMBackend):
     """Wraps ``inner`` and answers repeated requests from a JSONL file at ``path``."""
 
-    def __init__(self, inner: LMBackend, path: str | Path) -> None:
+    def __init__(self, inner: LMBackend, path: str | Path,
+                 read: Sequence[str | Path] | None = None) -> None:
+        """Answers are appended to ``path``; ``read`` (default: ``[path]``) are the files loaded."""
         # No super().__init__(): the counters are the inner backend's (hits are added to them).
         self.inner = inner
         self.stats = inner.stats
         self.path = Path(path)
         self.entries: dict[str, Any] = {}
-        self._load()
+        for file in (read if read is not None else [self.path]):
+            self._load(Path(file))
+
+    @classmethod
+    def in_dir(cls, inner: LMBackend, folder: str | Path) -> "CachedBackend":
+        """Read every job's file in ``folder``; write this job's answers to a new file of its own."""
+        folder = Path(folder)
+        own = folder / f"{socket.gethostname()}-{os.getpid()}-{time.time_ns()}.jsonl"
+        return cls(inner, own, read=sorted(folder.glob("*.jsonl")) if folder.is_dir() else [])
 
     # Attributes callers read from a backend come from the inner one.
     name = property(lambda self: self.inner.name)  # type: ignore[assignment]
@@ -68,11 +82,11 @@ class CachedBackend(LMBackend):
         self.inner.close()
 
     # -- storage --------------------------------------------------------------------------------
-    def _load(self) -> None:
-        if not self.path.exists():
+    def _load(self, path: Path) -> None:
+        if not path.exists():
             return
         bad = 0
-        with open(self.path, "rb") as fh:
+        with open(path, "rb") as fh:
             for line in fh:
                 try:
                     rec = json.loads(line)
@@ -80,8 +94,8 @@ class CachedBackend(LMBackend):
                 except (ValueError, KeyError, TypeError):
                     bad += 1  # a truncated last line from a killed job
         if bad:
-            log.warning("request cache %s: skipped %d unreadable line(s)", self.path, bad)
-        log.info("request cache %s: %d entries", self.path, len(self.entries))
+            log.warning("request cache %s: skipped %d unreadable line(s)", path, bad)
+        log.info("request cache %s: %d entries in all", path, len(self.entries))
 
     def _append(self, new: dict[str, Any]) -> None:
         if not new:

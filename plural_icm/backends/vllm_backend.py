@@ -48,60 +48,15 @@ from plural_icm.backends.base import (
     flatten,
     prompt_length,
 )
+from plural_icm.backends.settings import VLLM_SPEED_ONLY_KEYS, VLLMSettings, engine_settings
+from plural_icm.backends.scoring import (
+    DEFAULT_TOP_LOGPROBS,
+    ContinuationPlan,
+    LabelNotInTopKError,
+    checked_label_ids,
+)
 
 log = logging.getLogger(__name__)
-
-DEFAULT_TOP_LOGPROBS = 20
-
-
-class LabelNotInTopKError(RuntimeError):
-    """A label token is not among the top-K log-probabilities a server returned."""
-
-
-# ---------------------------------------------------------------------------------------------
-# Label scoring as next-token queries (shared with the OpenAI-compatible client)
-# ---------------------------------------------------------------------------------------------
-class ContinuationPlan:
-    """The next-token queries that score every label after every prompt.
-
-    ``queries[q]`` is the flat token-id list of one query and ``wanted[q]`` the token ids whose
-    next-token log-probability is needed from it. :meth:`assemble` sums the answers into the
-    ``(n_prompts, n_labels)`` matrix.
-    """
-
-    def __init__(self, prompts: Sequence[Prompt], label_ids: Sequence[Sequence[int]]):
-        self.n_prompts, self.n_labels = len(prompts), len(label_ids)
-        self.queries: list[list[int]] = []
-        self.wanted: list[set[int]] = []
-        self.prompt_of: list[int] = []
-        # terms[i][j] = list of (query index, token id) whose logprobs sum to entry (i, j)
-        self.terms: list[list[list[tuple[int, int]]]] = []
-        for i, prompt in enumerate(prompts):
-            base = flatten(prompt)
-            index: dict[tuple[int, ...], int] = {}
-            row = []
-            for toks in label_ids:
-                term = []
-                for k, tok in enumerate(toks):
-                    key = tuple(toks[:k])
-                    q = index.get(key)
-                    if q is None:
-                        q = index[key] = len(self.queries)
-                        self.queries.append(base + list(key))
-                        self.wanted.append(set())
-                        self.prompt_of.append(i)
-                    self.wanted[q].add(int(tok))
-                    term.append((q, int(tok)))
-                row.append(term)
-            self.terms.append(row)
-
-    def assemble(self, answers: Sequence[dict[int, float]]) -> np.ndarray:
-        out = np.zeros((self.n_prompts, self.n_labels), dtype=np.float64)
-        for i, row in enumerate(self.terms):
-            for j, term in enumerate(row):
-                out[i, j] = sum(answers[q][tok] for q, tok in term)
-        return out
-
 
 def _cpu_list() -> str:
     try:
@@ -137,33 +92,23 @@ def set_cpu_env() -> dict[str, str]:
     return done
 
 
-def _resolve(model_spec: str, cache_dir: Any, revision: str | None, trust_remote_code: bool) -> Any:
-    """:class:`~plural_icm.backends.loading.ResolvedModel` (packaged GGUF converted once)."""
-    from plural_icm.backends.loading import resolve_model
-
-    if cache_dir is None:
-        # the same default as conf/config.yaml's paths.cache_dir
-        xdg = os.environ.get("XDG_CACHE_HOME", os.path.join(os.path.expanduser("~"), ".cache"))
-        cache_dir = os.environ.get("PLURAL_ICM_CACHE", os.path.join(xdg, "plural_icm"))
-    return resolve_model(model_spec, cache_dir, revision=revision,
-                         trust_remote_code=trust_remote_code)
-
-
 class VLLMBackend(LMBackend):
     """In-process ``vllm.LLM`` with automatic prefix caching."""
 
     name = "vllm"
 
-    def __init__(self, model_spec: str, cache_dir: Any = None, dtype: str = "auto",
-                 device: str = "auto", max_context: int | None = None, revision: str | None = None,
-                 trust_remote_code: bool = False, tensor_parallel_size: int = 1,
-                 gpu_memory_utilization: float = 0.9, batch_size: int = 8,
-                 api_base: str | None = None, api_key_env: str = "OPENAI_API_KEY",
-                 top_logprobs: int = DEFAULT_TOP_LOGPROBS, enforce_eager: bool | None = None,
-                 seed: int = 0, cpu_kv_cache_gib: float = 1.0, **engine_kwargs: Any) -> None:
+    settings_class = VLLMSettings
+
+    def __init__(self, model_spec: str, cache_dir: Any = None, revision: str | None = None,
+                 max_context: int | None = None, trust_remote_code: bool = False,
+                 dtype: str = "auto", tensor_parallel_size: int = 1,
+                 gpu_memory_utilization: float = 0.9, engine: dict[str, Any] | None = None,
+                 top_logprobs: int = DEFAULT_TOP_LOGPROBS, cpu_kv_cache_gib: float = 1.0) -> None:
+        """Start the engine. The keywords are :class:`~plural_icm.backends.settings.VLLMSettings`'
+        fields; ``engine`` holds the ``model.vllm`` settings (:class:`VLLMEngineArgs` names only:
+        an unknown key is an error naming the valid ones)."""
         super().__init__()
-        del api_base, api_key_env  # OpenAI-client settings: not used in-process
-        del device  # vLLM picks its platform (CUDA build vs the CPU build) itself
+        engine = engine_settings(engine)
         on_gpu = _cuda_available()
         if not on_gpu:
             env = set_cpu_env()
@@ -174,7 +119,10 @@ class VLLMBackend(LMBackend):
         self._torch_threads = torch.get_num_threads()  # vLLM lowers it in-process; restored on close
         from vllm import LLM  # heavy import
 
-        resolved = _resolve(model_spec, cache_dir, revision, trust_remote_code)
+        from plural_icm.backends.loading import load_tokenizer, resolve_model
+
+        resolved = resolve_model(model_spec, cache_dir, revision=revision,
+                                 trust_remote_code=trust_remote_code)
         self.resolved = resolved
         self.model_id = resolved.model_id
         self.revision = revision
@@ -183,7 +131,7 @@ class VLLMBackend(LMBackend):
         if dtype == "auto" and not on_gpu:
             dtype = "float32"  # bf16 is ~3.5x slower on CPUs without AMX/avx512_bf16
         self.dtype = dtype
-        self.batch_size = batch_size
+        self.engine = dict(engine)
         self.top_logprobs = int(top_logprobs)
         kwargs: dict[str, Any] = dict(
             model=model,
@@ -194,10 +142,11 @@ class VLLMBackend(LMBackend):
             gpu_memory_utilization=gpu_memory_utilization,
             max_logprobs=-1,  # lets a query fall back to the full vocabulary
             trust_remote_code=trust_remote_code,
-            enforce_eager=(not on_gpu) if enforce_eager is None else enforce_eager,
-            seed=seed,
+            enforce_eager=not on_gpu,  # no CUDA graphs to capture on CPU
+            seed=0,
         )
-        if not on_gpu and "VLLM_CPU_KVCACHE_SPACE" not in os.environ:
+        if not on_gpu and "VLLM_CPU_KVCACHE_SPACE" not in os.environ \
+                and "kv_cache_memory_bytes" not in engine:
             # On CPU gpu_memory_utilization is a fraction of the NUMA node's memory that must be
             # free at start-up (fails on a busy or multi-node machine); a fixed KV cache is safer.
             kwargs["kv_cache_memory_bytes"] = int(cpu_kv_cache_gib * (1 << 30))
@@ -206,13 +155,11 @@ class VLLMBackend(LMBackend):
         if model_rev:
             kwargs["revision"] = model_rev
             kwargs["tokenizer_revision"] = model_rev
-        kwargs.update(engine_kwargs)
+        kwargs.update(engine)
         self.llm = LLM(**kwargs)
         self.max_context = int(self._engine_max_len() or max_context or 0)
         self.block_size = self._block_size()
         """Prefix-cache granularity: only whole blocks of a shared prefix are reused."""
-
-        from plural_icm.backends.loading import load_tokenizer
 
         # The same tokenizer the transformers backend loads, so token ids agree exactly.
         self.tokenizer = load_tokenizer(resolved)
@@ -245,6 +192,8 @@ class VLLMBackend(LMBackend):
     def cache_identity(self) -> dict[str, Any]:
         d = super().cache_identity()
         d["dtype"] = self.dtype
+        # engine settings that change outputs (kv_cache_dtype, quantization, ...), not speed ones
+        d.update({k: v for k, v in sorted(self.engine.items()) if k not in VLLM_SPEED_ONLY_KEYS})
         return d
 
     def _count(self, outputs: Sequence[Any], generated: bool) -> None:
@@ -322,11 +271,7 @@ class VLLMBackend(LMBackend):
 
     # -- the interface -------------------------------------------------------------------------
     def label_logprobs(self, prompts: Sequence[Prompt], labels: Sequence[str]) -> np.ndarray:
-        label_ids = self.label_token_ids(labels)
-        longest = max(len(t) for t in label_ids)
-        for i, p in enumerate(prompts):
-            # the last label token is never fed: prompt + (longest - 1) tokens, + 1 to predict
-            self.check_length(p, what=f"prompt {i}", extra=longest)
+        label_ids = checked_label_ids(self, prompts, labels)
         if not prompts:
             return np.zeros((0, len(labels)))
         with self.timed():

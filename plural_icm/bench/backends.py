@@ -72,8 +72,9 @@ def run_one(kind: str, args: argparse.Namespace) -> dict[str, Any]:
     from plural_icm.backends.registry import make_backend
 
     kwargs: dict[str, Any] = dict(model_spec=args.model, cache_dir=args.cache_dir, dtype="float32",
-                                  max_context=args.prefix + args.suffix + 64,
-                                  batch_size=args.batch_size)
+                                  max_context=args.prefix + args.suffix + 64)
+    if kind == "hf":  # vLLM schedules its own batches (model.vllm.max_num_seqs)
+        kwargs["batch_size"] = args.batch_size
     threads_before = torch.get_num_threads()
     t0 = time.perf_counter()
     be = make_backend(kind, **kwargs)

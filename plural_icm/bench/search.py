@@ -4,6 +4,7 @@
     python -m plural_icm.bench.search --tokens-only --sizes 32 64 128 256
     python -m plural_icm.bench.search --wall-only --sizes 32
     python -m plural_icm.bench.search --backend vllm --tokens-only --sizes 32 64   # vLLM's own counters
+    python -m plural_icm.bench.search --memory --sizes 64 128 256 512   # peak prefix-cache size
 
 Engines (both run the same algorithm, plural_icm.search.engine):
   fast       recursive-halving + tail layout, backend prefix cache, score memo
@@ -173,8 +174,12 @@ def measure(kind: str, engine: str, n: int, proposals: int, model_dir: Path | No
         print(f"  warning: {kind} n={n} {engine}: only {len(costs)} label-changing proposals in "
               f"{mark['iterations']} iterations", flush=True)
     L = renderer.mean_block_tokens(claims)
+    cache = getattr(backend, "kv_cache", None)
+    memory = {} if cache is None or not backend.prefix_cache else {
+        "cache_peak_tokens": cache.peak_tokens, "cache_peak_bytes": cache.peak_bytes,
+        "cache_evictions": cache.evictions}
     backend.close()
-    return {"kind": kind, "backend": backend_name, "engine": engine, "n": n, "L": L,
+    return {"kind": kind, "backend": backend_name, "engine": engine, "n": n, "L": L, **memory,
             "full_tokens": full.prompt_tokens_computed, "full_cached": full.prompt_tokens_cached,
             "full_wall_s": full_wall,
             "proposal_tokens": float(np.mean([c[0] for c in costs])),
@@ -208,6 +213,26 @@ def tiny_model_with_real_tokenizer(folder: Path) -> Path:
 def hit_rate(computed: float, cached: float) -> float:
     """Share of prompt tokens served from the prefix cache."""
     return cached / (computed + cached) if computed + cached else 0.0
+
+
+#: Key/value bytes per token, 2 (K and V) x layers x KV heads x head dim x 2 bytes (bf16).
+PROJECTED_ARCHS = {"Llama-3.1-8B": 2 * 32 * 8 * 128 * 2, "Llama-3.1-70B": 2 * 80 * 8 * 128 * 2}
+
+
+def memory_table(rows: list[dict]) -> str:
+    """Peak segment-cache size against n; projected to real architectures by cached positions
+    (the positions cached do not depend on the model, only the bytes per position do)."""
+    names = list(PROJECTED_ARCHS)
+    out = ["| n | L | peak cached positions | tiny model peak MiB | "
+           + " | ".join(f"{a} projected GiB" for a in names) + " | proposal positions computed |",
+           "|---|---|---|---|" + "---|" * len(names) + "---|"]
+    for r in rows:
+        if "cache_peak_tokens" not in r:
+            continue
+        proj = " | ".join(f"{r['cache_peak_tokens'] * PROJECTED_ARCHS[a] / 2**30:.1f}" for a in names)
+        out.append(f"| {r['n']} | {r['L']:.0f} | {r['cache_peak_tokens']:,} | "
+                   f"{r['cache_peak_bytes'] / 2**20:.1f} | {proj} | {r['proposal_tokens']:,.0f} |")
+    return "\n".join(out)
 
 
 def table(rows: list[dict]) -> str:
@@ -260,6 +285,9 @@ def main(argv=None) -> None:
                     help="vLLM's KV cache on CPU; smaller values put the prefix cache under eviction")
     ap.add_argument("--no-hf-baseline", action="store_true",
                     help="with --backend vllm: skip the transformers rows of the token comparison")
+    ap.add_argument("--memory", action="store_true",
+                    help="peak prefix-cache size of the fast engine against n (tiny model), "
+                         "projected to Llama-3.1-8B/70B; sizes default to 64 128 256 512")
     args = ap.parse_args(argv)
     VLLM_KV_CACHE_GIB = args.vllm_kv_cache_gib
 
@@ -272,6 +300,16 @@ def main(argv=None) -> None:
           "label-changing proposals per engine (a search from a random consistent labelling with "
           "proposals+2 claims open)", flush=True)
     rows = []
+    if args.memory:
+        with tempfile.TemporaryDirectory() as tmp:
+            tiny = tiny_model_with_real_tokenizer(Path(tmp) / "tiny")
+            for n in args.sizes or [64, 128, 256, 512]:
+                rows.append(measure("tiny", "fast", n, args.proposals, tiny))
+                print(f"  tiny n={n}: peak cache {rows[-1]['cache_peak_tokens']:,} positions",
+                      flush=True)
+        print()
+        print(memory_table(rows))
+        return
     if not args.wall_only:
         with tempfile.TemporaryDirectory() as tmp:
             tiny = tiny_model_with_real_tokenizer(Path(tmp) / "tiny")

@@ -16,6 +16,8 @@ from typing import Any, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
+from plural_icm.backends.settings import VLLM_SPEED_ONLY_KEYS, VLLMEngineArgs
+
 
 class BackendName(str, Enum):
     hf = "hf"
@@ -50,17 +52,31 @@ class ContextPolicy(str, Enum):
     drop_oldest = "drop_oldest"  # drop in-context examples from the front until it fits (logged)
 
 
+class ScoreMetric(str, Enum):
+    """The metric a dataset's cells are scored by (the analysis reads it from the cell)."""
+    accuracy = "accuracy"                          # per-question accuracy of the chosen option
+    representation_score = "representation_score"  # OvertonBench: judge rating 1-5
+
+
+#: Dotted config keys that never change a cell's results (paths, logging, launcher and job
+#: resources, speed-only engine settings): :func:`plural_icm.layout.fingerprint` leaves them out
+#: (batching and tensor parallelism move scores by float rounding only), so e.g. raising
+#: model.tensor_parallel_size to fit smaller GPUs never makes finished cells "results of different
+#: settings". Keys that change numerics (model.dtype, model.vllm.kv_cache_dtype, ...) stay in.
 NON_RESULT_KEYS: tuple[str, ...] = (
     "paths", "logger", "progress", "force", "stage", "collaborative",
-    "model.cpus", "model.mem_gb", "model.time_min", "model.gpus", "model.api_key_env",
+    "icm.checkpoint_every", "dataset.score_metric",
+    "model.gpus", "model.cpus", "model.mem_gb", "model.time_min", "model.api_key_env",
     "model.tensor_parallel_size", "model.gpu_memory_utilization", "model.batch_size",
-    "icm.checkpoint_every",
+    "model.prefix_cache_gb", "model.request_cache",
+    "model.vllm.max_num_seqs", "model.vllm.max_num_batched_tokens",
+    "model.vllm.enable_chunked_prefill", "model.vllm.enforce_eager", "model.vllm.block_size",
+    "model.vllm.cpu_offload_gb", "model.vllm.kv_cache_memory_bytes",
+    "model.vllm.num_gpu_blocks_override", "model.vllm.pipeline_parallel_size",
+    "model.vllm.distributed_executor_backend", "model.vllm.disable_custom_all_reduce",
+    "model.vllm.prefix_caching_hash_algo", "model.vllm.async_scheduling",
 )
-"""Dotted config keys that do not change a cell's results: where files go, logging and progress
-display, the launcher's stage and resources, and how work is split over devices and batches.
-:func:`plural_icm.layout.fingerprint` leaves them out, so changing one never makes a finished
-cell look like different settings. (Batching and tensor parallelism can move scores by float
-rounding only.)"""
+assert {f"model.vllm.{k}" for k in VLLM_SPEED_ONLY_KEYS} <= set(NON_RESULT_KEYS)
 
 
 def drop_non_result_keys(d: dict) -> dict:
@@ -72,7 +88,29 @@ def drop_non_result_keys(d: dict) -> dict:
             node = node.get(part) if isinstance(node, dict) else None
         if isinstance(node, dict):
             node.pop(last, None)
+    # Unset engine settings (vLLM's defaults) are not settings of this cell: a config that sets
+    # none fingerprints as it did before the model.vllm section existed.
+    model = d.get("model")
+    if isinstance(model, dict) and isinstance(model.get("vllm"), dict):
+        model["vllm"] = {k: v for k, v in model["vllm"].items() if v is not None}
+        if not model["vllm"]:
+            del model["vllm"]
     return d
+
+
+def check_config(cfg: Any) -> None:
+    """Checks Hydra's schema cannot make, run before a job does anything.
+
+    ``+model.vllm.<key>=...`` adds a key past the structured schema; it is refused here, naming the
+    key and the valid ones (:func:`plural_icm.backends.settings.engine_settings`). ``dataset.options``
+    are checked against the loader's options dataclass
+    (:func:`plural_icm.data.registry.validated_options`).
+    """
+    from plural_icm.backends.settings import engine_settings, model_get
+    from plural_icm.data.registry import validated_options
+
+    engine_settings(model_get(cfg.model, "vllm"))
+    validated_options(cfg.dataset)
 
 
 @dataclass
@@ -97,6 +135,14 @@ class ModelConfig:
     api_base: Optional[str] = None
     """For backend=openai: the server URL (``http://host:8000/v1``). Keys come from env vars only."""
     api_key_env: str = "OPENAI_API_KEY"
+    prefix_cache_gb: Optional[float] = 4.0
+    """For backend=hf: byte budget (GiB) of the segment prefix cache, LRU; null: unbounded. An
+    evicted prefix is recomputed, so the budget never changes a result."""
+    request_cache: bool = False
+    """Answer repeated requests (same model, revision, backend, output-changing settings, labels or
+    generation parameters, prompt tokens) from ``<paths.cache_dir>/requests`` instead of the model."""
+    vllm: VLLMEngineArgs = field(default_factory=VLLMEngineArgs)
+    """For backend=vllm: engine settings passed to ``vllm.LLM`` (unknown keys are an error)."""
     # -- resources a SLURM job of this model needs (read by the launcher presets) --
     gpus: int = 0
     cpus: int = 2
@@ -125,7 +171,10 @@ class DatasetConfig:
     skip_bad_rows: bool = False
     """Skip malformed rows (with a count in the log) instead of failing on the first one."""
     options: dict[str, Any] = field(default_factory=dict)
-    """Loader-specific flags (for GQA: ``count_nonsubstantive``; for PT: ``configs``, ``split``)."""
+    """Loader-specific options, typed and validated by the loader's options dataclass
+    (:data:`plural_icm.data.registry.LOADERS`): an unknown key or a wrong type is an error."""
+    score_metric: ScoreMetric = ScoreMetric.accuracy
+    """The metric the analysis reports as this dataset's score."""
 
 
 @dataclass

@@ -11,11 +11,14 @@ The shipped file ``demo/demo_claims.jsonl`` is what :func:`build_demo` writes
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 from plural_icm.data.folds import assign_folds
 from plural_icm.data.records import Claim, ClaimSet, ConsistencyRule, Persona
+from plural_icm.data.sources import cfg_get
 
 PERSONAS = {
     "traditional": ("rural traditionalists",
@@ -75,9 +78,18 @@ def demo_path() -> Path:
     return Path(str(resources.files("plural_icm.data") / "demo" / "demo_claims.jsonl"))
 
 
-def load_demo(n_folds: int = 4, split_seed: int = 0) -> ClaimSet:
+@dataclass
+class DemoOptions:
+    """The ``demo`` loader takes no ``dataset.options``."""
+
+
+def load_demo(cfg: Any = None, data_dir: str | Path | None = None) -> ClaimSet:
+    """The shipped demo claims; folds from ``dataset.n_folds`` and ``split_seed`` (the file's
+    own folds when it carries some)."""
     cs = ClaimSet.load_jsonl(demo_path())
-    cs.folds = assign_folds(cs.claims, n_folds, split_seed)
+    if not cs.folds:
+        cs.folds = assign_folds(cs.claims, int(cfg_get(cfg, "n_folds", 4) or 4),
+                                int(cfg_get(cfg, "split_seed", 0) or 0))
     return cs
 
 

@@ -285,3 +285,11 @@ def load_oqa(cfg: Any, data_dir: str | Path | None = None) -> ClaimSet:
     log.info(description)
     return ClaimSet(name=str(cfg_get(cfg, "name", "oqa")), personas=personas, claims=claims,
                     rule=ConsistencyRule.EXACTLY_ONE, description=description)
+
+
+@dataclass
+class OQAOptions:
+    """``dataset.options`` of the ``oqa`` loader (validated by :mod:`plural_icm.data.registry`)."""
+
+    counts: str = "auto"
+    ties: str = "drop"

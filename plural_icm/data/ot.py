@@ -29,6 +29,7 @@ import logging
 import math
 import random
 from collections import Counter, defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -186,5 +187,21 @@ def load_ot(cfg: Any, data_dir: str | Path | None = None) -> ClaimSet:
                    f"{threshold}; rows of other affiliations left out: {dict(others)}; "
                    f"{bad.count} bad row(s) skipped.")
     log.info(description)
-    return ClaimSet(name=str(cfg_get(cfg, "name", "ot")), personas=personas, claims=claims,
-                    rule=ConsistencyRule.NONE, description=description)
+    claimset = ClaimSet(name=str(cfg_get(cfg, "name", "ot")), personas=personas, claims=claims,
+                        rule=ConsistencyRule.NONE, description=description)
+    # OT brings its own folds: its fixed search/test split (test = fold 0, search = fold 1).
+    claimset.folds = search_test_split(claims, float(opts.get("search_fraction", 0.3)),
+                                       int(cfg_get(cfg, "split_seed", 0) or 0))
+    return claimset
+
+
+@dataclass
+class OTOptions:
+    """``dataset.options`` of the ``ot`` loader (validated by :mod:`plural_icm.data.registry`)."""
+
+    search_fraction: float = 0.3
+    """Share of questions in the search split (fold 1); the rest is the test split (fold 0)."""
+    rating_threshold: float = 4.0
+    split: str = "full"
+    persona_column: str = PERSONA_COLUMN
+    download: bool = True

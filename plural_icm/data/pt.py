@@ -46,6 +46,8 @@ import hashlib
 import json
 import logging
 import re
+from dataclasses import dataclass
+from dataclasses import field as dc_field
 from pathlib import Path
 from typing import Any
 
@@ -317,3 +319,15 @@ def load_pt(cfg: Any, data_dir: str | Path | None = None) -> ClaimSet:
     log.info(description)
     return ClaimSet(name=str(cfg_get(cfg, "name", "pt")), personas=personas, claims=claims,
                     rule=ConsistencyRule.EXACTLY_ONE, description=description)
+
+
+@dataclass
+class PTOptions:
+    """``dataset.options`` of the ``pt`` loader (validated by :mod:`plural_icm.data.registry`)."""
+
+    configs: list[str] = dc_field(default_factory=lambda: list(CONFIGS))
+    split: str = "test"
+    persona_field: str = "gold"
+    format: str = "auto"
+    persona_text: str = "instance"
+    download: bool = True

@@ -1,21 +1,30 @@
 """``load_claimset(cfg)``: the one entry point from a dataset config to a :class:`ClaimSet`.
 
-Dispatches on ``cfg.loader`` (``gqa``, ``oqa``, ``pt``, ``ot``, ``demo``), assigns folds and keeps
-the personas of ``cfg.personas`` (empty: all).
+Every loader has one signature, ``load(cfg, data_dir) -> ClaimSet``, and one options dataclass (the
+typed schema of ``dataset.options``), registered in :data:`LOADERS` by name. ``cfg`` is the dataset
+config with ``options`` already validated against that dataclass (an unknown key or a wrong type is
+an error naming ``dataset.options.<key>`` and the valid keys) and its defaults filled in.
 
-Folds are assigned on the *full* dataset before the persona filter, so a run restricted to some
-personas sees the same split as a run on all of them. GQA/OQA/PT (and demo when its file carries no
-folds): :func:`plural_icm.data.folds.assign_folds` with ``cfg.n_folds`` and ``cfg.split_seed``.
-OT: its fixed search/test split (:func:`plural_icm.data.ot.search_test_split`): test questions are
-fold 0, search questions fold 1, so ``ClaimSet.split(0)`` returns (search, test).
+A loader may return its own folds (OvertonBench's fixed search/test split; a claims file that
+carries folds); otherwise folds are assigned here on the *full* dataset, before the persona filter,
+so a run restricted to some personas sees the same split as a run on all of them
+(:func:`plural_icm.data.folds.assign_folds` with ``cfg.n_folds`` and ``cfg.split_seed``).
+
+Adding a dataset: a module with ``load_x(cfg, data_dir)`` and an ``XOptions`` dataclass, one line
+in :data:`LOADERS`, and ``conf/dataset/x.yaml`` (``loader: x``, ``score_metric``, ``options``).
 """
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import importlib
 import logging
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
+
+from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf.errors import OmegaConfBaseException
 
 from plural_icm.data.folds import assign_folds
 from plural_icm.data.records import ClaimSet
@@ -23,45 +32,81 @@ from plural_icm.data.sources import as_list, cfg_get, cfg_options
 
 log = logging.getLogger(__name__)
 
-#: loader name -> (module, function); imported lazily.
-LOADERS: dict[str, tuple[str, str]] = {
-    "gqa": ("plural_icm.data.gqa", "load_gqa"),
-    "oqa": ("plural_icm.data.oqa", "load_oqa"),
-    "pt": ("plural_icm.data.pt", "load_pt"),
-    "ot": ("plural_icm.data.ot", "load_ot"),
-    "demo": ("plural_icm.data.demo", "load_demo"),
+
+class LoaderSpec(NamedTuple):
+    module: str
+    function: str
+    """``function(cfg, data_dir) -> ClaimSet``."""
+    options: str
+    """The dataclass (in ``module``) that types and validates ``dataset.options``."""
+
+
+#: loader name -> where its function and options class live; imported lazily.
+LOADERS: dict[str, LoaderSpec] = {
+    "gqa": LoaderSpec("plural_icm.data.gqa", "load_gqa", "GQAOptions"),
+    "oqa": LoaderSpec("plural_icm.data.oqa", "load_oqa", "OQAOptions"),
+    "pt": LoaderSpec("plural_icm.data.pt", "load_pt", "PTOptions"),
+    "ot": LoaderSpec("plural_icm.data.ot", "load_ot", "OTOptions"),
+    "demo": LoaderSpec("plural_icm.data.demo", "load_demo", "DemoOptions"),
 }
 
 
-def _loader(name: str) -> Callable[..., ClaimSet]:
+def _loader(name: str) -> tuple[Callable[..., ClaimSet], type]:
     if name not in LOADERS:
         raise ValueError(f"dataset.loader={name!r} is unknown; valid loaders: "
                          f"{sorted(LOADERS)}")
-    module, func = LOADERS[name]
-    return getattr(importlib.import_module(module), func)
+    spec = LOADERS[name]
+    module = importlib.import_module(spec.module)
+    return getattr(module, spec.function), getattr(module, spec.options)
+
+
+def validated_options(cfg: Any) -> dict[str, Any]:
+    """``cfg.options`` checked against its loader's options dataclass, defaults filled in."""
+    name = str(cfg_get(cfg, "loader", "") or "")
+    _, options_class = _loader(name)
+    raw = cfg_options(cfg)
+    valid = [f.name for f in dataclasses.fields(options_class)]
+    unknown = sorted(set(raw) - set(valid))
+    if unknown:
+        raise ValueError(f"dataset.options.{unknown[0]} is not an option of loader {name!r}"
+                         + (f" (also unknown: {', '.join(unknown[1:])})" if len(unknown) > 1 else "")
+                         + f"; valid options: {', '.join(valid) or 'none'}")
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(options_class), raw)
+    except OmegaConfBaseException as e:
+        key = getattr(e, "full_key", None) or getattr(e, "key", None) or "?"
+        raise ValueError(f"dataset.options.{key} (loader {name!r}): {e.msg if hasattr(e, 'msg') else e}"
+                         ) from None
+    return OmegaConf.to_container(merged, resolve=True)
+
+
+def _with_options(cfg: Any, options: dict[str, Any]) -> Any:
+    """A copy of ``cfg`` whose ``options`` are ``options`` (the caller's config is not changed)."""
+    if isinstance(cfg, dict):
+        return {**cfg, "options": options}
+    if isinstance(cfg, DictConfig):
+        out = copy.deepcopy(cfg)
+        with open_dict(out):
+            out.options = options
+        return out
+    if dataclasses.is_dataclass(cfg):
+        return dataclasses.replace(cfg, options=options)
+    out = copy.copy(cfg)
+    out.options = options
+    return out
 
 
 def load_claimset(cfg: Any, data_dir: str | Path | None = None) -> ClaimSet:
     """Load, split and persona-filter the dataset described by ``cfg`` (a DatasetConfig-like)."""
     name = str(cfg_get(cfg, "loader", "") or "")
-    load = _loader(name)
-    n_folds = int(cfg_get(cfg, "n_folds", 4) or 4)
-    seed = int(cfg_get(cfg, "split_seed", 0) or 0)
-    if name == "demo":
-        claimset = load(n_folds=n_folds, split_seed=seed)
-    else:
-        claimset = load(cfg, data_dir)
+    load, _ = _loader(name)
+    claimset = load(_with_options(cfg, validated_options(cfg)), data_dir)
     if not claimset.claims:
         raise ValueError(f"dataset {cfg_get(cfg, 'name', name)!r} (loader {name}) produced no "
                          f"claims: {claimset.description}")
-
-    if name == "ot":
-        from plural_icm.data.ot import search_test_split
-
-        fraction = float(cfg_options(cfg).get("search_fraction", 0.3))
-        claimset.folds = search_test_split(claimset.claims, fraction, seed)
-    elif name != "demo" or not claimset.folds:
-        claimset.folds = assign_folds(claimset.claims, n_folds, seed)
+    if not claimset.folds:
+        claimset.folds = assign_folds(claimset.claims, int(cfg_get(cfg, "n_folds", 4) or 4),
+                                      int(cfg_get(cfg, "split_seed", 0) or 0))
     missing = {c.question_id for c in claimset.claims} - set(claimset.folds)
     if missing:
         raise ValueError(f"dataset {claimset.name!r}: {len(missing)} question id(s) have no fold, "

@@ -23,7 +23,8 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
-from plural_icm.backends.registry import backend_from_model_config, make_backend
+from plural_icm.backends.registry import backend_from_model_config
+from plural_icm.backends.settings import result_engine_settings
 from plural_icm.conditions.base import CellInputs, Condition, ConditionLabels
 from plural_icm.conditions.labels import cap_search_claims, label_accuracy
 from plural_icm.conditions.registry import get_condition
@@ -96,7 +97,8 @@ def search_tasks(cfg: DictConfig, claimset: ClaimSet, backend_identity: dict,
 def model_identity(cfg: DictConfig) -> dict:
     """What identifies the base model for search hashing, without loading it."""
     return {"backend": plain(cfg.model.backend), "model": cfg.model.base,
-            "revision": cfg.model.revision, "dtype": cfg.model.dtype}
+            "revision": cfg.model.revision, "dtype": cfg.model.dtype,
+            **result_engine_settings(cfg.model)}
 
 
 def run_searches_for(cfg: DictConfig, claimset: ClaimSet, personas: list[str], backends: Backends,
@@ -256,9 +258,8 @@ def steered_generation(cfg: DictConfig, claimset: ClaimSet, labelled: dict[str, 
     ``inference.judge_model`` names another checkpoint)."""
     judge = backend
     if cfg.inference.judge_model:
-        judge = make_backend(plain(cfg.model.backend), model_spec=cfg.inference.judge_model,
-                             cache_dir=cfg.paths.cache_dir, dtype=cfg.model.dtype,
-                             max_context=cfg.model.max_context)
+        judge = backend_from_model_config(cfg.model, "instruct", cfg.paths.cache_dir,
+                                          model_spec=cfg.inference.judge_model)
     rows = []
     try:
         for pid in tqdm(sorted(labelled), desc="generation + judge", unit="persona", disable=not cfg.progress):

@@ -11,6 +11,7 @@ import os
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
+from plural_icm.config.schema import check_config
 from plural_icm.data.registry import load_claimset
 from plural_icm.layout import cell_name
 from plural_icm.pipeline.cell import Backends, run_cell, run_searches_for
@@ -32,6 +33,7 @@ def _hydra_choices() -> dict:
 
 
 def run_task(cfg: DictConfig):
+    check_config(cfg)  # before anything is loaded or submitted
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     stage = plain(cfg.stage)
     if stage == "data_stats":
