@@ -21,7 +21,7 @@ def test_fingerprint_ignores_exactly_the_non_result_keys(compose_config, tmp_pat
     for override in ("icm.alpha=3", "inference.n_examples=5", "model.dtype=float16", "seed=1"):
         assert fingerprint(compose_config([override])) != base, override
     assert all(k.split(".")[0] in {"paths", "logger", "progress", "force", "stage", "collaborative",
-                                   "model", "icm"} for k in NON_RESULT_KEYS)
+                                   "model", "icm", "dataset"} for k in NON_RESULT_KEYS)
 
 
 def test_cell_paths_parse_back(compose_config):
