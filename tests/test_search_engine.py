@@ -162,3 +162,32 @@ def test_the_other_inconsistent_groups_move_to_the_tail_with_a_proposal():
     assert search._repair_targets(proposal, layout, exclude="q0", room=2) == []  # would not fit
     assert search._repair_targets(proposal, layout, exclude="q1", room=8) == ["q2o1"]
     assert search._repair_targets(proposal, FixedLayout(order=list(proposal)), exclude="q0", room=8) == []
+
+
+def test_a_search_resumed_from_its_stopping_checkpoint_stops_there():
+    """A job killed after the checkpoint of the iteration that triggered the early stop, but
+    before COMPLETE.json, resumes to the same result: no extra iterations."""
+    claims = make_claims(6)
+    params = SearchParams(alpha=5, num_seed=4, max_iters=400, patience=15, checkpoint_every=1,
+                          schedule="exp", decay=0.9, initial_temp=2)
+    ref_backend = FakeLM()
+    checkpoints = []
+    ref = run_one(make_search(claims, ref_backend, params, seed=1,
+                              checkpoint=lambda st: checkpoints.append(json.loads(json.dumps(st)))),
+                  ref_backend)
+    assert ref.iterations < params.max_iters  # it did stop early
+    last = checkpoints[-1]
+    assert last["iteration"] == ref.iterations  # the checkpoint of the stopping iteration
+    backend = FakeLM()
+    resumed = run_one(make_search(claims, backend, params, seed=1, resume_state=last), backend)
+    assert resumed.iterations == ref.iterations
+    assert resumed.labels == ref.labels
+    assert resumed.trajectory == ref.trajectory
+
+
+def test_patience_none_runs_the_whole_budget():
+    claims = make_claims(4)
+    params = SearchParams(alpha=5, num_seed=4, max_iters=60, patience=None)
+    backend = FakeLM()
+    res = run_one(make_search(claims, backend, params), backend)
+    assert res.iterations == 60
