@@ -24,7 +24,8 @@ from plural_icm.pipeline.layout import COLLABORATIVE_GLOB
 
 COMPLETE = "COMPLETE.json"
 CELL_KEYS = ["run_tag", "model", "dataset", "condition", "n", "fold", "seed"]
-METRIC_KEYS = ["accuracy", "accuracy_se", "n_questions", "claim_accuracy", "ece",
+METRIC_KEYS = ["claim_accuracy", "claim_accuracy_se", "n_claims", "question_accuracy",
+               "question_accuracy_se", "n_questions", "ece",
                "stable_fraction", "js_distance", "representation_score", "icm_label_accuracy",
                "coherence"]
 
@@ -74,14 +75,29 @@ def iter_cell_dirs(outputs: str | Path) -> Iterator[tuple[dict[str, Any], Path]]
                 "n": n_label, "fold": fold, "seed": seed}, seed_dir)
 
 
-def main_score(dataset: str, overall: dict[str, Any]) -> tuple[float, str]:
-    """(score, metric name): accuracy, or the representation score for OvertonBench (or whenever
-    accuracy is absent and a representation score is present)."""
+#: Keys of result files written before the two accuracies were named (``accuracy`` was the
+#: question-level one), read as their new names.
+_OLD_KEYS = {"question_accuracy": "accuracy", "question_accuracy_se": "accuracy_se"}
+
+
+def _metric(d: dict[str, Any], key: str) -> float:
+    v = d.get(key)
+    if v is None and key in _OLD_KEYS:
+        v = d.get(_OLD_KEYS[key])
+    return _num(v)
+
+
+def main_score(dataset: str, overall: dict[str, Any]) -> tuple[float, float, str]:
+    """(score, its SE, metric name): claim accuracy (the paper's metric), or the representation
+    score for OvertonBench (or whenever claim accuracy is absent and a representation score is
+    present)."""
     metric = score_metric(dataset)
     val = _num(overall.get(metric))
-    if np.isnan(val) and metric == "accuracy" and overall.get("representation_score") is not None:
-        return _num(overall["representation_score"]), "representation_score"
-    return val, metric
+    if np.isnan(val) and metric == "claim_accuracy" and overall.get("representation_score") is not None:
+        metric = "representation_score"
+        val = _num(overall[metric])
+    se_key = "representation_se" if metric == "representation_score" else f"{metric}_se"
+    return val, _num(overall.get(se_key)), metric
 
 
 def load_cells(outputs: str | Path, include_incomplete: bool = False) -> pd.DataFrame:
@@ -102,12 +118,12 @@ def load_cells(outputs: str | Path, include_incomplete: bool = False) -> pd.Data
             except (json.JSONDecodeError, OSError):
                 row["complete"] = False
         for k in METRIC_KEYS:
-            row[k] = _num(overall.get(k))
-        row["score"], row["score_metric"] = main_score(keys["dataset"], overall)
+            row[k] = _metric(overall, k)
+        row["score"], row["score_se"], row["score_metric"] = main_score(keys["dataset"], overall)
         row["n_examples"] = _num(meta.get("n_examples"))
         row["wall_time_s"] = _num(meta.get("wall_time_s"))
         rows.append(row)
-    cols = CELL_KEYS + ["complete", "path"] + METRIC_KEYS + ["score", "score_metric",
+    cols = CELL_KEYS + ["complete", "path"] + METRIC_KEYS + ["score", "score_se", "score_metric",
                                                              "n_examples", "wall_time_s"]
     return pd.DataFrame(rows, columns=cols)
 
@@ -123,11 +139,11 @@ def load_per_persona(outputs: str | Path) -> pd.DataFrame:
             vals = vals or {}
             row = {**keys, "persona_id": str(persona)}
             for k in METRIC_KEYS:
-                row[k] = _num(vals.get(k))
-            row["score"], row["score_metric"] = main_score(keys["dataset"], vals)
+                row[k] = _metric(vals, k)
+            row["score"], row["score_se"], row["score_metric"] = main_score(keys["dataset"], vals)
             rows.append(row)
     return pd.DataFrame(rows, columns=CELL_KEYS + ["persona_id"] + METRIC_KEYS
-                        + ["score", "score_metric"])
+                        + ["score", "score_se", "score_metric"])
 
 
 def load_predictions(outputs: str | Path, cells: pd.DataFrame | None = None) -> pd.DataFrame:

@@ -51,7 +51,9 @@ def build_report(outputs: str | Path, out: str | Path | None = None,
     means = tables.condition_means(folds) if not folds.empty else pd.DataFrame()
     qcorr = tables.question_correctness(preds)
     sig = tables.significance_table(folds, qcorr) if not folds.empty else pd.DataFrame()
-    headline = tables.headline_table(means, sig) if not means.empty else pd.DataFrame()
+    qmeans = (tables.condition_means(folds, "question_accuracy")
+              if not folds.empty and "question_accuracy" in folds else None)
+    headline = tables.headline_table(means, sig, qmeans) if not means.empty else pd.DataFrame()
     per_fold = tables.per_fold_table(folds, sig)
     label_acc = tables.label_accuracy_table(searches, per_persona)
     pp_table = tables.per_persona_table(per_persona, n_main)
@@ -153,8 +155,14 @@ def _markdown(outputs, tag, other_tags, n_main, all_cells, folds, headline, per_
          f"n = `{n_main}`)." + (f" Other run tags present, not in this report: "
                                 f"{', '.join(other_tags)} (use `--run-tag`)." if other_tags else "")
          + "\n",
-         "**Conventions.** Scores are accuracy in % (GQA, OQA, PT, demo) or the OvertonBench "
-         "representation score (1–5). Seeds are averaged per fold; a condition's score is the "
+         "**Conventions.** Scores are claim accuracy in % (GQA, OQA, PT, demo) or the "
+         "OvertonBench representation score (1–5). **Claim accuracy is the paper's metric**: each "
+         "True/False claim counts, correct when P(True) > P(False) agrees with gold (the paper's "
+         "code counts claims; its released OpinionQA zero-shot predictions give its 69.5%, see "
+         "`python -m analysis.parity`); `ours`, `paper` and `diff` are claim accuracies. "
+         "`question_accuracy` (headline table) is a second, stricter score with no published "
+         "counterpart: a question is correct when its highest-P(True) option is the gold "
+         "(plurality) option. Seeds are averaged per fold; a condition's score is the "
          "unweighted mean over folds (as the paper's Table 6 'Avg'); SE is over folds (or the "
          "binomial SE of a single fold). `—` is a missing value (a cell that was not run or "
          "a metric that was not computed), never zero. "

@@ -41,7 +41,7 @@ def test_cell_writes_complete_results(tmp_path, tiny_model_dir, condition):
     # fold 0 of the demo: 2 questions x 2 options x 3 personas (x perturbations for acc_matched)
     assert len(rows) == 12 * (2 if condition == "acc_matched" else 1)
     assert set(metrics["per_persona"]) == {"libertarian", "progressive", "traditional"}
-    assert 0 <= metrics["overall"]["accuracy"] <= 1
+    assert 0 <= metrics["overall"]["claim_accuracy"] <= 1
     examples = [json.loads(x) for x in (out / "examples.jsonl").read_text().splitlines()]
     if condition.startswith("zero_shot"):
         assert examples == []

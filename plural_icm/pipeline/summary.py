@@ -17,7 +17,8 @@ def _fmt(v) -> str:
 def print_summary(cfg: DictConfig, metrics: dict) -> None:
     from plural_icm.pipeline.cell import cell_name, cell_path
 
-    cols = ["accuracy", "accuracy_se", "n_questions", "claim_accuracy", "ece", "stable_fraction",
+    # claim_accuracy is the paper's metric; question_accuracy the stricter question-level one.
+    cols = ["claim_accuracy", "claim_accuracy_se", "n_claims", "question_accuracy", "n_questions", "ece", "stable_fraction",
             "js_distance", "icm_label_accuracy", "coherence"]
     rows = {pid: {c: m.get(c) for c in cols} for pid, m in metrics.get("per_persona", {}).items()}
     rows["ALL"] = {c: metrics.get("overall", {}).get(c) for c in cols}

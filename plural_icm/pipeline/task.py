@@ -48,7 +48,7 @@ def run_task(cfg: DictConfig):
 
             metrics = run_cell(cfg, wb=wb)
             print_summary(cfg, metrics)
-            return metrics.get("overall", {}).get("accuracy")
+            return metrics.get("overall", {}).get("claim_accuracy")  # the paper's metric
         if stage == "search":
             from plural_icm.pipeline.cell import Backends, run_searches_for
             from plural_icm.data.registry import load_claimset
