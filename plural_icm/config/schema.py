@@ -35,6 +35,21 @@ class Schedule(str, Enum):
     exp = "exp"   # T = max(T_min, T0 * decay ** n_accepted)
 
 
+class TemperatureIndex(str, Enum):
+    accepted = "accepted"    # the published code: n = accepted changes
+    iteration = "iteration"  # Wen et al.'s paper text (Alg. 1): n = iteration
+
+
+class SearchUnit(str, Enum):
+    training_folds = "training_folds"  # ours: one search over the union of the training folds
+    part = "part"                      # the paper's fork: one search per training fold part
+
+
+class SeedLabels(str, Enum):
+    random = "random"  # balanced random seed labels, as the paper's text says
+    gold = "gold"      # the first num_seed claims get their gold labels (one fork GQA script)
+
+
 class Aggregate(str, Enum):
     mean_log_odds = "mean_log_odds"  # the published code: mean of signed ln P(True) - ln P(False)
     sum_logprob = "sum_logprob"      # the paper's formula: sum of ln P(y_i | others)
@@ -134,9 +149,19 @@ class ICMConfig:
     decay: float = 0.99
     schedule: Schedule = Schedule.log
     log_schedule_constant: float = 2.0
+    """The log schedule's constant: 2 in the published code, beta = 0.99 in Wen et al.'s text."""
+    temperature_index: TemperatureIndex = TemperatureIndex.accepted
     aggregate: Aggregate = Aggregate.mean_log_odds
-    patience: int = 200
-    """Early stop: every claim labelled and no accepted change for this many iterations."""
+    patience: Optional[int] = 200
+    """Early stop (ours): every claim labelled and no accepted change for this many iterations;
+    null = no early stop (the published algorithm runs its fixed iteration count)."""
+    search_unit: SearchUnit = SearchUnit.training_folds
+    """What one search covers for held-out fold k: the union of the training folds (ours), or
+    each training fold part on its own, the examples being the union of the parts' labels (the
+    paper's fork)."""
+    seed_labels: SeedLabels = SeedLabels.random
+    repair_seed_labels: bool = True
+    """ConsistencyFix on the seed labels before the first iteration (Wen et al. Alg. 1 line 2)."""
     restarts: int = 1
     """Independent searches from different seeds; the highest-U assignment wins."""
     engine: Engine = Engine.fast

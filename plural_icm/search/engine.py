@@ -30,7 +30,7 @@ from plural_icm.data.records import Claim, ConsistencyRule
 from plural_icm.search.consistency import group_inconsistencies, repair_options
 from plural_icm.search.layout import FixedLayout, TreeTailLayout, layout_from_dict
 from plural_icm.search.prompts import ClaimRenderer
-from plural_icm.search.schedule import temperature
+from plural_icm.search.schedule import temperature, temperature_index
 from plural_icm.utils.values import plain
 
 log = logging.getLogger(__name__)
@@ -52,6 +52,7 @@ class SearchParams:
     decay: float = 0.99
     schedule: str = "log"
     log_schedule_constant: float = 2.0
+    temperature_index: str = "accepted"  # accepted (the published code) | iteration (Wen Alg. 1)
     aggregate: str = "mean_log_odds"
     patience: int | None = 200  # None: no early stop (the published algorithm)
     fix_max_rounds: int = 10
@@ -60,6 +61,8 @@ class SearchParams:
     layout: str = "tree_tail"   # tree_tail (fast engine) | fixed (published order)
     max_tail: int = 8
     memo: bool = True           # reuse scores of identical prompts (off for the reference engine)
+    seed_labels: str = "random"  # random (balanced, as the paper's text) | gold (one fork script)
+    repair_seed_labels: bool = True  # ConsistencyFix on the seed labels first (Wen Alg. 1 line 2)
 
     @classmethod
     def from_config(cls, icm_cfg: Any, engine: str | None = None) -> "SearchParams":
@@ -86,13 +89,28 @@ class SearchResult:
     wall_time_s: float
     label_accuracy: float | None
     n_predicted_unlabelled: int = 0
-    """Claims never labelled by the search (budget exhausted), labelled by one final prediction."""
+    """Claims never labelled by the search (budget exhausted), labelled by one final prediction.
+    U, P and I are those of the final labels, these included; ``searched`` holds the U, P, I and
+    size of the labelled set the search itself reached."""
+    searched: dict | None = None
+
+    def warning(self) -> str | None:
+        if not self.n_predicted_unlabelled:
+            return None
+        return (f"{self.n_predicted_unlabelled} of {len(self.labels)} claims were never reached "
+                f"in {self.iterations} iterations and are labelled by one final prediction given "
+                "the searched labels; raise icm.max_iters to search them")
 
     def summary(self) -> dict:
-        return {"U": self.U, "P": self.P, "I": self.I, "iterations": self.iterations,
-                "accepted": self.accepted, "seed": self.seed, "wall_time_s": self.wall_time_s,
-                "label_accuracy": self.label_accuracy, "n_claims": len(self.labels),
-                "n_predicted_unlabelled": self.n_predicted_unlabelled}
+        out = {"U": self.U, "P": self.P, "I": self.I, "iterations": self.iterations,
+               "accepted": self.accepted, "seed": self.seed, "wall_time_s": self.wall_time_s,
+               "label_accuracy": self.label_accuracy, "n_claims": len(self.labels),
+               "n_predicted_unlabelled": self.n_predicted_unlabelled}
+        if self.searched is not None:
+            out["searched"] = self.searched
+        if self.warning():
+            out["warning"] = self.warning()
+        return out
 
 
 @dataclass
@@ -198,10 +216,19 @@ class ICMSearch:
                 f"(dataset.max_search_claims=<n>, about {int(len(self.claims) * self.max_context / need)} "
                 f"fit) or a model with a longer context (model.max_context).")
 
+    def published_order(self) -> list[str]:
+        """The published code's context order: by uid (the claim's position in the search set),
+        grouped by consistency group (groups in the order of their first claim)."""
+        first = {}
+        for k, j in enumerate(self.order):
+            first.setdefault(self.group_of[j], k)
+        pos = {j: k for k, j in enumerate(self.order)}
+        return sorted(self.order, key=lambda j: (first[self.group_of[j]], pos[j]))
+
     # -- scoring ----------------------------------------------------------------------------
     def _layout_new(self):
         if self.p.layout == "fixed":
-            return FixedLayout()
+            return FixedLayout(canonical=self.published_order())
         return TreeTailLayout(max_tail=self.p.max_tail)
 
     def _score(self, labels: Mapping[str, bool], layout, queries: Iterable[str] | None = None,
@@ -285,13 +312,27 @@ class ICMSearch:
         # Balanced random seed labels, as published (the extra one of an odd count is random).
         seed_labels = [True, False] * (k // 2) + ([bool(rng.integers(2))] if k % 2 else [])
         rng.shuffle(seed_labels)
+        if self.p.seed_labels == "gold":
+            seed_labels = self._gold_seed_labels(seeds)
+        elif self.p.seed_labels != "random":
+            raise ValueError(f"icm.seed_labels must be 'random' or 'gold', got {self.p.seed_labels!r}")
         labels.update(dict(zip(seeds, seed_labels)))
         layout = self._layout_new().with_changes(list(labels), set(labels))
         layout = layout.compacted()
         scores = yield from self._score(labels, layout)
+        if self.p.repair_seed_labels:
+            # As published (Wen et al. Alg. 1 line 2): repair the seed labels before iterating.
+            labels, scores = yield from self._repair(labels, layout, layout.contexts(), scores)
         st = SearchState(rng=rng, labels=labels, layout=layout, scores=scores)
         st.U, st.P, st.I = self.utility(labels, scores)
         return st
+
+    def _gold_seed_labels(self, seeds: Sequence[str]) -> list[bool]:
+        missing = [j for j in seeds if self.claims[j].gold is None]
+        if missing:
+            raise ValueError(f"icm.seed_labels=gold needs gold labels, but seed claim(s) "
+                             f"{missing[:5]} have none")
+        return [bool(self.claims[j].gold) for j in seeds]
 
     def _restore(self) -> "SearchState":
         """The state of a checkpoint written by :meth:`_save`."""
@@ -310,8 +351,9 @@ class ICMSearch:
 
     def _step(self, st: "SearchState") -> Step:
         """One iteration: pick a claim, propose the model's label, repair, accept or reject."""
-        T = temperature(st.accepted, self.p.schedule, self.p.initial_temp, self.p.final_temp,
-                        self.p.decay, self.p.log_schedule_constant)
+        T = temperature(temperature_index(self.p.temperature_index, st.iteration, st.accepted),
+                        self.p.schedule, self.p.initial_temp, self.p.final_temp, self.p.decay,
+                        self.p.log_schedule_constant)
         i = self._pick(st.rng, st.labels)
         u = float(st.rng.random())  # drawn every iteration, so decisions never shift the stream
         accepted = changed_any = False
@@ -386,12 +428,22 @@ class ICMSearch:
                 conf_scores[j] = extra[j]
         confidence = {j: float(np.exp(_log_softmax2(conf_scores[j])[0 if final[j] else 1]))
                       for j in final}
-        return SearchResult(labels=final, confidence=confidence, U=st.U, P=st.P, I=st.I,
-                            iterations=st.iteration, accepted=st.accepted,
-                            trajectory=st.trajectory, seed=self.seed,
-                            wall_time_s=st.elapsed_s + time.perf_counter() - t_start,
-                            label_accuracy=self._accuracy(final),
-                            n_predicted_unlabelled=len(missing))
+        U, P, I = st.U, st.P, st.I
+        searched = None
+        if missing:
+            # Report U, P, I of the labels we hand out, not only of the subset the search reached.
+            layout = st.layout.with_changes(missing, set(final))
+            U, P, I = self.utility(final, (yield from self._score(final, layout)))
+            searched = {"U": st.U, "P": st.P, "I": st.I, "n_labelled": len(st.labels)}
+        res = SearchResult(labels=final, confidence=confidence, U=U, P=P, I=I,
+                           iterations=st.iteration, accepted=st.accepted,
+                           trajectory=st.trajectory, seed=self.seed,
+                           wall_time_s=st.elapsed_s + time.perf_counter() - t_start,
+                           label_accuracy=self._accuracy(final),
+                           n_predicted_unlabelled=len(missing), searched=searched)
+        if res.warning():
+            log.warning("search (seed %d): %s", self.seed, res.warning())
+        return res
 
     def _pick(self, rng: np.random.Generator, labels: Mapping[str, bool]) -> str | None:
         cands = [j for j in self.order if j not in self.fixed]
@@ -420,12 +472,13 @@ class ICMSearch:
             out += [m for m in members if m in proposal and m not in self.fixed and m not in layout.tail]
         return out if len(out) <= room else []
 
-    def _repair(self, proposal: dict, layout, ctxs: dict) -> Step:
+    def _repair(self, proposal: dict, layout, ctxs: dict, scores: Scores | None = None) -> Step:
         """ConsistencyFix: per round, for each inconsistent group, score its consistent options
         and adopt the best if it raises U; stop when a round improves nothing (the published code
-        always ran 10 rounds). The adopted option's scores are reused, never recomputed."""
+        always ran 10 rounds). The adopted option's scores are reused, never recomputed.
+        ``scores``: the proposal's scores under ``layout`` when already known."""
         best = proposal
-        best_scores = yield from self._score(best, layout, contexts=ctxs)
+        best_scores = scores if scores is not None else (yield from self._score(best, layout, contexts=ctxs))
         best_U = self.utility(best, best_scores)[0]
         if self.rule is ConsistencyRule.NONE:
             return best, best_scores
