@@ -23,6 +23,8 @@ from analysis.paper_numbers import score_metric
 from plural_icm.pipeline.layout import COLLABORATIVE_GLOB
 
 COMPLETE = "COMPLETE.json"
+#: The ICM protocol a cell's examples came from (``meta`` of metrics.json; plural_icm.search.units).
+PROTOCOL_KEYS = ("icm_preset", "search_unit", "seed_labels")
 CELL_KEYS = ["run_tag", "model", "dataset", "condition", "n", "fold", "seed"]
 METRIC_KEYS = ["claim_accuracy", "claim_accuracy_se", "n_claims", "question_accuracy",
                "question_accuracy_se", "n_questions", "ece",
@@ -122,9 +124,12 @@ def load_cells(outputs: str | Path, include_incomplete: bool = False) -> pd.Data
         row["score"], row["score_se"], row["score_metric"] = main_score(keys["dataset"], overall)
         row["n_examples"] = _num(meta.get("n_examples"))
         row["wall_time_s"] = _num(meta.get("wall_time_s"))
+        for k in PROTOCOL_KEYS:  # absent for conditions without a search (and older cells)
+            row[k] = meta.get(k)
         rows.append(row)
     cols = CELL_KEYS + ["complete", "path"] + METRIC_KEYS + ["score", "score_se", "score_metric",
-                                                             "n_examples", "wall_time_s"]
+                                                             "n_examples", "wall_time_s"] \
+        + list(PROTOCOL_KEYS)
     return pd.DataFrame(rows, columns=cols)
 
 
@@ -197,9 +202,12 @@ def _iter_search_dirs(outputs: str | Path) -> Iterator[tuple[dict[str, Any], Pat
 
 def load_searches(outputs: str | Path) -> pd.DataFrame:
     """One row per search with a ``summary.json``: keys + U, P, I, iterations, accepted,
-    wall_time_s, label_accuracy, n_claims, complete."""
+    wall_time_s, label_accuracy, n_claims, n_predicted_unlabelled (claims the budget never reached),
+    complete, and the protocol: search_unit, part, seed_labels (None in older summaries)."""
     rows = []
-    fields = ["U", "P", "I", "iterations", "accepted", "wall_time_s", "label_accuracy", "n_claims"]
+    fields = ["U", "P", "I", "iterations", "accepted", "wall_time_s", "label_accuracy", "n_claims",
+              "n_predicted_unlabelled"]
+    text_fields = ["search_unit", "part", "seed_labels", "warning"]
     for keys, d in _iter_search_dirs(outputs):
         f = d / "summary.json"
         if not f.is_file():
@@ -208,9 +216,11 @@ def load_searches(outputs: str | Path) -> pd.DataFrame:
         row = {**keys, "complete": (d / COMPLETE).is_file(), "path": str(d)}
         for k in fields:
             row[k] = _num(s.get(k))
+        for k in text_fields:
+            row[k] = s.get(k)
         rows.append(row)
     return pd.DataFrame(rows, columns=["model", "dataset", "fold", "persona", "hash", "complete",
-                                       "path"] + fields)
+                                       "path"] + fields + text_fields)
 
 
 def load_trajectories(outputs: str | Path) -> pd.DataFrame:

@@ -338,3 +338,28 @@ def test_the_headline_score_is_claim_accuracy_and_question_accuracy_a_named_colu
     row = head.iloc[0]
     assert row.ours == pytest.approx(75.0) and row.paper == pytest.approx(69.5)
     assert row.question_accuracy == pytest.approx(45.0)
+
+
+def test_report_records_the_search_protocol_and_warns_of_unreached_claims(tmp_path):
+    for fold in (0, 1):
+        d = write_cell(tmp_path, "llama70b", "gqa", "icm", fold)
+        m = json.loads((d / "metrics.json").read_text())
+        m["meta"] |= {"icm_preset": "fork", "search_unit": "part",
+                      "seed_labels": "gold" if fold == 1 else "random"}
+        _w(d / "metrics.json", m)
+        write_cell(tmp_path, "llama70b", "gqa", "zero_shot", fold)
+    sd = tmp_path / "searches" / "llama70b" / "gqa" / "fold1" / "Brazil" / "h1"
+    _w(sd / "summary.json", {"U": 1.0, "P": 0.1, "I": 0, "iterations": 5, "accepted": 1,
+                             "label_accuracy": 0.7, "n_claims": 20, "n_predicted_unlabelled": 3,
+                             "search_unit": "part", "part": 1, "seed_labels": "random"})
+    _w(sd / "COMPLETE.json", {})
+    build_report(tmp_path)
+    md = (tmp_path / "report" / "report.md").read_text()
+    assert "## ICM search protocol" in md
+    assert "GOLD SEED LABELS" in md and "Warning: 1 of 1 searches" in md
+    head = pd.read_csv(tmp_path / "report" / "headline.csv")
+    icm = head[head.condition == "icm"].iloc[0]
+    assert icm.protocol == "part/gold GOLD SEEDS; part/random"
+    assert pd.isna(head[head.condition == "zero_shot"].iloc[0].protocol)
+    searches = load.load_searches(tmp_path)
+    assert searches.iloc[0].n_predicted_unlabelled == 3 and searches.iloc[0].search_unit == "part"
