@@ -27,6 +27,8 @@ from plural_icm.layout import CELL_KEYS as _CELL_KEYS
 from plural_icm.layout import OVERALL_METRIC_KEYS
 from plural_icm.utils.io import read_jsonl
 
+#: The ICM protocol a cell's examples came from (``meta`` of metrics.json; plural_icm.search.units).
+PROTOCOL_KEYS = ("icm_preset", "search_unit", "seed_labels")
 CELL_KEYS = list(_CELL_KEYS)
 METRIC_KEYS = list(OVERALL_METRIC_KEYS)
 
@@ -62,6 +64,18 @@ def iter_cell_dirs(outputs: str | Path) -> Iterator[tuple[dict[str, Any], Path]]
             yield keys, seed_dir
 
 
+#: Keys of result files written before the two accuracies were named (``accuracy`` was the
+#: question-level one), read as their new names.
+_OLD_KEYS = {"question_accuracy": "accuracy", "question_accuracy_se": "accuracy_se"}
+
+
+def _metric(d: dict[str, Any], key: str) -> float:
+    v = d.get(key)
+    if v is None and key in _OLD_KEYS:
+        v = d.get(_OLD_KEYS[key])
+    return _num(v)
+
+
 def declared_metric(path: Path, meta: dict[str, Any]) -> str | None:
     """The score metric the cell's dataset declared (``dataset.score_metric``): from the cell's
     ``metrics.json`` meta, else from its ``config.yaml``; None for cells that predate it."""
@@ -78,15 +92,17 @@ def declared_metric(path: Path, meta: dict[str, Any]) -> str | None:
     return None
 
 
-def main_score(metric: str | None, overall: dict[str, Any]) -> tuple[float, str]:
-    """(score, metric name) by the metric the cell's dataset declared. Without a declaration
-    (older cells): accuracy, or the representation score when only that is present."""
-    if metric:
-        return _num(overall.get(metric)), metric
-    val = _num(overall.get("accuracy"))
-    if np.isnan(val) and overall.get("representation_score") is not None:
-        return _num(overall["representation_score"]), "representation_score"
-    return val, "accuracy"
+def main_score(metric: str | None, overall: dict[str, Any]) -> tuple[float, float, str]:
+    """(score, its SE, metric name) by the metric the cell's dataset declared (claim accuracy, the
+    paper's metric, for the survey datasets; the representation score for OvertonBench). Without
+    a declaration (older cells): claim accuracy, or the representation score when only that is
+    present."""
+    if not metric:
+        metric = "claim_accuracy"
+        if np.isnan(_num(overall.get(metric))) and overall.get("representation_score") is not None:
+            metric = "representation_score"
+    se_key = "representation_se" if metric == "representation_score" else f"{metric}_se"
+    return _metric(overall, metric), _metric(overall, se_key), metric
 
 
 def load_cells(outputs: str | Path, include_incomplete: bool = False) -> pd.DataFrame:
@@ -107,13 +123,16 @@ def load_cells(outputs: str | Path, include_incomplete: bool = False) -> pd.Data
             except (json.JSONDecodeError, OSError):
                 row["complete"] = False
         for k in METRIC_KEYS:
-            row[k] = _num(overall.get(k))
-        row["score"], row["score_metric"] = main_score(declared_metric(path, meta), overall)
+            row[k] = _metric(overall, k)
+        row["score"], row["score_se"], row["score_metric"] = main_score(declared_metric(path, meta), overall)
         row["n_examples"] = _num(meta.get("n_examples"))
         row["wall_time_s"] = _num(meta.get("wall_time_s"))
+        for k in PROTOCOL_KEYS:  # absent for conditions without a search (and older cells)
+            row[k] = meta.get(k)
         rows.append(row)
-    cols = CELL_KEYS + ["complete", "path"] + METRIC_KEYS + ["score", "score_metric",
-                                                             "n_examples", "wall_time_s"]
+    cols = CELL_KEYS + ["complete", "path"] + METRIC_KEYS + ["score", "score_se", "score_metric",
+                                                             "n_examples", "wall_time_s"] \
+        + list(PROTOCOL_KEYS)
     return pd.DataFrame(rows, columns=cols)
 
 
@@ -129,11 +148,11 @@ def load_per_persona(outputs: str | Path) -> pd.DataFrame:
             vals = vals or {}
             row = {**keys, "persona_id": str(persona)}
             for k in METRIC_KEYS:
-                row[k] = _num(vals.get(k))
-            row["score"], row["score_metric"] = main_score(metric, vals)
+                row[k] = _metric(vals, k)
+            row["score"], row["score_se"], row["score_metric"] = main_score(metric, vals)
             rows.append(row)
     return pd.DataFrame(rows, columns=CELL_KEYS + ["persona_id"] + METRIC_KEYS
-                        + ["score", "score_metric"])
+                        + ["score", "score_se", "score_metric"])
 
 
 def load_predictions(outputs: str | Path, cells: pd.DataFrame | None = None) -> pd.DataFrame:
@@ -182,9 +201,12 @@ def _iter_search_dirs(outputs: str | Path) -> Iterator[tuple[dict[str, Any], Pat
 
 def load_searches(outputs: str | Path) -> pd.DataFrame:
     """One row per search with a ``summary.json``: keys + U, P, I, iterations, accepted,
-    wall_time_s, label_accuracy, n_claims, complete."""
+    wall_time_s, label_accuracy, n_claims, n_predicted_unlabelled (claims the budget never reached),
+    complete, and the protocol: search_unit, part, seed_labels (None in older summaries)."""
     rows = []
-    fields = ["U", "P", "I", "iterations", "accepted", "wall_time_s", "label_accuracy", "n_claims"]
+    fields = ["U", "P", "I", "iterations", "accepted", "wall_time_s", "label_accuracy", "n_claims",
+              "n_predicted_unlabelled"]
+    text_fields = ["search_unit", "part", "seed_labels", "warning"]
     for keys, d in _iter_search_dirs(outputs):
         f = d / SUMMARY
         if not f.is_file():
@@ -193,9 +215,11 @@ def load_searches(outputs: str | Path) -> pd.DataFrame:
         row = {**keys, "complete": (d / COMPLETE).is_file(), "path": str(d)}
         for k in fields:
             row[k] = _num(s.get(k))
+        for k in text_fields:
+            row[k] = s.get(k)
         rows.append(row)
     return pd.DataFrame(rows, columns=["model", "dataset", "fold", "persona", "hash", "complete",
-                                       "path"] + fields)
+                                       "path"] + fields + text_fields)
 
 
 def load_trajectories(outputs: str | Path) -> pd.DataFrame:

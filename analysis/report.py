@@ -51,7 +51,10 @@ def build_report(outputs: str | Path, out: str | Path | None = None,
     means = tables.condition_means(folds) if not folds.empty else pd.DataFrame()
     qcorr = tables.question_correctness(preds)
     sig = tables.significance_table(folds, qcorr) if not folds.empty else pd.DataFrame()
-    headline = tables.headline_table(means, sig) if not means.empty else pd.DataFrame()
+    qmeans = (tables.condition_means(folds, "question_accuracy")
+              if not folds.empty and "question_accuracy" in folds else None)
+    headline = tables.headline_table(means, sig, qmeans) if not means.empty else pd.DataFrame()
+    headline = _with_protocol(headline, cells_tag)
     per_fold = tables.per_fold_table(folds, sig)
     label_acc = tables.label_accuracy_table(searches, per_persona)
     pp_table = tables.per_persona_table(per_persona, n_main)
@@ -99,11 +102,59 @@ def build_report(outputs: str | Path, out: str | Path | None = None,
     # ---- Markdown ----
     md = _markdown(outputs, tag, other_tags, n_main, all_cells, folds, headline, per_fold,
                    label_acc, pp_table, ece, stab, eff, collab_t, sig, figs)
+    md = md.replace(_PROTOCOL_SLOT, _protocol_section(cells_tag, searches), 1)
     (out / "report.md").write_text(md, encoding="utf-8")
     written.append(out / "report.md")
     (out / "report.html").write_text(_html(md), encoding="utf-8")
     written.append(out / "report.html")
     return written
+
+
+_PROTOCOL_SLOT = "<!-- icm protocol -->"
+
+
+def _with_protocol(headline: pd.DataFrame, cells: pd.DataFrame) -> pd.DataFrame:
+    """A ``protocol`` column (search_unit/seed_labels of the cells behind a row; GOLD SEEDS marked)."""
+    if headline.empty or "search_unit" not in cells.columns:
+        return headline
+    def describe(g: pd.DataFrame) -> str:
+        g = g.dropna(subset=["search_unit"])
+        names = sorted({f"{u}/{s}" + (" GOLD SEEDS" if s == "gold" else "")
+                        for u, s in zip(g.search_unit, g.seed_labels)})
+        return "; ".join(names)
+    proto = {k: describe(g) for k, g in cells.groupby(["model", "dataset", "condition", "n"])}
+    out = headline.copy()
+    out["protocol"] = [proto.get((r.model, r.dataset, r.condition, r.n), "") for r in out.itertuples()]
+    return out
+
+
+def _protocol_section(cells: pd.DataFrame, searches: pd.DataFrame) -> str:
+    """Which ICM protocol produced the numbers (search unit, seed labels), with gold seeds
+    marked, and a warning naming the searches whose budget left claims unreached."""
+    out = []
+    cols = [c for c in ("icm_preset", "search_unit", "seed_labels") if c in cells.columns]
+    used = cells.dropna(subset=["search_unit"]) if "search_unit" in cells.columns else pd.DataFrame()
+    if used.empty:
+        out.append("No cell of this report used ICM searches with a recorded protocol.\n")
+    else:
+        t = used.groupby(["model", "dataset", "condition"] + cols).size().rename("cells").reset_index()
+        t["note"] = ["GOLD SEED LABELS: not unsupervised" if s == "gold" else ""
+                     for s in t.seed_labels]
+        out += ["`search_unit`: `training_folds` = one search over the union of the training folds "
+                "(ours); `part` = one search per training fold part, the examples being the union "
+                "of the parts' labels (the paper's fork). `seed_labels`: `random` (the paper's "
+                "text) or `gold` (the first claims seeded with their gold labels; such numbers "
+                "are marked).\n", tables.to_markdown(t)]
+    if not searches.empty and "n_predicted_unlabelled" in searches:
+        short = searches[searches.n_predicted_unlabelled.fillna(0) > 0]
+        if len(short):
+            out.append(f"**Warning: {len(short)} of {len(searches)} searches ended with claims "
+                       "their iteration budget never reached** (labelled by one final prediction "
+                       "given the searched labels; their U, P, I include them). Raise "
+                       "`icm.max_iters`.\n")
+            out.append(tables.to_markdown(short[["model", "dataset", "fold", "persona", "hash",
+                                                 "n_claims", "n_predicted_unlabelled", "iterations"]]))
+    return "\n".join(out)
 
 
 def _img(figs: dict, key: str, caption: str) -> str:
@@ -153,8 +204,14 @@ def _markdown(outputs, tag, other_tags, n_main, all_cells, folds, headline, per_
          f"n = `{n_main}`)." + (f" Other run tags present, not in this report: "
                                 f"{', '.join(other_tags)} (use `--run-tag`)." if other_tags else "")
          + "\n",
-         "**Conventions.** Scores are accuracy in % (GQA, OQA, PT, demo) or the OvertonBench "
-         "representation score (1–5). Seeds are averaged per fold; a condition's score is the "
+         "**Conventions.** Scores are claim accuracy in % (GQA, OQA, PT, demo) or the "
+         "OvertonBench representation score (1–5). **Claim accuracy is the paper's metric**: each "
+         "True/False claim counts, correct when P(True) > P(False) agrees with gold (the paper's "
+         "code counts claims; its released OpinionQA zero-shot predictions give its 69.5%, see "
+         "`python -m analysis.parity`); `ours`, `paper` and `diff` are claim accuracies. "
+         "`question_accuracy` (headline table) is a second, stricter score with no published "
+         "counterpart: a question is correct when its highest-P(True) option is the gold "
+         "(plurality) option. Seeds are averaged per fold; a condition's score is the "
          "unweighted mean over folds (as the paper's Table 6 'Avg'); SE is over folds (or the "
          "binomial SE of a single fold). `—` is a missing value (a cell that was not run or "
          "a metric that was not computed), never zero. "
@@ -167,6 +224,7 @@ def _markdown(outputs, tag, other_tags, n_main, all_cells, folds, headline, per_
          "is the gold option), pooled over personas and folds. `p_icm_vs_this_t_folds`: paired "
          "t-test over folds (k − 1 degrees of freedom, low power with 4 folds).\n",
          "## Grid status\n", _grid_status(all_cells, tag, n_main),
+         "## ICM search protocol\n", _PROTOCOL_SLOT + "\n",
          "## Headline scores (Section 5.1)\n",
          "Paper: Section 5.1 headline values; for GQA conditions without a headline value, the "
          "Table 6 average.\n",

@@ -5,7 +5,10 @@ Conventions (stated in the report too):
 * A *cell* is (model, dataset, condition, n, fold, seed). Seeds are averaged first, giving one
   score per fold; a condition's score is the **unweighted mean over folds** (as in the paper's
   Table 6 "Avg"), its SE the standard error over folds (sd/sqrt(k), k >= 2) or, with a single
-  fold, the cell's own binomial SE (``accuracy_se``).
+  fold, the cell's own binomial SE (``score_se``).
+* The score of GQA, OQA and PT is the CLAIM accuracy (the paper's metric: each True/False claim
+  against gold); ``question_accuracy`` (highest-P(True) option == plurality option) is a second,
+  stricter column with no published counterpart.
 * Accuracies are shown in percent; the OvertonBench representation score on its 1-5 scale.
 * Missing cells are NaN (shown as "—"), never 0. ``n_folds`` says how many folds a mean covers.
 * Paper numbers are for Llama-3.1-70B (``analysis.paper_numbers``); the difference column is
@@ -41,7 +44,7 @@ def paired_t_p(a: Sequence[float], b: Sequence[float]) -> float:
 
 
 def is_accuracy(dataset: str) -> bool:
-    return paper.score_metric(dataset) == "accuracy"
+    return paper.score_metric(dataset) in paper.ACCURACY_METRICS
 
 
 def display_scale(dataset: str) -> float:
@@ -89,7 +92,7 @@ def fold_scores(cells: pd.DataFrame) -> pd.DataFrame:
     """Mean over seeds: one row per (run_tag, model, dataset, condition, n, fold)."""
     if cells.empty:
         return cells.assign(n_seeds=[])
-    num = [c for c in ["score", "accuracy", "accuracy_se", "ece", "stable_fraction", "js_distance",
+    num = [c for c in ["score", "score_se", "question_accuracy", "ece", "stable_fraction", "js_distance",
                        "representation_score", "icm_label_accuracy", "icm_mutual_predictability",
                        "claim_accuracy", "n_examples", "n_questions"] if c in cells.columns]
     g = cells.groupby(GROUP + ["fold"], sort=True)
@@ -107,8 +110,8 @@ def condition_means(folds: pd.DataFrame, metric: str = "score") -> pd.DataFrame:
         mean = float(vals.mean()) if k else np.nan
         if k >= 2:
             se, se_source = float(vals.std(ddof=1) / math.sqrt(k)), "folds"
-        elif k == 1 and metric == "score" and "accuracy_se" in g and g["accuracy_se"].notna().any():
-            se, se_source = float(g.loc[vals.index, "accuracy_se"].iloc[0]), "binomial"
+        elif k == 1 and metric == "score" and "score_se" in g and g["score_se"].notna().any():
+            se, se_source = float(g.loc[vals.index, "score_se"].iloc[0]), "binomial"
         else:
             se, se_source = np.nan, ""
         rows.append({**dict(zip(GROUP, key)), metric: mean, "se": se, "se_source": se_source,
@@ -221,9 +224,16 @@ def significance_table(folds: pd.DataFrame, qcorrect: pd.DataFrame,
 # the report's tables
 # ---------------------------------------------------------------------------------------------
 
-def headline_table(means: pd.DataFrame, sig: pd.DataFrame) -> pd.DataFrame:
-    """Per (model, dataset, condition): our mean score (display units), SE, folds, paper value
-    (Section 5.1 headline or Table 6 average), difference, and p-values of ICM vs the condition."""
+def headline_table(means: pd.DataFrame, sig: pd.DataFrame,
+                   question_means: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Per (model, dataset, condition): our mean score (display units; claim accuracy for the
+    accuracy datasets, the paper's metric), SE, folds, paper value (Section 5.1 headline or Table 6
+    average), difference, p-values of ICM vs the condition, and, when ``question_means`` is given
+    (``condition_means(folds, "question_accuracy")``), our question-level accuracy, which has no
+    published counterpart."""
+    qacc = {}
+    if question_means is not None and not question_means.empty:
+        qacc = {tuple(r[k] for k in GROUP): r.question_accuracy for _, r in question_means.iterrows()}
     rows = []
     for _, r in means.iterrows():
         s = display_scale(r.dataset)
@@ -242,10 +252,12 @@ def headline_table(means: pd.DataFrame, sig: pd.DataFrame) -> pd.DataFrame:
                 p_mc, p_t = hit.p_mcnemar.iloc[0], hit.p_t_folds.iloc[0]
         row["p_icm_vs_this_mcnemar"] = p_mc
         row["p_icm_vs_this_t_folds"] = p_t
+        q = qacc.get(tuple(r[k] for k in GROUP), np.nan)
+        row["question_accuracy"] = q * s if is_accuracy(r.dataset) else np.nan
         rows.append(row)
     df = pd.DataFrame(rows, columns=["model", "dataset", "condition", "n", "unit", "ours", "se",
                                      "n_folds", "paper", "diff", "p_icm_vs_this_mcnemar",
-                                     "p_icm_vs_this_t_folds"])
+                                     "p_icm_vs_this_t_folds", "question_accuracy"])
     return _sort(df)
 
 

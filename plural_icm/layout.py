@@ -225,13 +225,19 @@ class CellMeta(_Record):
     run_tag: str
     score_metric: Optional[str] = None
     """The metric the dataset declares as its score (``dataset.score_metric``, where set)."""
+    icm_preset: Optional[str] = None
+    """For conditions with an ICM search: the preset, ``icm.search_unit`` and ``icm.seed_labels``
+    behind the examples (``gold`` seeds are marked in the report)."""
+    search_unit: Optional[str] = None
+    seed_labels: Optional[str] = None
     wall_time_s: float = 0.0
     backend_stats: dict = field(default_factory=dict)
 
 
-OVERALL_METRIC_KEYS = ("accuracy", "accuracy_se", "n_questions", "claim_accuracy", "ece",
-                       "stable_fraction", "js_distance", "representation_score",
-                       "example_label_accuracy", "icm_label_accuracy", "icm_mutual_predictability")
+OVERALL_METRIC_KEYS = ("claim_accuracy", "claim_accuracy_se", "n_claims", "question_accuracy",
+                       "question_accuracy_se", "n_questions", "ece", "stable_fraction",
+                       "js_distance", "representation_score", "example_label_accuracy",
+                       "icm_label_accuracy", "icm_mutual_predictability")
 """The scalar metrics of a cell that the summary and the analysis read (absent ones are NaN)."""
 
 
@@ -264,6 +270,9 @@ class LabellingScore(_Record):
     """Test accuracy of the ICM-labelled examples and the labelling's own quality."""
 
     test_accuracy: Optional[float]
+    """Claim accuracy on the held-out fold (the paper's metric, compared with its Table 1)."""
+    test_question_accuracy: Optional[float]
+    """Question-level accuracy (stricter: the highest-P(True) option is the plurality option)."""
     label_accuracy: Optional[float]
     U: Optional[float]
     """``alpha * P - I`` (the paper's "coherence")."""
@@ -283,6 +292,9 @@ class CollaborativeSummary(_Record):
     before: dict
     """A :class:`LabellingScore` of the labels before any question was asked."""
     test_accuracy: Optional[float]
+    """Claim accuracy on the held-out fold (the paper's metric, compared with its Table 1)."""
+    test_question_accuracy: Optional[float]
+    """Question-level accuracy (stricter: the highest-P(True) option is the plurality option)."""
     label_accuracy: Optional[float]
     U: Optional[float]
     mutual_predictability: Optional[float]

@@ -264,6 +264,8 @@ def test_bootstrap_is_reported_beside_random_and_icm():
     from analysis.paper_numbers import CONDITION_LABELS
 
     assert CONDITION_LABELS["bootstrap"] == "Few-shot bootstrap" and "bootstrap" in COND_COLORS
+
+
 def test_score_is_the_metric_the_dataset_declared(tmp_path):
     """The cell's declared score_metric decides its score, whatever the dataset is called."""
     d = write_cell(tmp_path, "m", "gqa", "icm", 0)
@@ -279,4 +281,114 @@ def test_score_is_the_metric_the_dataset_declared(tmp_path):
     assert load.load_cells(tmp_path).iloc[0].score == 4.25
     (d / "config.yaml").write_text("model: {}\n")  # no declaration anywhere: accuracy
     row = load.load_cells(tmp_path).iloc[0]
-    assert row.score_metric == "accuracy" and row.score == m["overall"]["accuracy"]
+    assert row.score_metric == "claim_accuracy" and row.score == m["overall"]["claim_accuracy"]
+
+
+# -- the paper's metric ------------------------------------------------------------------------
+
+# ../shared/data beside the checkout (a git worktree under wt/ sits one level deeper)
+_REPO = Path(__file__).resolve().parents[1]
+RELEASED = [r / "shared" / "data" / "paper_released" for r in (_REPO.parent, _REPO.parent.parent)]
+
+
+def _released_dir() -> Path:
+    for base in RELEASED:
+        d = base / "opinionqa" / "zero_shot_chat"
+        if d.is_dir():
+            return d
+    pytest.skip("the paper's released predictions (../shared/data/paper_released) are absent")
+
+
+@pytest.mark.data
+def test_parity_reproduces_the_papers_zero_shot_number(capsys):
+    from analysis import parity
+
+    assert parity.main([str(_released_dir())]) == 0
+    out = capsys.readouterr().out
+    mean_line = [ln for ln in out.splitlines() if ln.startswith("mean over 4 folds")]
+    assert mean_line and "69.47%" in mean_line[0] and "paper: 69.50%" in mean_line[0]
+    for fold_acc in ("68.94", "74.67", "70.47", "63.79"):
+        assert fold_acc in out
+
+
+def test_parity_counts_an_answer_that_is_no_label_as_wrong(tmp_path, capsys):
+    from analysis import parity
+
+    rows = [{"instruction": "x", "input": "q", "output": "True", "generated_output": " true."},
+            {"instruction": "x", "input": "q", "output": "False", "generated_output": "False"},
+            {"instruction": "x", "input": "q", "output": "False", "generated_output": "You"},
+            {"instruction": "x", "input": "q", "output": "True", "generated_output": "False"}]
+    _w(tmp_path / "oqa" / "zero_shot_chat" / "res_fold1.json", rows)
+    _w(tmp_path / "oqa" / "zero_shot_chat" / "res_fold2.json", rows[:2])
+    s = parity.score_file(tmp_path / "oqa" / "zero_shot_chat" / "res_fold1.json")
+    assert (s.fold, s.n_claims, s.n_correct, s.n_unparsed, s.accuracy) == (1, 4, 2, 1, 0.5)
+    assert parity.main([str(tmp_path / "oqa" / "zero_shot_chat")]) == 0
+    out = capsys.readouterr().out
+    assert "mean over 2 folds: 75.00%" in out and "paper: 69.50%" in out  # (50 + 100) / 2
+
+
+@pytest.mark.parametrize("content, expected", [
+    ("[{\"input\": 1, \"output\": \"True\"}]", "row 0: missing field(s) ['generated_output']"),
+    ("[{\"input\": \"q\", \"output\": \"yes\", \"generated_output\": \"True\"}]",
+     "row 0: 'output' (the gold label) must be 'True' or 'False'"),
+    ("[{\"input\": \"q\", \"output\": \"True\", \"generated_output\": \"True\"}, 3]",
+     "row 1: expected an object"),
+    ("{\"a\": 1}", "expected a JSON list"),
+    ("[{\"input\": ", "not valid JSON"),
+])
+def test_parity_names_file_and_row_of_a_malformed_prediction_file(tmp_path, capsys, content, expected):
+    from analysis import parity
+
+    f = tmp_path / "bad_fold1.json"
+    f.write_text(content)
+    assert parity.main([str(f)]) == 2
+    err = capsys.readouterr().err
+    assert str(f) in err and expected in err
+
+
+def test_the_headline_score_is_claim_accuracy_and_question_accuracy_a_named_column(tmp_path):
+    """Cells whose claim and question accuracies differ: the score compared with the paper is the
+    claim accuracy; question accuracy is its own column (read from older files' ``accuracy``)."""
+    from analysis import load, tables
+
+    for fold, (claim, question) in enumerate([(0.70, 0.40), (0.80, 0.50)]):
+        d = tmp_path / "results" / "main" / "llama70b" / "oqa" / "zero_shot" / "nall" / f"fold{fold}" / "seed0"
+        overall = {"claim_accuracy": claim, "claim_accuracy_se": 0.01, "n_claims": 100}
+        overall |= ({"question_accuracy": question} if fold == 0 else {"accuracy": question})
+        _w(d / "metrics.json", {"overall": overall, "per_persona": {}, "meta": {}})
+        _w(d / "COMPLETE.json", {})
+    cells = load.load_cells(tmp_path)
+    assert list(cells.score) == pytest.approx([0.70, 0.80])
+    assert set(cells.score_metric) == {"claim_accuracy"}
+    assert list(cells.question_accuracy) == pytest.approx([0.40, 0.50])
+    folds = tables.fold_scores(cells)
+    head = tables.headline_table(tables.condition_means(folds), pd.DataFrame(),
+                                 tables.condition_means(folds, "question_accuracy"))
+    row = head.iloc[0]
+    assert row.ours == pytest.approx(75.0) and row.paper == pytest.approx(69.5)
+    assert row.question_accuracy == pytest.approx(45.0)
+
+
+def test_report_records_the_search_protocol_and_warns_of_unreached_claims(tmp_path):
+    for fold in (0, 1):
+        d = write_cell(tmp_path, "llama70b", "gqa", "icm", fold)
+        m = json.loads((d / "metrics.json").read_text())
+        m["meta"] |= {"icm_preset": "fork", "search_unit": "part",
+                      "seed_labels": "gold" if fold == 1 else "random"}
+        _w(d / "metrics.json", m)
+        write_cell(tmp_path, "llama70b", "gqa", "zero_shot", fold)
+    sd = tmp_path / "searches" / "llama70b" / "gqa" / "fold1" / "Brazil" / "h1"
+    _w(sd / "summary.json", {"U": 1.0, "P": 0.1, "I": 0, "iterations": 5, "accepted": 1,
+                             "label_accuracy": 0.7, "n_claims": 20, "n_predicted_unlabelled": 3,
+                             "search_unit": "part", "part": 1, "seed_labels": "random"})
+    _w(sd / "COMPLETE.json", {})
+    build_report(tmp_path)
+    md = (tmp_path / "report" / "report.md").read_text()
+    assert "## ICM search protocol" in md
+    assert "GOLD SEED LABELS" in md and "Warning: 1 of 1 searches" in md
+    head = pd.read_csv(tmp_path / "report" / "headline.csv")
+    icm = head[head.condition == "icm"].iloc[0]
+    assert icm.protocol == "part/gold GOLD SEEDS; part/random"
+    assert pd.isna(head[head.condition == "zero_shot"].iloc[0].protocol)
+    searches = load.load_searches(tmp_path)
+    assert searches.iloc[0].n_predicted_unlabelled == 3 and searches.iloc[0].search_unit == "part"

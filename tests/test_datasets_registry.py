@@ -92,7 +92,7 @@ def test_options_are_typed_and_validated_per_loader():
 def test_datasets_declare_their_score_metric():
     assert str(yaml_cfg("ot").score_metric.value) == "representation_score"
     for name in ("gqa", "oqa", "pt", "demo"):
-        assert yaml_cfg(name).score_metric.value == "accuracy"
+        assert yaml_cfg(name).score_metric.value == "claim_accuracy"
 
 
 def test_unknown_loader():

@@ -243,16 +243,18 @@ def test_cell_metrics_puts_it_together():
     m = cell_metrics(table())
     json.dumps(m, allow_nan=False)  # JSON-serialisable, no NaN
     o = m["overall"]
-    assert o["accuracy"] == pytest.approx(0.5) and o["accuracy_se"] == pytest.approx(0.25)
+    assert "accuracy" not in o  # two accuracies, each named: claim (the paper's) and question
+    assert o["question_accuracy"] == pytest.approx(0.5) and o["question_accuracy_se"] == pytest.approx(0.25)
     assert o["n_questions"] == 4 and o["n_claims"] == 9
     assert o["claim_accuracy"] == pytest.approx(5 / 9)
     assert o["ece"] == pytest.approx(3.07 / 9)
     assert o["stable_fraction"] == pytest.approx(1 / 3) and o["n_two_option"] == 3
     assert o["js_distance"] == pytest.approx(JS_A_Q2 / 2, abs=1e-5) and o["n_js"] == 2
-    # mean over personas of accuracy: (2/3 + 0) / 2
-    assert o["accuracy_persona_mean"] == pytest.approx(1 / 3)
+    # mean over personas of question accuracy: (2/3 + 0) / 2; of claim accuracy: (4/7 + 1/2) / 2
+    assert o["question_accuracy_persona_mean"] == pytest.approx(1 / 3)
+    assert o["claim_accuracy_persona_mean"] == pytest.approx((4 / 7 + 1 / 2) / 2)
     b = m["per_persona"]["B"]
-    assert b["accuracy"] == 0.0 and b["accuracy_se"] == 0.0 and b["js_distance"] == 0.0
+    assert b["question_accuracy"] == 0.0 and b["question_accuracy_se"] == 0.0 and b["js_distance"] == 0.0
     # B: one claim right of two (.45 False), ECE: .95 wrong and .55 right in their own bins
     # -> (.95 + .45) / 2 = .7
     assert b["claim_accuracy"] == 0.5 and b["ece"] == pytest.approx(0.7)
@@ -266,18 +268,21 @@ def test_cell_metrics_without_distribution_and_with_folds():
     json.dumps(m, allow_nan=False)
     assert m["overall"]["js_distance"] is None and m["overall"]["n_js"] == 0
     # fold 0 = persona A (2/3), fold 1 = persona B (0): mean 1/3, SE = sd / sqrt 2 = 1/3
-    assert m["overall"]["accuracy_fold_mean"] == pytest.approx(1 / 3)
-    assert m["overall"]["accuracy_fold_se"] == pytest.approx(1 / 3)
+    assert m["overall"]["question_accuracy_fold_mean"] == pytest.approx(1 / 3)
+    assert m["overall"]["question_accuracy_fold_se"] == pytest.approx(1 / 3)
+    # claim accuracy: fold 0 = A (4/7), fold 1 = B (1/2)
+    assert m["overall"]["claim_accuracy_fold_mean"] == pytest.approx((4 / 7 + 1 / 2) / 2)
     assert set(m["overall"]["per_fold"]) == {"0", "1"}
 
 
 def test_cell_metrics_rule_none_and_empty():
     m = cell_metrics(table(), rule="none")
-    assert m["overall"]["accuracy"] is None and m["overall"]["n_questions"] == 0
+    assert m["overall"]["question_accuracy"] is None and m["overall"]["n_questions"] == 0
     assert m["overall"]["claim_accuracy"] == pytest.approx(5 / 9)
     empty = cell_metrics(table().iloc[0:0])
     json.dumps(empty, allow_nan=False)
-    assert empty["overall"]["accuracy"] is None and empty["per_persona"] == {}
+    assert empty["overall"]["question_accuracy"] is None and empty["per_persona"] == {}
+    assert empty["overall"]["claim_accuracy"] is None
 
 
 def test_aggregate_folds():

@@ -28,7 +28,7 @@ def test_cell_writes_complete_results(tmp_path, tiny_model_dir, condition, tiny_
     # fold 0 of the demo: 2 questions x 2 options x 3 personas (x perturbations for acc_matched)
     assert len(rows) == 12 * (2 if condition == "acc_matched" else 1)
     assert set(metrics["per_persona"]) == {"libertarian", "progressive", "traditional"}
-    assert 0 <= metrics["overall"]["accuracy"] <= 1
+    assert 0 <= metrics["overall"]["claim_accuracy"] <= 1
     examples = [json.loads(x) for x in (out / "examples.jsonl").read_text().splitlines()]
     if condition.startswith("zero_shot"):
         assert examples == []
@@ -213,3 +213,37 @@ def test_collaborative_asks_only_within_the_capped_search_set(tmp_path, tiny_mod
         assert set(res[method]["asked"]) <= searched, method
     loo = [(ex, tg) for ex, tg in seen if tg <= searched and len(tg) == 1]
     assert len(loo) == len(searched) and all(not (ex & tg) for ex, tg in loo)
+
+
+def test_search_unit_part_searches_each_training_part_and_unions_their_labels(tmp_path, tiny_cfg):
+    """icm.search_unit=part (the paper's fork): one search per training fold part over its own
+    claims; the cell's examples are the union of the parts' labels; summary and cell say so."""
+    from plural_icm.data.registry import load_claimset
+    from plural_icm.pipeline.cell import cell_path, model_identity, run_cell, search_tasks
+
+    cfg = tiny_cfg(["condition=icm", "icm.search_unit=part", "icm.restarts=2"])
+    claimset = load_claimset(cfg.dataset, cfg.paths.data_dir)
+    tasks = search_tasks(cfg, claimset, model_identity(cfg), ["progressive"], fold=0)
+    train, _ = claimset.split(0, "progressive")
+    parts = sorted({claimset.folds[c.question_id] for c in train})
+    assert 0 not in parts and len(parts) >= 2
+    assert [(t.part, t.fold) for t in tasks] == [(j, j) for j in parts for _ in range(2)]
+    for t in tasks:
+        assert {claimset.folds[c.question_id] for c in t.claims} == {t.part}
+    assert sorted(c.item_id for t in tasks[::2] for c in t.claims) == sorted(c.item_id for c in train)
+    # fold 1's cell shares the searches of the parts it has in common with fold 0's
+    other = search_tasks(cfg, claimset, model_identity(cfg), ["progressive"], fold=parts[0])
+    assert {t.hash() for t in tasks} & {t.hash() for t in other}
+
+    run_cell(cfg)
+    out = cell_path(cfg)
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["meta"]["search_unit"] == "part" and metrics["meta"]["seed_labels"] == "random"
+    examples = [json.loads(x) for x in (out / "examples.jsonl").read_text().splitlines()]
+    ex = {r["item_id"] for r in examples if r["persona_id"] == "progressive"}
+    assert ex == {c.item_id for c in train}
+    summaries = [json.loads(p.read_text()) for p in
+                 (Path(cfg.paths.searches_dir)).glob("*/*/fold*/progressive/*/summary.json")]
+    assert len(summaries) == 2 * len(parts)
+    assert {s["search_unit"] for s in summaries} == {"part"}
+    assert sorted({s["part"] for s in summaries}) == parts

@@ -162,3 +162,108 @@ def test_the_other_inconsistent_groups_move_to_the_tail_with_a_proposal():
     assert search._repair_targets(proposal, layout, exclude="q0", room=2) == []  # would not fit
     assert search._repair_targets(proposal, layout, exclude="q1", room=8) == ["q2o1"]
     assert search._repair_targets(proposal, FixedLayout(order=list(proposal)), exclude="q0", room=8) == []
+
+
+def test_a_search_resumed_from_its_stopping_checkpoint_stops_there():
+    """A job killed after the checkpoint of the iteration that triggered the early stop, but
+    before COMPLETE.json, resumes to the same result: no extra iterations."""
+    claims = make_claims(6)
+    params = SearchParams(alpha=5, num_seed=4, max_iters=400, patience=15, checkpoint_every=1,
+                          schedule="exp", decay=0.9, initial_temp=2)
+    ref_backend = FakeLM()
+    checkpoints = []
+    ref = run_one(make_search(claims, ref_backend, params, seed=1,
+                              checkpoint=lambda st: checkpoints.append(json.loads(json.dumps(st)))),
+                  ref_backend)
+    assert ref.iterations < params.max_iters  # it did stop early
+    last = checkpoints[-1]
+    assert last["iteration"] == ref.iterations  # the checkpoint of the stopping iteration
+    backend = FakeLM()
+    resumed = run_one(make_search(claims, backend, params, seed=1, resume_state=last), backend)
+    assert resumed.iterations == ref.iterations
+    assert resumed.labels == ref.labels
+    assert resumed.trajectory == ref.trajectory
+
+
+def test_patience_none_runs_the_whole_budget():
+    claims = make_claims(4)
+    params = SearchParams(alpha=5, num_seed=4, max_iters=60, patience=None)
+    backend = FakeLM()
+    res = run_one(make_search(claims, backend, params), backend)
+    assert res.iterations == 60
+
+
+# -- the published protocol's options ----------------------------------------------------------
+
+def _start_only(claims, seed, **kw):
+    """A search of zero iterations with every claim seeded: its result is the start state."""
+    params = SearchParams(alpha=5, num_seed=len(claims), max_iters=0, **kw)
+    backend = FakeLM()
+    return run_one(make_search(claims, backend, params, seed=seed), backend)
+
+
+def test_seed_labels_are_repaired_before_the_first_iteration():
+    claims = make_claims(3)
+    # seeds whose balanced random labels put two Trues in one group (an inconsistency)
+    seeds = [s for s in range(40) if _start_only(claims, s, repair_seed_labels=False).I > 0]
+    assert seeds, "no seed drew inconsistent seed labels"
+    for s in seeds[:3]:
+        assert _start_only(claims, s, repair_seed_labels=True).I == 0
+
+
+def test_gold_seed_labels_and_their_refusal_without_gold():
+    claims = make_claims(3)
+    res = _start_only(claims, 0, seed_labels="gold", repair_seed_labels=False)
+    assert res.labels == {c.item_id: c.gold for c in claims}
+    claims[2] = Claim(**{**claims[2].__dict__, "gold": None})
+    with pytest.raises(ValueError, match="seed_labels=gold needs gold labels"):
+        _start_only(claims, 0, seed_labels="gold")
+
+
+def test_the_paper_text_schedule_is_indexed_by_iteration():
+    import math
+
+    claims = make_claims(4)
+    params = SearchParams(alpha=5, num_seed=2, max_iters=30, patience=None, schedule="log",
+                          log_schedule_constant=0.99, temperature_index="iteration")
+    backend = FakeLM()
+    res = run_one(make_search(claims, backend, params), backend)
+    for row in res.trajectory:  # iteration n (1-based): T0 / (1 + 0.99 ln n)
+        assert row["temperature"] == pytest.approx(10 / (1 + 0.99 * math.log(row["iteration"])))
+    assert temperature(5, "log", 10, 0.01, 0.99) == pytest.approx(10 / (1 + 2 * math.log(6)))
+
+
+def test_reference_order_is_by_uid_grouped_by_consistency_group():
+    claims = make_claims(3)
+    shuffled = [claims[k] for k in (0, 2, 4, 1, 3, 5)]  # q0o0 q1o0 q2o0 q0o1 q1o1 q2o1
+    backend = FakeLM()
+    s = make_search(shuffled, backend, SearchParams(layout="fixed", memo=False))
+    assert s.published_order() == ["q0o0", "q0o1", "q1o0", "q1o1", "q2o0", "q2o1"]
+    lay = s._layout_new().with_changes(["q2o0", "q0o0"], {"q2o0", "q0o0"})
+    assert lay.order == ["q0o0", "q2o0"]
+    lay = lay.with_changes(["q1o1"], {"q2o0", "q0o0", "q1o1"})  # a new claim at its uid position
+    assert lay.order == ["q0o0", "q1o1", "q2o0"]
+    assert lay.contexts()["q2o0"] == ["q0o0", "q1o1"]
+    from plural_icm.search.layout import layout_from_dict
+    assert layout_from_dict(lay.to_dict()) == lay
+    assert FixedLayout(order=["b"]).with_changes(["a"], {"a", "b"}).order == ["b", "a"]  # no canonical: appended
+
+
+def test_claims_the_budget_never_reached_are_in_U_P_I_and_warned(caplog):
+    from plural_icm.search.consistency import inconsistencies as count
+
+    claims = make_claims(8)
+    params = SearchParams(alpha=5, num_seed=2, max_iters=3, patience=None)
+    backend = FakeLM()
+    search = make_search(claims, backend, params)
+    with caplog.at_level("WARNING"):
+        res = run_one(search, backend)
+    assert res.n_predicted_unlabelled > 0
+    summ = res.summary()
+    assert summ["searched"]["n_labelled"] == len(claims) - res.n_predicted_unlabelled
+    assert "never reached" in summ["warning"] and "never reached" in caplog.text
+    assert res.I == count(search.groups, res.labels, search.rule)  # I of all final labels
+    assert res.U == pytest.approx(5 * res.P - res.I)
+    b2 = FakeLM()
+    done = run_one(make_search(make_claims(2), b2, SearchParams(alpha=5, num_seed=4, max_iters=40)), b2)
+    assert done.n_predicted_unlabelled == 0 and "warning" not in done.summary()

@@ -130,7 +130,8 @@ def measure(kind: str, engine: str, n: int, proposals: int, model_dir: Path | No
 
     def layout_of(labels):
         items = [j for j in order if j in labels]
-        return (FixedLayout(order=items) if engine == "reference"
+        # the published order: by uid, grouped by consistency group, new claims at their place
+        return (FixedLayout(order=items, canonical=search.published_order()) if engine == "reference"
                 else TreeTailLayout(slots=items, max_tail=params.max_tail))
 
     # (a) one full evaluation of P(D) of the complete labelling, cold cache

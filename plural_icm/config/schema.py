@@ -37,6 +37,21 @@ class Schedule(str, Enum):
     exp = "exp"   # T = max(T_min, T0 * decay ** n_accepted)
 
 
+class TemperatureIndex(str, Enum):
+    accepted = "accepted"    # the published code: n = accepted changes
+    iteration = "iteration"  # Wen et al.'s paper text (Alg. 1): n = iteration
+
+
+class SearchUnit(str, Enum):
+    training_folds = "training_folds"  # ours: one search over the union of the training folds
+    part = "part"                      # the paper's fork: one search per training fold part
+
+
+class SeedLabels(str, Enum):
+    random = "random"  # balanced random seed labels, as the paper's text says
+    gold = "gold"      # the first num_seed claims get their gold labels (one fork GQA script)
+
+
 class Aggregate(str, Enum):
     mean_log_odds = "mean_log_odds"  # the published code: mean of signed ln P(True) - ln P(False)
     sum_logprob = "sum_logprob"      # the paper's formula: sum of ln P(y_i | others)
@@ -54,7 +69,8 @@ class ContextPolicy(str, Enum):
 
 class ScoreMetric(str, Enum):
     """The metric a dataset's cells are scored by (the analysis reads it from the cell)."""
-    accuracy = "accuracy"                          # per-question accuracy of the chosen option
+    claim_accuracy = "claim_accuracy"              # the paper's metric: each True/False claim vs gold
+    question_accuracy = "question_accuracy"        # stricter: the highest-P(True) option is the plurality
     representation_score = "representation_score"  # OvertonBench: judge rating 1-5
 
 
@@ -173,7 +189,7 @@ class DatasetConfig:
     options: dict[str, Any] = field(default_factory=dict)
     """Loader-specific options, typed and validated by the loader's options dataclass
     (:data:`plural_icm.data.registry.LOADERS`): an unknown key or a wrong type is an error."""
-    score_metric: ScoreMetric = ScoreMetric.accuracy
+    score_metric: ScoreMetric = ScoreMetric.claim_accuracy
     """The metric the analysis reports as this dataset's score."""
 
 
@@ -205,9 +221,19 @@ class ICMConfig:
     decay: float = 0.99
     schedule: Schedule = Schedule.log
     log_schedule_constant: float = 2.0
+    """The log schedule's constant: 2 in the published code, beta = 0.99 in Wen et al.'s text."""
+    temperature_index: TemperatureIndex = TemperatureIndex.accepted
     aggregate: Aggregate = Aggregate.mean_log_odds
-    patience: int = 200
-    """Early stop: every claim labelled and no accepted change for this many iterations."""
+    patience: Optional[int] = 200
+    """Early stop (ours): every claim labelled and no accepted change for this many iterations;
+    null = no early stop (the published algorithm runs its fixed iteration count)."""
+    search_unit: SearchUnit = SearchUnit.training_folds
+    """What one search covers for held-out fold k: the union of the training folds (ours), or
+    each training fold part on its own, the examples being the union of the parts' labels (the
+    paper's fork)."""
+    seed_labels: SeedLabels = SeedLabels.random
+    repair_seed_labels: bool = True
+    """ConsistencyFix on the seed labels before the first iteration (Wen et al. Alg. 1 line 2)."""
     restarts: int = 1
     """Independent searches from different seeds; the highest-U assignment wins."""
     engine: Engine = Engine.fast

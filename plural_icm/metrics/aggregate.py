@@ -3,9 +3,13 @@
 ``cell_metrics`` turns one cell's predictions frame (see :mod:`plural_icm.metrics.classification`
 for the columns) into ``{"overall": {...}, "per_persona": {pid: {...}}}`` with the keys
 
-    accuracy, accuracy_se, n_questions   question-level (argmax option == gold option), binomial SE
-    accuracy_persona_mean                mean of per-persona accuracies (overall only)
-    claim_accuracy, claim_accuracy_se, n_claims   p_true > 0.5 vs gold
+    claim_accuracy, claim_accuracy_se, n_claims   THE PAPER'S METRIC: per True/False claim,
+                                         P(True) > P(False) vs gold, binomial SE (the fork's
+                                         scorer counts claims; see PAPER_ACCURACY)
+    question_accuracy, question_accuracy_se, n_questions   question-level (argmax-P(True) option
+                                         == gold option), a different, stricter score
+    claim_accuracy_persona_mean, question_accuracy_persona_mean   mean of per-persona values
+                                         (overall only)
     ece                                  claim-level ECE, 15 bins (see calibration.py for why)
     ece_question                         question-level ECE, 15 bins
     stable_fraction, n_two_option        two-option groups with exactly one claim judged True
@@ -31,7 +35,12 @@ from plural_icm.metrics.classification import (claim_accuracy, mean_with_se, que
                                                question_predictions, stable_fraction)
 from plural_icm.metrics.distribution import mean_js_distance
 
-QUESTION_KEYS = ("accuracy", "accuracy_se", "n_questions", "ece_question", "stable_fraction",
+#: The accuracy the paper reports and the report and W&B compare with it: claim-level. The fork's
+#: scorer counts a claim correct when its True/False answer equals gold; its released OpinionQA
+#: zero-shot predictions give 69.47%, the paper's 69.5% (``python -m analysis.parity``).
+PAPER_ACCURACY = "claim_accuracy"
+
+QUESTION_KEYS = ("question_accuracy", "question_accuracy_se", "n_questions", "ece_question", "stable_fraction",
                  "n_two_option", "js_distance", "n_js")
 
 
@@ -56,7 +65,7 @@ def _metrics(df: pd.DataFrame, exactly_one: bool) -> dict[str, Any]:
         acc, se, n_q = question_accuracy(qdf)
         stab, n_two = stable_fraction(qdf)
         js, n_js = mean_js_distance(qdf)
-        out.update({"accuracy": acc, "accuracy_se": se, "n_questions": n_q,
+        out.update({"question_accuracy": acc, "question_accuracy_se": se, "n_questions": n_q,
                     "ece_question": question_level_ece(qdf), "stable_fraction": stab,
                     "n_two_option": n_two, "js_distance": js, "n_js": n_js})
     else:
@@ -72,7 +81,7 @@ def cell_metrics(predictions_df: pd.DataFrame,
     ``rule`` is the dataset's consistency rule: question-level metrics (accuracy, stability, JS,
     question ECE) need exactly-one groups and are None/0 for ``ConsistencyRule.NONE``.
     When the frame has a ``fold`` column with several folds, ``overall`` also carries
-    ``accuracy_fold_mean`` / ``accuracy_fold_se`` and ``per_fold``.
+    ``<claim|question>_accuracy_fold_mean`` / ``..._fold_se`` and ``per_fold``.
     """
     exactly_one = ConsistencyRule(rule) == ConsistencyRule.EXACTLY_ONE
     overall = _metrics(predictions_df, exactly_one)
@@ -80,14 +89,17 @@ def cell_metrics(predictions_df: pd.DataFrame,
     if len(predictions_df):
         for pid, g in predictions_df.groupby("persona_id", sort=True):
             per_persona[str(pid)] = _metrics(g, exactly_one)
-    accs = [m["accuracy"] for m in per_persona.values() if m["accuracy"] is not None]
-    overall["accuracy_persona_mean"] = _json_float(float(np.mean(accs))) if accs else None
+    for key in ("claim_accuracy", "question_accuracy"):
+        accs = [m[key] for m in per_persona.values() if m[key] is not None]
+        overall[f"{key}_persona_mean"] = _json_float(float(np.mean(accs))) if accs else None
     if "fold" in predictions_df.columns and predictions_df["fold"].nunique() > 1:
         per_fold = {str(_json_float(f)): _metrics(g, exactly_one)
                     for f, g in predictions_df.groupby("fold", sort=True)}
-        mean, se, _ = mean_with_se([m["accuracy"] for m in per_fold.values()])
-        overall.update({"accuracy_fold_mean": _json_float(mean),
-                        "accuracy_fold_se": _json_float(se), "per_fold": per_fold})
+        for key in ("claim_accuracy", "question_accuracy"):
+            mean, se, _ = mean_with_se([m[key] for m in per_fold.values()])
+            overall.update({f"{key}_fold_mean": _json_float(mean),
+                            f"{key}_fold_se": _json_float(se)})
+        overall["per_fold"] = per_fold
     return {"overall": overall, "per_persona": per_persona}
 
 
@@ -120,7 +132,7 @@ def _mean_of(ds: list[dict]) -> dict:
 
 
 def aggregate_folds(cells: Sequence[Mapping[str, Any]],
-                    keys: Iterable[str] = ("accuracy", "claim_accuracy", "ece", "ece_question",
+                    keys: Iterable[str] = ("claim_accuracy", "question_accuracy", "ece", "ece_question",
                                            "stable_fraction", "js_distance")) -> dict[str, Any]:
     """Average ``cell_metrics`` outputs of several folds: for each key the mean over folds,
     ``<key>_fold_se`` (sample sd / sqrt(k)) and ``<key>_n_folds`` (folds where it was not None);
@@ -167,4 +179,4 @@ def representation_summary(scores_df: pd.DataFrame, score_col: str = "score") ->
     return {"overall": overall, "per_persona": per_persona}
 
 
-__all__ = ["cell_metrics", "aggregate_folds", "representation_summary"]
+__all__ = ["PAPER_ACCURACY", "cell_metrics", "aggregate_folds", "representation_summary"]

@@ -118,14 +118,22 @@ def mean_with_se(values: Sequence[float] | np.ndarray) -> tuple[float | None, fl
 
 
 def claim_correct(df: pd.DataFrame) -> np.ndarray:
-    """Per-claim correctness (``p_true > 0.5`` equals gold) for rows with a known gold label."""
+    """Per-claim correctness (``p_true > 0.5`` equals gold) for rows with a known gold label.
+
+    A claim without a prediction (``p_true`` NaN: an answer that is neither label) is wrong, as
+    the paper's scorer counts it; our own predictions always have one.
+    """
     known = df[df["gold"].notna()]
-    pred = known["p_true"].to_numpy(dtype=float) > TRUE_THRESHOLD
-    return pred == known["gold"].astype(bool).to_numpy()
+    p = known["p_true"].to_numpy(dtype=float)
+    pred = p > TRUE_THRESHOLD
+    return (pred == known["gold"].astype(bool).to_numpy()) & ~np.isnan(p)
 
 
 def claim_accuracy(df: pd.DataFrame) -> tuple[float | None, float | None, int]:
-    """Claim-level accuracy with binomial SE: ``p_true > 0.5`` compared with gold."""
+    """Claim-level accuracy with binomial SE: ``p_true > 0.5`` compared with gold.
+
+    This is the paper's metric (each True/False claim counts; see
+    :data:`plural_icm.metrics.aggregate.PAPER_ACCURACY`)."""
     return accuracy_with_se(claim_correct(df))
 
 

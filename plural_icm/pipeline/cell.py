@@ -38,7 +38,8 @@ from plural_icm.layout import (COMPLETE, CONFIG, EXAMPLES, GENERATIONS, METRICS,
 from plural_icm.metrics.aggregate import perturbation_mean_metrics, representation_summary
 from plural_icm.pipeline.slurm import slurm_job_info
 from plural_icm.search.engine import SearchParams
-from plural_icm.search.store import SearchTask, best_of_restarts, run_or_load
+from plural_icm.search.store import SearchTask, run_or_load
+from plural_icm.search.units import best_per_persona, search_sets
 from plural_icm.utils.io import atomic_write_json, atomic_write_jsonl, atomic_write_text, read_jsonl
 from plural_icm.utils.values import plain
 
@@ -79,18 +80,26 @@ class Backends:
 
 def search_tasks(cfg: DictConfig, claimset: ClaimSet, backend_identity: dict,
                  personas: list[str], fold: int, fixed: dict[str, dict[str, bool]] | None = None):
-    """The ICM searches a cell needs: one per persona and restart, over its training claims."""
+    """The ICM searches a cell needs: per persona, restart and search set (icm.search_unit: the
+    training claims, or each training fold part of them; plural_icm.search.units)."""
     params = SearchParams.from_config(cfg.icm)
+    unit = plain(cfg.icm.get("search_unit", "training_folds"))
     tasks = []
     for pid in personas:
         train, _ = claimset.split(fold, pid)
         train = cap_search_claims(train, cfg.dataset.max_search_claims, cfg.seed)
-        for r in range(int(cfg.icm.restarts)):
-            tasks.append(SearchTask(
-                model=cfg.model.name, dataset=cfg.dataset.name, fold=fold, persona=pid,
-                claims=train, rule=claimset.rule, params=params, seed=int(cfg.seed) * 1000 + r,
-                template=cfg.icm.template, labels=tuple(cfg.icm.labels),
-                model_identity=backend_identity, fixed=(fixed or {}).get(pid, {})))
+        pid_fixed = (fixed or {}).get(pid, {})
+        for part, claims in search_sets(train, claimset.folds, unit):
+            ids = {c.item_id for c in claims}
+            for r in range(int(cfg.icm.restarts)):
+                tasks.append(SearchTask(
+                    model=cfg.model.name, dataset=cfg.dataset.name,
+                    fold=fold if part is None else part, persona=pid, claims=claims,
+                    rule=claimset.rule, params=params, seed=int(cfg.seed) * 1000 + r,
+                    template=cfg.icm.template, labels=tuple(cfg.icm.labels),
+                    model_identity=backend_identity,
+                    fixed={k: v for k, v in pid_fixed.items() if k in ids},
+                    search_unit=unit, part=part))
     return tasks
 
 
@@ -104,7 +113,8 @@ def model_identity(cfg: DictConfig) -> dict:
 def run_searches_for(cfg: DictConfig, claimset: ClaimSet, personas: list[str], backends: Backends,
                      fixed: dict[str, dict[str, bool]] | None = None, desc: str = "ICM search",
                      wb: Any = None) -> dict[str, Any]:
-    """Best-of-restarts ICM search result per persona (run, resumed or loaded)."""
+    """Best-of-restarts ICM search result per persona (run, resumed or loaded; the parts of a
+    persona merged when icm.search_unit=part)."""
     tasks = search_tasks(cfg, claimset, model_identity(cfg), personas, cfg.fold, fixed)
     total = sum(int(cfg.icm.max_iters) for _ in tasks)
     bar = None
@@ -128,7 +138,16 @@ def run_searches_for(cfg: DictConfig, claimset: ClaimSet, personas: list[str], b
         for s in ss:
             log.info("search %s fold %d seed %d: %s (%s)", pid, cfg.fold, s.task.seed,
                      "computed" if s.computed else "loaded", s.path)
-    return {pid: best_of_restarts(ss) for pid, ss in by_persona.items()}
+            if s.summary.get("warning"):
+                log.warning("search %s (%s): %s", pid, s.path, s.summary["warning"])
+    return best_per_persona(stored)
+
+
+def icm_protocol(cfg: DictConfig) -> dict:
+    """The ICM settings a number depends on beyond the hyperparameters, for the result's meta."""
+    return {"icm_preset": plain(cfg.icm.preset),
+            "search_unit": plain(cfg.icm.get("search_unit", "training_folds")),
+            "seed_labels": plain(cfg.icm.get("seed_labels", "random"))}
 
 
 # -- the cell as named steps ------------------------------------------------------------------
@@ -205,7 +224,9 @@ def compute_cell(cfg: DictConfig, condition: Condition, wb: Any = None) -> CellO
     meta = CellMeta(model=cfg.model.name, dataset=cfg.dataset.name,
                     condition=plain(cfg.condition.name), fold=cfg.fold, seed=cfg.seed,
                     n_examples=cfg.inference.n_examples, run_tag=cfg.run_tag,
-                    score_metric=plain(cfg.dataset.get("score_metric")), backend_stats=stats)
+                    score_metric=plain(cfg.dataset.get("score_metric")), backend_stats=stats,
+                    # which search protocol produced the examples (the report marks it)
+                    **(icm_protocol(cfg) if condition.needs_search else {}))
     metrics = CellResult(metrics["overall"], metrics["per_persona"], meta.as_dict()).as_dict()
     examples = [ExampleRow(persona_id=pid, item_id=c.item_id, label=y, gold=c.gold)
                 for pid, cl in labelled.items() for c, y in cl.examples]

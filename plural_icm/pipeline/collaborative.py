@@ -104,7 +104,8 @@ def _evaluate(cfg: DictConfig, claimset: ClaimSet, pid: str, labels: dict[str, b
     rows, _ = predict(backends.get("instruct"), cfg.inference, claimset.personas[pid], examples, test)
     m = cell_metrics(pd.DataFrame([r.as_dict() for r in rows]), claimset.rule)["overall"]
     gold = [labels[c.item_id] == c.gold for c in train if c.item_id in labels and c.gold is not None]
-    return LabellingScore(test_accuracy=m.get("accuracy"),
+    return LabellingScore(test_accuracy=m.get("claim_accuracy"),
+                          test_question_accuracy=m.get("question_accuracy"),
                           label_accuracy=float(np.mean(gold)) if gold else None,
                           U=summary.get("U"), mutual_predictability=summary.get("P"),
                           inconsistencies=summary.get("I")).as_dict()

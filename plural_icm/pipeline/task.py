@@ -48,7 +48,7 @@ def run_task(cfg: DictConfig):
         if stage == "cell":
             metrics = run_cell(cfg, wb=wb)
             print_summary(cfg, metrics)
-            return metrics.get("overall", {}).get("accuracy")
+            return metrics.get("overall", {}).get("claim_accuracy")  # the paper's metric
         if stage == "search":
             claimset = load_claimset(cfg.dataset, cfg.paths.data_dir)
             backends = Backends(cfg)

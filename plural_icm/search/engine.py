@@ -19,7 +19,7 @@ import logging
 import math
 import time
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Generator, Iterable, Mapping, Sequence
 
 import numpy as np
@@ -30,7 +30,7 @@ from plural_icm.data.records import Claim, ConsistencyRule
 from plural_icm.search.consistency import group_inconsistencies, repair_options
 from plural_icm.search.layout import FixedLayout, TreeTailLayout, layout_from_dict
 from plural_icm.search.prompts import ClaimRenderer
-from plural_icm.search.schedule import temperature
+from plural_icm.search.schedule import temperature, temperature_index
 from plural_icm.utils.values import plain
 
 log = logging.getLogger(__name__)
@@ -52,14 +52,17 @@ class SearchParams:
     decay: float = 0.99
     schedule: str = "log"
     log_schedule_constant: float = 2.0
+    temperature_index: str = "accepted"  # accepted (the published code) | iteration (Wen Alg. 1)
     aggregate: str = "mean_log_odds"
-    patience: int = 200
+    patience: int | None = 200  # None: no early stop (the published algorithm)
     fix_max_rounds: int = 10
     unlabelled_weight: float = 100.0
     checkpoint_every: int = 25
     layout: str = "tree_tail"   # tree_tail (fast engine) | fixed (published order)
     max_tail: int = 8
     memo: bool = True           # reuse scores of identical prompts (off for the reference engine)
+    seed_labels: str = "random"  # random (balanced, as the paper's text) | gold (one fork script)
+    repair_seed_labels: bool = True  # ConsistencyFix on the seed labels first (Wen Alg. 1 line 2)
 
     @classmethod
     def from_config(cls, icm_cfg: Any, engine: str | None = None) -> "SearchParams":
@@ -86,13 +89,69 @@ class SearchResult:
     wall_time_s: float
     label_accuracy: float | None
     n_predicted_unlabelled: int = 0
-    """Claims never labelled by the search (budget exhausted), labelled by one final prediction."""
+    """Claims never labelled by the search (budget exhausted), labelled by one final prediction.
+    U, P and I are those of the final labels, these included; ``searched`` holds the U, P, I and
+    size of the labelled set the search itself reached."""
+    searched: dict | None = None
+
+    def warning(self) -> str | None:
+        if not self.n_predicted_unlabelled:
+            return None
+        return (f"{self.n_predicted_unlabelled} of {len(self.labels)} claims were never reached "
+                f"in {self.iterations} iterations and are labelled by one final prediction given "
+                "the searched labels; raise icm.max_iters to search them")
 
     def summary(self) -> dict:
-        return {"U": self.U, "P": self.P, "I": self.I, "iterations": self.iterations,
-                "accepted": self.accepted, "seed": self.seed, "wall_time_s": self.wall_time_s,
-                "label_accuracy": self.label_accuracy, "n_claims": len(self.labels),
-                "n_predicted_unlabelled": self.n_predicted_unlabelled}
+        out = {"U": self.U, "P": self.P, "I": self.I, "iterations": self.iterations,
+               "accepted": self.accepted, "seed": self.seed, "wall_time_s": self.wall_time_s,
+               "label_accuracy": self.label_accuracy, "n_claims": len(self.labels),
+               "n_predicted_unlabelled": self.n_predicted_unlabelled}
+        if self.searched is not None:
+            out["searched"] = self.searched
+        if self.warning():
+            out["warning"] = self.warning()
+        return out
+
+
+@dataclass
+class SearchState:
+    """Everything a running search carries from one iteration to the next (and checkpoints)."""
+
+    rng: np.random.Generator
+    labels: dict[str, bool]
+    layout: Any
+    scores: Scores
+    iteration: int = 0
+    accepted: int = 0
+    """Accepted changes: the published temperature index."""
+    since_accept: int = 0
+    trajectory: list[dict] = field(default_factory=list)
+    elapsed_s: float = 0.0
+    """Wall time of earlier sessions of a resumed search."""
+    U: float = 0.0
+    P: float = 0.0
+    I: int = 0
+    last_row: dict = field(default_factory=dict)
+
+    def to_checkpoint(self, seed: int, wall_time_s: float) -> dict:
+        """A JSON-able dict (the keys are the checkpoint format; U, P, I are recomputed)."""
+        return {"seed": seed, "iteration": self.iteration, "accepted": self.accepted,
+                "since_accept": self.since_accept, "labels": self.labels,
+                "layout": self.layout.to_dict(),
+                "scores": {k: list(v) for k, v in self.scores.items()},
+                "rng": self.rng.bit_generator.state, "trajectory": self.trajectory,
+                "wall_time_s": wall_time_s}
+
+    @classmethod
+    def from_checkpoint(cls, d: Mapping[str, Any]) -> "SearchState":
+        rng = np.random.default_rng()
+        rng.bit_generator.state = d["rng"]
+        return cls(rng=rng, labels={k: bool(v) for k, v in d["labels"].items()},
+                   layout=layout_from_dict(d["layout"]),
+                   scores={k: (float(v[0]), float(v[1])) for k, v in d["scores"].items()},
+                   iteration=int(d["iteration"]), accepted=int(d["accepted"]),
+                   since_accept=int(d["since_accept"]), trajectory=list(d["trajectory"]),
+                   elapsed_s=float(d.get("wall_time_s", 0.0)))
 
 
 class SearchInterrupted(Exception):
@@ -157,10 +216,19 @@ class ICMSearch:
                 f"(dataset.max_search_claims=<n>, about {int(len(self.claims) * self.max_context / need)} "
                 f"fit) or a model with a longer context (model.max_context).")
 
+    def published_order(self) -> list[str]:
+        """The published code's context order: by uid (the claim's position in the search set),
+        grouped by consistency group (groups in the order of their first claim)."""
+        first = {}
+        for k, j in enumerate(self.order):
+            first.setdefault(self.group_of[j], k)
+        pos = {j: k for k, j in enumerate(self.order)}
+        return sorted(self.order, key=lambda j: (first[self.group_of[j]], pos[j]))
+
     # -- scoring ----------------------------------------------------------------------------
     def _layout_new(self):
         if self.p.layout == "fixed":
-            return FixedLayout()
+            return FixedLayout(canonical=self.published_order())
         return TreeTailLayout(max_tail=self.p.max_tail)
 
     def _score(self, labels: Mapping[str, bool], layout, queries: Iterable[str] | None = None,
@@ -217,113 +285,165 @@ class ICMSearch:
 
     # -- the search -------------------------------------------------------------------------
     def run(self) -> Step:
+        """The search as a generator of scoring requests; returns a :class:`SearchResult`.
+
+        start (or restore a checkpoint) -> one annealing step per iteration until the budget is
+        spent or the early stop holds -> finish (label what the budget never reached).
+        """
         t_start = time.perf_counter()
-        if self.resume_state is not None:
-            st = self.resume_state
-            rng = np.random.default_rng()
-            rng.bit_generator.state = st["rng"]
-            labels = {k: bool(v) for k, v in st["labels"].items()}
-            layout = layout_from_dict(st["layout"])
-            scores = {k: (float(v[0]), float(v[1])) for k, v in st["scores"].items()}
-            it0, n_acc, since = st["iteration"], st["accepted"], st["since_accept"]
-            trajectory = list(st["trajectory"])
-            elapsed0 = st.get("wall_time_s", 0.0)
-            log.info("resuming search (seed %d) at iteration %d", self.seed, it0)
-        else:
-            rng = np.random.default_rng(self.seed)
-            labels = dict(self.fixed)
-            free = [j for j in self.order if j not in self.fixed]
-            k = min(self.p.num_seed, len(free))
-            seeds = [free[i] for i in rng.choice(len(free), size=k, replace=False)] if k else []
-            # Balanced random seed labels, as published (the extra one of an odd count is random).
-            seed_labels = [True, False] * (k // 2) + ([bool(rng.integers(2))] if k % 2 else [])
-            rng.shuffle(seed_labels)
-            labels.update(dict(zip(seeds, seed_labels)))
-            layout = self._layout_new().with_changes(list(labels), set(labels))
-            layout = layout.compacted()
-            scores = yield from self._score(labels, layout)
-            it0, n_acc, since, trajectory, elapsed0 = 0, 0, 0, [], 0.0
-        U, P, I = self.utility(labels, scores)
-        it = it0
-        while it < self.p.max_iters:
+        st = self._restore() if self.resume_state is not None else (yield from self._start())
+        # The stop condition is checked before every step, so a search resumed from the
+        # checkpoint of the iteration that stopped it stops there too.
+        while not self._finished(st):
             if self._should_stop():
-                self._save(rng, labels, layout, scores, it, n_acc, since, trajectory,
-                           elapsed0 + time.perf_counter() - t_start)
-                raise SearchInterrupted(f"stop requested at iteration {it}")
-            T = temperature(n_acc, self.p.schedule, self.p.initial_temp, self.p.final_temp,
-                            self.p.decay, self.p.log_schedule_constant)
-            i = self._pick(rng, labels)
-            u = float(rng.random())  # drawn every iteration, so decisions never shift the stream
-            accepted = False
-            changed_any = False
-            if i is not None:
-                # Predict: a labelled claim's leave-one-out score is already known.
-                if i in labels:
-                    s_i = scores[i]
-                else:
-                    s_i = (yield from self._score(labels, layout, queries=[i]))[i]
-                new = s_i[0] >= s_i[1]
-                if labels.get(i) != new:
-                    changed_any = True
-                    group = self.groups[self.group_of[i]]
-                    proposal = dict(labels)
-                    proposal[i] = new
-                    # The claim moves to the tail, where a change invalidates least; so do its
-                    # labelled group-mates when the repair will relabel them (the proposal made
-                    # their group inconsistent). Moving a tree claim costs one re-derivation of
-                    # U(D) under the new orders, so nothing is moved without need.
-                    moved = [i]
-                    if group_inconsistencies(group, proposal, self.rule):
-                        moved += [m for m in group if m in labels and m != i]
-                    moved += self._repair_targets(proposal, layout, exclude=self.group_of[i],
-                                                  room=self.p.max_tail - len(moved))
-                    lay = layout.with_changes(moved, set(proposal))
-                    ctxs = lay.contexts()
-                    if lay.to_dict() == layout.to_dict():
-                        cur_scores = scores  # same orders: D's scores are already known
-                    else:
-                        cur_scores = yield from self._score(labels, lay, contexts=ctxs)
-                    U_cur, _, _ = self.utility(labels, cur_scores)
-                    best, best_scores = yield from self._repair(proposal, lay, ctxs)
-                    U_new, _, _ = self.utility(best, best_scores)
-                    dU = U_new - U_cur
-                    accepted = dU >= 0 or u < math.exp(dU / T)
-                    layout = lay
-                    if accepted:
-                        labels, scores = best, best_scores
-                        n_acc += 1
-                    else:
-                        scores = cur_scores
-                    U, P, I = self.utility(labels, scores)
-            it += 1
-            since = 0 if accepted else since + 1
-            row = {"iteration": it, "U": U, "P": P, "I": I, "temperature": T,
-                   "accepted": accepted, "proposed_change": changed_any,
-                   "n_labelled": len(labels), "label_accuracy": self._accuracy(labels)}
-            trajectory.append(row)
-            if self._on_iteration:
-                self._on_iteration(row)
-            if self._checkpoint and it % self.p.checkpoint_every == 0:
-                self._save(rng, labels, layout, scores, it, n_acc, since, trajectory,
-                           elapsed0 + time.perf_counter() - t_start)
-            if len(labels) == len(self.claims) and since >= self.p.patience:
-                break
-        # Claims the budget never reached get the model's prediction given the final labelled set.
-        missing = [j for j in self.order if j not in labels]
-        final = dict(labels)
-        conf_scores = dict(scores)
+                self._save(st, t_start)
+                raise SearchInterrupted(f"stop requested at iteration {st.iteration}")
+            yield from self._step(st)
+            self._record(st, t_start)
+        return (yield from self._finish(st, t_start))
+
+    def _start(self) -> Step:
+        """Fresh state: seed labels on ``num_seed`` random claims, their scores, U."""
+        rng = np.random.default_rng(self.seed)
+        labels = dict(self.fixed)
+        free = [j for j in self.order if j not in self.fixed]
+        k = min(self.p.num_seed, len(free))
+        seeds = [free[i] for i in rng.choice(len(free), size=k, replace=False)] if k else []
+        # Balanced random seed labels, as published (the extra one of an odd count is random).
+        seed_labels = [True, False] * (k // 2) + ([bool(rng.integers(2))] if k % 2 else [])
+        rng.shuffle(seed_labels)
+        if self.p.seed_labels == "gold":
+            seed_labels = self._gold_seed_labels(seeds)
+        elif self.p.seed_labels != "random":
+            raise ValueError(f"icm.seed_labels must be 'random' or 'gold', got {self.p.seed_labels!r}")
+        labels.update(dict(zip(seeds, seed_labels)))
+        layout = self._layout_new().with_changes(list(labels), set(labels))
+        layout = layout.compacted()
+        scores = yield from self._score(labels, layout)
+        if self.p.repair_seed_labels:
+            # As published (Wen et al. Alg. 1 line 2): repair the seed labels before iterating.
+            labels, scores = yield from self._repair(labels, layout, layout.contexts(), scores)
+        st = SearchState(rng=rng, labels=labels, layout=layout, scores=scores)
+        st.U, st.P, st.I = self.utility(labels, scores)
+        return st
+
+    def _gold_seed_labels(self, seeds: Sequence[str]) -> list[bool]:
+        missing = [j for j in seeds if self.claims[j].gold is None]
         if missing:
-            extra = yield from self._score(labels, layout, queries=missing)
+            raise ValueError(f"icm.seed_labels=gold needs gold labels, but seed claim(s) "
+                             f"{missing[:5]} have none")
+        return [bool(self.claims[j].gold) for j in seeds]
+
+    def _restore(self) -> "SearchState":
+        """The state of a checkpoint written by :meth:`_save`."""
+        log.info("resuming search (seed %d) at iteration %d", self.seed, self.resume_state["iteration"])
+        st = SearchState.from_checkpoint(self.resume_state)
+        st.U, st.P, st.I = self.utility(st.labels, st.scores)
+        return st
+
+    def _finished(self, st: "SearchState") -> bool:
+        """Budget spent, or the early stop: every claim labelled and no accepted change for
+        ``patience`` iterations (``patience=None``: no early stop, as published)."""
+        if st.iteration >= self.p.max_iters:
+            return True
+        return (self.p.patience is not None and len(st.labels) == len(self.claims)
+                and st.since_accept >= self.p.patience)
+
+    def _step(self, st: "SearchState") -> Step:
+        """One iteration: pick a claim, propose the model's label, repair, accept or reject."""
+        T = temperature(temperature_index(self.p.temperature_index, st.iteration, st.accepted),
+                        self.p.schedule, self.p.initial_temp, self.p.final_temp, self.p.decay,
+                        self.p.log_schedule_constant)
+        i = self._pick(st.rng, st.labels)
+        u = float(st.rng.random())  # drawn every iteration, so decisions never shift the stream
+        accepted = changed_any = False
+        if i is not None:
+            # Predict: a labelled claim's leave-one-out score is already known.
+            if i in st.labels:
+                s_i = st.scores[i]
+            else:
+                s_i = (yield from self._score(st.labels, st.layout, queries=[i]))[i]
+            new = s_i[0] >= s_i[1]
+            if st.labels.get(i) != new:
+                changed_any = True
+                accepted = yield from self._propose(st, i, new, u, T)
+        st.iteration += 1
+        st.since_accept = 0 if accepted else st.since_accept + 1
+        st.last_row = {"iteration": st.iteration, "U": st.U, "P": st.P, "I": st.I,
+                       "temperature": T, "accepted": accepted, "proposed_change": changed_any,
+                       "n_labelled": len(st.labels), "label_accuracy": self._accuracy(st.labels)}
+
+    def _propose(self, st: "SearchState", i: str, new: bool, u: float, T: float) -> Step:
+        """Apply label ``new`` to claim ``i``, repair, and accept by Metropolis; True if accepted."""
+        group = self.groups[self.group_of[i]]
+        proposal = dict(st.labels)
+        proposal[i] = new
+        # The claim moves to the tail, where a change invalidates least; so do its labelled
+        # group-mates when the repair will relabel them (the proposal made their group
+        # inconsistent). Moving a tree claim costs one re-derivation of U(D) under the new
+        # orders, so nothing is moved without need.
+        moved = [i]
+        if group_inconsistencies(group, proposal, self.rule):
+            moved += [m for m in group if m in st.labels and m != i]
+        moved += self._repair_targets(proposal, st.layout, exclude=self.group_of[i],
+                                      room=self.p.max_tail - len(moved))
+        lay = st.layout.with_changes(moved, set(proposal))
+        ctxs = lay.contexts()
+        if lay.to_dict() == st.layout.to_dict():
+            cur_scores = st.scores  # same orders: D's scores are already known
+        else:
+            cur_scores = yield from self._score(st.labels, lay, contexts=ctxs)
+        U_cur, _, _ = self.utility(st.labels, cur_scores)
+        best, best_scores = yield from self._repair(proposal, lay, ctxs)
+        U_new, _, _ = self.utility(best, best_scores)
+        dU = U_new - U_cur
+        accepted = dU >= 0 or u < math.exp(dU / T)
+        st.layout = lay
+        if accepted:
+            st.labels, st.scores = best, best_scores
+            st.accepted += 1
+        else:
+            st.scores = cur_scores
+        st.U, st.P, st.I = self.utility(st.labels, st.scores)
+        return accepted
+
+    def _record(self, st: "SearchState", t_start: float) -> None:
+        """Trajectory row, progress callback, periodic checkpoint."""
+        st.trajectory.append(st.last_row)
+        if self._on_iteration:
+            self._on_iteration(st.last_row)
+        if self._checkpoint and st.iteration % self.p.checkpoint_every == 0:
+            self._save(st, t_start)
+
+    def _finish(self, st: "SearchState", t_start: float) -> Step:
+        """Claims the budget never reached get the model's prediction given the final labelled
+        set; confidences of every label; the result."""
+        missing = [j for j in self.order if j not in st.labels]
+        final = dict(st.labels)
+        conf_scores = dict(st.scores)
+        if missing:
+            extra = yield from self._score(st.labels, st.layout, queries=missing)
             for j in missing:
                 final[j] = extra[j][0] >= extra[j][1]
                 conf_scores[j] = extra[j]
         confidence = {j: float(np.exp(_log_softmax2(conf_scores[j])[0 if final[j] else 1]))
                       for j in final}
-        return SearchResult(labels=final, confidence=confidence, U=U, P=P, I=I, iterations=it,
-                            accepted=n_acc, trajectory=trajectory, seed=self.seed,
-                            wall_time_s=elapsed0 + time.perf_counter() - t_start,
-                            label_accuracy=self._accuracy(final),
-                            n_predicted_unlabelled=len(missing))
+        U, P, I = st.U, st.P, st.I
+        searched = None
+        if missing:
+            # Report U, P, I of the labels we hand out, not only of the subset the search reached.
+            layout = st.layout.with_changes(missing, set(final))
+            U, P, I = self.utility(final, (yield from self._score(final, layout)))
+            searched = {"U": st.U, "P": st.P, "I": st.I, "n_labelled": len(st.labels)}
+        res = SearchResult(labels=final, confidence=confidence, U=U, P=P, I=I,
+                           iterations=st.iteration, accepted=st.accepted,
+                           trajectory=st.trajectory, seed=self.seed,
+                           wall_time_s=st.elapsed_s + time.perf_counter() - t_start,
+                           label_accuracy=self._accuracy(final),
+                           n_predicted_unlabelled=len(missing), searched=searched)
+        if res.warning():
+            log.warning("search (seed %d): %s", self.seed, res.warning())
+        return res
 
     def _pick(self, rng: np.random.Generator, labels: Mapping[str, bool]) -> str | None:
         cands = [j for j in self.order if j not in self.fixed]
@@ -352,12 +472,13 @@ class ICMSearch:
             out += [m for m in members if m in proposal and m not in self.fixed and m not in layout.tail]
         return out if len(out) <= room else []
 
-    def _repair(self, proposal: dict, layout, ctxs: dict) -> Step:
+    def _repair(self, proposal: dict, layout, ctxs: dict, scores: Scores | None = None) -> Step:
         """ConsistencyFix: per round, for each inconsistent group, score its consistent options
         and adopt the best if it raises U; stop when a round improves nothing (the published code
-        always ran 10 rounds). The adopted option's scores are reused, never recomputed."""
+        always ran 10 rounds). The adopted option's scores are reused, never recomputed.
+        ``scores``: the proposal's scores under ``layout`` when already known."""
         best = proposal
-        best_scores = yield from self._score(best, layout, contexts=ctxs)
+        best_scores = scores if scores is not None else (yield from self._score(best, layout, contexts=ctxs))
         best_U = self.utility(best, best_scores)[0]
         if self.rule is ConsistencyRule.NONE:
             return best, best_scores
@@ -381,15 +502,10 @@ class ICMSearch:
         pairs = [(y, self.claims[j].gold) for j, y in labels.items() if self.claims[j].gold is not None]
         return float(np.mean([y == g for y, g in pairs])) if pairs else None
 
-    def _save(self, rng, labels, layout, scores, it, n_acc, since, trajectory, wall) -> None:
+    def _save(self, st: "SearchState", t_start: float) -> None:
         if self._checkpoint is None:
             return
-        self._checkpoint({
-            "seed": self.seed, "iteration": it, "accepted": n_acc, "since_accept": since,
-            "labels": labels, "layout": layout.to_dict(),
-            "scores": {k: list(v) for k, v in scores.items()},
-            "rng": rng.bit_generator.state, "trajectory": trajectory, "wall_time_s": wall,
-        })
+        self._checkpoint(st.to_checkpoint(self.seed, st.elapsed_s + time.perf_counter() - t_start))
 
 
 def _log_softmax2(s: tuple[float, float]) -> tuple[float, float]:

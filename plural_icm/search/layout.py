@@ -101,10 +101,14 @@ def _halving(slots: Sequence, lo: int, hi: int, prefix: list, out: dict) -> None
 
 @dataclass
 class FixedLayout:
-    """The published order: claims in one fixed order (by first labelling); context of a claim =
-    every other claim in that order."""
+    """The published order: every other labelled claim in one fixed order.
+
+    With ``canonical`` (the published code's order: by uid, grouped by consistency group) a newly
+    labelled claim takes its canonical position; without it, it is appended (order of labelling).
+    """
 
     order: list = field(default_factory=list)
+    canonical: list | None = None
 
     def items(self) -> list:
         return list(self.order)
@@ -115,10 +119,13 @@ class FixedLayout:
     def with_changes(self, changed: Iterable[Item], present: set) -> "FixedLayout":
         order = [o for o in self.order if o in present]
         order += [c for c in dict.fromkeys(changed) if c in present and c not in order]
-        return FixedLayout(order=order)
+        if self.canonical is not None:
+            keep = set(order)
+            order = [c for c in self.canonical if c in keep]
+        return FixedLayout(order=order, canonical=self.canonical)
 
     def compacted(self) -> "FixedLayout":
-        return FixedLayout(order=list(self.order))
+        return FixedLayout(order=list(self.order), canonical=self.canonical)
 
     def contexts(self) -> dict:
         return {j: [o for o in self.order if o != j] for j in self.order}
@@ -127,12 +134,16 @@ class FixedLayout:
         return list(self.order)
 
     def to_dict(self) -> dict:
-        return {"kind": "fixed", "order": list(self.order)}
+        d = {"kind": "fixed", "order": list(self.order)}
+        if self.canonical is not None:
+            d["canonical"] = list(self.canonical)
+        return d
 
 
 def layout_from_dict(d: dict):
     if d["kind"] == "tree_tail":
         return TreeTailLayout(slots=list(d["slots"]), tail=list(d["tail"]), max_tail=d["max_tail"])
     if d["kind"] == "fixed":
-        return FixedLayout(order=list(d["order"]))
+        canonical = d.get("canonical")
+        return FixedLayout(order=list(d["order"]), canonical=None if canonical is None else list(canonical))
     raise ValueError(f"unknown layout kind {d['kind']!r}")

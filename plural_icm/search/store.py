@@ -50,6 +50,10 @@ class SearchTask:
     labels: tuple[str, str]
     model_identity: dict
     fixed: dict[str, bool] = field(default_factory=dict)
+    search_unit: str = "training_folds"
+    """What the search covers (plural_icm.search.units): the training folds of held-out ``fold``,
+    or, for ``part``, the single fold part ``part`` (then ``fold`` = ``part``)."""
+    part: int | None = None
 
     def spec(self) -> dict:
         return {
@@ -59,6 +63,7 @@ class SearchTask:
             "params": {k: v for k, v in asdict(self.params).items() if k != "checkpoint_every"},
             "seed": self.seed, "template": self.template, "labels": list(self.labels),
             "fixed": dict(sorted(self.fixed.items())),
+            "search_unit": self.search_unit, "part": self.part,
         }
 
     def hash(self) -> str:
@@ -210,7 +215,9 @@ def _write_result(task: SearchTask, path: Path, res: SearchResult, backend: Any)
         for j, y in res.labels.items()])
     atomic_write_jsonl(path / "trajectory.jsonl", res.trajectory)
     summary = res.summary() | {"persona": task.persona, "fold": task.fold, "model": task.model,
-                               "dataset": task.dataset, "hash": path.name}
+                               "dataset": task.dataset, "hash": path.name,
+                               "search_unit": task.search_unit, "part": task.part,
+                               "seed_labels": task.params.seed_labels}
     atomic_write_json(path / "summary.json", summary)
     atomic_write_json(path / COMPLETE, {"hash": path.name, "finished": time.time()})
     ck = path / "checkpoint.json"
