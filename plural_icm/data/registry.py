@@ -1,6 +1,6 @@
 """``load_claimset(cfg)``: the one entry point from a dataset config to a :class:`ClaimSet`.
 
-Dispatches on ``cfg.loader`` (``gqa``, ``oqa``, ``pt``, ``ot``, ``demo``), assigns folds and keeps
+Dispatches on ``cfg.loader`` (``gqa``, ``oqa``, ``pt``, ``ot``, ``demo``, ``claims``), assigns folds and keeps
 the personas of ``cfg.personas`` (empty: all).
 
 Folds are assigned on the *full* dataset before the persona filter, so a run restricted to some
@@ -30,6 +30,7 @@ LOADERS: dict[str, tuple[str, str]] = {
     "pt": ("plural_icm.data.pt", "load_pt"),
     "ot": ("plural_icm.data.ot", "load_ot"),
     "demo": ("plural_icm.data.demo", "load_demo"),
+    "claims": ("plural_icm.data.claims", "load_claims"),
 }
 
 
@@ -60,7 +61,7 @@ def load_claimset(cfg: Any, data_dir: str | Path | None = None) -> ClaimSet:
 
         fraction = float(cfg_options(cfg).get("search_fraction", 0.3))
         claimset.folds = search_test_split(claimset.claims, fraction, seed)
-    elif name != "demo" or not claimset.folds:
+    elif not claimset.folds:  # a loader may bring its own (demo's file, claims' train/test halves)
         claimset.folds = assign_folds(claimset.claims, n_folds, seed)
     missing = {c.question_id for c in claimset.claims} - set(claimset.folds)
     if missing:
