@@ -43,6 +43,18 @@ def test_units_join_ids_sharing_a_text_transitively():
     assert question_units(list(reversed(claims))) == units  # order does not matter
 
 
+def test_statement_options_join_across_stems_but_short_options_do_not():
+    opts = ["Society is better off if people marry", "Society is just as well off otherwise"]
+    a = _claim("A", "MARRFAM2_W32", "Which statement comes closer to your own views?")
+    b = _claim("A", "MARRFAM_W92", "Please choose the statement that comes closer.")
+    c = _claim("A", "X", "Do you own a gun?")
+    d = _claim("A", "Y", "Do you own a car?")
+    for claim, options in ((a, opts), (b, opts), (c, ["Yes", "No"]), (d, ["Yes", "No"])):
+        claim.meta["options"] = options
+    units = question_units([a, b, c, d])
+    assert units["MARRFAM2_W32"] == units["MARRFAM_W92"] and units["X"] != units["Y"]
+
+
 @pytest.mark.parametrize("seed", SEEDS)
 def test_synthetic_repeats_never_span_folds(seed):
     claims = []
@@ -79,7 +91,11 @@ def test_oqa_real_copy_one_text_two_waves_one_fold(seed):
                                              split_seed=seed, skip_bad_rows=True))
     cs = load_claimset(cfg)
     keys = {c.question_id for c in cs.claims}
-    if {"HARASS4_W32", "HARASS4_W41"} <= keys:
-        assert cs.folds["HARASS4_W32"] == cs.folds["HARASS4_W41"]
+    for pair in (("HARASS4_W32", "HARASS4_W41"), ("MARRFAM2_W32", "MARRFAM_W92")):
+        if set(pair) <= keys:
+            assert cs.folds[pair[0]] == cs.folds[pair[1]], pair
+    sizes = [sum(1 for q in {c.question_id for c in cs.claims if c.persona_id == "Democrat"}
+                 if cs.folds[q] == k) for k in range(4)]
+    assert max(sizes) - min(sizes) <= 2, sizes  # large units do not unbalance the folds
     leaks = {t: f for t, f in folds_by_text(cs).items() if len(f) > 1}
     assert not leaks
