@@ -53,7 +53,7 @@ def build_report(outputs: str | Path, out: str | Path | None = None,
     sig = tables.significance_table(folds, qcorr) if not folds.empty else pd.DataFrame()
     headline = tables.headline_table(means, sig) if not means.empty else pd.DataFrame()
     per_fold = tables.per_fold_table(folds, sig)
-    label_acc = tables.label_accuracy_table(searches, per_persona)
+    label_acc = tables.label_accuracy_table(per_persona)
     pp_table = tables.per_persona_table(per_persona, n_main)
     ece = tables.ece_table(tables.condition_means(folds, "ece")) if not folds.empty else pd.DataFrame()
     stab = (tables.simple_metric_table(tables.condition_means(folds, "stable_fraction"),
@@ -165,7 +165,9 @@ def _markdown(outputs, tag, other_tags, n_main, all_cells, folds, headline, per_
          "discordant pairs) of ICM against the row's condition, over paired questions (same "
          "persona, question, fold, seed; a question is correct when its highest-P(True) option "
          "is the gold option), pooled over personas and folds. `p_icm_vs_this_t_folds`: paired "
-         "t-test over folds (k − 1 degrees of freedom, low power with 4 folds).\n",
+         "t-test over folds (k − 1 degrees of freedom, low power with 4 folds); `undefined` when "
+         "every fold difference is the same (their SD is 0, so t has no finite value and no "
+         "p-value).\n",
          "## Grid status\n", _grid_status(all_cells, tag, n_main),
          "## Headline scores (Section 5.1)\n",
          "Paper: Section 5.1 headline values; for GQA conditions without a headline value, the "
@@ -183,7 +185,9 @@ def _markdown(outputs, tag, other_tags, n_main, all_cells, folds, headline, per_
          "A = first condition, B = second; `A_only`/`B_only` = questions only A/only B got right.\n",
          tables.to_markdown(sig, digits={"mean_A": 4, "mean_B": 4}),
          "## Table 4: ICM label accuracy per persona (%)\n",
-         f"Mean over folds of the searches' label accuracy against gold. Paper: {P}.\n",
+         "Mean over folds of the label accuracy (against gold) of the search each ICM cell used: "
+         "the best of its restarts, unconstrained; non-best restarts and the collaborative "
+         f"stage's constrained re-runs are not counted. Paper: {P}.\n",
          tables.to_markdown(label_acc),
          "## Tables 7, 8 / Figure 5: per-persona scores\n",
          f"Paper: PT accuracy (Table 7) and OT representation score (Table 8), zero-shot and "

@@ -252,7 +252,8 @@ def run_cell(cfg: DictConfig, wb: Any = None) -> dict:
             cl = per_persona[pid]
             sets = cl.perturbations or [cl.examples]
             for k, examples in enumerate(sets):
-                preds, used = predict(backend, cfg.inference, claimset.personas[pid], examples, test)
+                preds, used = predict(backend, cfg.inference, claimset.personas[pid], examples, test,
+                                      base=(role == "base"))
                 for r in preds:
                     r.update({"perturbation": k if cl.perturbations else None})
                 rows += preds
