@@ -217,3 +217,34 @@ def test_collaborative_asks_only_within_the_capped_search_set(tmp_path, tiny_mod
         assert set(res[method]["asked"]) <= searched, method
     loo = [(ex, tg) for ex, tg in seen if tg <= searched and len(tg) == 1]
     assert len(loo) == len(searched) and all(not (ex & tg) for ex, tg in loo)
+
+
+def test_collaborative_later_rounds_use_the_constrained_reruns_confidences(tmp_path, tiny_model_dir,
+                                                                          monkeypatch):
+    """Round r > 1 selects by the confidences of round r-1's constrained search, not the first's."""
+    import plural_icm.pipeline.collaborative as collab
+
+    seen = []
+    real = collab.select_questions
+
+    def spy(method, claims, k, seed, confidence, fewshot, exclude):
+        seen.append(dict(confidence))
+        return real(method, claims, k, seed, confidence, fewshot, exclude)
+
+    monkeypatch.setattr(collab, "select_questions", spy)
+    cfg = tiny_cfg(tmp_path, tiny_model_dir, ["experiment=collaborative", "dataset.personas=[progressive]",
+                                              "collaborative.rounds=2", "collaborative.selection=[confidence]"])
+    collab.run_collaborative(cfg)
+    assert len(seen) == 2
+    sdir = tmp_path / "out" / "searches" / "tiny" / "demo" / "fold0" / "progressive"
+    by_fixed = {}
+    for spec in sdir.glob("*/spec.json"):
+        n_fixed = len(json.loads(spec.read_text())["fixed"])
+        rows = [json.loads(x) for x in (spec.parent / "labels.jsonl").read_text().splitlines()]
+        by_fixed[n_fixed] = {r["item_id"]: r["confidence"] for r in rows}
+    first, rerun = by_fixed[0], by_fixed[2]  # the unconstrained search; round 1's re-run (1 question)
+    asked = {j for j, v in seen[1].items() if v == 0.0}
+    assert seen[0] == first
+    assert {j: v for j, v in seen[1].items() if j not in asked} == \
+        {j: v for j, v in rerun.items() if j not in asked}
+    assert seen[1] != {j: (0.0 if j in asked else v) for j, v in first.items()}
