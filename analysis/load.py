@@ -84,6 +84,17 @@ def main_score(dataset: str, overall: dict[str, Any]) -> tuple[float, str]:
     return val, metric
 
 
+def _used_examples(mfile: Path) -> float:
+    """Mean over personas of the in-context examples a cell used (NaN when none recorded)."""
+    try:
+        per = _read_json(mfile).get("per_persona") or {}
+    except (json.JSONDecodeError, OSError):
+        return np.nan
+    vals = [_num((v or {}).get("n_examples")) for v in per.values()]
+    vals = [v for v in vals if not np.isnan(v)]
+    return float(np.mean(vals)) if vals else np.nan
+
+
 def load_cells(outputs: str | Path, include_incomplete: bool = False) -> pd.DataFrame:
     """One row per cell: keys, ``complete``, ``path``, the overall metrics (NaN when absent), the
     main ``score`` and its ``score_metric``, ``n_examples`` and ``wall_time_s`` from meta."""
@@ -105,6 +116,9 @@ def load_cells(outputs: str | Path, include_incomplete: bool = False) -> pd.Data
             row[k] = _num(overall.get(k))
         row["score"], row["score_metric"] = main_score(keys["dataset"], overall)
         row["n_examples"] = _num(meta.get("n_examples"))
+        if np.isnan(row["n_examples"]) and mfile.is_file() and overall:
+            # n = all: meta holds the setting (null); the personas record how many were used
+            row["n_examples"] = _used_examples(mfile)
         row["wall_time_s"] = _num(meta.get("wall_time_s"))
         rows.append(row)
     cols = CELL_KEYS + ["complete", "path"] + METRIC_KEYS + ["score", "score_metric",

@@ -121,7 +121,7 @@ def test_cell_on_paper_gqa_claims_with_packaged_model(tmp_path):
     env = dict(os.environ, PLURAL_ICM_OUTPUT=str(tmp_path / "out"), HYDRA_FULL_ERROR="1")
     args = ["dataset=gqa_claims", f"dataset.path={PAPER}", "dataset.personas=[Britain]",
             "dataset.max_search_claims=8", "inference.n_examples=8", "logger=none",
-            "icm.max_iters=6", "icm.patience=3", "icm.num_seed=2"]
+            "icm.max_iters=4", "icm.patience=2", "icm.num_seed=2"]
     r = subprocess.run([sys.executable, "launch.py", *args], cwd=ROOT, env=env,
                        capture_output=True, text=True, timeout=1800)
     assert r.returncode == 0, r.stderr[-3000:]
