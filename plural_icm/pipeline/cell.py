@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import logging
 import shutil
 import time
@@ -279,6 +280,7 @@ def run_cell(cfg: DictConfig, wb: Any = None) -> dict:
         _add_condition_info(metrics, info)
         if cfg.dataset.open_ended:
             _add_representation(metrics, generations)
+            metrics["overall"].update(judge_info(cfg))
             atomic_write_jsonl(out / "generations.jsonl", generations)
         metrics["meta"] = meta | {"wall_time_s": time.perf_counter() - t0,
                                   "backend_stats": backend.stats.as_dict()}
@@ -302,41 +304,93 @@ def run_cell(cfg: DictConfig, wb: Any = None) -> dict:
 def _steered_generation(cfg: DictConfig, claimset: ClaimSet, personas: list[str],
                         per_persona: dict[str, ConditionLabels], backend: Any) -> list[dict]:
     """Open-ended data: an answer per held-out question, steered by the condition's
-    representative examples, rated 1-5 by the judge (the instruct model unless
-    ``inference.judge_model`` names another checkpoint)."""
-    from plural_icm.backends.registry import make_backend
+    representative examples, rated 1-5 by the judge (:func:`judge_backend`). ``acc_matched``
+    generates and judges with every perturbation (rows carry ``perturbation``), as its claim
+    metrics average them all."""
     from plural_icm.inference.steered import generate_and_judge
 
-    judge = backend
-    if cfg.inference.judge_model:
-        judge = make_backend(plain(cfg.model.backend), model_spec=cfg.inference.judge_model,
-                             cache_dir=cfg.paths.cache_dir, dtype=cfg.model.dtype,
-                             max_context=cfg.model.max_context)
+    judge = judge_backend(cfg, backend)
     rows = []
     try:
         for pid in tqdm(personas, desc="generation + judge", unit="persona", disable=not cfg.progress):
             _, test = claimset.split(cfg.fold, pid)
-            rows += generate_and_judge(backend, judge, cfg.inference, claimset.personas[pid],
-                                       per_persona[pid].examples, test, int(cfg.seed))
+            cl = per_persona[pid]
+            for k, examples in enumerate(cl.perturbations or [cl.examples]):
+                got = generate_and_judge(backend, judge, cfg.inference, claimset.personas[pid],
+                                         examples, test, int(cfg.seed))
+                rows += [r | {"perturbation": k if cl.perturbations else None} for r in got]
     finally:
         if judge is not backend:
             judge.close()
     return rows
 
 
+def judge_backend(cfg: DictConfig, backend: Any) -> Any:
+    """The OvertonBench judge: the model under test unless ``inference.judge_model`` names another
+    checkpoint (loaded with ``inference.judge_backend``, default the model's backend) or, with
+    ``judge_backend=openai``, a model behind an OpenAI-compatible ``inference.judge_api_base``
+    (key from the env var ``inference.judge_api_key_env``). The paper used OvertonBench's
+    validated judge; a self-judged score is marked as not comparable in the report."""
+    from plural_icm.backends.registry import make_backend
+
+    inf = cfg.inference
+    if not inf.judge_model:
+        return backend
+    kind = plain(inf.get("judge_backend") or cfg.model.backend)
+    kwargs = {}
+    if kind == "openai":
+        if not inf.get("judge_api_base"):
+            raise ValueError("inference.judge_backend=openai needs inference.judge_api_base "
+                             "(the server URL, e.g. http://host:8000/v1)")
+        kwargs = {"api_base": inf.judge_api_base,
+                  "api_key_env": inf.get("judge_api_key_env") or "OPENAI_API_KEY"}
+    return make_backend(kind, model_spec=inf.judge_model, cache_dir=cfg.paths.cache_dir,
+                        dtype=cfg.model.dtype, max_context=cfg.model.max_context, **kwargs)
+
+
+def judge_info(cfg: DictConfig) -> dict:
+    """Which judge rated the answers, and whether it is the model under test (then the scores are
+    not comparable with the paper's, judged by OvertonBench's validated judge)."""
+    judge = cfg.inference.judge_model
+    self_judged = not judge or str(judge) in (str(cfg.model.instruct), str(cfg.model.base))
+    return {"judge_model": str(judge or cfg.model.instruct), "judge_is_model_under_test": self_judged}
+
+
 def _add_representation(metrics: dict, generations: list[dict]) -> None:
+    """Representation score = mean of the persona means (the paper's 4.29 is the plain mean of
+    its three persona values; pooling answers weights personas by their question counts), SE of
+    that mean from the persona SEs; ``representation_pooled`` keeps the pooled mean. With
+    perturbations (acc_matched), each is summarised and the summaries averaged."""
     from plural_icm.metrics.aggregate import representation_summary
 
-    rep = representation_summary(pd.DataFrame(generations)) if generations else None
-    if rep is None:
+    if not generations:
         return
-    metrics["overall"].update({"representation_score": rep["overall"]["mean"],
-                               "representation_se": rep["overall"]["se"],
-                               "representation_missing": rep["overall"]["n_missing"]})
-    for pid, r in rep["per_persona"].items():
+    df = pd.DataFrame(generations)
+    parts = [g for _, g in df.groupby("perturbation")] if df["perturbation"].notna().any() else [df]
+    reps = [representation_summary(g) for g in parts]
+
+    def mean(vals):
+        vals = [v for v in vals if v is not None]
+        return sum(vals) / len(vals) if vals else None
+
+    def combined_se(per: dict) -> float | None:
+        ses = [r["se"] for r in per.values()]
+        if not ses or any(v is None for v in ses):
+            return None
+        return math.sqrt(sum(v * v for v in ses)) / len(ses)
+
+    metrics["overall"].update({
+        "representation_score": mean([r["overall"]["persona_mean"] for r in reps]),
+        "representation_se": mean([combined_se(r["per_persona"]) for r in reps]),
+        "representation_pooled": mean([r["overall"]["mean"] for r in reps]),
+        "representation_missing": sum(r["overall"]["n_missing"] for r in reps),
+        "representation_perturbations": len(reps)})
+    for pid in reps[0]["per_persona"]:
+        rs = [r["per_persona"][pid] for r in reps if pid in r["per_persona"]]
         metrics["per_persona"].setdefault(pid, {}).update(
-            {"representation_score": r["mean"], "representation_se": r["se"],
-             "representation_missing": r["n_missing"]})
+            {"representation_score": mean([r["mean"] for r in rs]),
+             "representation_se": mean([r["se"] for r in rs]),
+             "representation_missing": sum(r["n_missing"] for r in rs)})
 
 
 def _add_condition_info(metrics: dict, info: dict) -> None:
