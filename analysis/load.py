@@ -120,9 +120,12 @@ def load_cells(outputs: str | Path, include_incomplete: bool = False) -> pd.Data
             # n = all: meta holds the setting (null); the personas record how many were used
             row["n_examples"] = _used_examples(mfile)
         row["wall_time_s"] = _num(meta.get("wall_time_s"))
+        judged = overall.get("judge_is_model_under_test")  # OvertonBench cells only
+        row["judge_is_model_under_test"] = judged if isinstance(judged, bool) else None
         rows.append(row)
     cols = CELL_KEYS + ["complete", "path"] + METRIC_KEYS + ["score", "score_metric",
-                                                             "n_examples", "wall_time_s"]
+                                                             "n_examples", "wall_time_s",
+                                                             "judge_is_model_under_test"]
     return pd.DataFrame(rows, columns=cols)
 
 

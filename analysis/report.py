@@ -52,7 +52,9 @@ def build_report(outputs: str | Path, out: str | Path | None = None,
     qcorr = tables.question_correctness(preds)
     sig = tables.significance_table(folds, qcorr) if not folds.empty else pd.DataFrame()
     headline = tables.headline_table(means, sig) if not means.empty else pd.DataFrame()
+    headline = tables.mark_self_judged(headline, main_cells)
     per_fold = tables.per_fold_table(folds, sig)
+    js_table, js_dists = tables.js_distance_table(per_persona, preds, n_main)
     label_acc = tables.label_accuracy_table(per_persona)
     pp_table = tables.per_persona_table(per_persona, n_main)
     ece = tables.ece_table(tables.condition_means(folds, "ece")) if not folds.empty else pd.DataFrame()
@@ -77,7 +79,8 @@ def build_report(outputs: str | Path, out: str | Path | None = None,
             "fig6_stability.csv": stab, "fig7_sample_efficiency.csv": eff,
             "table1_collaborative.csv": collab_t, "significance.csv": sig,
             "fig1_percent_of_gold.csv": ratios, "fig3_improvement.csv": diffs,
-            "searches.csv": searches.drop(columns=["path"], errors="ignore")}
+            "searches.csv": searches.drop(columns=["path"], errors="ignore"),
+            "js_distance_per_persona.csv": js_table, "js_distributions.csv": js_dists}
     for name, df in csvs.items():
         p = out / name
         (df if df is not None else pd.DataFrame()).to_csv(p, index=False)
@@ -99,6 +102,7 @@ def build_report(outputs: str | Path, out: str | Path | None = None,
     # ---- Markdown ----
     md = _markdown(outputs, tag, other_tags, n_main, all_cells, folds, headline, per_fold,
                    label_acc, pp_table, ece, stab, eff, collab_t, sig, figs)
+    md += _js_section(js_table, js_dists) + _judge_section(headline)
     (out / "report.md").write_text(md, encoding="utf-8")
     written.append(out / "report.md")
     (out / "report.html").write_text(_html(md), encoding="utf-8")
@@ -209,6 +213,41 @@ def _markdown(outputs, tag, other_tags, n_main, all_cells, folds, headline, per_
          "## ICM search trajectories\n", _img(figs, "traj", "Search trajectories"),
          ]
     return "\n".join(s)
+
+
+def _js_section(js_table: pd.DataFrame, js_dists: pd.DataFrame, max_rows: int = 40) -> str:
+    """Jensen-Shannon distance per persona and condition, and the distributions it compares."""
+    lines = ["\n## Distributional pluralism: Jensen-Shannon distance\n",
+             "Per persona and condition, the mean over folds of the JS distance (base 2, 0 = the "
+             "observed answer shares, 1 = disjoint) between the model's distribution over a "
+             "question's options (its P(True) values normalised to sum 1) and the persona's "
+             "observed shares. The paper reports this lens per persona; it publishes no numbers "
+             "we could compare with. Lower is better.\n",
+             tables.to_markdown(js_table, digits=3)]
+    if not js_dists.empty:
+        shown = js_dists.head(max_rows).assign(
+            observed=lambda d: d.observed.map(lambda v: " / ".join(f"{x:.2f}" for x in v)),
+            predicted=lambda d: d.predicted.map(
+                lambda v: "—" if v is None else " / ".join(f"{x:.2f}" for x in v)))
+        lines += [f"Observed vs predicted distributions (first {min(max_rows, len(js_dists))} "
+                  f"of {len(js_dists)} question groups; all in `js_distributions.csv`):\n",
+                  tables.to_markdown(shown)]
+    return "\n".join(lines)
+
+
+def _judge_section(headline: pd.DataFrame) -> str:
+    if headline.empty or "paper_comparable" not in headline.columns:
+        return ""
+    bad = headline[headline.paper_comparable.eq(False)]
+    if bad.empty:
+        return ""
+    rows = ", ".join(f"`{r.model}/{r.dataset}/{r.condition}`" for r in bad.itertuples())
+    return ("\n## OvertonBench judge\n\n**Not comparable with the paper:** " + rows + " were "
+            "rated by the model under test (`inference.judge_model` unset); the paper's scores "
+            "come from OvertonBench's validated judge. Their `diff` is left empty "
+            "(`paper_comparable = False` in the headline table). Set `inference.judge_model` "
+            "(any checkpoint, or `inference.judge_backend=openai` with "
+            "`inference.judge_api_base`) for comparable scores.\n")
 
 
 def _html(md: str) -> str:

@@ -389,6 +389,80 @@ def per_persona_table(per_persona: pd.DataFrame, n: str | None) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def mark_self_judged(headline: pd.DataFrame, cells: pd.DataFrame) -> pd.DataFrame:
+    """Add ``paper_comparable``: False for OvertonBench rows whose cells were judged by the model
+    under test (the paper used OvertonBench's validated judge), True for other rows with a paper
+    value, NaN without one. Such rows also lose their ``diff``: it would compare two judges."""
+    if headline.empty:
+        return headline
+    out = headline.copy()
+    selfj = set()
+    if "judge_is_model_under_test" in cells.columns:
+        hit = cells[cells.judge_is_model_under_test.fillna(False).astype(bool)]
+        selfj = {(r.model, r.dataset, r.condition) for r in hit.itertuples()}
+    comparable = []
+    for r in out.itertuples():
+        if (r.model, r.dataset, r.condition) in selfj:
+            comparable.append(False)
+        else:
+            comparable.append(True if pd.notna(r.paper) else np.nan)
+    out["paper_comparable"] = comparable
+    out.loc[out.paper_comparable.eq(False), "diff"] = np.nan
+    return out
+
+
+def js_distance_table(per_persona: pd.DataFrame, preds: pd.DataFrame,
+                      n: str | None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Distributional pluralism, the paper's complementary lens.
+
+    Returns (per persona and condition: the mean over folds of the cells' Jensen-Shannon distance
+    between predicted and observed answer distributions, base 2, in [0, 1]; per question: the
+    observed distribution beside the predicted one, mean over seeds and perturbations). The
+    prediction over a question's options is its P(True) values normalised to sum 1, as the
+    pipeline computes it (:mod:`plural_icm.metrics.distribution`)."""
+    table = pd.DataFrame()
+    if not per_persona.empty and per_persona.js_distance.notna().any():
+        pp = per_persona if n is None else per_persona[per_persona.n.astype(str) == n]
+        f = pp.groupby(["model", "dataset", "persona_id", "condition", "fold"]) \
+            .js_distance.mean().reset_index()
+        table = f.groupby(["model", "dataset", "persona_id", "condition"]).js_distance \
+            .agg(js_distance="mean", n_folds="count").reset_index() \
+            .rename(columns={"persona_id": "persona"})
+        wide = table.pivot_table(index=["model", "dataset", "persona"], columns="condition",
+                                 values="js_distance").reset_index()
+        wide.columns.name = None
+        conds = [c for c in sort_conditions(table.condition) if c in wide.columns]
+        table = wide[["model", "dataset", "persona"] + conds]
+    dists = pd.DataFrame()
+    if not preds.empty and "distribution" in preds.columns:
+        p = preds[preds.distribution.map(lambda d: isinstance(d, list) and len(d) > 0)]
+        if len(p):
+            p = p.assign(option_index=p.option_index.astype(int))
+            keys = ["model", "dataset", "condition", "persona_id", "group_id"]
+            g = p.groupby(keys + ["fold", "seed", "option_index"] +
+                          (["perturbation"] if "perturbation" in p.columns else []),
+                          dropna=False).p_true.mean().reset_index()
+            g = g.groupby(keys + ["fold", "seed", "option_index"]).p_true.mean().reset_index()
+            rows = []
+            observed = p.drop_duplicates(keys).set_index(keys).distribution
+            for key, gg in g.groupby(keys + ["fold", "seed"], sort=True):
+                gg = gg.sort_values("option_index")
+                obs = list(observed.loc[key[:5]])
+                sel = [obs[i] for i in gg.option_index if i < len(obs)]
+                tot = float(np.nansum(gg.p_true))
+                rows.append(dict(zip(keys + ["fold", "seed"], key)) | {
+                    "observed": [round(float(x) / sum(sel), 4) for x in sel] if sum(sel) else sel,
+                    "predicted": [round(float(x) / tot, 4) for x in gg.p_true] if tot else None})
+            d = pd.DataFrame(rows)
+            dists = d.groupby(keys).agg(observed=("observed", "first"),
+                                        predicted=("predicted", lambda s: [
+                                            round(float(v), 4) for v in np.mean(
+                                                [x for x in s if x is not None], axis=0)]
+                                            if any(x is not None for x in s) else None)
+                                        ).reset_index().rename(columns={"persona_id": "persona"})
+    return table, dists
+
+
 def ece_table(means_ece: pd.DataFrame) -> pd.DataFrame:
     """Table 9: ECE per (model, dataset, condition) beside the paper's (GQA/OQA, 15 bins)."""
     rows = []

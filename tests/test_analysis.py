@@ -16,7 +16,8 @@ from plural_icm.pipeline.layout import collaborative_dir
 MODELS = ["llama70b", "smollm2"]
 DATASETS = ["gqa", "oqa"]
 CONDITIONS = ["zero_shot", "icm", "gold"]
-PERSONAS = {"gqa": ["Brazil", "Britain"], "oqa": ["Democrat", "Republican"]}
+PERSONAS = {"gqa": ["Brazil", "Britain"], "oqa": ["Democrat", "Republican"],
+            "ot": ["Democrat", "Republican"]}
 #: ICM label accuracy of the best-of-restarts search each icm cell used, per (persona, fold)
 LABEL_ACC = {"Brazil": 0.80, "Britain": 0.90, "Democrat": 0.86, "Republican": 0.88}
 COUNTRIES13 = ["Brazil", "Britain", "France", "Germany", "Indonesia", "Japan", "Jordan",
@@ -327,3 +328,41 @@ def test_figures_show_the_paper_zero_bars_axis_start_and_model_order(report, cap
     titles = [ax.get_title() for ax in tr.axes]
     assert "llama70b / gqa / fold 0" in titles and "llama70b / gqa / fold 1" in titles
     assert len(tr.legends[0].get_texts()) == 13
+
+
+def _patch_cell(d: Path, per_persona_update=None, overall_update=None, pred_update=None):
+    m = json.loads((d / "metrics.json").read_text())
+    for p, vals in (per_persona_update or {}).items():
+        m["per_persona"][p].update(vals)
+    m["overall"].update(overall_update or {})
+    (d / "metrics.json").write_text(json.dumps(m))
+    if pred_update:
+        rows = [json.loads(x) for x in (d / "predictions.jsonl").read_text().splitlines()]
+        (d / "predictions.jsonl").write_text("".join(json.dumps(pred_update(r)) + "\n" for r in rows))
+
+
+def test_js_distance_per_persona_with_distributions_and_self_judged_ot(tmp_path):
+    for f in (0, 1):
+        for c, js in (("zero_shot", 0.30), ("icm", 0.10)):
+            d = write_cell(tmp_path, "llama70b", "gqa", c, f)
+            _patch_cell(d, {"Brazil": {"js_distance": js + 0.02 * f}, "Britain": {"js_distance": js}},
+                        pred_update=lambda r: r | {"distribution": [0.7, 0.3]})
+    d = write_cell(tmp_path, "llama70b", "ot", "icm", 0)
+    _patch_cell(d, overall_update={"representation_score": 4.1, "representation_se": 0.1,
+                                   "judge_is_model_under_test": True})
+    out = tmp_path / "rep"
+    build_report(tmp_path, out)
+    js = pd.read_csv(out / "js_distance_per_persona.csv").set_index("persona")
+    assert js.loc["Brazil", "icm"] == pytest.approx(0.11) and js.loc["Britain", "zero_shot"] == \
+        pytest.approx(0.30)
+    dists = pd.read_csv(out / "js_distributions.csv")
+    assert set(dists.observed) == {"[0.7, 0.3]"}
+    # the fixture's P(True) 0.8 / 0.2 for a correct question: predicted [0.8, 0.2]
+    assert "[0.8, 0.2]" in set(dists.predicted)
+    md = (out / "report.md").read_text()
+    assert "Jensen-Shannon distance" in md and "0.70 / 0.30" in md
+    h = pd.read_csv(out / "headline.csv")
+    ot = h[h.dataset == "ot"].iloc[0]
+    assert ot.paper_comparable == False and math.isnan(ot["diff"])  # noqa: E712
+    assert bool(h[h.dataset == "gqa"].paper_comparable.all())
+    assert "Not comparable with the paper" in md and "`llama70b/ot/icm`" in md
