@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import html
+import re
 import sys
 from pathlib import Path
 
@@ -255,7 +256,8 @@ def _html(md: str) -> str:
     out, in_table = [], False
     for line in md.splitlines():
         if line.startswith("|"):
-            cells = [c.strip() for c in line.strip("|").split("|")]
+            cells = [c.strip().replace("\\|", "|")
+                     for c in re.split(r"(?<!\\)\|", line.strip().strip("|"))]
             if all(set(c) <= {"-"} and c for c in cells):
                 continue
             if not in_table:

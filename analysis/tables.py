@@ -567,5 +567,6 @@ def to_markdown(df: pd.DataFrame, digits: int | dict[str, int] = 2) -> str:
             else:
                 d = digits.get(c, 2) if isinstance(digits, dict) else digits
                 cells.append(fmt(v, d))
-        lines.append("| " + " | ".join(cells) + " |")
+        # a "|" inside a value (an id) would split the cell
+        lines.append("| " + " | ".join(x.replace("|", "\\|") for x in cells) + " |")
     return "\n".join(lines) + "\n"
