@@ -180,7 +180,12 @@ def _markdown(outputs, tag, other_tags, n_main, all_cells, folds, headline, per_
          tables.to_markdown(headline),
          "## Figures 1–3, 8\n",
          _img(figs, "fig1", "Figure 1: score as % of gold"),
-         "Ratios and differences are computed on the folds both conditions have.\n\n",
+         "Ratios and differences are computed on the folds both conditions have. Yellow "
+         f"diamonds: the paper's values ({P}; GQA from Table 6, the others from Section 5.1). "
+         f"Figure 2 shows our `{paper.PAPER_MODEL_KEY}` only, as the paper's (the panel title "
+         "says so when it is absent and the models are averaged instead). A bar axis that does "
+         "not start at 0 says so; a true 0 is drawn as a thick line at the bottom, a missing "
+         "cell as no bar.\n\n",
          _img(figs, "fig2", "Figure 2: per dataset and condition"),
          _img(figs, "fig3", "Figure 3: improvement over zero-shot"),
          _img(figs, "fig8", "Figure 8: absolute scores"),
