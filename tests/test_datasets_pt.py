@@ -247,3 +247,27 @@ def test_real_copy_clusters_and_table5_example(shared_pt):
     test = load_pt(make_cfg(shared_pt, configs=["BeaverTails", "Anthropic HHH", "Mnemonic"],
                             splits=["test"]))
     assert "pairs with both personas in one type dropped" in test.description
+
+
+def test_old_split_key_is_an_error_naming_the_new_one():
+    cfg = make_cfg()
+    del cfg.options["splits"]
+    cfg.options["split"] = "test"
+    with pytest.raises(ValueError, match=r"options\.split is now dataset\.options\.splits"):
+        load_pt(cfg)
+
+
+def test_options_dataclasses_match_the_shipped_yaml():
+    """Each loader's typed options (the registry validates dataset.options against them) know
+    every key the shipped config sets."""
+    import dataclasses
+
+    from plural_icm.data.claims import ClaimsOptions
+    from plural_icm.data.gqa import GQAOptions
+    from plural_icm.data.pt import PTOptions
+
+    root = Path(__file__).resolve().parents[1] / "conf" / "dataset"
+    for name, cls in (("pt", PTOptions), ("gqa", GQAOptions), ("gqa_claims", ClaimsOptions)):
+        keys = set(OmegaConf.load(root / f"{name}.yaml").options)
+        assert keys <= {f.name for f in dataclasses.fields(cls)}, (name, keys)
+    assert PTOptions().splits == ["sft_train"] and PTOptions().persona_text == "type"

@@ -31,8 +31,9 @@ from __future__ import annotations
 import json
 import logging
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 from plural_icm.data.records import Claim, ClaimSet, ConsistencyRule, Persona
 from plural_icm.data.sources import (BadRows, DataFormatError, cfg_get, cfg_options,
@@ -199,3 +200,13 @@ def load_claims(cfg: Any, data_dir: str | Path | None = None) -> ClaimSet:
     if folds_mode == "halves":
         cs.folds = folds  # kept by the registry; cv folds are assigned there like any dataset's
     return cs
+
+
+@dataclass
+class ClaimsOptions:
+    """``dataset.options`` of the ``claims`` loader (the typed schema the registry validates)."""
+
+    rule: str = "exactly_one"
+    folds: str = "cv"
+    persona_template: str = "{persona}"
+    persona: Optional[str] = None

@@ -397,3 +397,15 @@ def load_gqa(cfg: Any, data_dir: str | Path | None = None) -> ClaimSet:
     log.info(description)
     return ClaimSet(name=str(cfg_get(cfg, "name", "gqa")), personas=personas, claims=claims,
                     rule=ConsistencyRule.EXACTLY_ONE, description=description)
+
+
+@dataclass
+class GQAOptions:
+    """``dataset.options`` of the ``gqa`` loader (the typed schema the registry validates)."""
+
+    count_nonsubstantive: bool = False
+    countries: list[str] = field(default_factory=lambda: list(COUNTRIES))
+    max_options: int = 3
+    ties: str = "drop"
+    share_sum_tolerance: float = 0.05
+    download: bool = True

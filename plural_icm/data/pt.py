@@ -49,6 +49,7 @@ import json
 import logging
 import re
 from dataclasses import dataclass
+from dataclasses import field as dc_field
 from pathlib import Path
 from typing import Any
 
@@ -264,7 +265,10 @@ class _Settings:
 
 def _settings(cfg: Any) -> _Settings:
     opts = cfg_options(cfg)
-    splits = as_list(opts.get("splits")) or as_list(opts.get("split")) or list(DEFAULT_SPLITS)
+    if "split" in opts:
+        raise ValueError("pt: dataset.options.split is now dataset.options.splits, a list "
+                         f"(e.g. [{opts['split']}]); the default is {DEFAULT_SPLITS}")
+    splits = as_list(opts.get("splits")) or list(DEFAULT_SPLITS)
     st = _Settings(configs=[str(c) for c in as_list(opts.get("configs"))] or list(CONFIGS),
                    splits=[str(x) for x in splits], field=str(opts.get("persona_field", "gold")),
                    fmt=str(opts.get("format", "auto")),
@@ -429,3 +433,15 @@ def load_pt(cfg: Any, data_dir: str | Path | None = None) -> ClaimSet:
     log.info(description)
     return ClaimSet(name=str(cfg_get(cfg, "name", "pt")), personas=personas, claims=claims,
                     rule=ConsistencyRule.EXACTLY_ONE, description=description)
+
+
+@dataclass
+class PTOptions:
+    """``dataset.options`` of the ``pt`` loader (the typed schema the registry validates)."""
+
+    configs: list[str] = dc_field(default_factory=lambda: list(CONFIGS))
+    splits: list[str] = dc_field(default_factory=lambda: list(DEFAULT_SPLITS))
+    persona_field: str = "gold"
+    format: str = "auto"
+    persona_text: str = "type"
+    download: bool = True
