@@ -16,6 +16,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from analysis import paper_numbers as paper  # noqa: E402
 from analysis.paper_numbers import CONDITION_LABELS  # noqa: E402
 from analysis.tables import display_scale, is_accuracy, sort_conditions  # noqa: E402
 
@@ -37,6 +38,58 @@ def _ylabel(dataset: str, delta: bool = False) -> str:
     if is_accuracy(dataset):
         return "Δ accuracy (percentage points)" if delta else "Accuracy (%)"
     return "Δ representation score (1–5 scale)" if delta else "Representation score (1–5)"
+
+
+#: Models ordered by family, then size (the paper's Table 3 order within a family).
+MODEL_ORDER = ["llama8b", "llama70b", "qwen14b", "qwen30b", "olmo7b", "olmo32b"]
+PAPER_STYLE = dict(marker="D", color="black", markerfacecolor="yellow", markersize=7, ls="none",
+                   zorder=5)
+PAPER_LABEL = f"paper ({paper.PAPER_MODEL})"
+
+
+def sort_models(models) -> list[str]:
+    """Known models by family and size (llama 8B, 70B, qwen 14B, 30B, olmo 7B, 32B), then the
+    others alphabetically."""
+    models = set(models)
+    return [m for m in MODEL_ORDER if m in models] + sorted(models - set(MODEL_ORDER))
+
+
+def paper_score(dataset: str, condition: str) -> float | None:
+    """The paper's score of (dataset, condition) as a fraction (OT: 1-5): GQA from Table 6's
+    averages (all six conditions from one table), otherwise the Section 5.1 headline."""
+    if dataset == "gqa" and condition in paper.TABLE6_GQA:
+        return paper.TABLE6_GQA[condition][1]
+    return paper.headline(dataset, condition)
+
+
+def _paper_points(ax, xs, values, labelled: bool) -> bool:
+    """Yellow diamonds at the paper's values (None skipped); returns whether any was drawn."""
+    pts = [(x, v) for x, v in zip(xs, values) if v is not None and not np.isnan(v)]
+    if not pts:
+        return False
+    ax.plot([x for x, _ in pts], [v for _, v in pts], label=PAPER_LABEL if labelled else None,
+            **PAPER_STYLE)
+    return True
+
+
+def _note_axis_start(ax) -> None:
+    """Say so when a bar axis does not start at 0 (bar heights are then not proportional)."""
+    lo = ax.get_ylim()[0]
+    if lo > 0:
+        ax.text(1.0, 1.01, f"y-axis starts at {lo:g}, not 0", transform=ax.transAxes,
+                fontsize=7, color="#b00000", ha="right", va="bottom")
+
+
+def _mark_zero_bars(ax, xs, values, width: float, text: bool = True) -> None:
+    """A true 0 draws no visible bar: mark it with a thick line (and "0" unless the figure labels
+    its bars already) so it does not read as a missing cell (missing cells are NaN, left empty)."""
+    for x, v in zip(xs, values):
+        if v is not None and not np.isnan(v) and v == 0:
+            ax.hlines(ax.get_ylim()[0] if ax.get_ylim()[0] > 0 else 0, x - width / 2, x + width / 2,
+                      colors="black", lw=3, zorder=4)
+            if text:
+                ax.annotate("0", (x, 0), xytext=(0, 3), textcoords="offset points", ha="center",
+                            fontsize=7)
 
 
 def _save(fig, path: Path) -> Path:
@@ -64,22 +117,33 @@ def fig1_percent_of_gold(ratios: pd.DataFrame, path: Path) -> Path | None:
     datasets = sorted(ratios.dataset.unique())
     fig, ax = plt.subplots(figsize=(max(6, 1.3 * len(conds) + 2), 4.5))
     rng = np.random.default_rng(0)
+    bar_means = []
     for i, c in enumerate(conds):
         v = ratios[ratios.condition == c].ratio.dropna() * 100
+        bar_means.append(v.mean() if len(v) else np.nan)
         if len(v) == 0:
             continue
         ax.bar(i, v.mean(), color=_color(c, i), alpha=0.8, edgecolor="black", width=0.7)
         ax.text(i, v.mean() + 1, f"{v.mean():.1f}", ha="center", va="bottom", fontsize=8)
+    # the paper's ratio (condition / gold, Llama-3.1-70B), mean over the datasets shown
+    pub = []
+    for c in conds:
+        r = [paper_score(d, c) / paper_score(d, "gold") * 100 for d in datasets
+             if paper_score(d, c) is not None and paper_score(d, "gold")]
+        pub.append(float(np.mean(r)) if r else None)
     for j, d in enumerate(datasets):
         sub = ratios[ratios.dataset == d]
         xs = [conds.index(c) + rng.uniform(-0.18, 0.18) for c in sub.condition]
         ax.scatter(xs, sub.ratio * 100, marker=MARKERS[j % len(MARKERS)], color="black",
                    facecolor="white", zorder=3, s=28, label=f"{d} (each model)")
     ax.axhline(100, color="#2ca02c", ls="--", lw=1, label="gold = 100%")
+    _paper_points(ax, np.arange(len(conds)) + 0.25, pub, labelled=True)
     ax.set_xticks(range(len(conds)), [_label(c) for c in conds], rotation=20, ha="right")
     ax.set_ylabel("Score as % of few-shot gold")
     lo = float(np.nanmin(ratios.ratio * 100))
     ax.set_ylim(min(50, lo - 5), max(110, float(np.nanmax(ratios.ratio * 100)) + 8))
+    _mark_zero_bars(ax, range(len(conds)), bar_means, 0.7, text=False)
+    _note_axis_start(ax)
     ax.set_title("Fig. 1 — Score relative to gold labels\n(bars: mean over model × dataset pairs)")
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False,
               title="Points: one (model, dataset)", title_fontsize=8)
@@ -89,14 +153,19 @@ def fig1_percent_of_gold(ratios: pd.DataFrame, path: Path) -> Path | None:
 
 
 def fig2_dataset_condition(folds: pd.DataFrame, path: Path) -> Path | None:
-    """Per dataset: mean over models of each condition's score, error bars = SE over the
-    (model, fold) scores."""
+    """Per dataset: each condition's score for Llama-3.1-70B (our ``llama70b``, the paper's
+    Figure 2 model) when present, else the mean over the models there are (said in the panel
+    title); error bars = SE over folds (over model x fold for a mean); yellow diamonds: the paper."""
     if folds.empty:
         return None
     datasets = sorted(folds.dataset.unique())
     fig, axes = _grid(len(datasets))
     for ax, d in zip(axes, datasets):
         sub = folds[folds.dataset == d]
+        if paper.PAPER_MODEL_KEY in set(sub.model):
+            sub, who = sub[sub.model == paper.PAPER_MODEL_KEY], paper.PAPER_MODEL
+        else:
+            who = f"no {paper.PAPER_MODEL_KEY} results: mean of {sub.model.nunique()} model(s)"
         s = display_scale(d)
         conds = sort_conditions(sub.condition)
         # mean over models of the model's mean over folds; SE over all (model, fold) scores
@@ -114,16 +183,23 @@ def fig2_dataset_condition(folds: pd.DataFrame, path: Path) -> Path | None:
             top = m + (0 if np.isnan(e) else e)
             ax.text(xi, top, f"{m:.1f}" if s > 1 else f"{m:.2f}", ha="center", va="bottom",
                     fontsize=7, bbox=dict(facecolor="white", edgecolor="none", pad=0.5))
+        pub = [None if paper_score(d, c) is None else paper_score(d, c) * s for c in conds]
+        drew = _paper_points(ax, x + 0.3, pub, labelled=True)  # beside the bar's value label
         ax.set_xticks(x, [_label(c) for c in conds], rotation=30, ha="right", fontsize=8)
         ax.set_ylabel(_ylabel(d))
-        ax.set_title(f"{d} ({sub.model.nunique()} model(s))")
+        ax.set_title(f"{d} ({who})", fontsize=9)
         ax.grid(axis="y", alpha=0.3)
         if s > 1:
             # Room above the tallest error bar for its value label (it used to touch the title).
+            vals = np.array(means + [v for v in pub if v is not None], dtype=float)
             tops = np.array(means) + np.nan_to_num(np.array(ses, dtype=float))
-            ax.set_ylim(max(0, np.nanmin(means) - 15), np.nanmax(tops) + 10)
-    fig.suptitle("Fig. 2 — Score per dataset and condition (mean over models; "
-                 "error bars: SE over model × fold)", fontsize=11)
+            ax.set_ylim(max(0, np.nanmin(vals) - 15), max(np.nanmax(tops), np.nanmax(vals)) + 10)
+        _mark_zero_bars(ax, x, means, 0.8, text=False)
+        _note_axis_start(ax)
+        if drew:
+            ax.legend(fontsize=7, loc="upper left")
+    fig.suptitle(f"Fig. 2 — Score per dataset and condition, {paper.PAPER_MODEL} as in the paper "
+                 "(error bars: SE over folds)", fontsize=11)
     fig.tight_layout()
     return _save(fig, path)
 
@@ -137,7 +213,7 @@ def fig3_improvement(diffs: pd.DataFrame, path: Path) -> Path | None:
     for ax, d in zip(axes, datasets):
         sub = diffs[diffs.dataset == d]
         s = display_scale(d)
-        models = sorted(sub.model.unique())
+        models = sort_models(sub.model.unique())
         conds = [c for c in ("icm", "gold") if c in set(sub.condition)]
         w = 0.8 / max(1, len(conds))
         for j, c in enumerate(conds):
@@ -150,6 +226,12 @@ def fig3_improvement(diffs: pd.DataFrame, path: Path) -> Path | None:
             ax.bar(x, vals, w, yerr=[0 if np.isnan(e) else e for e in errs], capsize=3,
                    color=_color(c, j), edgecolor="black",
                    label=f"{_label(c)} − zero-shot" if d == datasets[0] else None)
+            _mark_zero_bars(ax, x, vals, w)
+            # the paper's difference, at its model's bar (Llama-3.1-70B)
+            pc, pz = paper_score(d, c), paper_score(d, "zero_shot")
+            if paper.PAPER_MODEL_KEY in models and pc is not None and pz is not None:
+                k = models.index(paper.PAPER_MODEL_KEY)
+                _paper_points(ax, [x[k]], [(pc - pz) * s], labelled=(d == datasets[0] and j == 0))
         ax.axhline(0, color="black", lw=0.8)
         ax.set_xticks(range(len(models)), models, rotation=20, ha="right")
         ax.set_xlabel("Model")
@@ -159,8 +241,9 @@ def fig3_improvement(diffs: pd.DataFrame, path: Path) -> Path | None:
     handles, labels = axes[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="upper center", ncol=2, fontsize=8,
                bbox_to_anchor=(0.5, 0.0), frameon=False)
-    fig.suptitle("Fig. 3 — Improvement over zero-shot (chat), per model\n(on the folds both "
-                 "conditions have; error bars: SE over folds, none with one fold)", fontsize=11)
+    fig.suptitle("Fig. 3 — Improvement over zero-shot (chat), per model (by family and size)\n"
+                 "(on the folds both conditions have; error bars: SE over folds, none with one "
+                 f"fold; diamonds: the paper, {paper.PAPER_MODEL})", fontsize=11)
     fig.tight_layout()
     return _save(fig, path)
 
@@ -174,7 +257,7 @@ def fig8_absolute(means: pd.DataFrame, path: Path) -> Path | None:
     for ax, d in zip(axes, datasets):
         sub = means[means.dataset == d]
         s = display_scale(d)
-        models = sorted(sub.model.unique())
+        models = sort_models(sub.model.unique())
         conds = sort_conditions(sub.condition)
         full = sub.n_folds.max()
         w = 0.85 / len(conds)
@@ -191,6 +274,12 @@ def fig8_absolute(means: pd.DataFrame, path: Path) -> Path | None:
             for b, part in zip(bars, partial):
                 if part:
                     b.set_hatch("//")
+            _mark_zero_bars(ax, x, vals, w)
+            if paper.PAPER_MODEL_KEY in models and paper_score(d, c) is not None:
+                k = models.index(paper.PAPER_MODEL_KEY)
+                _paper_points(ax, [x[k]], [paper_score(d, c) * s],
+                              labelled=(d == datasets[0] and not any(
+                                  PAPER_LABEL == h for h in ax.get_legend_handles_labels()[1])))
         ax.set_xticks(range(len(models)), models)
         ax.set_xlabel("Model")
         ax.set_ylabel(_ylabel(d))
@@ -202,7 +291,8 @@ def fig8_absolute(means: pd.DataFrame, path: Path) -> Path | None:
     fig.legend(handles, labels, loc="upper center", ncol=len(labels), fontsize=8,
                bbox_to_anchor=(0.5, 0.0), frameon=False)
     fig.suptitle("Fig. 8 — Absolute scores, all models, datasets and conditions\n(error bars: SE "
-                 "over folds; hatched: not all folds present; no bar: cell missing)", fontsize=11)
+                 "over folds; hatched: not all folds present; no bar: cell missing; diamonds: "
+                 f"the paper, {paper.PAPER_MODEL}, at our {paper.PAPER_MODEL_KEY})", fontsize=11)
     fig.tight_layout()
     return _save(fig, path)
 
@@ -223,6 +313,7 @@ def fig5_per_persona(pp_table: pd.DataFrame, path: Path) -> Path | None:
         for j, c in enumerate(conds):
             x = np.arange(len(personas)) + (j - (len(conds) - 1) / 2) * w
             ax.bar(x, sub[c], w, color=_color(c, j), edgecolor="black", label=_label(c))
+            _mark_zero_bars(ax, x, list(sub[c]), w)
         ax.set_xticks(range(len(personas)), personas, rotation=45, ha="right", fontsize=8)
         ax.set_ylabel(_ylabel(d))
         ax.set_title(f"{m} / {d}")
@@ -251,6 +342,7 @@ def fig6_stability(stab: pd.DataFrame, path: Path) -> Path | None:
             vals.append(r.stable_fraction.iloc[0] if len(r) else np.nan)
         x = np.arange(len(pairs)) + (j - (len(conds) - 1) / 2) * w
         ax.bar(x, vals, w, color=_color(c, j), edgecolor="black", label=_label(c))
+        _mark_zero_bars(ax, x, vals, w)
     ax.set_xticks(range(len(pairs)), [f"{m}\n{d}" for m, d in pairs])
     ax.set_ylabel("Stable two-option questions (%)")
     ax.set_ylim(0, 105)
@@ -260,21 +352,40 @@ def fig6_stability(stab: pd.DataFrame, path: Path) -> Path | None:
     return _save(fig, path)
 
 
+ZERO_SHOT = ("zero_shot", "zero_shot_base")
+
+
 def fig7_sample_efficiency(eff: pd.DataFrame, path: Path) -> Path | None:
-    """Score vs number of in-context examples; only drawn when some condition has >= 2 n."""
+    """Score vs number of in-context examples; drawn when some few-shot condition has >= 2 points
+    (an ``all`` cell counts: it sits at the number of examples it used, or at a separate "all"
+    position when that is unknown). Zero-shot conditions are horizontal reference lines."""
     if eff.empty or "n_examples" not in eff.columns:
         return None
-    eff = eff.dropna(subset=["n_examples", "score"])
-    if eff.empty or eff.groupby(["model", "dataset", "condition"]).n_examples.nunique().max() < 2:
+    eff = eff.dropna(subset=["score"]).copy()
+    few = eff[~eff.condition.isin(ZERO_SHOT)]
+    if few.empty or few.groupby(["model", "dataset", "condition"]).n.nunique().max() < 2:
         return None
-    pairs = sorted(eff.groupby(["model", "dataset"]).groups.keys())
+    pairs = sorted(few.groupby(["model", "dataset"]).groups.keys())
     fig, axes = _grid(len(pairs))
     for ax, (m, d) in zip(axes, pairs):
-        sub = eff[(eff.model == m) & (eff.dataset == d)]
+        sub = few[(few.model == m) & (few.dataset == d)].copy()
+        numeric = sub.n_examples.dropna()
+        x_all = (numeric.max() * 1.25 if len(numeric) else 1.0)
+        unknown_all = sub.n_examples.isna() & (sub.n.astype(str) == "all")
+        sub.loc[unknown_all, "n_examples"] = x_all
         for j, c in enumerate(sort_conditions(sub.condition)):
-            g = sub[sub.condition == c].sort_values("n_examples")
+            g = sub[sub.condition == c].dropna(subset=["n_examples"]).sort_values("n_examples")
             ax.errorbar(g.n_examples, g.score, yerr=g.se.fillna(0), marker="o", capsize=3,
                         color=_color(c, j), label=_label(c))
+            alls = g[g.n.astype(str) == "all"]
+            ax.scatter(alls.n_examples, alls.score, s=90, facecolor="none", edgecolor="black",
+                       zorder=4, label="all examples" if j == 0 and len(alls) else None)
+        zs = eff[(eff.model == m) & (eff.dataset == d) & eff.condition.isin(ZERO_SHOT)]
+        for c, g in zs.groupby("condition"):
+            ax.axhline(g.score.mean(), color=_color(c), ls="--", lw=1.2, label=_label(c))
+        if unknown_all.any():
+            ticks = sorted(set(numeric.round().astype(int))) + [x_all]
+            ax.set_xticks(ticks, [str(t) for t in ticks[:-1]] + ["all"])
         for n in (20, 30):
             ax.axvline(n, color="grey", ls=":", lw=0.8)
         ax.set_xlabel("In-context examples per prompt (n)")
@@ -282,28 +393,41 @@ def fig7_sample_efficiency(eff: pd.DataFrame, path: Path) -> Path | None:
         ax.set_title(f"{m} / {d}")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-    fig.suptitle("Fig. 7 — Sample efficiency (dotted: n = 20, 30)", fontsize=11)
+    fig.suptitle("Fig. 7 — Sample efficiency (dotted: n = 20, 30; circled: all examples; "
+                 "dashed: zero-shot)", fontsize=11)
     fig.tight_layout()
     return _save(fig, path)
 
 
-def fig_trajectories(traj: pd.DataFrame, path: Path, max_panels: int = 6) -> Path | None:
-    """ICM search score U over iterations, one line per persona (first fold of each pair)."""
+def fig_trajectories(traj: pd.DataFrame, path: Path, max_rows: int = 6) -> Path | None:
+    """ICM search score U over iterations: one row of panels per (model, dataset), one panel per
+    fold, one line per persona (one colour per persona in every panel, up to 20 distinct; one
+    legend beside the figure, so GQA's 13 countries are all named)."""
     if traj.empty or "U" not in traj.columns:
         return None
-    pairs = sorted(traj.groupby(["model", "dataset"]).groups.keys())[:max_panels]
-    fig, axes = _grid(len(pairs))
-    for ax, (m, d) in zip(axes, pairs):
-        sub = traj[(traj.model == m) & (traj.dataset == d)]
-        fold = sub.fold.min()
-        for p, g in sub[sub.fold == fold].groupby("persona"):
-            ax.plot(g.iteration, g.U, lw=1, label=p)
-        ax.set_xlabel("Iteration")
-        ax.set_ylabel("Search objective U")
-        ax.set_title(f"{m} / {d} / fold {fold}")
-        ax.grid(alpha=0.3)
-        if sub.persona.nunique() <= 8:
-            ax.legend(fontsize=7)
-    fig.suptitle("ICM search trajectories", fontsize=11)
+    pairs = sorted(traj.groupby(["model", "dataset"]).groups.keys())[:max_rows]
+    folds = sorted(traj.fold.unique())
+    personas = sorted(traj.persona.unique())
+    colors = {p: plt.cm.tab20(i % 20) for i, p in enumerate(personas)}
+    fig, axes = plt.subplots(len(pairs), len(folds), figsize=(4.2 * len(folds), 3.2 * len(pairs)),
+                             squeeze=False)
+    for r, (m, d) in enumerate(pairs):
+        for k, fold in enumerate(folds):
+            ax = axes[r][k]
+            sub = traj[(traj.model == m) & (traj.dataset == d) & (traj.fold == fold)]
+            for p, g in sub.groupby("persona"):
+                for _, gg in g.groupby("hash"):  # restarts: one line each
+                    ax.plot(gg.iteration, gg.U, lw=1, color=colors[p])
+            ax.set_title(f"{m} / {d} / fold {fold}", fontsize=9)
+            ax.set_xlabel("Iteration")
+            ax.set_ylabel("Search objective U")
+            ax.grid(alpha=0.3)
+            if sub.empty:
+                ax.text(0.5, 0.5, "no search", transform=ax.transAxes, ha="center")
+    handles = [plt.Line2D([], [], color=colors[p], lw=2) for p in personas]
+    fig.legend(handles, personas, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8,
+               title="Persona", ncol=1 if len(personas) <= 16 else 2, frameon=False)
+    fig.suptitle("ICM search trajectories (every fold; one line per persona and restart)",
+                 fontsize=11)
     fig.tight_layout()
     return _save(fig, path)

@@ -105,6 +105,17 @@ def main_score(metric: str | None, overall: dict[str, Any]) -> tuple[float, floa
     return _metric(overall, metric), _metric(overall, se_key), metric
 
 
+def _used_examples(mfile: Path) -> float:
+    """Mean over personas of the in-context examples a cell used (NaN when none recorded)."""
+    try:
+        per = _read_json(mfile).get("per_persona") or {}
+    except (json.JSONDecodeError, OSError):
+        return np.nan
+    vals = [_num((v or {}).get("n_examples")) for v in per.values()]
+    vals = [v for v in vals if not np.isnan(v)]
+    return float(np.mean(vals)) if vals else np.nan
+
+
 def load_cells(outputs: str | Path, include_incomplete: bool = False) -> pd.DataFrame:
     """One row per cell: keys, ``complete``, ``path``, the overall metrics (NaN when absent), the
     main ``score`` and its ``score_metric``, ``n_examples`` and ``wall_time_s`` from meta."""
@@ -126,12 +137,18 @@ def load_cells(outputs: str | Path, include_incomplete: bool = False) -> pd.Data
             row[k] = _metric(overall, k)
         row["score"], row["score_se"], row["score_metric"] = main_score(declared_metric(path, meta), overall)
         row["n_examples"] = _num(meta.get("n_examples"))
+        if np.isnan(row["n_examples"]) and mfile.is_file() and overall:
+            # n = all: meta holds the setting (null); the personas record how many were used
+            row["n_examples"] = _used_examples(mfile)
         row["wall_time_s"] = _num(meta.get("wall_time_s"))
         for k in PROTOCOL_KEYS:  # absent for conditions without a search (and older cells)
             row[k] = meta.get(k)
+        judged = overall.get("judge_is_model_under_test")  # OvertonBench cells only
+        row["judge_is_model_under_test"] = judged if isinstance(judged, bool) else None
         rows.append(row)
     cols = CELL_KEYS + ["complete", "path"] + METRIC_KEYS + ["score", "score_se", "score_metric",
-                                                             "n_examples", "wall_time_s"] \
+                                                             "n_examples", "wall_time_s",
+                                                             "judge_is_model_under_test"] \
         + list(PROTOCOL_KEYS)
     return pd.DataFrame(rows, columns=cols)
 

@@ -78,7 +78,8 @@ TABLE4_LABEL_ACCURACY: Mapping[str, Mapping[str, float]] = {
             "Indonesia": 0.8235, "Japan": 0.8081, "Jordan": 0.7885, "Lebanon": 0.7551,
             "Mexico": 0.8654, "Nigeria": 0.7692, "Pakistan": 0.7245, "Russia": 0.7938,
             "Turkey": 0.8614},
-    "oqa": {"Democrats": 0.8932, "Republicans": 0.9012, "Independents": 0.7647},
+    # keyed by our persona ids (the paper prints "Democrats", "Republicans", "Independents")
+    "oqa": {"Democrat": 0.8932, "Republican": 0.9012, "Independent": 0.7647},
     "pt": {"DCF": 0.6911, "DEC": 0.8575, "DMS": 0.8075, "DSN": 0.5838},
     "ot": {"Democrat": 0.7500, "Independent": 0.9800, "Republican": 0.6250},
 }

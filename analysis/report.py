@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import html
+import re
 import sys
 from pathlib import Path
 
@@ -55,8 +56,10 @@ def build_report(outputs: str | Path, out: str | Path | None = None,
               if not folds.empty and "question_accuracy" in folds else None)
     headline = tables.headline_table(means, sig, qmeans) if not means.empty else pd.DataFrame()
     headline = _with_protocol(headline, cells_tag)
+    headline = tables.mark_self_judged(headline, main_cells)
     per_fold = tables.per_fold_table(folds, sig)
-    label_acc = tables.label_accuracy_table(searches, per_persona)
+    js_table, js_dists = tables.js_distance_table(per_persona, preds, n_main)
+    label_acc = tables.label_accuracy_table(per_persona)
     pp_table = tables.per_persona_table(per_persona, n_main)
     ece = tables.ece_table(tables.condition_means(folds, "ece")) if not folds.empty else pd.DataFrame()
     stab = (tables.simple_metric_table(tables.condition_means(folds, "stable_fraction"),
@@ -80,7 +83,8 @@ def build_report(outputs: str | Path, out: str | Path | None = None,
             "fig6_stability.csv": stab, "fig7_sample_efficiency.csv": eff,
             "table1_collaborative.csv": collab_t, "significance.csv": sig,
             "fig1_percent_of_gold.csv": ratios, "fig3_improvement.csv": diffs,
-            "searches.csv": searches.drop(columns=["path"], errors="ignore")}
+            "searches.csv": searches.drop(columns=["path"], errors="ignore"),
+            "js_distance_per_persona.csv": js_table, "js_distributions.csv": js_dists}
     for name, df in csvs.items():
         p = out / name
         (df if df is not None else pd.DataFrame()).to_csv(p, index=False)
@@ -103,6 +107,7 @@ def build_report(outputs: str | Path, out: str | Path | None = None,
     md = _markdown(outputs, tag, other_tags, n_main, all_cells, folds, headline, per_fold,
                    label_acc, pp_table, ece, stab, eff, collab_t, sig, figs)
     md = md.replace(_PROTOCOL_SLOT, _protocol_section(cells_tag, searches), 1)
+    md += _js_section(js_table, js_dists) + _judge_section(headline)
     (out / "report.md").write_text(md, encoding="utf-8")
     written.append(out / "report.md")
     (out / "report.html").write_text(_html(md), encoding="utf-8")
@@ -222,7 +227,9 @@ def _markdown(outputs, tag, other_tags, n_main, all_cells, folds, headline, per_
          "discordant pairs) of ICM against the row's condition, over paired questions (same "
          "persona, question, fold, seed; a question is correct when its highest-P(True) option "
          "is the gold option), pooled over personas and folds. `p_icm_vs_this_t_folds`: paired "
-         "t-test over folds (k − 1 degrees of freedom, low power with 4 folds).\n",
+         "t-test over folds (k − 1 degrees of freedom, low power with 4 folds); `undefined` when "
+         "every fold difference is the same (their SD is 0, so t has no finite value and no "
+         "p-value).\n",
          "## Grid status\n", _grid_status(all_cells, tag, n_main),
          "## ICM search protocol\n", _PROTOCOL_SLOT + "\n",
          "## Headline scores (Section 5.1)\n",
@@ -231,7 +238,12 @@ def _markdown(outputs, tag, other_tags, n_main, all_cells, folds, headline, per_
          tables.to_markdown(headline),
          "## Figures 1–3, 8\n",
          _img(figs, "fig1", "Figure 1: score as % of gold"),
-         "Ratios and differences are computed on the folds both conditions have.\n\n",
+         "Ratios and differences are computed on the folds both conditions have. Yellow "
+         f"diamonds: the paper's values ({P}; GQA from Table 6, the others from Section 5.1). "
+         f"Figure 2 shows our `{paper.PAPER_MODEL_KEY}` only, as the paper's (the panel title "
+         "says so when it is absent and the models are averaged instead). A bar axis that does "
+         "not start at 0 says so; a true 0 is drawn as a thick line at the bottom, a missing "
+         "cell as no bar.\n\n",
          _img(figs, "fig2", "Figure 2: per dataset and condition"),
          _img(figs, "fig3", "Figure 3: improvement over zero-shot"),
          _img(figs, "fig8", "Figure 8: absolute scores"),
@@ -241,7 +253,9 @@ def _markdown(outputs, tag, other_tags, n_main, all_cells, folds, headline, per_
          "A = first condition, B = second; `A_only`/`B_only` = questions only A/only B got right.\n",
          tables.to_markdown(sig, digits={"mean_A": 4, "mean_B": 4}),
          "## Table 4: ICM label accuracy per persona (%)\n",
-         f"Mean over folds of the searches' label accuracy against gold. Paper: {P}.\n",
+         "Mean over folds of the label accuracy (against gold) of the search each ICM cell used: "
+         "the best of its restarts, unconstrained; non-best restarts and the collaborative "
+         f"stage's constrained re-runs are not counted. Paper: {P}.\n",
          tables.to_markdown(label_acc),
          "## Tables 7, 8 / Figure 5: per-persona scores\n",
          f"Paper: PT accuracy (Table 7) and OT representation score (Table 8), zero-shot and "
@@ -265,12 +279,48 @@ def _markdown(outputs, tag, other_tags, n_main, all_cells, folds, headline, per_
     return "\n".join(s)
 
 
+def _js_section(js_table: pd.DataFrame, js_dists: pd.DataFrame, max_rows: int = 40) -> str:
+    """Jensen-Shannon distance per persona and condition, and the distributions it compares."""
+    lines = ["\n## Distributional pluralism: Jensen-Shannon distance\n",
+             "Per persona and condition, the mean over folds of the JS distance (base 2, 0 = the "
+             "observed answer shares, 1 = disjoint) between the model's distribution over a "
+             "question's options (its P(True) values normalised to sum 1) and the persona's "
+             "observed shares. The paper reports this lens per persona; it publishes no numbers "
+             "we could compare with. Lower is better.\n",
+             tables.to_markdown(js_table, digits=3)]
+    if not js_dists.empty:
+        shown = js_dists.head(max_rows).assign(
+            observed=lambda d: d.observed.map(lambda v: " / ".join(f"{x:.2f}" for x in v)),
+            predicted=lambda d: d.predicted.map(
+                lambda v: "—" if v is None else " / ".join(f"{x:.2f}" for x in v)))
+        lines += [f"Observed vs predicted distributions (first {min(max_rows, len(js_dists))} "
+                  f"of {len(js_dists)} question groups; all in `js_distributions.csv`):\n",
+                  tables.to_markdown(shown)]
+    return "\n".join(lines)
+
+
+def _judge_section(headline: pd.DataFrame) -> str:
+    if headline.empty or "paper_comparable" not in headline.columns:
+        return ""
+    bad = headline[headline.paper_comparable.eq(False)]
+    if bad.empty:
+        return ""
+    rows = ", ".join(f"`{r.model}/{r.dataset}/{r.condition}`" for r in bad.itertuples())
+    return ("\n## OvertonBench judge\n\n**Not comparable with the paper:** " + rows + " were "
+            "rated by the model under test (`inference.judge_model` unset); the paper's scores "
+            "come from OvertonBench's validated judge. Their `diff` is left empty "
+            "(`paper_comparable = False` in the headline table). Set `inference.judge_model` "
+            "(any checkpoint, or `inference.judge_backend=openai` with "
+            "`inference.judge_api_base`) for comparable scores.\n")
+
+
 def _html(md: str) -> str:
     """Minimal HTML view of the Markdown (tables and images), no extra dependency."""
     out, in_table = [], False
     for line in md.splitlines():
         if line.startswith("|"):
-            cells = [c.strip() for c in line.strip("|").split("|")]
+            cells = [c.strip().replace("\\|", "|")
+                     for c in re.split(r"(?<!\\)\|", line.strip().strip("|"))]
             if all(set(c) <= {"-"} and c for c in cells):
                 continue
             if not in_table:

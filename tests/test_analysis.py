@@ -16,13 +16,18 @@ from plural_icm.layout import CollaborativeSummary, LabellingScore, PredictionRo
 MODELS = ["llama70b", "smollm2"]
 DATASETS = ["gqa", "oqa"]
 CONDITIONS = ["zero_shot", "icm", "gold"]
-PERSONAS = {"gqa": ["Brazil", "Britain"], "oqa": ["Democrats", "Republicans"]}
+PERSONAS = {"gqa": ["Brazil", "Britain"], "oqa": ["Democrat", "Republican"],
+            "ot": ["Democrat", "Republican"]}
+#: ICM label accuracy of the best-of-restarts search each icm cell used, per (persona, fold)
+LABEL_ACC = {"Brazil": 0.80, "Britain": 0.90, "Democrat": 0.86, "Republican": 0.88}
+COUNTRIES13 = ["Brazil", "Britain", "France", "Germany", "Indonesia", "Japan", "Jordan",
+               "Lebanon", "Mexico", "Nigeria", "Pakistan", "Russia", "Turkey"]
 N_Q = 10  # questions per persona and fold
 MISSING = ("smollm2", "oqa", "gold", 1)
 
 # number of correct questions (of N_Q) per persona, by condition and fold
 K_CORRECT = {("zero_shot", 0): 6, ("zero_shot", 1): 5, ("icm", 0): 8, ("icm", 1): 9,
-             ("gold", 0): 7, ("gold", 1): 8}
+             ("gold", 0): 7, ("gold", 1): 8, ("zero_shot_base", 0): 0, ("zero_shot_base", 1): 0}
 
 
 def _w(path: Path, obj) -> None:
@@ -55,8 +60,10 @@ def write_cell(root: Path, model, dataset, condition, fold, seed=0, n="all", com
         per_persona[p] = {"accuracy": k / N_Q, "accuracy_se": 0.1, "n_questions": N_Q,
                           "claim_accuracy": k / N_Q, "ece": 0.2, "stable_fraction": 1.0,
                           "js_distance": None, "representation_score": None,
-                          "icm_label_accuracy": 0.85 if condition == "icm" else None,
-                          "icm_mutual_predictability": None}
+                          "icm_label_accuracy": (LABEL_ACC[p] + 0.02 * fold
+                                                 if condition == "icm" else None),
+                          "icm_mutual_predictability": None,
+                          "n_examples": 0 if condition.startswith("zero_shot") else 40}
     overall = {"accuracy": k / N_Q, "accuracy_se": 0.08, "n_questions": N_Q * 2,
                "claim_accuracy": k / N_Q, "ece": 0.1 + 0.01 * fold, "stable_fraction": 1.0,
                "js_distance": None, "representation_score": None,
@@ -64,7 +71,9 @@ def write_cell(root: Path, model, dataset, condition, fold, seed=0, n="all", com
                "icm_mutual_predictability": None}
     _w(d / "metrics.json", {"overall": overall, "per_persona": per_persona,
                             "meta": {"model": model, "dataset": dataset, "condition": condition,
-                                     "fold": fold, "seed": seed, "n_examples": 40,
+                                     "fold": fold, "seed": seed,
+                                     # the pipeline writes the setting: null for n = all
+                                     "n_examples": None if n == "all" else int(n),
                                      "run_tag": "main", "wall_time_s": 1.0}})
     _wl(d / "predictions.jsonl", preds)
     _wl(d / "examples.jsonl", [{"persona_id": "Brazil", "item_id": "x", "label": True,
@@ -85,10 +94,18 @@ def make_tree(root: Path) -> Path:
                         write_cell(root, m, ds, c, f, complete=False)
                         continue
                     write_cell(root, m, ds, c, f)
-    # searches for llama70b/gqa
     for f in (0, 1):
-        for p, acc in (("Brazil", 0.80), ("Britain", 0.90)):
-            sd = root / "searches" / "llama70b" / "gqa" / f"fold{f}" / p / "abc123"
+        # a true 0% (base zero-shot gets nothing right) and a sample-efficiency curve
+        write_cell(root, "llama70b", "gqa", "zero_shot_base", f)
+        for n, k in ((10, 6), (20, 7)):
+            write_cell(root, "llama70b", "gqa", "icm", f, n=n, k=k)
+    # searches for llama70b/gqa: 13 personas (trajectory legend); Britain also has a constrained
+    # collaborative re-run at 100% that Table 4 must not average in
+    for f in (0, 1):
+        for p, acc in [(c, 0.80) for c in COUNTRIES13 if c != "Britain"] + [("Britain", 0.90),
+                                                                             ("Britain", 1.0)]:
+            sd = root / "searches" / "llama70b" / "gqa" / f"fold{f}" / p / (
+                "fixed1" if acc == 1.0 else "abc123")
             _w(sd / "summary.json", {"U": 10.0, "P": -5.0, "I": 0, "iterations": 3,
                                      "accepted": 2, "wall_time_s": 1.0,
                                      "label_accuracy": acc + 0.02 * f, "n_claims": 20,
@@ -121,9 +138,12 @@ def report(tmp_path_factory):
 def test_load_cells_partial(report):
     root, _, _ = report
     cells = load.load_cells(root)
-    assert len(cells) == 2 * 2 * 3 * 2 - 1
+    assert len(cells) == 2 * 2 * 3 * 2 - 1 + 2 + 4  # + zero_shot_base, icm at n = 10, 20
     allc = load.load_cells(root, include_incomplete=True)
-    assert len(allc) == 24 and (~allc.complete).sum() == 1
+    assert len(allc) == 30 and (~allc.complete).sum() == 1
+    # n = all: meta says null; the personas' counts give the examples used
+    r = cells[(cells.condition == "icm") & (cells.n == "all")].iloc[0]
+    assert r.n_examples == 40
     assert cells.representation_score.isna().all()  # null -> NaN, never 0
 
 
@@ -392,3 +412,96 @@ def test_report_records_the_search_protocol_and_warns_of_unreached_claims(tmp_pa
     assert pd.isna(head[head.condition == "zero_shot"].iloc[0].protocol)
     searches = load.load_searches(tmp_path)
     assert searches.iloc[0].n_predicted_unlabelled == 3 and searches.iloc[0].search_unit == "part"
+
+
+# -- figures: what they show (captured before saving) ------------------------------------------
+
+@pytest.fixture
+def captured(monkeypatch):
+    from analysis import figures
+
+    figs = {}
+
+    def keep(fig, path):
+        figs[Path(path).name] = fig
+        return Path(path)
+
+    monkeypatch.setattr(figures, "_save", keep)
+    return figs
+
+
+def test_figures_show_the_paper_zero_bars_axis_start_and_model_order(report, captured, tmp_path):
+    from analysis import figures
+
+    root, _, _ = report
+    build_report(root, tmp_path / "rep")
+    # Figure 2: Llama-3.1-70B only (the paper's model), with the paper's values as diamonds
+    f2 = captured["fig2_dataset_condition.png"]
+    gqa = f2.axes[0]
+    assert "Llama-3.1-70B" in gqa.get_title()
+    diamonds = [l for l in gqa.get_lines() if l.get_marker() == "D"]
+    ys = sorted(float(y) for l in diamonds for y in l.get_ydata())
+    assert ys == pytest.approx(sorted([54.3, 63.9, 71.7, 70.9]))  # Table 6 averages
+    # the true 0% (zero-shot base) is drawn as a visible mark, not an empty slot
+    assert any(c.get_segments() and c.get_segments()[0][0][1] == 0 for c in gqa.collections
+               if hasattr(c, "get_segments"))
+    oqa = f2.axes[1]
+    assert oqa.get_ylim()[0] > 0 and any("starts at" in t.get_text() for t in oqa.texts)
+    # Figures 1, 3, 8 carry the paper's values too
+    for name in ("fig1_percent_of_gold.png", "fig3_improvement_over_zero_shot.png",
+                 "fig8_absolute_scores.png"):
+        assert any(l.get_marker() == "D" for ax in captured[name].axes for l in ax.get_lines()), name
+    # Figure 3: models by family and size, not alphabetically
+    assert figures.sort_models(["qwen14b", "olmo7b", "llama70b", "llama8b", "zzz"]) == \
+        ["llama8b", "llama70b", "qwen14b", "olmo7b", "zzz"]
+    assert [t.get_text() for t in captured["fig3_improvement_over_zero_shot.png"].axes[0]
+            .get_xticklabels()] == ["llama70b", "smollm2"]
+    # Figure 7: the n = all points (meta n_examples null) are drawn, zero-shot as a line
+    f7 = captured["fig7_sample_efficiency.png"].axes[0]
+    icm = [c for c in f7.containers if c.get_label() == "Few-shot ICM"][0]
+    assert list(icm.lines[0].get_xdata()) == [10, 20, 40]
+    assert any(l.get_label() == "Zero-shot (chat)" and len(set(l.get_ydata())) == 1
+               for l in f7.get_lines())
+    # trajectories: every fold, and a legend naming all 13 personas
+    tr = captured["search_trajectories.png"]
+    titles = [ax.get_title() for ax in tr.axes]
+    assert "llama70b / gqa / fold 0" in titles and "llama70b / gqa / fold 1" in titles
+    assert len(tr.legends[0].get_texts()) == 13
+
+
+def _patch_cell(d: Path, per_persona_update=None, overall_update=None, pred_update=None):
+    m = json.loads((d / "metrics.json").read_text())
+    for p, vals in (per_persona_update or {}).items():
+        m["per_persona"][p].update(vals)
+    m["overall"].update(overall_update or {})
+    (d / "metrics.json").write_text(json.dumps(m))
+    if pred_update:
+        rows = [json.loads(x) for x in (d / "predictions.jsonl").read_text().splitlines()]
+        (d / "predictions.jsonl").write_text("".join(json.dumps(pred_update(r)) + "\n" for r in rows))
+
+
+def test_js_distance_per_persona_with_distributions_and_self_judged_ot(tmp_path):
+    for f in (0, 1):
+        for c, js in (("zero_shot", 0.30), ("icm", 0.10)):
+            d = write_cell(tmp_path, "llama70b", "gqa", c, f)
+            _patch_cell(d, {"Brazil": {"js_distance": js + 0.02 * f}, "Britain": {"js_distance": js}},
+                        pred_update=lambda r: r | {"distribution": [0.7, 0.3]})
+    d = write_cell(tmp_path, "llama70b", "ot", "icm", 0)
+    _patch_cell(d, overall_update={"representation_score": 4.1, "representation_se": 0.1,
+                                   "judge_is_model_under_test": True})
+    out = tmp_path / "rep"
+    build_report(tmp_path, out)
+    js = pd.read_csv(out / "js_distance_per_persona.csv").set_index("persona")
+    assert js.loc["Brazil", "icm"] == pytest.approx(0.11) and js.loc["Britain", "zero_shot"] == \
+        pytest.approx(0.30)
+    dists = pd.read_csv(out / "js_distributions.csv")
+    assert set(dists.observed) == {"[0.7, 0.3]"}
+    # the fixture's P(True) 0.8 / 0.2 for a correct question: predicted [0.8, 0.2]
+    assert "[0.8, 0.2]" in set(dists.predicted)
+    md = (out / "report.md").read_text()
+    assert "Jensen-Shannon distance" in md and "0.70 / 0.30" in md
+    h = pd.read_csv(out / "headline.csv")
+    ot = h[h.dataset == "ot"].iloc[0]
+    assert ot.paper_comparable == False and math.isnan(ot["diff"])  # noqa: E712
+    assert bool(h[h.dataset == "gqa"].paper_comparable.all())
+    assert "Not comparable with the paper" in md and "`llama70b/ot/icm`" in md

@@ -55,13 +55,20 @@ def test_filters_labels_and_wording(caplog):
     assert set(cs.personas) == set(COUNTRIES)
     assert cs.personas["Brazil"].description == "The user is from Brazil."
     qs = by_question(cs)
-    # kept: binary (1), 2 substantive + DK (2), 3 substantive + (VOL) (3); not kept: missing
-    # Turkey (4), Brazil tie (5), 4 options (6), Mexico all zero (7), empty, malformed
+    # kept: binary (1), 2 substantive + DK (2), 3 substantive + (VOL) (3), the quirk rows 10-13
+    # and 18; not kept: missing Turkey (4), Brazil tie (5), 4 options (6), Mexico all zero (7),
+    # empty, malformed (9), repeat (14), duplicate/empty options (15, 16), France's shares (17)
     assert set(qs) == {"Do you think the economy is doing well?",
                        "Is religion important in your life?",
-                       "How much do you trust the national government?"}
-    assert "skipped 1 bad row" in caplog.text and "tie" in caplog.text
-    econ = {(c.persona_id, c.option_key): c for c in qs["Do you think the economy is doing well?"]}
+                       "How much do you trust the national government?",
+                       "Where would you place yourself on this scale?",
+                       "Do you favor or oppose the new trade deal?",
+                       "Do you agree that work is a duty towards society?",
+                       "Is climate change a major threat?"}
+    assert ("skipped 3 bad row(s) (duplicate_options 1, empty_option 1, malformed 1)"
+            in caplog.text and "tie" in caplog.text)
+    econ = {(c.persona_id, c.option_key): c for c in qs["Do you think the economy is doing well?"]
+            if c.meta["row"] == 1}
     assert econ[("Brazil", "0")].gold is True and econ[("Brazil", "1")].gold is False
     assert econ[("Turkey", "0")].gold is False and econ[("Turkey", "1")].gold is True
     c = econ[("Turkey", "1")]
@@ -77,8 +84,10 @@ def test_filters_labels_and_wording(caplog):
     for group in cs.groups().values():
         assert sum(c.gold for c in group) == 1
         assert len({c.persona_id for c in group}) == 1
-    for claims in qs.values():
-        assert len({c.question_id for c in claims}) == 1
+    for text, claims in qs.items():
+        # row 18 asks row 1's question with other options: its own id (row 14, an exact
+        # repeat of row 1, is skipped instead of getting a second id)
+        assert len({c.question_id for c in claims}) == (2 if "economy" in text else 1)
         assert {c.persona_id for c in claims} == set(COUNTRIES)
     assert len({c.item_id for c in cs.claims}) == len(cs.claims)
 
@@ -95,7 +104,8 @@ def test_count_nonsubstantive_flag_and_ties_option():
 def test_question_counts_reports_both_settings():
     df = question_counts(make_cfg())
     got = {(r.count_nonsubstantive, r.ties): r.questions for r in df.itertuples()}
-    assert got == {(False, "drop"): 3, (False, "first"): 4, (True, "drop"): 2, (True, "first"): 3}
+    # count_nonsubstantive=True drops the 4-option rows 3, 11 (5 options), 12, 13
+    assert got == {(False, "drop"): 8, (False, "first"): 9, (True, "drop"): 4, (True, "first"): 5}
 
 
 def test_malformed_row_is_an_error_naming_file_and_row():
@@ -149,3 +159,70 @@ def test_registry_folds_whole_questions_and_persona_filter():
     cfg.personas = ["Atlantis"]
     with pytest.raises(ValueError, match=r"unknown persona\(s\) \['Atlantis'\].*Brazil"):
         load_claimset(cfg)
+
+
+# -- real-row quirks (datasets.md), one fixture row each ---------------------------------------
+
+@pytest.mark.parametrize("option", [
+    "Other (VOL)", "Both (VOL)", "Depends on the situation (VOL)", "Missing; Not available",
+    "Other missing; Multiple answers Mail (EVS)", "No answer", "Don't know", "DK/Refused"])
+def test_real_row_nonsubstantive_forms(option):
+    assert is_nonsubstantive(option)
+
+
+def test_quirk_rows_of_the_fixture():
+    cs = load_gqa(make_cfg())
+    qs = by_question(cs)
+    scale = [c for c in qs["Where would you place yourself on this scale?"]
+             if c.persona_id == "Japan"]
+    assert [c.meta["options"] for c in scale][0] == ["1", "2"]  # numbers, not '1.0'
+    assert scale[1].claim.endswith("as: '2'") and scale[1].gold is True
+    trade = qs["Do you favor or oppose the new trade deal?"]
+    assert {c.meta["options"][c.meta["option_index"]] for c in trade} == {"Favor", "Oppose"}
+    duty = qs["Do you agree that work is a duty towards society?"]
+    assert trade[0].meta["distribution"] == pytest.approx([0.5 / 0.9, 0.4 / 0.9])
+    assert {c.meta["options"][c.meta["option_index"]] for c in duty} == {"Agree", "Disagree"}
+    # every skip is in the description with its reason
+    d = cs.description
+    for part in ("skipped 1 empty-question row(s)", "1 duplicate row(s)",
+                 "1 row(s) with numeric options", "1 country entr(ies) whose shares do not sum",
+                 "duplicate_options 1", "empty_option 1", "malformed 1"):
+        assert part in d, (part, d)
+    assert "Should the state own the railways?" not in qs  # France dropped, not renormalised
+
+
+@pytest.mark.parametrize("options,shares,match", [
+    ("['Yes', 'Yes']", [0.6, 0.4], "lists an option twice"),
+    ("['', ' ']", [0.6, 0.4], "empty option"),
+    ("['Yes', None]", [0.6, 0.4], "strings or numbers"),
+    ("['Yes', 'No']", [0.7, 0.7], r"sums to 1\.400; expected shares summing to 1"),
+])
+def test_degenerate_rows_strict_error_or_counted_skip(tmp_path, options, shares, match):
+    sel = "defaultdict(<class 'list'>, {%s})" % ", ".join(f"'{c}': {shares}" for c in COUNTRIES)
+    ok = "defaultdict(<class 'list'>, {%s})" % ", ".join(f"'{c}': [0.6, 0.4]" for c in COUNTRIES)
+    path = _write(tmp_path, [{"question": "Bad?", "options": options, "selections": sel,
+                              "source": "GAS"},
+                             {"question": "Good?", "options": "['Yes', 'No']", "selections": ok,
+                              "source": "GAS"}])
+    cfg = make_cfg(path)
+    cfg.skip_bad_rows = False
+    with pytest.raises(DataFormatError, match=r"data row 1 .*" + match):
+        load_gqa(cfg)
+    cfg.skip_bad_rows = True
+    cs = load_gqa(cfg)
+    assert {c.question for c in cs.claims} == {"Good?"}
+
+
+def test_default_config_skips_rather_than_aborts():
+    from hydra import compose, initialize_config_dir
+
+    from plural_icm.config.schema import register_configs
+
+    register_configs()
+    conf = Path(__file__).resolve().parents[1] / "conf"
+    with initialize_config_dir(str(conf), version_base=None):
+        cfg = compose("config", overrides=["dataset=gqa", f"dataset.path={FIXTURE}",
+                                           "dataset.options.download=false"])
+    assert cfg.dataset.skip_bad_rows is True
+    cs = load_claimset(cfg.dataset)
+    assert "skipped 3 bad row(s)" in cs.description

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -17,7 +18,8 @@ from plural_icm.data.sources import DataFormatError
 from plural_icm.data.stats import dataset_stats
 
 FIXTURE = Path(__file__).parent / "fixtures" / "datasets" / "oqa"
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+SHARED = Path(os.environ.get("PLURAL_ICM_SHARED_DATA")
+              or Path(__file__).resolve().parents[1].parent / "shared" / "data")
 
 
 def make_cfg(path=FIXTURE, **options):

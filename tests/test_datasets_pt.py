@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -16,11 +17,12 @@ from plural_icm.data.sources import DataFormatError
 from plural_icm.data.stats import dataset_stats, format_stats
 
 FIXTURE = Path(__file__).parent / "fixtures" / "datasets" / "pt"
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+SHARED = Path(os.environ.get("PLURAL_ICM_SHARED_DATA")
+              or Path(__file__).resolve().parents[1].parent / "shared" / "data")
 
 
 def make_cfg(path=FIXTURE, **options):
-    opts = {"configs": ["BeaverTails"], "split": "test", "persona_field": "gold",
+    opts = {"configs": ["BeaverTails"], "splits": ["test"], "persona_field": "gold",
             "download": False}
     opts.update(options)
     return OmegaConf.structured(DatasetConfig(
@@ -40,6 +42,14 @@ def make_cfg(path=FIXTURE, **options):
     ("The user prefers brief instructions.", (None, "ambiguous")),
     ("The user is a thoughtful gift-giver.", (None, "no_match")),
     ("The user is indirect.", (None, "no_match")),  # whole words only
+    # hyphenation and inflection (datasets.md): "to-the-point" is "to the point",
+    # "acknowledges"/"acknowledging" are "acknowledge", "steps" is "step"
+    ("The user likes to-the-point replies.", ("DCF", "ok")),
+    ("The user wants a reply that acknowledges emotions.", ("DEC", "ok")),
+    ("The user values acknowledging emotions first.", ("DEC", "ok")),
+    ("The user wants clear steps.", ("DMS", "ok")),
+    # "step by step" and "step-by-step" are one phrase, counted once: it ties with "briefly"
+    ("The user likes step-by-step help but briefly.", (None, "ambiguous")),
 ])
 def test_persona_type(text, expected):
     assert persona_type(text) == expected
@@ -53,7 +63,7 @@ def test_formats_give_identical_claims(fmt):
 
 
 def test_groups_orders_labels_and_wording(caplog):
-    cs = load_pt(make_cfg())
+    cs = load_pt(make_cfg(persona_text="instance"))
     assert "skipped 1 row(s) with an empty" in caplog.text
     assert "1 no keyword match, 1 ambiguous" in caplog.text
     groups = cs.groups()
@@ -78,7 +88,7 @@ def test_groups_orders_labels_and_wording(caplog):
                                         + row[f"{side}_persona_gold"] + "\n")
     # both personas of a pair share the question id (a pair lands in one fold)
     assert len({c.question_id for c in cs.claims if c.meta["row"] == 0}) == 1
-    assert cs.personas["DCF"].description.startswith("DCF: ")
+    assert cs.personas["DCF"].description == "Direct, Concise, Fact-first"
 
 
 def test_response_order_does_not_follow_the_label():
@@ -95,10 +105,10 @@ def test_retr_field_and_type_text():
     cs = load_pt(make_cfg(persona_field="retr"))
     assert {g.split("/", 4)[4] for g in cs.groups()} == {"DMS/chosen", "DEC/rejected",
                                                           "DCF/chosen", "DSN/rejected"}
-    typed = load_pt(make_cfg(persona_text="type"))
+    typed = load_pt(make_cfg())  # the default: the type as the paper's Table 5 shows it
     dcf = [c for c in typed.claims if c.persona_id == "DCF"]
-    assert dcf and all("\nHuman Response Preference: DCF: Direct, Concise, Fact-first" in c.question
-                       for c in dcf)
+    assert dcf and all("\nHuman Response Preference: Direct, Concise, Fact-first\nChoice 1: "
+                       in c.question for c in dcf)
 
 
 def test_bad_input(tmp_path):
@@ -166,21 +176,98 @@ def test_real_copy(shared_pt):
     assert jsonl.claims == arrow.claims
 
 
-def test_same_type_on_both_sides(tmp_path):
-    row = {"prompt": "P?", "chosen": "Short.", "rejected": "Also short.",
-           "chosen_persona_gold": "The user prefers direct answers.",
-           "rejected_persona_gold": "The user prefers brief, concise answers.",
-           "chosen_persona_retr": "", "rejected_persona_retr": ""}
+def _one_row(tmp_path, **row):
+    base = {"prompt": "P?", "chosen": "Short.", "rejected": "Also short.",
+            "chosen_persona_gold": "The user prefers direct answers.",
+            "rejected_persona_gold": "The user prefers in-depth, nuanced answers.",
+            "chosen_persona_retr": "", "rejected_persona_retr": ""}
     f = tmp_path / "jsonl" / "BeaverTails" / "test.jsonl"
-    f.parent.mkdir(parents=True)
-    f.write_text(json.dumps(row) + "\n")
-    # the persona sentences differ, so both DCF groups are kept, with opposite preferences
-    cs = load_pt(make_cfg(tmp_path))
-    groups = cs.groups()
-    assert sorted(groups) == ["pt/BeaverTails/test/0/DCF/chosen",
-                              "pt/BeaverTails/test/0/DCF/rejected"]
-    ab = {g: [c.gold for c in cs_ if c.option_key == "AB"][0] for g, cs_ in groups.items()}
-    assert len(set(ab.values())) == 2
-    # with the type description shown, the two groups would be identical claims: dropped
-    with pytest.raises(ValueError, match="produced no claims"):
-        load_claimset(make_cfg(tmp_path, persona_text="type"))
+    f.parent.mkdir(parents=True, exist_ok=True)
+    f.write_text(json.dumps({**base, **row}) + "\n")
+    return tmp_path
+
+
+def test_same_type_on_both_sides_is_dropped_and_counted(tmp_path):
+    root = _one_row(tmp_path, rejected_persona_gold="The user prefers brief, concise answers.")
+    for text in ("type", "instance"):
+        with pytest.raises(ValueError, match=r"produced no claims.*1 pairs with both personas "
+                                             r"in one type dropped"):
+            load_claimset(make_cfg(root, persona_text=text))
+
+
+def test_equal_responses_are_skipped_and_counted(tmp_path):
+    root = _one_row(tmp_path, rejected=" Short. ")
+    with pytest.raises(ValueError, match=r"produced no claims.*1 with equal responses skipped"):
+        load_claimset(make_cfg(root))
+
+
+def test_question_without_human_prefix_and_splits_list(tmp_path):
+    root = _one_row(tmp_path, prompt="Human: How do colours sell?")
+    (root / "jsonl/BeaverTails/sft_train.jsonl").write_text(
+        (root / "jsonl/BeaverTails/test.jsonl").read_text().replace("colours", "shapes"))
+    cs = load_pt(make_cfg(root, splits=["sft_train", "test"]))
+    questions = {c.question.split("\n")[0] for c in cs.claims}
+    assert questions == {"How do colours sell?", "How do shapes sell?"}
+    assert {c.meta["split"] for c in cs.claims} == {"sft_train", "test"}
+    with pytest.raises(ValueError, match=r"unknown split\(s\) \['train'\]"):
+        load_pt(make_cfg(root, splits=["train"]))
+
+
+def test_default_splits_is_sft_train():
+    from plural_icm.data.pt import DEFAULT_SPLITS
+
+    cfg = make_cfg()
+    del cfg.options["splits"]
+    with pytest.raises(FileNotFoundError, match="no BeaverTails/sft_train"):
+        load_pt(cfg)  # the fixture holds only test: the default asked for sft_train
+    assert DEFAULT_SPLITS == ["sft_train"]
+
+
+@pytest.mark.data
+def test_real_copy_clusters_and_table5_example(shared_pt):
+    from plural_icm.data.pt import cluster_sizes
+    from plural_icm.data.stats import data_stats_report
+
+    cfg = make_cfg(shared_pt, configs=["BeaverTails", "Anthropic HHH", "Mnemonic"],
+                   splits=["sft_train"])
+    cs = load_claimset(cfg)
+    ex = [c for c in cs.claims if "influential colours are to consumers" in c.question]
+    assert ex and all(c.question.startswith("I am trying to see how influential colours")
+                      for c in ex)
+    assert all("\nHuman Response Preference: " + cs.personas[c.persona_id].description + "\n"
+               in c.question for c in ex)
+    sizes = cluster_sizes(cfg).set_index("cluster")["total"]
+    assert sizes.filter(like="same_type").iloc[0] > 0
+    groups = {t: len({c.group_id for c in cs.claims if c.persona_id == t}) for t in cs.personas}
+    for t, g in groups.items():
+        assert sizes.filter(like=f"{t} (").iloc[0] == g  # one group per clustered sentence
+    text = data_stats_report(cfg)
+    assert "PT persona clusters" in text and "same_type (pairs dropped)" in text
+    # the test split: pairs with both personas in one type are dropped and counted
+    test = load_pt(make_cfg(shared_pt, configs=["BeaverTails", "Anthropic HHH", "Mnemonic"],
+                            splits=["test"]))
+    assert "pairs with both personas in one type dropped" in test.description
+
+
+def test_old_split_key_is_an_error_naming_the_new_one():
+    cfg = make_cfg()
+    del cfg.options["splits"]
+    cfg.options["split"] = "test"
+    with pytest.raises(ValueError, match=r"options\.split is now dataset\.options\.splits"):
+        load_pt(cfg)
+
+
+def test_options_dataclasses_match_the_shipped_yaml():
+    """Each loader's typed options (the registry validates dataset.options against them) know
+    every key the shipped config sets."""
+    import dataclasses
+
+    from plural_icm.data.claims import ClaimsOptions
+    from plural_icm.data.gqa import GQAOptions
+    from plural_icm.data.pt import PTOptions
+
+    root = Path(__file__).resolve().parents[1] / "conf" / "dataset"
+    for name, cls in (("pt", PTOptions), ("gqa", GQAOptions), ("gqa_claims", ClaimsOptions)):
+        keys = set(OmegaConf.load(root / f"{name}.yaml").options)
+        assert keys <= {f.name for f in dataclasses.fields(cls)}, (name, keys)
+    assert PTOptions().splits == ["sft_train"] and PTOptions().persona_text == "type"

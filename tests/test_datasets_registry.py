@@ -120,11 +120,12 @@ def test_stats_per_persona_and_fold():
 @pytest.mark.parametrize("name,path", [("gqa", FIXTURES / "gqa" / "global_opinions.csv"),
                                        ("oqa", FIXTURES / "oqa"),
                                        ("pt", FIXTURES / "pt"),
-                                       ("ot", FIXTURES / "ot")])
+                                       ("ot", FIXTURES / "ot"),
+                                       ("gqa_claims", FIXTURES / "claims")])
 def test_shipped_yaml_configs_load_the_fixtures(name, path):
-    overrides = {"path": str(path), "skip_bad_rows": name == "gqa"}
-    if name == "pt":
-        overrides["options"] = {"configs": ["BeaverTails"]}
+    overrides = {"path": str(path), "skip_bad_rows": name in ("gqa", "gqa_claims")}
+    if name == "pt":  # the fixture holds the test split only
+        overrides["options"] = {"configs": ["BeaverTails"], "splits": ["test"]}
     cs = load_claimset(yaml_cfg(name, **overrides))
     assert cs.claims and set(cs.folds) == {c.question_id for c in cs.claims}
     assert len({c.item_id for c in cs.claims}) == len(cs.claims)

@@ -234,8 +234,9 @@ def test_paired_t_hand():
     #   = .5 + (.433013 + .523599) / pi = .804499 -> p = 2 (1 - .804499) = 0.391002
     p = paired_t_test([0.70, 0.72, 0.66, 0.79], [0.68, 0.70, 0.68, 0.77])
     assert p == pytest.approx(0.391002, abs=1e-6)
-    assert paired_t_test([0.5, 0.6], [0.5, 0.6]) == 1.0
-    assert paired_t_test([0.6, 0.7], [0.5, 0.6]) == 0.0
+    # identical differences: sd 0, t undefined (never p = 0.0 or 1.0)
+    assert paired_t_test([0.5, 0.6], [0.5, 0.6]) is None
+    assert paired_t_test([0.6, 0.7], [0.5, 0.6]) is None
     assert paired_t_test([0.5], [0.4]) is None
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -183,6 +184,48 @@ def test_open_ended_cell_generates_and_judges(tmp_path, tiny_model_dir, tiny_cfg
     assert "representation_score" in metrics["overall"]
     n_missing = metrics["overall"]["representation_missing"]
     assert n_missing == sum(r["score"] is None for r in rows)
+    # no judge_model: the model under test judged itself (the report marks it not comparable)
+    assert metrics["overall"]["judge_is_model_under_test"] is True
+
+
+def test_open_ended_acc_matched_generates_with_every_perturbation(tmp_path, tiny_cfg):
+    from plural_icm.pipeline.cell import cell_path, run_cell
+
+    fixture = ROOT / "tests" / "fixtures" / "datasets" / "ot"
+    cfg = tiny_cfg(["dataset=ot", f"dataset.path={fixture}", "condition=acc_matched",
+                    "condition.n_perturbations=2", "condition.accuracy_tolerance=0.5",
+                    "inference.max_new_tokens=4"])
+    metrics = run_cell(cfg)
+    rows = [json.loads(x) for x in (cell_path(cfg) / "generations.jsonl").read_text().splitlines()]
+    assert {r["perturbation"] for r in rows} == {0, 1}
+    assert metrics["overall"]["representation_perturbations"] == 2
+
+
+def test_representation_is_the_mean_of_persona_means():
+    from plural_icm.pipeline.cell import _add_representation, judge_info
+
+    gens = [{"persona_id": "A", "score": s, "perturbation": None} for s in (5, 5, 5, 1)] + \
+        [{"persona_id": "B", "score": s, "perturbation": None} for s in (2, 2)]
+    m = {"overall": {}, "per_persona": {}}
+    _add_representation(m, gens)
+    assert m["overall"]["representation_score"] == pytest.approx((4 + 2) / 2)  # not 20/6
+    assert m["overall"]["representation_pooled"] == pytest.approx(20 / 6)
+    se_a = (pytest.importorskip("numpy").std([5, 5, 5, 1], ddof=1) / 2)
+    assert m["overall"]["representation_se"] == pytest.approx(math.sqrt(se_a ** 2 + 0) / 2)
+    # two perturbations: each summarised, then averaged
+    gens2 = [g | {"perturbation": 0} for g in gens] + \
+        [{"persona_id": p, "score": 3, "perturbation": 1} for p in ("A", "B")] * 2
+    m2 = {"overall": {}, "per_persona": {}}
+    _add_representation(m2, gens2)
+    assert m2["overall"]["representation_score"] == pytest.approx((3 + 3) / 2)
+    assert m2["per_persona"]["A"]["representation_score"] == pytest.approx((4 + 3) / 2)
+    from omegaconf import OmegaConf
+
+    cfg = OmegaConf.create({"inference": {"judge_model": None},
+                            "model": {"instruct": "m-instruct", "base": "m-base"}})
+    assert judge_info(cfg)["judge_is_model_under_test"] is True
+    cfg.inference.judge_model = "overton-judge"
+    assert judge_info(cfg) == {"judge_model": "overton-judge", "judge_is_model_under_test": False}
 
 
 def test_collaborative_asks_only_within_the_capped_search_set(tmp_path, tiny_model_dir, monkeypatch, tiny_cfg):
@@ -247,3 +290,34 @@ def test_search_unit_part_searches_each_training_part_and_unions_their_labels(tm
     assert len(summaries) == 2 * len(parts)
     assert {s["search_unit"] for s in summaries} == {"part"}
     assert sorted({s["part"] for s in summaries}) == parts
+
+
+def test_collaborative_later_rounds_use_the_constrained_reruns_confidences(tmp_path, tiny_cfg,
+                                                                          monkeypatch):
+    """Round r > 1 selects by the confidences of round r-1's constrained search, not the first's."""
+    import plural_icm.pipeline.collaborative as collab
+
+    seen = []
+    real = collab.select_questions
+
+    def spy(method, claims, k, seed, confidence, fewshot, exclude):
+        seen.append(dict(confidence))
+        return real(method, claims, k, seed, confidence, fewshot, exclude)
+
+    monkeypatch.setattr(collab, "select_questions", spy)
+    cfg = tiny_cfg(["experiment=collaborative", "dataset.personas=[progressive]",
+                    "collaborative.rounds=2", "collaborative.selection=[confidence]"])
+    collab.run_collaborative(cfg)
+    assert len(seen) == 2
+    sdir = tmp_path / "out" / "searches" / "tiny" / "demo" / "fold0" / "progressive"
+    by_fixed = {}
+    for spec in sdir.glob("*/spec.json"):
+        n_fixed = len(json.loads(spec.read_text())["fixed"])
+        rows = [json.loads(x) for x in (spec.parent / "labels.jsonl").read_text().splitlines()]
+        by_fixed[n_fixed] = {r["item_id"]: r["confidence"] for r in rows}
+    first, rerun = by_fixed[0], by_fixed[2]  # the unconstrained search; round 1's re-run (1 question)
+    asked = {j for j, v in seen[1].items() if v == 0.0}
+    assert seen[0] == first
+    assert {j: v for j, v in seen[1].items() if j not in asked} == \
+        {j: v for j, v in rerun.items() if j not in asked}
+    assert seen[1] != {j: (0.0 if j in asked else v) for j, v in first.items()}

@@ -257,6 +257,15 @@ class InferenceConfig:
     query_template: str = MISSING
     # Steered generation + judge (open-ended datasets such as OvertonBench)
     judge_model: Optional[str] = None
+    """The OvertonBench judge checkpoint (hub id, folder, ``packaged:<name>``, or the served
+    model's name for ``judge_backend=openai``); None: the model under test judges itself, and the
+    report marks its OT scores as not comparable with the paper's (OvertonBench's validated judge)."""
+    judge_backend: Optional[BackendName] = None
+    """Backend of the judge (``hf``, ``vllm``, ``openai``); None: the model's backend."""
+    judge_api_base: Optional[str] = None
+    """For ``judge_backend=openai``: the OpenAI-compatible server URL."""
+    judge_api_key_env: str = "OPENAI_API_KEY"
+    """Name of the env var holding the judge server's key (never the key itself)."""
     judge_prompt: str = ""
     max_new_tokens: int = 200
 

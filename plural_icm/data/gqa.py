@@ -22,7 +22,19 @@ whose substantive shares are all zero (question not asked there) or absent has n
 ``ties="first"`` the option listed first wins. Either way the number of ties is logged and put in
 the dataset description.
 
-The row with an empty question that the published CSV contains is skipped and counted (logged).
+Real-row quirks (each counted in the dataset description, never silent):
+
+* options that are numbers (``["Not important at all", 1.0, 2.0, ...]``) become text (``'1'``);
+* non-substantive options as a prefix or suffix (``Other (VOL)``, ``Missing; Not available``,
+  ``Other missing; ...``, ``No answer``, ``Don't know``) are recognised (:func:`is_nonsubstantive`);
+* the row with an empty question, and rows repeating an earlier row's question and options
+  (the first is kept, so one question never gets two ids in two folds), are skipped;
+* malformed rows (an unparseable literal, duplicate or empty options such as ``['Yes', 'Yes']``
+  or ``['', ' ']``, a share count that differs from the option count) are skipped with a counted
+  reason when ``dataset.skip_bad_rows`` is true (the GQA config's default) and an error naming the
+  file and row otherwise (strict);
+* a country whose shares do not sum to 1 +- ``options.share_sum_tolerance`` (``[0.7, 0.7]``) is
+  dropped from that row (no label; counted), never renormalised; strict: an error.
 """
 
 from __future__ import annotations
@@ -56,29 +68,64 @@ FIXES = [f"dataset.path=/path/to/{FILE_NAME} (or the folder that holds it)",
          f"huggingface-cli download {HUB_REPO} {HUB_FILE} --repo-type dataset --local-dir "
          f"./llm_global_opinions, then dataset.path=./llm_global_opinions/{HUB_FILE}"]
 
+# Non-substantive options: as a prefix (``DK/Refused``, ``(VOL) Don't know``, ``No answer``,
+# ``Missing; Not available``, ``Other missing; Multiple answers Mail (EVS)``) or, for Pew's
+# volunteered answers, anywhere (``Other (VOL)``, ``Both (VOL)``, ``Depends on the situation (VOL)``).
 _NONSUBSTANTIVE = re.compile(
     r"^\s*(\(vol\.?\)|dk\b|dk/|don[’']?t know|dont know|no answer|refused|not sure|"
-    r"decline to answer|no opinion)", re.IGNORECASE)
+    r"decline to answer|no opinion|(other\s+)?missing\b)", re.IGNORECASE)
+_NONSUBSTANTIVE_ANYWHERE = re.compile(r"\(vol\.?\)|\bnot available\b", re.IGNORECASE)
 _WRAPPER = re.compile(r"^\s*defaultdict\(\s*<class '(list|dict)'>\s*,\s*(?P<body>.*)\)\s*$", re.S)
 
 
+class RowError(DataFormatError):
+    """A malformed row, with the short ``reason`` under which a skip of it is counted."""
+
+    def __init__(self, text: str, reason: str = "malformed"):
+        super().__init__(text)
+        self.reason = reason
+
+
 def is_nonsubstantive(option: str) -> bool:
-    """DK/Refused, Don't know, No answer, (VOL) ..., Refused, Not sure."""
-    return bool(_NONSUBSTANTIVE.match(option))
+    """DK/Refused, Don't know, No answer, Refused, Not sure, Missing ..., (VOL) anywhere."""
+    return bool(_NONSUBSTANTIVE.match(option) or _NONSUBSTANTIVE_ANYWHERE.search(option))
 
 
-def parse_options(text: Any, where: str) -> list[str]:
+def _option_text(value: Any) -> str | None:
+    """An option as text: strings stripped; numbers (real rows hold scale points such as ``1.0``)
+    written without a spurious ``.0``; anything else None."""
+    if isinstance(value, str):
+        return value.strip()
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+        return str(int(value)) if float(value).is_integer() else repr(float(value))
+    return None
+
+
+def parse_options(text: Any, where: str) -> tuple[list[str], bool]:
+    """(the row's options as strings, whether some were numbers); duplicate or empty options make
+    the row malformed."""
     try:
         value = ast.literal_eval(str(text))
     except (ValueError, SyntaxError, MemoryError, RecursionError) as exc:
-        raise DataFormatError(f"{where}: column 'options' is not a Python list literal "
-                              f"({type(exc).__name__}): {str(text)[:80]!r}") from None
-    if not isinstance(value, (list, tuple)) or not all(isinstance(o, str) for o in value):
-        raise DataFormatError(f"{where}: column 'options' must be a list of strings, got "
-                              f"{str(text)[:80]!r}")
+        raise RowError(f"{where}: column 'options' is not a Python list literal "
+                       f"({type(exc).__name__}): {str(text)[:80]!r}") from None
+    if not isinstance(value, (list, tuple)):
+        raise RowError(f"{where}: column 'options' must be a list of strings, got "
+                       f"{str(text)[:80]!r}")
     if not value:
-        raise DataFormatError(f"{where}: column 'options' is an empty list")
-    return [o.strip() for o in value]
+        raise RowError(f"{where}: column 'options' is an empty list", "empty_option")
+    options = [_option_text(o) for o in value]
+    if any(o is None for o in options):
+        raise RowError(f"{where}: column 'options' must hold strings or numbers, got "
+                       f"{str(text)[:80]!r}")
+    if any(not o for o in options):
+        raise RowError(f"{where}: column 'options' has an empty option: {str(text)[:80]!r}",
+                       "empty_option")
+    folded = [" ".join(o.split()).casefold() for o in options]
+    if len(set(folded)) < len(folded):
+        raise RowError(f"{where}: column 'options' lists an option twice: {str(text)[:80]!r}; "
+                       f"expected distinct options", "duplicate_options")
+    return options, any(not isinstance(o, str) for o in value)
 
 
 def parse_selections(text: Any, where: str) -> dict[str, list[float]]:
@@ -89,22 +136,26 @@ def parse_selections(text: Any, where: str) -> dict[str, list[float]]:
     try:
         value = ast.literal_eval(body)
     except (ValueError, SyntaxError, MemoryError, RecursionError) as exc:
-        raise DataFormatError(f"{where}: column 'selections' is not "
-                              f"\"defaultdict(<class 'list'>, {{country: [shares]}})\" "
-                              f"({type(exc).__name__}): {raw[:80]!r}") from None
+        raise RowError(f"{where}: column 'selections' is not "
+                       f"\"defaultdict(<class 'list'>, {{country: [shares]}})\" "
+                       f"({type(exc).__name__}): {raw[:80]!r}") from None
     if not isinstance(value, dict):
-        raise DataFormatError(f"{where}: column 'selections' must hold a dict of country -> "
-                              f"list of shares, got {type(value).__name__}")
+        raise RowError(f"{where}: column 'selections' must hold a dict of country -> "
+                       f"list of shares, got {type(value).__name__}")
     out: dict[str, list[float]] = {}
     for country, shares in value.items():
         if not isinstance(shares, (list, tuple)) or not all(
                 isinstance(s, (int, float)) and not isinstance(s, bool) for s in shares):
-            raise DataFormatError(f"{where}: selections[{country!r}] must be a list of numbers, "
-                                  f"got {str(shares)[:60]!r}")
-        if any(not math.isfinite(s) or s < 0 for s in shares):
-            raise DataFormatError(f"{where}: selections[{country!r}] has a negative or non-finite "
-                                  f"share: {list(shares)}")
-        out[str(country).strip()] = [float(s) for s in shares]
+            raise RowError(f"{where}: selections[{country!r}] must be a list of numbers, "
+                           f"got {str(shares)[:60]!r}")
+        try:
+            floats = [float(s) for s in shares]
+        except OverflowError:
+            floats = [math.inf]
+        if any(not math.isfinite(s) or s < 0 for s in floats):
+            raise RowError(f"{where}: selections[{country!r}] has a negative or non-finite "
+                           f"share: {str(list(shares))[:60]}")
+        out[str(country).strip()] = floats
     return out
 
 
@@ -137,8 +188,52 @@ def resolve_path(cfg: Any, data_dir: str | Path | None) -> Path:
     return hub_file(HUB_REPO, HUB_FILE, "gqa", FIXES)
 
 
-def read_questions(path: str | Path, bad: BadRows) -> tuple[list[GQAQuestion], int]:
-    """Parse the CSV; returns (questions, number of rows with an empty question)."""
+@dataclass
+class ReadReport:
+    """What :func:`read_questions` skipped or changed, each with a count (never silent)."""
+
+    rows: int = 0
+    empty_question: int = 0
+    duplicate_rows: int = 0
+    """Rows repeating an earlier row's question and options (the first is kept)."""
+    numeric_options: int = 0
+    """Rows whose options include numbers (``1.0``), kept with the numbers as text (``'1'``)."""
+    bad_share_sum: int = 0
+    """(row, country) entries whose shares do not sum to about 1: that country gets no label."""
+
+    def text(self) -> str:
+        return (f"{self.rows} rows; skipped {self.empty_question} empty-question row(s), "
+                f"{self.duplicate_rows} duplicate row(s); {self.numeric_options} row(s) with "
+                f"numeric options kept as text; {self.bad_share_sum} country entr(ies) whose "
+                f"shares do not sum to ~1 dropped")
+
+
+def _check_share_sums(selections: dict[str, list[float]], tolerance: float, where: str,
+                      bad: BadRows) -> int:
+    """Drop (in place) countries whose non-zero shares do not sum to 1 +- ``tolerance``.
+
+    All-zero shares mean "not asked there" and stay (no label). Renormalising [0.7, 0.7] would
+    give a plausible but invented distribution, so such entries are removed and counted; with
+    ``skip_bad_rows=false`` (strict) they are an error.
+    """
+    dropped = 0
+    for country in list(selections):
+        total = sum(selections[country])
+        if total > 0 and abs(total - 1.0) > tolerance:
+            if not bad.skip:
+                raise RowError(f"{where}: selections[{country!r}] sums to {total:.3f}; expected "
+                               f"shares summing to 1 +- {tolerance} (dataset.options."
+                               f"share_sum_tolerance) (set dataset.skip_bad_rows=true to skip "
+                               f"such entries)", "bad_share_sum")
+            del selections[country]
+            dropped += 1
+    return dropped
+
+
+def read_questions(path: str | Path, bad: BadRows, tolerance: float = 0.05
+                   ) -> tuple[list[GQAQuestion], ReadReport]:
+    """Parse the CSV into questions; malformed rows go to ``bad`` (an error or a counted skip),
+    quirks of real rows (numeric options, duplicates, empty question) are counted in the report."""
     path = Path(path)
     try:
         df = pd.read_csv(path, dtype=str, keep_default_na=False)
@@ -146,38 +241,43 @@ def read_questions(path: str | Path, bad: BadRows) -> tuple[list[GQAQuestion], i
         raise DataFormatError(f"{path}: not a readable CSV ({exc})") from exc
     require_columns(df.columns, COLUMNS, str(path))
     questions: list[GQAQuestion] = []
-    seen: dict[str, int] = {}
-    n_empty = 0
+    seen: set[tuple[str, ...]] = set()
+    rep = ReadReport()
     for i, rec in enumerate(df.to_dict("records")):
+        rep.rows += 1
         where = f"{path}: data row {i + 1} (after the header)"
         text = str(rec["question"]).strip()
         if not text:
-            n_empty += 1
+            rep.empty_question += 1
             continue
         try:
-            options = parse_options(rec["options"], where)
+            options, numeric = parse_options(rec["options"], where)
             selections = parse_selections(rec["selections"], where)
             for country, shares in selections.items():
                 if len(shares) != len(options):
-                    raise DataFormatError(
+                    raise RowError(
                         f"{where}: selections[{country!r}] has {len(shares)} shares but the row "
-                        f"has {len(options)} options {options}; expected one share per option")
-        except DataFormatError as exc:
-            bad.bad(str(exc))
+                        f"has {len(options)} options; expected one share per option",
+                        "share_count")
+            rep.bad_share_sum += _check_share_sums(selections, tolerance, where, bad)
+        except RowError as exc:
+            bad.bad(str(exc), exc.reason)
             continue
+        key = (" ".join(text.split()).casefold(), *options)
+        if key in seen:
+            rep.duplicate_rows += 1
+            log.info("%s: repeats an earlier row's question and options; skipped", where)
+            continue
+        seen.add(key)
+        rep.numeric_options += numeric
         digest = hashlib.sha1("\x1f".join([text, *options, str(rec["source"])]).encode()
                               ).hexdigest()[:10]
-        qid = f"gqa-{digest}"
-        seen[qid] = seen.get(qid, 0) + 1
-        if seen[qid] > 1:
-            qid = f"{qid}-{seen[qid]}"
         questions.append(GQAQuestion(
-            row=i + 1, question_id=qid, question=text, options=options, selections=selections,
-            source=str(rec["source"]).strip(),
+            row=i + 1, question_id=f"gqa-{digest}", question=text, options=options,
+            selections=selections, source=str(rec["source"]).strip(),
             substantive=[k for k, o in enumerate(options) if not is_nonsubstantive(o)]))
-    if n_empty:
-        log.info("%s: skipped %d row(s) with an empty question", path, n_empty)
-    return questions, n_empty
+    log.info("%s: %s", path, rep.text())
+    return questions, rep
 
 
 def country_label(q: GQAQuestion, country: str, ties: str) -> tuple[int | None, str]:
@@ -232,12 +332,19 @@ def _settings(cfg: Any) -> tuple[list[str], bool, int, str]:
             int(opts.get("max_options", 3)), ties)
 
 
+def _tolerance(cfg: Any) -> float:
+    tol = float(cfg_options(cfg).get("share_sum_tolerance", 0.05))
+    if not 0 <= tol < 1:
+        raise ValueError(f"gqa: dataset.options.share_sum_tolerance={tol}; expected 0 <= x < 1")
+    return tol
+
+
 def question_counts(cfg: Any, data_dir: str | Path | None = None) -> pd.DataFrame:
     """Questions kept under both ``count_nonsubstantive`` settings (and both tie policies)."""
     countries, _, max_options, _ = _settings(cfg)
     path = resolve_path(cfg, data_dir)
     bad = BadRows("gqa", bool(cfg_get(cfg, "skip_bad_rows", False)))
-    questions, _ = read_questions(path, bad)
+    questions, _ = read_questions(path, bad, _tolerance(cfg))
     bad.finish()
     rows = []
     for flag in (False, True):
@@ -253,7 +360,7 @@ def load_gqa(cfg: Any, data_dir: str | Path | None = None) -> ClaimSet:
     countries, count_nonsub, max_options, ties = _settings(cfg)
     path = resolve_path(cfg, data_dir)
     bad = BadRows("gqa", bool(cfg_get(cfg, "skip_bad_rows", False)))
-    questions, n_empty = read_questions(path, bad)
+    questions, read = read_questions(path, bad, _tolerance(cfg))
     bad.finish()
     kept, rep = select(questions, countries, count_nonsub, max_options, ties)
     if rep["ties"]:
@@ -286,7 +393,7 @@ def load_gqa(cfg: Any, data_dir: str | Path | None = None) -> ClaimSet:
                    f"countries (count_nonsubstantive={count_nonsub}, max_options={max_options}, "
                    f"ties={ties}); {rep['option_count_ok']} pass the option filter, "
                    f"{rep['incomplete']} lack a label for some country, {rep['ties']} country "
-                   f"ties; skipped {n_empty} empty-question row(s), {bad.count} bad row(s).")
+                   f"ties; {read.text()}; {bad.summary()}.")
     log.info(description)
     return ClaimSet(name=str(cfg_get(cfg, "name", "gqa")), personas=personas, claims=claims,
                     rule=ConsistencyRule.EXACTLY_ONE, description=description)
@@ -300,4 +407,5 @@ class GQAOptions:
     countries: list[str] = field(default_factory=lambda: list(COUNTRIES))
     max_options: int = 3
     ties: str = "drop"
+    share_sum_tolerance: float = 0.05
     download: bool = True

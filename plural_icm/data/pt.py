@@ -13,31 +13,33 @@ Without a local copy the split is loaded with ``datasets.load_dataset`` (network
 Fields: ``prompt, chosen, rejected, chosen_persona_<f>, rejected_persona_<f>`` with
 ``f = options.persona_field`` (``gold`` or ``retr``).
 
+Splits: ``options.splits`` (a list; default :data:`DEFAULT_SPLITS` = ``[sft_train]``, the split of
+the paper's Table 5 example), read for every config of ``options.configs``.
+
 Persona types (the paper's Table 2 keyword scheme, :data:`KEYWORDS`): a persona sentence scores,
 per type, ``pos`` = number of the type's positive keywords it contains and ``neg`` = number of its
-negative keywords (lower-cased, whole-word match at the start, common suffixes such as ``-s``,
-``-ly`` allowed, so "concisely" matches "concise"). A type is *eligible* when ``pos >= 1`` and
-``pos > neg`` ("matches few negative keywords"). The sentence goes to the eligible type with the
+negative keywords. Matching is on lower-cased word stems with hyphens splitting words, so
+"to-the-point" is "to the point", "acknowledges"/"acknowledging" are "acknowledge" and "concisely"
+is "concise"; whole words only ("indirect" is not "direct"). A type is *eligible* when ``pos >= 1``
+and ``pos > neg`` ("matches few negative keywords"). The sentence goes to the eligible type with the
 largest ``pos - neg``; ties are broken by the larger ``pos``; a remaining tie leaves it
-**unassigned** ("ambiguous"), as does having no eligible type ("no match"). Both are counted and
-logged.
+**unassigned** ("ambiguous"), as does having no eligible type ("no match"). Both are counted;
+:func:`cluster_sizes` (printed by ``stage=data_stats dataset=pt``) gives the sizes.
 
 Items: each instance contributes a group for its chosen persona's type (``chosen`` preferred) and
 one for its rejected persona's type (``rejected`` preferred). A group holds the pairwise claim in
 both orders (``option_key`` ``AB`` and ``BA``: exactly one True). Which response is ``A`` is decided
 by a seeded hash of the pair id, never by which one is chosen, so the listing order carries no label
-information. When both personas of an instance fall in the same type, the two groups would assert
-opposite preferences over the same pair. With the default ``persona_text=instance`` the two groups
-differ in the persona sentence shown, so both are kept (group ids end in ``/chosen`` and
-``/rejected``); with ``persona_text=type`` the claims would be identical with opposite labels, so
-such instances keep neither (counted as "conflicting").
-Rows with an empty ``chosen``/``rejected`` (the publisher's Mnemonic/test ships without responses)
-or an empty persona are skipped and counted (logged).
+information. Pairs whose two personas fall in the same type would make one persona type prefer
+both responses: they are dropped and counted (``same_type``), as are pairs whose two responses are
+equal (``equal_responses``) and rows with an empty ``chosen``/``rejected``/persona/prompt (the
+publisher's Mnemonic/test ships without responses).
 
 Claim layout for the ICM template ``Question: {question}\\nClaim: {claim}``: ``Claim.question`` is
-``<prompt>\\nHuman Response Preference: <persona sentence>\\nChoice 1: ...\\nChoice 2: ...`` and
-``Claim.claim`` is ``Choice 1 > Choice 2.`` (the persona sentence of the instance, i.e. the text the
-benchmark conditions on; ``options.persona_text=type`` uses the type description instead).
+``<prompt>\\nHuman Response Preference: <type>\\nChoice 1: ...\\nChoice 2: ...`` and ``Claim.claim`` is
+``Choice 1 > Choice 2.``, as in the paper's Table 5: the prompt without HH-RLHF's ``Human: `` prefix
+and the persona *type* (``Direct, Concise, Fact-first``); ``options.persona_text=instance`` shows
+the row's own persona sentence instead.
 """
 
 from __future__ import annotations
@@ -89,22 +91,43 @@ FIXES = ["dataset.path=/path/to/persona_tailoring (a save_to_disk, parquet or js
          "paths.data_dir=/path/to/data with the copy under data_dir/persona_tailoring/",
          f"huggingface-cli download {HUB_REPO} --repo-type dataset --local-dir "
          f"./persona_tailoring, then dataset.path=./persona_tailoring"]
-_SUFFIX = r"(?:s|es|ly|al|ual|ed|d)?"
+# Suffixes stripped before matching, so inflections match the keyword ("acknowledges",
+# "acknowledging" -> "acknowledge"; "concisely" -> "concise"; "steps" -> "step"). Longest first.
+_SUFFIXES = ("ingly", "edly", "ing", "ed", "ly", "es", "s")
 
 
-def _pattern(keyword: str) -> re.Pattern:
-    words = [re.escape(w) for w in re.split(r"[\s]+", keyword.lower())]
-    return re.compile(r"\b" + r"\s+".join(words) + _SUFFIX + r"(?![\w-])")
+def _stem(word: str) -> str:
+    for suffix in _SUFFIXES:
+        if word.endswith(suffix) and len(word) - len(suffix) >= 3:
+            word = word[: -len(suffix)]
+            break
+    return word[:-1] if word.endswith("e") and len(word) > 3 else word
 
 
-_PATTERNS = {t: ([_pattern(k) for k in pos], [_pattern(k) for k in neg])
-             for t, (_, pos, neg) in KEYWORDS.items()}
+def _tokens(text: str) -> tuple[str, ...]:
+    """Lower-cased word stems; hyphens split words ("to-the-point" == "to the point")."""
+    return tuple(_stem(w) for w in re.findall(r"[a-z0-9]+", text.lower().replace("-", " ")))
+
+
+def _keyword_stems(keywords: list[str]) -> list[tuple[str, ...]]:
+    # "step by step" and "step-by-step" are one phrase once hyphens split words: count it once
+    return list(dict.fromkeys(_tokens(k) for k in keywords))
+
+
+_PATTERNS = {t: (_keyword_stems(pos), _keyword_stems(neg)) for t, (_, pos, neg) in KEYWORDS.items()}
+
+
+def _contains(tokens: tuple[str, ...], phrase: tuple[str, ...]) -> bool:
+    n = len(phrase)
+    return any(tokens[i:i + n] == phrase for i in range(len(tokens) - n + 1))
 
 
 def keyword_scores(text: str) -> dict[str, tuple[int, int]]:
-    """type -> (positive keywords matched, negative keywords matched)."""
-    low = text.lower()
-    return {t: (sum(bool(p.search(low)) for p in pos), sum(bool(p.search(low)) for p in neg))
+    """type -> (positive keywords matched, negative keywords matched), on word stems, so
+    hyphenation and inflection do not hide a keyword; whole words only ("indirect" is not
+    "direct")."""
+    tokens = _tokens(text)
+    return {t: (sum(_contains(tokens, k) for k in pos), sum(_contains(tokens, k) for k in neg))
             for t, (pos, neg) in _PATTERNS.items()}
 
 
@@ -117,6 +140,17 @@ def persona_type(text: str) -> tuple[str | None, str]:
     best = max(eligible.values())
     top = [t for t, v in eligible.items() if v == best]
     return (top[0], "ok") if len(top) == 1 else (None, "ambiguous")
+
+
+def type_name(ptype: str) -> str:
+    """The type as the paper's Table 5 shows it: ``Direct, Concise, Fact-first``."""
+    return KEYWORDS[ptype][0].split(":")[0]
+
+
+def strip_turn_marker(prompt: str) -> str:
+    """The question without HH-RLHF's ``Human: `` prefix (and a trailing ``Assistant:``)."""
+    text = re.sub(r"^\s*Human:\s*", "", prompt)
+    return re.sub(r"\s*Assistant:\s*$", "", text)
 
 
 # -- reading -------------------------------------------------------------------------------------
@@ -211,111 +245,191 @@ def _ab(pair_id: str, seed: int) -> bool:
     return hashlib.sha256(f"{seed}:{pair_id}".encode()).digest()[0] % 2 == 0
 
 
-def load_pt(cfg: Any, data_dir: str | Path | None = None) -> ClaimSet:
+#: The splits read by default: the paper's Table 5 example ("I am trying to see how influential
+#: colours are to consumers...") is a row of Anthropic HHH ``sft_train``, and nothing in the paper
+#: points at another split, so ``sft_train`` (of every config) is the item pool the 4-fold
+#: cross-validation runs on. ``test`` is what the benchmark itself evaluates on; add it with
+#: ``dataset.options.splits=[sft_train,test]``.
+DEFAULT_SPLITS = ["sft_train"]
+
+
+@dataclass
+class _Settings:
+    configs: list[str]
+    splits: list[str]
+    field: str
+    fmt: str
+    persona_text: str
+    seed: int
+
+
+def _settings(cfg: Any) -> _Settings:
     opts = cfg_options(cfg)
-    configs = [str(c) for c in as_list(opts.get("configs"))] or list(CONFIGS)
-    split = str(opts.get("split", "test"))
-    field = str(opts.get("persona_field", "gold"))
-    fmt = str(opts.get("format", "auto"))
-    persona_text = str(opts.get("persona_text", "instance"))
-    seed = int(cfg_get(cfg, "split_seed", 0) or 0)
-    if field not in ("gold", "retr"):
-        raise ValueError(f"pt: dataset.options.persona_field={field!r}; expected gold or retr")
-    if fmt not in ("auto", "arrow", "parquet", "jsonl"):
-        raise ValueError(f"pt: dataset.options.format={fmt!r}; expected auto, arrow, parquet "
+    if "split" in opts:
+        raise ValueError("pt: dataset.options.split is now dataset.options.splits, a list "
+                         f"(e.g. [{opts['split']}]); the default is {DEFAULT_SPLITS}")
+    splits = as_list(opts.get("splits")) or list(DEFAULT_SPLITS)
+    st = _Settings(configs=[str(c) for c in as_list(opts.get("configs"))] or list(CONFIGS),
+                   splits=[str(x) for x in splits], field=str(opts.get("persona_field", "gold")),
+                   fmt=str(opts.get("format", "auto")),
+                   persona_text=str(opts.get("persona_text", "type")),
+                   seed=int(cfg_get(cfg, "split_seed", 0) or 0))
+    if st.field not in ("gold", "retr"):
+        raise ValueError(f"pt: dataset.options.persona_field={st.field!r}; expected gold or retr")
+    if st.fmt not in ("auto", "arrow", "parquet", "jsonl"):
+        raise ValueError(f"pt: dataset.options.format={st.fmt!r}; expected auto, arrow, parquet "
                          f"or jsonl")
-    if persona_text not in ("instance", "type"):
-        raise ValueError(f"pt: dataset.options.persona_text={persona_text!r}; expected "
-                         f"instance or type")
-    bad = BadRows("pt", bool(cfg_get(cfg, "skip_bad_rows", False)))
-    columns = ["prompt", "chosen", "rejected", f"chosen_persona_{field}",
-               f"rejected_persona_{field}"]
-    claims: list[Claim] = []
-    n = {"rows": 0, "empty": 0, "no_match": 0, "ambiguous": 0, "conflicting": 0, "groups": 0}
-    sources = []
-    for config in configs:
-        df, where = read_split(cfg, data_dir, config, split, fmt, bad)
-        sources.append(where)
-        require_columns(df.columns, columns, where)
+    if st.persona_text not in ("instance", "type"):
+        raise ValueError(f"pt: dataset.options.persona_text={st.persona_text!r}; expected "
+                         f"type (the paper's Table 5) or instance")
+    unknown = [x for x in st.splits if x not in SPLITS]
+    if unknown:
+        raise ValueError(f"pt: dataset.options.splits has unknown split(s) {unknown}; valid: "
+                         f"{SPLITS}")
+    return st
+
+
+def _row_values(rec: dict, columns: list[str], where: str, bad: BadRows) -> dict | None:
+    values = {}
+    for col in columns:
+        v = rec[col]
+        if v is None or (isinstance(v, float) and v != v):
+            v = ""
+        if not isinstance(v, str):
+            bad.bad(f"{where}: column {col!r} must be a string, got {type(v).__name__}")
+            return None
+        values[col] = v.strip()
+    return values
+
+
+def _pair_claims(values: dict, types: dict, personas: dict, pair_id: str, st: _Settings,
+                 meta: dict) -> list[Claim]:
+    """Both orders of the pair for each typed persona side (exactly one order True)."""
+    a_is_chosen = _ab(pair_id, st.seed)
+    resp = {"A": values["chosen"] if a_is_chosen else values["rejected"],
+            "B": values["rejected"] if a_is_chosen else values["chosen"]}
+    prompt = strip_turn_marker(values["prompt"])
+    claims = []
+    for side, ptype in types.items():
+        if ptype is None:
+            continue
+        preferred = "A" if (side == "chosen") == a_is_chosen else "B"
+        shown = personas[side] if st.persona_text == "instance" else type_name(ptype)
+        for order in ("AB", "BA"):
+            first, second = order[0], order[1]
+            question = (f"{prompt}\nHuman Response Preference: {shown}\n"
+                        f"Choice 1: {resp[first]}\nChoice 2: {resp[second]}")
+            claims.append(Claim(
+                item_id=f"{pair_id}/{ptype}/{side}/{order}", persona_id=ptype,
+                group_id=f"{pair_id}/{ptype}/{side}", question_id=pair_id, option_key=order,
+                question=question, claim="Choice 1 > Choice 2.", gold=(first == preferred),
+                meta={**meta, "pair": pair_id, "order": order, "response_a": resp["A"],
+                      "response_b": resp["B"], "chosen": values["chosen"],
+                      "rejected": values["rejected"],
+                      "chosen_is": "A" if a_is_chosen else "B", "preferred": preferred,
+                      "persona_side": side, "persona_text": personas[side], "prompt": prompt}))
+    return claims
+
+
+def _typed_rows(cfg: Any, data_dir: str | Path | None, st: _Settings, bad: BadRows, n: dict,
+                sources: list):
+    """Yield (values, types, personas, pair_id, meta) per usable row; skips are counted in ``n``."""
+    columns = ["prompt", "chosen", "rejected", f"chosen_persona_{st.field}",
+               f"rejected_persona_{st.field}"]
+    for config in st.configs:
         cfg_key = config.replace(" ", "_")
-        n_empty_here = 0
-        for i, rec in enumerate(df[columns].to_dict("records")):
-            n["rows"] += 1
-            values = {}
-            for col in columns:
-                v = rec[col]
-                if v is None or (isinstance(v, float) and v != v):
-                    v = ""
-                if not isinstance(v, str):
-                    bad.bad(f"{where}: row {i}: column {col!r} must be a string, got "
-                            f"{type(v).__name__}")
-                    break
-                values[col] = v.strip()
-            else:
+        for split in st.splits:
+            df, where = read_split(cfg, data_dir, config, split, st.fmt, bad)
+            sources.append(where)
+            require_columns(df.columns, columns, where)
+            n_empty_here = 0
+            for i, rec in enumerate(df[columns].to_dict("records")):
+                n["rows"] += 1
+                values = _row_values(rec, columns, f"{where}: row {i}", bad)
+                if values is None:
+                    continue
                 if not all(values.values()):
                     n["empty"] += 1
                     n_empty_here += 1
                     continue
-                pair_id = f"pt/{cfg_key}/{split}/{i}"
-                personas = {"chosen": values[f"chosen_persona_{field}"],
-                            "rejected": values[f"rejected_persona_{field}"]}
+                if " ".join(values["chosen"].split()) == " ".join(values["rejected"].split()):
+                    n["equal_responses"] += 1  # no preference to learn: a degenerate pair
+                    continue
+                personas = {"chosen": values[f"chosen_persona_{st.field}"],
+                            "rejected": values[f"rejected_persona_{st.field}"]}
                 types = {}
                 for side, text in personas.items():
                     t, reason = persona_type(text)
                     if t is None:
                         n[reason] += 1
                     types[side] = t
-                if (persona_text == "type" and types["chosen"] is not None
-                        and types["chosen"] == types["rejected"]):
-                    n["conflicting"] += 1
+                if types["chosen"] is not None and types["chosen"] == types["rejected"]:
+                    # one type preferring both responses: opposite labels for one persona type
+                    n["same_type"] += 1
                     continue
-                a_is_chosen = _ab(pair_id, seed)
-                resp = {"A": values["chosen"] if a_is_chosen else values["rejected"],
-                        "B": values["rejected"] if a_is_chosen else values["chosen"]}
-                for side, ptype in types.items():
-                    if ptype is None:
-                        continue
-                    n["groups"] += 1
-                    preferred = "A" if (side == "chosen") == a_is_chosen else "B"
-                    shown = personas[side] if persona_text == "instance" else \
-                        f"{ptype}: {KEYWORDS[ptype][0]}"
-                    for order in ("AB", "BA"):
-                        first, second = order[0], order[1]
-                        question = (f"{values['prompt']}\nHuman Response Preference: {shown}\n"
-                                    f"Choice 1: {resp[first]}\nChoice 2: {resp[second]}")
-                        claims.append(Claim(
-                            item_id=f"{pair_id}/{ptype}/{side}/{order}",
-                            persona_id=ptype,
-                            group_id=f"{pair_id}/{ptype}/{side}",
-                            question_id=pair_id,
-                            option_key=order,
-                            question=question,
-                            claim="Choice 1 > Choice 2.",
-                            gold=(first == preferred),
-                            meta={"pair": pair_id, "config": config, "split": split, "row": i,
-                                  "order": order, "response_a": resp["A"],
-                                  "response_b": resp["B"], "chosen": values["chosen"],
-                                  "rejected": values["rejected"],
-                                  "chosen_is": "A" if a_is_chosen else "B",
-                                  "preferred": preferred, "persona_side": side,
-                                  "persona_text": personas[side], "prompt": values["prompt"]}))
-        if n_empty_here:
-            log.warning("pt: %s: skipped %d row(s) with an empty prompt/response/persona "
-                        "(field=%s)", where, n_empty_here, field)
+                yield (values, types, personas, f"pt/{cfg_key}/{split}/{i}",
+                       {"config": config, "split": split, "row": i})
+            if n_empty_here:
+                log.warning("pt: %s: skipped %d row(s) with an empty prompt/response/persona "
+                            "(field=%s)", where, n_empty_here, st.field)
+
+
+def _new_counts() -> dict[str, int]:
+    return {"rows": 0, "empty": 0, "equal_responses": 0, "no_match": 0, "ambiguous": 0,
+            "same_type": 0, "groups": 0}
+
+
+def cluster_sizes(cfg: Any, data_dir: str | Path | None = None) -> pd.DataFrame:
+    """Persona sentences per type (the paper's keyword clusters) and what was not clustered.
+
+    One row per type with the sentences assigned on the chosen side, the rejected side and in all,
+    then rows for the sentences left unassigned (``no_match``, ``ambiguous``) and the pairs
+    dropped (``same_type``, ``equal_responses``, ``empty``).
+    """
+    st = _settings(cfg)
+    bad = BadRows("pt", bool(cfg_get(cfg, "skip_bad_rows", False)))
+    n = _new_counts()
+    sizes = {t: {"chosen": 0, "rejected": 0} for t in KEYWORDS}
+    for _values, types, _p, _pid, _meta in _typed_rows(cfg, data_dir, st, bad, n, []):
+        for side, t in types.items():
+            if t is not None:
+                sizes[t][side] += 1
+    rows = [{"cluster": f"{t} ({type_name(t)})", "chosen": v["chosen"], "rejected": v["rejected"],
+             "total": v["chosen"] + v["rejected"]} for t, v in sizes.items()]
+    for reason in ("no_match", "ambiguous", "same_type", "equal_responses", "empty"):
+        unit = "pairs dropped" if reason in ("same_type", "equal_responses", "empty") \
+            else "sentences unassigned"
+        rows.append({"cluster": f"{reason} ({unit})", "chosen": None, "rejected": None,
+                     "total": n[reason]})
+    return pd.DataFrame(rows)
+
+
+def load_pt(cfg: Any, data_dir: str | Path | None = None) -> ClaimSet:
+    st = _settings(cfg)
+    bad = BadRows("pt", bool(cfg_get(cfg, "skip_bad_rows", False)))
+    n = _new_counts()
+    sources: list[str] = []
+    claims: list[Claim] = []
+    for values, types, personas, pair_id, meta in _typed_rows(cfg, data_dir, st, bad, n,
+                                                                sources):
+        new = _pair_claims(values, types, personas, pair_id, st, meta)
+        n["groups"] += len(new) // 2
+        claims += new
     bad.finish()
     unassigned = n["no_match"] + n["ambiguous"]
-    if unassigned or n["conflicting"]:
+    if unassigned or n["same_type"] or n["equal_responses"]:
         log.warning("pt: %d persona sentence(s) unassigned (%d no keyword match, %d ambiguous); "
-                    "%d instance(s) with both personas in one type dropped (persona_text=type)",
-                    unassigned,
-                    n["no_match"], n["ambiguous"], n["conflicting"])
-    personas = {t: Persona(t, f"{t}: {desc}") for t, (desc, _, _) in KEYWORDS.items()}
-    description = (f"Persona-Tailoring {configs} split={split} persona_field={field} from "
-                   f"{sources}: {n['rows']} rows, {n['empty']} with empty fields skipped, "
-                   f"{n['groups']} persona groups; persona sentences unassigned: "
-                   f"{n['no_match']} no match, {n['ambiguous']} ambiguous; {n['conflicting']} "
-                   f"instances with both personas in one type dropped; {bad.count} bad row(s) "
-                   f"skipped.")
+                    "%d pair(s) with both personas in one type and %d with equal responses "
+                    "dropped", unassigned, n["no_match"], n["ambiguous"], n["same_type"],
+                    n["equal_responses"])
+    personas = {t: Persona(t, type_name(t)) for t in KEYWORDS}
+    description = (f"Persona-Tailoring {st.configs} splits={st.splits} persona_field={st.field} "
+                   f"persona_text={st.persona_text} from {sources}: {n['rows']} rows, "
+                   f"{n['empty']} with empty fields skipped, {n['equal_responses']} with equal "
+                   f"responses skipped, {n['groups']} persona groups; persona sentences "
+                   f"unassigned: {n['no_match']} no match, {n['ambiguous']} ambiguous; "
+                   f"{n['same_type']} pairs with both personas in one type dropped; "
+                   f"{bad.summary()}.")
     log.info(description)
     return ClaimSet(name=str(cfg_get(cfg, "name", "pt")), personas=personas, claims=claims,
                     rule=ConsistencyRule.EXACTLY_ONE, description=description)
@@ -326,8 +440,8 @@ class PTOptions:
     """``dataset.options`` of the ``pt`` loader (validated by :mod:`plural_icm.data.registry`)."""
 
     configs: list[str] = dc_field(default_factory=lambda: list(CONFIGS))
-    split: str = "test"
+    splits: list[str] = dc_field(default_factory=lambda: list(DEFAULT_SPLITS))
     persona_field: str = "gold"
     format: str = "auto"
-    persona_text: str = "instance"
+    persona_text: str = "type"
     download: bool = True

@@ -48,6 +48,7 @@ LOADERS: dict[str, LoaderSpec] = {
     "pt": LoaderSpec("plural_icm.data.pt", "load_pt", "PTOptions"),
     "ot": LoaderSpec("plural_icm.data.ot", "load_ot", "OTOptions"),
     "demo": LoaderSpec("plural_icm.data.demo", "load_demo", "DemoOptions"),
+    "claims": LoaderSpec("plural_icm.data.claims", "load_claims", "ClaimsOptions"),
 }
 
 

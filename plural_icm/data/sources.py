@@ -146,19 +146,30 @@ class BadRows:
         self.skip = bool(skip)
         self.count = 0
         self.examples: list[str] = []
+        #: reason -> number of rows skipped for it (``malformed`` when the caller names none)
+        self.reasons: dict[str, int] = {}
 
-    def bad(self, text: str) -> None:
-        """``text`` names the file, the row and what was expected."""
+    def bad(self, text: str, reason: str = "malformed") -> None:
+        """``text`` names the file, the row and what was expected; ``reason`` is a short tag
+        under which the skip is counted (``duplicate_options``, ``bad_share_sum``, ...)."""
         if not self.skip:
             raise DataFormatError(text + " (set dataset.skip_bad_rows=true to skip such rows)")
         self.count += 1
+        self.reasons[reason] = self.reasons.get(reason, 0) + 1
         if len(self.examples) < 5:
             self.examples.append(text)
 
+    def summary(self) -> str:
+        """``skipped 3 bad row(s) (duplicate_options 1, malformed 2)``."""
+        if not self.count:
+            return "skipped 0 bad row(s)"
+        parts = ", ".join(f"{r} {n}" for r, n in sorted(self.reasons.items()))
+        return f"skipped {self.count} bad row(s) ({parts})"
+
     def finish(self) -> None:
         if self.count:
-            log.warning("%s: skipped %d bad row(s) (dataset.skip_bad_rows=true); first: %s",
-                        self.dataset, self.count, " | ".join(self.examples))
+            log.warning("%s: %s (dataset.skip_bad_rows=true); first: %s",
+                        self.dataset, self.summary(), " | ".join(self.examples))
 
 
 def require_columns(columns: Iterable[str], required: Iterable[str], where: str) -> None:

@@ -87,4 +87,10 @@ def data_stats_report(cfg: Any, data_dir: str | Path | None = None) -> str:
         counts = gqa_question_counts(cfg, data_dir)
         text += ("\n\nGQA questions with complete labels by option-count setting "
                  "(the paper keeps 180):\n" + counts.to_string(index=False))
+    if str(getattr(cfg, "loader", "")) == "pt":
+        from plural_icm.data.pt import cluster_sizes
+
+        text += ("\n\nPT persona clusters (the paper's Table 2 keywords; persona sentences per "
+                 "type and side):\n" + cluster_sizes(cfg, data_dir).to_string(
+                     index=False, na_rep="", float_format=lambda x: f"{x:.0f}"))
     return text

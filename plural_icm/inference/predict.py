@@ -27,14 +27,16 @@ _MARK = "\u241eQUERY\u241e"  # a marker that cannot occur in data, replaced by t
 class PromptBuilder:
     """Renders (persona, examples, query) prompts with the model's chat template.
 
-    Models without a chat template (base models) get plain text and labels with a leading space;
-    with a template the assistant turn starts a fresh line and labels carry no space.
+    Base models (``base=True``) and models without a chat template get plain text and labels with
+    a leading space, even when the tokenizer ships a template (some base checkpoints do, e.g.
+    Qwen3-*-Base: a base model was never trained on it); with a template the assistant turn starts
+    a fresh line and labels carry no space.
     """
 
-    def __init__(self, backend: LMBackend, inf_cfg: Any):
+    def __init__(self, backend: LMBackend, inf_cfg: Any, base: bool = False):
         self.backend = backend
         self.cfg = inf_cfg
-        self.chat = bool(getattr(backend.tokenizer, "chat_template", None))
+        self.chat = not base and bool(getattr(backend.tokenizer, "chat_template", None))
         labels = list(inf_cfg.labels)
         self.labels = labels if self.chat else [" " + l.lstrip() for l in labels]
 
@@ -97,9 +99,11 @@ def fit_examples(builder: PromptBuilder, persona: Persona, examples: list[tuple[
 
 
 def predict(backend: LMBackend, inf_cfg: Any, persona: Persona,
-            examples: list[tuple[Claim, bool]], targets: Sequence[Claim]) -> tuple[list[PredictionRow], int]:
-    """Label log-probabilities of every target claim; returns (rows, examples used)."""
-    builder = PromptBuilder(backend, inf_cfg)
+            examples: list[tuple[Claim, bool]], targets: Sequence[Claim],
+            base: bool = False) -> tuple[list[PredictionRow], int]:
+    """Label log-probabilities of every target claim; returns (rows, examples used).
+    ``base``: the backend is a base model, prompted as plain text (:class:`PromptBuilder`)."""
+    builder = PromptBuilder(backend, inf_cfg, base=base)
     examples = fit_examples(builder, persona, examples, targets, plain(inf_cfg.context_policy))
     prompts = builder.prompts(persona, examples, targets)
     lp = backend.label_logprobs(prompts, builder.labels)

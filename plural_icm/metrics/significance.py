@@ -74,9 +74,9 @@ def mcnemar_between(qdf_a: pd.DataFrame, qdf_b: pd.DataFrame,
 def paired_t_test(scores_a: Sequence[float], scores_b: Sequence[float]) -> float | None:
     """Two-sided p-value of a paired t-test over folds (same fold order in both inputs).
 
-    None with fewer than two pairs. Degenerate cases that make ``ttest_rel`` return NaN: all
-    differences zero -> 1.0 (no difference); all differences equal and non-zero -> 0.0 (t is
-    infinite: a perfectly consistent difference).
+    None with fewer than two pairs, and None when every difference is the same (zero or not):
+    their standard deviation is 0, so t is 0/0 or x/0 and the test is undefined; a p of 0.0 or 1.0
+    there would be a number the data do not give (the report shows "undefined").
     """
     a = np.asarray(scores_a, dtype=float)
     b = np.asarray(scores_b, dtype=float)
@@ -86,9 +86,15 @@ def paired_t_test(scores_a: Sequence[float], scores_b: Sequence[float]) -> float
         return None
     d = a - b
     if np.allclose(d, d[0], rtol=0.0, atol=1e-12):
-        return 1.0 if abs(d[0]) <= 1e-12 else 0.0
+        return None
     return float(stats.ttest_rel(a, b).pvalue)
 
 
+def t_test_undefined(scores_a: Sequence[float], scores_b: Sequence[float]) -> bool:
+    """True when :func:`paired_t_test` is undefined for >= 2 pairs (identical differences)."""
+    d = np.asarray(scores_a, dtype=float) - np.asarray(scores_b, dtype=float)
+    return d.size >= 2 and bool(np.allclose(d, d[0], rtol=0.0, atol=1e-12))
+
+
 __all__ = ["McNemarResult", "mcnemar_exact", "paired_question_correctness", "mcnemar_between",
-           "paired_t_test"]
+           "paired_t_test", "t_test_undefined"]

@@ -12,6 +12,7 @@ directory holding results of *different* settings is never overwritten (change `
 from __future__ import annotations
 
 import json
+import math
 import logging
 import shutil
 import time
@@ -23,7 +24,7 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
-from plural_icm.backends.registry import backend_from_model_config
+from plural_icm.backends.registry import backend_from_model_config, make_backend
 from plural_icm.backends.settings import result_engine_settings
 from plural_icm.conditions.base import CellInputs, Condition, ConditionLabels
 from plural_icm.conditions.labels import cap_search_claims, label_accuracy
@@ -211,16 +212,18 @@ def compute_cell(cfg: DictConfig, condition: Condition, wb: Any = None) -> CellO
         searches = run_searches_for(cfg, claimset, personas, backends, wb=wb) if condition.needs_search else {}
         inputs = CellInputs(cfg, claimset, lambda: backends.get("base"), searches)
         labelled = {pid: condition.examples(inputs, pid) for pid in personas}
-        backend = backends.get(condition.model_role(cfg))
-        rows = predict_personas(cfg, claimset, labelled, backend)
+        role = condition.model_role(cfg)
+        backend = backends.get(role)
+        rows = predict_personas(cfg, claimset, labelled, backend, base=role == "base")
         generations = steered_generation(cfg, claimset, labelled, backend) if cfg.dataset.open_ended else []
         stats = backend.stats.as_dict()
     finally:
         backends.close()
     metrics = perturbation_mean_metrics(pd.DataFrame([r.as_dict() for r in rows]), claimset.rule)
     add_condition_metrics(metrics, labelled)
-    if generations:
+    if cfg.dataset.open_ended:
         add_representation(metrics, generations)
+        metrics["overall"].update(judge_info(cfg))
     meta = CellMeta(model=cfg.model.name, dataset=cfg.dataset.name,
                     condition=plain(cfg.condition.name), fold=cfg.fold, seed=cfg.seed,
                     n_examples=cfg.inference.n_examples, run_tag=cfg.run_tag,
@@ -234,8 +237,9 @@ def compute_cell(cfg: DictConfig, condition: Condition, wb: Any = None) -> CellO
 
 
 def predict_personas(cfg: DictConfig, claimset: ClaimSet, labelled: dict[str, ConditionLabels],
-                     backend: Any) -> list[PredictionRow]:
-    """Every persona's held-out claims, once per example set of its condition."""
+                     backend: Any, base: bool = False) -> list[PredictionRow]:
+    """Every persona's held-out claims, once per example set of its condition (``base``: the
+    backend is the base model, always prompted as plain text)."""
     rows: list[PredictionRow] = []
     cell = {"model": cfg.model.name, "dataset": cfg.dataset.name,
             "condition": plain(cfg.condition.name), "fold": cfg.fold, "seed": cfg.seed}
@@ -243,7 +247,8 @@ def predict_personas(cfg: DictConfig, claimset: ClaimSet, labelled: dict[str, Co
         _, test = claimset.split(cfg.fold, pid)
         cl = labelled[pid]
         for k, examples in enumerate(cl.perturbations or [cl.examples]):
-            preds, _ = predict(backend, cfg.inference, claimset.personas[pid], examples, test)
+            preds, _ = predict(backend, cfg.inference, claimset.personas[pid], examples, test,
+                               base=base)
             for r in preds:
                 r.perturbation = k if cl.perturbations else None
                 for key, v in cell.items():
@@ -275,35 +280,88 @@ def add_condition_metrics(metrics: dict, labelled: dict[str, ConditionLabels]) -
 def steered_generation(cfg: DictConfig, claimset: ClaimSet, labelled: dict[str, ConditionLabels],
                        backend: Any) -> list[dict]:
     """Open-ended data: an answer per held-out question, steered by the condition's
-    representative examples, rated 1-5 by the judge (the instruct model unless
-    ``inference.judge_model`` names another checkpoint)."""
-    judge = backend
-    if cfg.inference.judge_model:
-        judge = backend_from_model_config(cfg.model, "instruct", cfg.paths.cache_dir,
-                                          model_spec=cfg.inference.judge_model)
+    representative examples, rated 1-5 by the judge (:func:`judge_backend`). ``acc_matched``
+    generates and judges with every perturbation (rows carry ``perturbation``), as its claim
+    metrics average them all."""
+    judge = judge_backend(cfg, backend)
     rows = []
     try:
         for pid in tqdm(sorted(labelled), desc="generation + judge", unit="persona", disable=not cfg.progress):
             _, test = claimset.split(cfg.fold, pid)
-            rows += generate_and_judge(backend, judge, cfg.inference, claimset.personas[pid],
-                                       labelled[pid].examples, test, int(cfg.seed))
+            cl = labelled[pid]
+            for k, examples in enumerate(cl.perturbations or [cl.examples]):
+                got = generate_and_judge(backend, judge, cfg.inference, claimset.personas[pid],
+                                         examples, test, int(cfg.seed))
+                rows += [r | {"perturbation": k if cl.perturbations else None} for r in got]
     finally:
         if judge is not backend:
             judge.close()
     return rows
 
 
+def judge_backend(cfg: DictConfig, backend: Any) -> Any:
+    """The OvertonBench judge: the model under test unless ``inference.judge_model`` names another
+    checkpoint (loaded with ``inference.judge_backend``, default the model's backend) or, with
+    ``judge_backend=openai``, a model behind an OpenAI-compatible ``inference.judge_api_base``
+    (key from the env var ``inference.judge_api_key_env``). The paper used OvertonBench's
+    validated judge; a self-judged score is marked as not comparable in the report."""
+    inf = cfg.inference
+    if not inf.judge_model:
+        return backend
+    kind = plain(inf.get("judge_backend") or cfg.model.backend)
+    kwargs = {"cache_dir": cfg.paths.cache_dir, "max_context": cfg.model.max_context}
+    if kind != "openai":
+        kwargs["dtype"] = cfg.model.dtype
+    else:
+        if not inf.get("judge_api_base"):
+            raise ValueError("inference.judge_backend=openai needs inference.judge_api_base "
+                             "(the server URL, e.g. http://host:8000/v1)")
+        kwargs |= {"api_base": inf.judge_api_base,
+                   "api_key_env": inf.get("judge_api_key_env") or "OPENAI_API_KEY"}
+    return make_backend(kind, model_spec=inf.judge_model, **kwargs)
+
+
+def judge_info(cfg: DictConfig) -> dict:
+    """Which judge rated the answers, and whether it is the model under test (then the scores are
+    not comparable with the paper's, judged by OvertonBench's validated judge)."""
+    judge = cfg.inference.judge_model
+    self_judged = not judge or str(judge) in (str(cfg.model.instruct), str(cfg.model.base))
+    return {"judge_model": str(judge or cfg.model.instruct), "judge_is_model_under_test": self_judged}
+
+
 def add_representation(metrics: dict, generations: list[dict]) -> None:
-    rep = representation_summary(pd.DataFrame(generations))
-    if rep is None:
+    """Representation score = mean of the persona means (the paper's 4.29 is the plain mean of
+    its three persona values; pooling answers weights personas by their question counts), SE of
+    that mean from the persona SEs; ``representation_pooled`` keeps the pooled mean. With
+    perturbations (acc_matched), each is summarised and the summaries averaged."""
+    if not generations:
         return
-    metrics["overall"].update({"representation_score": rep["overall"]["mean"],
-                               "representation_se": rep["overall"]["se"],
-                               "representation_missing": rep["overall"]["n_missing"]})
-    for pid, r in rep["per_persona"].items():
+    df = pd.DataFrame(generations)
+    parts = [g for _, g in df.groupby("perturbation")] if df["perturbation"].notna().any() else [df]
+    reps = [representation_summary(g) for g in parts]
+
+    def mean(vals):
+        vals = [v for v in vals if v is not None]
+        return sum(vals) / len(vals) if vals else None
+
+    def combined_se(per: dict) -> float | None:
+        ses = [r["se"] for r in per.values()]
+        if not ses or any(v is None for v in ses):
+            return None
+        return math.sqrt(sum(v * v for v in ses)) / len(ses)
+
+    metrics["overall"].update({
+        "representation_score": mean([r["overall"]["persona_mean"] for r in reps]),
+        "representation_se": mean([combined_se(r["per_persona"]) for r in reps]),
+        "representation_pooled": mean([r["overall"]["mean"] for r in reps]),
+        "representation_missing": sum(r["overall"]["n_missing"] for r in reps),
+        "representation_perturbations": len(reps)})
+    for pid in reps[0]["per_persona"]:
+        rs = [r["per_persona"][pid] for r in reps if pid in r["per_persona"]]
         metrics["per_persona"].setdefault(pid, {}).update(
-            {"representation_score": r["mean"], "representation_se": r["se"],
-             "representation_missing": r["n_missing"]})
+            {"representation_score": mean([r["mean"] for r in rs]),
+             "representation_se": mean([r["se"] for r in rs]),
+             "representation_missing": sum(r["n_missing"] for r in rs)})
 
 
 def write_cell(cfg: DictConfig, out: Path, fp: str, result: CellOutput, t0: float) -> None:

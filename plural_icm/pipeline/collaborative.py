@@ -156,15 +156,16 @@ def run_collaborative(cfg: DictConfig, wb: Any = None) -> dict:
                     fewshot = _fewshot_confidence(cfg, claimset, pid, train, s0.labels, backends)
                 fixed: dict[str, bool] = {}
                 labels, summary, asked = s0.labels, s0.summary, []
+                current = s0  # the latest search: round r > 1 asks where the re-run is unsure
                 for r in range(int(cfg.collaborative.rounds)):
-                    conf = {j: 0.0 if j in fixed else v for j, v in base[pid].confidence.items()}
+                    conf = {j: 0.0 if j in fixed else v for j, v in current.confidence.items()}
                     groups = select_questions(method, train, int(cfg.collaborative.k_per_fold),
                                               int(cfg.seed) * 7919 + r, conf, fewshot, set(asked))
                     asked += groups
                     fixed.update(answers_for(asked, train, d, cfg.collaborative.answers_file))
                     after = run_searches_for(cfg, claimset, [pid], backends, fixed={pid: fixed},
                                              desc=f"ICM search ({method}, round {r + 1})", wb=wb)[pid]
-                    labels, summary = after.labels, after.summary
+                    labels, summary, current = after.labels, after.summary, after
                 res = CollaborativeSummary(
                     persona=pid, method=method, fold=int(cfg.fold), k=len(asked), asked=asked,
                     before=before, **_evaluate(cfg, claimset, pid, labels, summary, backends)).as_dict()

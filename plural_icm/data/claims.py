@@ -1,0 +1,212 @@
+"""ICM claim files: the item format of Wen et al.'s ICM code, the paper's fork and the authors'
+own copies (``../shared/data/gqa_paper_claims``: the paper's GQA items).
+
+A file is a JSON list or JSONL of objects with at least ``question``, ``choice`` (the claim
+text), ``label`` (0/1 or a bool) and ``consistency_id`` (the claims of one question or pair share
+it); optional ``persona``, ``question_id``, ``uid``, ``raw_choice_<k>``. ``dataset.path`` is one
+such file or a folder searched recursively for ``*.json`` / ``*.jsonl``.
+
+Mapping onto the internal schema:
+
+* persona: the row's ``persona`` (else ``options.persona``), shown in prompts through
+  ``options.persona_template`` (``{persona}`` is replaced);
+* consistency group: (persona, ``consistency_id``) under ``options.rule`` (``exactly_one``, the
+  default, or ``none``): the rule comes from the config, never from the labels;
+* question id: ``question_id`` when present, else the consistency id; the claim text is kept
+  verbatim (the authors word GQA claims ``People from <Country> would answer ... as: '<option>'``).
+
+Folds (``options.folds``): ``cv`` (default) deals question texts to ``dataset.n_folds`` folds like
+every other dataset (:func:`plural_icm.data.folds.assign_folds`: the paper's fork used four parts
+per country); ``halves`` follows the copy's own ``train/`` and ``test/`` folders per persona: fold 0
+is the test half, fold 1 the train half (question ids are then per persona, as the halves are).
+
+Degenerate items never become claims; each skip is counted in the description: a row without
+the required fields or with a label that is not 0/1 (a bad row: an error unless
+``dataset.skip_bad_rows``), and under ``exactly_one`` a group with fewer than two claims, two
+equal claim texts, or not exactly one True label (its gold would be meaningless).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+from plural_icm.data.records import Claim, ClaimSet, ConsistencyRule, Persona
+from plural_icm.data.sources import (BadRows, DataFormatError, cfg_get, cfg_options,
+                                     configured_path, data_dir_path, missing)
+
+log = logging.getLogger(__name__)
+
+REQUIRED = ("question", "choice", "label", "consistency_id")
+FIXES = ["dataset.path=/path/to/claims.jsonl (or a folder of *.json / *.jsonl claim files)",
+         "paths.data_dir=/path/to/data with the files under data_dir/gqa_paper_claims/",
+         "export PLURAL_ICM_GQA_CLAIMS=/path/to/gqa_paper_claims"]
+HALVES = {"test": 0, "train": 1}
+
+
+def claim_files(path: Path) -> list[Path]:
+    """The claim files under ``path`` (itself when a file), sorted for a stable order."""
+    if path.is_file():
+        return [path]
+    files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in (".json", ".jsonl"))
+    if not files:
+        raise missing(f"claims: no *.json or *.jsonl files under {path}", FIXES)
+    return files
+
+
+def read_rows(file: Path, bad: BadRows) -> list[tuple[str, dict]]:
+    """(where, object) per claim row of a JSON list or JSONL file."""
+    text = file.read_text(encoding="utf-8")
+    if text.lstrip().startswith("["):
+        try:
+            rows = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise DataFormatError(f"{file}: not a JSON list of claim objects ({exc})") from None
+        items = [(f"{file}: item {i}", r) for i, r in enumerate(rows)]
+    else:
+        items = []
+        for i, line in enumerate(text.splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                items.append((f"{file}: line {i}", json.loads(line)))
+            except json.JSONDecodeError as exc:
+                bad.bad(f"{file}: line {i}: not a JSON object ({exc.msg})")
+    out = []
+    for where, row in items:
+        if not isinstance(row, dict):
+            bad.bad(f"{where}: expected a JSON object, got {type(row).__name__}")
+            continue
+        out.append((where, row))
+    return out
+
+
+def parse_row(where: str, row: dict, default_persona: str | None) -> dict:
+    """The fields of one claim row, checked; raises DataFormatError naming the row."""
+    lacking = [k for k in REQUIRED if row.get(k) in (None, "")]
+    persona = row.get("persona", default_persona)
+    if persona in (None, ""):
+        lacking.append("persona (or dataset.options.persona)")
+    if lacking:
+        raise DataFormatError(f"{where}: missing field(s) {lacking}; expected at least "
+                              f"{list(REQUIRED)}")
+    label = row["label"]
+    if isinstance(label, bool) or label in (0, 1):
+        gold = bool(label)
+    else:
+        raise DataFormatError(f"{where}: label={label!r}; expected 0, 1, true or false")
+    question, choice = str(row["question"]).strip(), str(row["choice"]).strip()
+    if not question or not choice:
+        raise DataFormatError(f"{where}: empty question or choice")
+    return {"persona": str(persona).strip(), "question": question, "choice": choice,
+            "gold": gold, "consistency_id": str(row["consistency_id"]),
+            "question_id": str(row.get("question_id", row["consistency_id"])),
+            "uid": row.get("uid"),
+            "raw_choices": [str(row[k]) for k in sorted(row) if k.startswith("raw_choice_")]}
+
+
+def resolve_path(cfg: Any, data_dir: str | Path | None) -> Path:
+    path = configured_path(cfg, "claims", FIXES)
+    if path is None:
+        path = data_dir_path(data_dir, ["gqa_paper_claims"])
+    if path is None:
+        raise missing("claims: dataset.path is unset", FIXES)
+    return path
+
+
+def _group_problem(rows: list[dict]) -> str | None:
+    """Why an exactly-one group is degenerate, or None."""
+    if len(rows) < 2:
+        return "single_claim_group"
+    if len({" ".join(r["choice"].split()).casefold() for r in rows}) < len(rows):
+        return "duplicate_claims"
+    if sum(r["gold"] for r in rows) != 1:
+        return "not_exactly_one_true"
+    return None
+
+
+def load_claims(cfg: Any, data_dir: str | Path | None = None) -> ClaimSet:
+    opts = cfg_options(cfg)
+    rule = ConsistencyRule(str(opts.get("rule", "exactly_one")))
+    folds_mode = str(opts.get("folds", "cv"))
+    if folds_mode not in ("cv", "halves"):
+        raise ValueError(f"claims: dataset.options.folds={folds_mode!r}; expected cv or halves")
+    template = str(opts.get("persona_template", "{persona}"))
+    default_persona = opts.get("persona")
+    name = str(cfg_get(cfg, "name", "claims"))
+    root = resolve_path(cfg, data_dir)
+    bad = BadRows("claims", bool(cfg_get(cfg, "skip_bad_rows", False)))
+    groups: dict[tuple[str, str], list[dict]] = defaultdict(list)
+    half_of: dict[tuple[str, str], int] = {}
+    files = claim_files(root)
+    for file in files:
+        half = HALVES.get(file.parent.name)
+        if folds_mode == "halves" and half is None:
+            raise DataFormatError(f"{file}: dataset.options.folds=halves needs the files under "
+                                  f"train/ and test/ folders")
+        for where, raw in read_rows(file, bad):
+            try:
+                row = parse_row(where, raw, default_persona)
+            except DataFormatError as exc:
+                bad.bad(str(exc))
+                continue
+            row.update(file=str(file.relative_to(root)) if root.is_dir() else file.name,
+                       where=where)
+            key = (row["persona"], row["consistency_id"])
+            groups[key].append(row)
+            if half is not None:
+                half_of[key] = half
+    skipped: dict[str, int] = defaultdict(int)
+    claims: list[Claim] = []
+    folds: dict[str, int] = {}
+    for (persona, cid), rows in groups.items():
+        problem = _group_problem(rows) if rule is ConsistencyRule.EXACTLY_ONE else None
+        if problem:
+            skipped[problem] += 1
+            log.info("claims: group (%s, %s) at %s skipped: %s", persona, cid, rows[0]["where"],
+                     problem)
+            continue
+        qid = rows[0]["question_id"]
+        if folds_mode == "halves":
+            qid = f"{persona}/{qid}"  # the halves are per persona
+            folds[qid] = half_of[(persona, cid)]
+        options = rows[0]["raw_choices"] or [r["choice"] for r in rows]
+        for j, r in enumerate(rows):
+            claims.append(Claim(
+                item_id=f"{name}/{persona}/{cid}/{j}", persona_id=persona,
+                group_id=f"{name}/{persona}/{cid}", question_id=qid, option_key=str(j),
+                question=r["question"], claim=r["choice"], gold=r["gold"],
+                meta={"options": options, "option_index": j, "file": r["file"],
+                      "uid": r["uid"], "consistency_id": cid}))
+    personas = {p: Persona(p, template.replace("{persona}", p))
+                for p in sorted({c.persona_id for c in claims})}
+    bad.finish()
+    skips = ", ".join(f"{k} {v}" for k, v in sorted(skipped.items())) or "none"
+    description = (f"ICM claim files under {root} ({len(files)} file(s)): {len(claims)} claims, "
+                   f"{len({c.group_id for c in claims})} groups, "
+                   f"{len({c.question for c in claims})} distinct question texts, "
+                   f"{len(personas)} personas; rule={rule.value}, folds={folds_mode}; degenerate "
+                   f"groups skipped: {skips}; {bad.summary()}.")
+    if skipped:
+        log.warning(description)
+    else:
+        log.info(description)
+    cs = ClaimSet(name=name, personas=personas, claims=claims, rule=rule,
+                  description=description)
+    if folds_mode == "halves":
+        cs.folds = folds  # kept by the registry; cv folds are assigned there like any dataset's
+    return cs
+
+
+@dataclass
+class ClaimsOptions:
+    """``dataset.options`` of the ``claims`` loader (the typed schema the registry validates)."""
+
+    rule: str = "exactly_one"
+    folds: str = "cv"
+    persona_template: str = "{persona}"
+    persona: Optional[str] = None
