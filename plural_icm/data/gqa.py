@@ -38,6 +38,8 @@ from typing import Any
 
 import pandas as pd
 
+from plural_icm.errors import ConfigError
+from plural_icm.data.reading import check_field_size, finite_or_inf, read_csv
 from plural_icm.data.records import Claim, ClaimSet, ConsistencyRule, Persona
 from plural_icm.data.sources import (BadRows, DataFormatError, cfg_get, cfg_options,
                                      configured_path, data_dir_path, download_allowed, hub_file,
@@ -68,6 +70,7 @@ def is_nonsubstantive(option: str) -> bool:
 
 
 def parse_options(text: Any, where: str) -> list[str]:
+    check_field_size(text, where, "options")
     try:
         value = ast.literal_eval(str(text))
     except (ValueError, SyntaxError, MemoryError, RecursionError) as exc:
@@ -86,6 +89,7 @@ def parse_selections(text: Any, where: str) -> dict[str, list[float]]:
     raw = str(text)
     match = _WRAPPER.match(raw)
     body = match.group("body") if match else raw
+    check_field_size(raw, where, "selections")
     try:
         value = ast.literal_eval(body)
     except (ValueError, SyntaxError, MemoryError, RecursionError) as exc:
@@ -101,7 +105,7 @@ def parse_selections(text: Any, where: str) -> dict[str, list[float]]:
                 isinstance(s, (int, float)) and not isinstance(s, bool) for s in shares):
             raise DataFormatError(f"{where}: selections[{country!r}] must be a list of numbers, "
                                   f"got {str(shares)[:60]!r}")
-        if any(not math.isfinite(s) or s < 0 for s in shares):
+        if any(not math.isfinite(finite_or_inf(s)) or s < 0 for s in shares):
             raise DataFormatError(f"{where}: selections[{country!r}] has a negative or non-finite "
                                   f"share: {list(shares)}")
         out[str(country).strip()] = [float(s) for s in shares]
@@ -140,10 +144,7 @@ def resolve_path(cfg: Any, data_dir: str | Path | None) -> Path:
 def read_questions(path: str | Path, bad: BadRows) -> tuple[list[GQAQuestion], int]:
     """Parse the CSV; returns (questions, number of rows with an empty question)."""
     path = Path(path)
-    try:
-        df = pd.read_csv(path, dtype=str, keep_default_na=False)
-    except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
-        raise DataFormatError(f"{path}: not a readable CSV ({exc})") from exc
+    df = read_csv(path, dtype=str, keep_default_na=False)
     require_columns(df.columns, COLUMNS, str(path))
     questions: list[GQAQuestion] = []
     seen: dict[str, int] = {}
@@ -161,7 +162,7 @@ def read_questions(path: str | Path, bad: BadRows) -> tuple[list[GQAQuestion], i
                 if len(shares) != len(options):
                     raise DataFormatError(
                         f"{where}: selections[{country!r}] has {len(shares)} shares but the row "
-                        f"has {len(options)} options {options}; expected one share per option")
+                        f"has {len(options)} options; expected one share per option")
         except DataFormatError as exc:
             bad.bad(str(exc))
             continue
@@ -227,7 +228,7 @@ def _settings(cfg: Any) -> tuple[list[str], bool, int, str]:
     countries = [str(c) for c in as_list(opts.get("countries"))] or list(COUNTRIES)
     ties = str(opts.get("ties", "drop"))
     if ties not in ("drop", "first"):
-        raise ValueError(f"gqa: dataset.options.ties={ties!r}; expected 'drop' or 'first'")
+        raise ConfigError(f"gqa: dataset.options.ties={ties!r}; expected 'drop' or 'first'")
     return (countries, bool(opts.get("count_nonsubstantive", False)),
             int(opts.get("max_options", 3)), ties)
 

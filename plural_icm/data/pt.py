@@ -43,7 +43,6 @@ benchmark conditions on; ``options.persona_text=type`` uses the type description
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import re
 from pathlib import Path
@@ -51,6 +50,8 @@ from typing import Any
 
 import pandas as pd
 
+from plural_icm.errors import ConfigError
+from plural_icm.data.reading import parse_json, read_arrow, read_parquet, read_text
 from plural_icm.data.records import Claim, ClaimSet, ConsistencyRule, Persona
 from plural_icm.data.sources import (BadRows, as_list, cfg_get, cfg_options,
                                      configured_path, data_dir_path, download_allowed, hub_table,
@@ -147,25 +148,13 @@ def find_split(path: Path, config: str, split: str, fmt: str) -> tuple[str, list
     return None
 
 
-def _read_arrow(file: Path) -> pd.DataFrame:
-    import pyarrow as pa
-    import pyarrow.ipc as ipc
-
-    try:
-        with pa.memory_map(str(file)) as src:
-            return ipc.open_stream(src).read_all().to_pandas()
-    except pa.ArrowInvalid:
-        with pa.memory_map(str(file)) as src:
-            return ipc.open_file(src).read_all().to_pandas()
-
-
 def _read_jsonl(file: Path, bad: BadRows) -> pd.DataFrame:
     rows = []
-    for i, line in enumerate(file.read_text(encoding="utf-8").splitlines(), start=1):
+    for i, line in enumerate(read_text(file).splitlines(), start=1):
         if not line.strip():
             continue
         try:
-            obj = json.loads(line)
+            obj = parse_json(line, f"{file}: line {i}")
             if not isinstance(obj, dict):
                 raise ValueError("not an object")
         except ValueError as exc:
@@ -191,9 +180,9 @@ def read_split(cfg: Any, data_dir: str | Path | None, config: str, split: str, f
                            "what the copy holds", *FIXES])
         kind, files = found
         if kind == "arrow":
-            df = pd.concat([_read_arrow(f) for f in files], ignore_index=True)
+            df = pd.concat([read_arrow(f) for f in files], ignore_index=True)
         elif kind == "parquet":
-            df = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
+            df = pd.concat([read_parquet(f) for f in files], ignore_index=True)
         else:
             df = _read_jsonl(files[0], bad)
         return df, str(files[0].parent if kind != "jsonl" else files[0])
@@ -218,12 +207,12 @@ def load_pt(cfg: Any, data_dir: str | Path | None = None) -> ClaimSet:
     persona_text = str(opts.get("persona_text", "instance"))
     seed = int(cfg_get(cfg, "split_seed", 0) or 0)
     if field not in ("gold", "retr"):
-        raise ValueError(f"pt: dataset.options.persona_field={field!r}; expected gold or retr")
+        raise ConfigError(f"pt: dataset.options.persona_field={field!r}; expected gold or retr")
     if fmt not in ("auto", "arrow", "parquet", "jsonl"):
-        raise ValueError(f"pt: dataset.options.format={fmt!r}; expected auto, arrow, parquet "
+        raise ConfigError(f"pt: dataset.options.format={fmt!r}; expected auto, arrow, parquet "
                          f"or jsonl")
     if persona_text not in ("instance", "type"):
-        raise ValueError(f"pt: dataset.options.persona_text={persona_text!r}; expected "
+        raise ConfigError(f"pt: dataset.options.persona_text={persona_text!r}; expected "
                          f"instance or type")
     bad = BadRows("pt", bool(cfg_get(cfg, "skip_bad_rows", False)))
     columns = ["prompt", "chosen", "rejected", f"chosen_persona_{field}",

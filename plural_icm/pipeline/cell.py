@@ -22,8 +22,11 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
+from plural_icm.config.secrets import scrub_secrets
+from plural_icm.errors import ResultsConflictError
+from plural_icm.metrics.finite import check_metrics_finite
 from plural_icm.data.records import Claim, ClaimSet
-from plural_icm.pipeline.layout import COMPLETE, cell_dir, is_complete
+from plural_icm.pipeline.layout import CELL_FILES, COMPLETE, cell_dir, is_complete
 from plural_icm.utils.io import atomic_write_json, atomic_write_jsonl, atomic_write_text
 from plural_icm.utils.values import plain
 
@@ -217,24 +220,27 @@ def run_cell(cfg: DictConfig, wb: Any = None) -> dict:
 
     out = cell_path(cfg)
     fp = fingerprint(cfg)
-    if is_complete(out) and not cfg.force:
+    if is_complete(out, CELL_FILES) and not cfg.force:
         done = json.loads((out / COMPLETE).read_text())
         if done.get("fingerprint") != fp:
-            raise RuntimeError(
+            raise ResultsConflictError(
                 f"{out} holds results of different settings (fingerprint {done.get('fingerprint')} "
                 f"!= {fp}); they are never overwritten: set run_tag=<name> to keep both, or force=true "
                 "to recompute (the old results are moved aside)")
         log.info("skip complete cell %s (%s)", cell_name(cfg), out)
         return json.loads((out / "metrics.json").read_text())
-    if out.exists() and cfg.force and is_complete(out):
+    if out.exists() and cfg.force and is_complete(out, CELL_FILES):
         aside = out.with_name(out.name + f".replaced-{int(time.time())}")
         shutil.move(str(out), aside)
         log.warning("force=true: moved the old results to %s", aside)
-    out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    print(f"[plural_icm] cell {cell_name(cfg)} -> {out}", flush=True)
-
     claimset = load_claimset(cfg.dataset, cfg.paths.data_dir)
+    claimset.split(cfg.fold)  # the fold must be one of the data's before a directory is made
+    if (out / COMPLETE).exists():  # a COMPLETE.json without its results
+        log.warning("%s: COMPLETE.json without its results; recomputing the cell", out)
+        (out / COMPLETE).unlink()
+    out.mkdir(parents=True, exist_ok=True)
+    print(f"[plural_icm] cell {cell_name(cfg)} -> {out}", flush=True)
     personas = sorted(claimset.personas)
     backends = Backends(cfg)
     try:
@@ -281,7 +287,9 @@ def run_cell(cfg: DictConfig, wb: Any = None) -> dict:
             atomic_write_jsonl(out / "generations.jsonl", generations)
         metrics["meta"] = meta | {"wall_time_s": time.perf_counter() - t0,
                                   "backend_stats": backend.stats.as_dict()}
-        atomic_write_text(out / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+        check_metrics_finite(metrics, where=str(out))  # a NaN fails the cell, never completes it
+        atomic_write_text(out / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(
+            scrub_secrets(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)))))
         atomic_write_jsonl(out / "predictions.jsonl", rows)
         atomic_write_jsonl(out / "examples.jsonl", example_rows)
         atomic_write_json(out / "metrics.json", metrics)

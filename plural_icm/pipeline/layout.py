@@ -24,6 +24,7 @@ relaunch finds finished cells and skips them, and never overwrites them.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 COMPLETE = "COMPLETE.json"
@@ -49,5 +50,19 @@ COLLABORATIVE_GLOB = "collaborative/*/*/*/*/fold*/summary.json"
 """The collaborative summaries under an output directory (parts as in ``collaborative_dir``)."""
 
 
-def is_complete(path: str | Path) -> bool:
-    return (Path(path) / COMPLETE).is_file()
+#: What a complete cell / search directory holds besides ``COMPLETE.json``: a ``COMPLETE.json``
+#: without its results (a copy that lost files, a hand edit) is not complete.
+CELL_FILES = ("metrics.json", "predictions.jsonl")
+SEARCH_FILES = ("labels.jsonl", "summary.json")
+
+
+def is_complete(path: str | Path, required: tuple[str, ...] = ()) -> bool:
+    """``COMPLETE.json`` is a JSON object and every file of ``required`` is present."""
+    path = Path(path)
+    marker = path / COMPLETE
+    if not marker.is_file() or not all((path / f).is_file() for f in required):
+        return False
+    try:
+        return isinstance(json.loads(marker.read_text(encoding="utf-8")), dict)
+    except (ValueError, OSError, RecursionError):
+        return False

@@ -26,6 +26,9 @@ def run_task(cfg: DictConfig):
     from plural_icm.pipeline.cell import cell_name
     from plural_icm.utils.values import plain
 
+    from plural_icm.config.checks import validate_config
+
+    validate_config(cfg)  # values (nan, n_folds=0, an empty path...) before anything is written
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     stage = plain(cfg.stage)
     if stage == "data_stats":
@@ -66,4 +69,6 @@ def run_task(cfg: DictConfig):
             from plural_icm.pipeline.collaborative import run_collaborative
 
             return run_collaborative(cfg, wb=wb)
-    raise ValueError(f"unknown stage {stage!r}")
+    from plural_icm.errors import ConfigError
+
+    raise ConfigError(f"unknown stage {stage!r}")
