@@ -154,7 +154,7 @@ def _read_jsonl(file: Path, bad: BadRows) -> pd.DataFrame:
         if not line.strip():
             continue
         try:
-            obj = parse_json(line, f"{file}: line {i}")
+            obj = parse_json(line, "its content")
             if not isinstance(obj, dict):
                 raise ValueError("not an object")
         except ValueError as exc:

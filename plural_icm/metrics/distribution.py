@@ -36,11 +36,11 @@ def js_distance(predicted: Sequence[float], observed: Sequence[float]) -> float 
         raise ValueError(f"distributions must be finite, got {p.tolist()} and {q.tolist()}")
     if (p < 0).any() or (q < 0).any():
         raise ValueError("distributions must be non-negative")
+    if not (np.isfinite(p.sum()) and np.isfinite(q.sum())):  # finite entries, overflowing total
+        raise ValueError("distributions must have a finite total")
     if p.sum() <= 0 or q.sum() <= 0:
         return None
     p, q = p / p.sum(), q / q.sum()
-    if not (np.isfinite(p).all() and np.isfinite(q).all()):  # the sums overflowed
-        raise ValueError("distributions must have a finite total")
     d = float(jensenshannon(p, q, base=JS_BASE))
     if np.isnan(d):
         # Finite, normalised inputs: only rounding (a divergence of -1e-17 under the square root)
