@@ -756,6 +756,16 @@ def case_metrics_nan_fail_the_cell(tmp):
                                  "per_persona": {"a": {"ece": None}}})
 
 
+@case("error", "group 'q1'", "p_true", "not finite")
+def case_nan_model_score_is_never_an_answer(tmp):
+    from plural_icm.metrics.aggregate import cell_metrics
+
+    df = pd.DataFrame({"persona_id": ["a", "a"], "group_id": ["q1", "q1"], "item_id": ["x", "y"],
+                       "option_key": ["0", "1"], "p_true": [float("nan"), 0.2],
+                       "gold": [True, False]})
+    return cell_metrics(df)  # argmax once picked the NaN option: a plausible accuracy
+
+
 @case("valid")
 def case_js_distance_never_maps_nan(tmp):
     from plural_icm.metrics.distribution import js_distance
@@ -797,7 +807,9 @@ def case_collaborative_summary_of_other_settings(tmp):
 def _cell_cfg(tmp: Path, *overrides: str):
     os.environ["PLURAL_ICM_OUTPUT"] = str(tmp / "out")
     try:
-        return compose("progress=false", *overrides)
+        cfg = compose("progress=false", *overrides)
+        OmegaConf.resolve(cfg)  # the paths, while the variable is set
+        return cfg
     finally:
         os.environ.pop("PLURAL_ICM_OUTPUT")
 
@@ -881,6 +893,29 @@ def test_a_clear_error_prints_once_without_a_trace(tmp_path):
     assert r.returncode != 0 and "looks like a secret" in r.stderr and "Traceback" not in r.stderr
     assert not (tmp_path / "out").exists() or "sk-live-123" not in "".join(
         p.read_text(errors="ignore") for p in (tmp_path / "out").rglob("*") if p.is_file())
+
+
+def test_a_nan_metric_fails_the_cell_instead_of_completing_it(tmp_path, tiny_model_dir,
+                                                                 monkeypatch):
+    """A real (tiny-model) cell whose metrics come out NaN: an error, no COMPLETE.json."""
+    import plural_icm.metrics.aggregate as aggregate
+    from plural_icm.metrics.finite import NonFiniteMetricError
+    from plural_icm.pipeline.cell import run_cell
+
+    real = aggregate.cell_metrics
+
+    def nan_metrics(df, rule):
+        m = real(df, rule)
+        m["overall"]["accuracy"] = float("nan")  # what a NaN count or alpha used to produce
+        return m
+
+    monkeypatch.setattr(aggregate, "cell_metrics", nan_metrics)
+    cfg = _cell_cfg(tmp_path, f"model.base={tiny_model_dir}", f"model.instruct={tiny_model_dir}",
+                    "model.name=tiny", "condition=zero_shot")
+    with pytest.raises(NonFiniteMetricError, match=r"overall\.accuracy"):
+        run_cell(cfg)
+    cell = next((tmp_path / "out" / "results").rglob("seed0"))
+    assert not (cell / "COMPLETE.json").exists() and not (cell / "metrics.json").exists()
 
 
 if __name__ == "__main__":  # the count by outcome, for the record
