@@ -918,6 +918,46 @@ def test_a_nan_metric_fails_the_cell_instead_of_completing_it(tmp_path, tiny_mod
     assert not (cell / "COMPLETE.json").exists() and not (cell / "metrics.json").exists()
 
 
+def test_a_corrupt_checkpoint_is_set_aside_and_the_search_restarts(tmp_path, caplog):
+    """run_or_load with a damaged checkpoint.json: a warning, the file moved aside, and the same
+    result as a search that never had one (a real checkpoint is accepted as it is)."""
+    from fake_lm import FakeLM
+    from test_search_engine import make_claims
+
+    from plural_icm.data.records import ConsistencyRule
+    from plural_icm.search.engine import SearchParams
+    from plural_icm.search.store import SearchTask, checkpoint_problem, run_or_load
+
+    params = SearchParams(alpha=5, num_seed=4, max_iters=30, patience=1000, checkpoint_every=5)
+
+    def task():
+        return SearchTask(model="fake", dataset="t", fold=0, persona="p", claims=make_claims(6),
+                          rule=ConsistencyRule.EXACTLY_ONE, params=params, seed=1,
+                          template="Question: {question}\nClaim: {claim}\nI think this claim is",
+                          labels=(" True", " False"), model_identity={"m": "fake"})
+
+    clean = run_or_load([task()], tmp_path / "clean", FakeLM)[0]
+    d = task().directory(tmp_path / "hurt")
+    d.mkdir(parents=True)
+    (d / "checkpoint.json").write_text('{"rng": {"state": ')  # a disk that filled up
+    with caplog.at_level(logging.WARNING):
+        hurt = run_or_load([task()], tmp_path / "hurt", FakeLM)[0]
+    assert "restarts from scratch" in caplog.text
+    assert len(list(d.glob("checkpoint.json.corrupt-*"))) == 1
+    assert hurt.labels == clean.labels and hurt.summary["U"] == clean.summary["U"]
+
+    from test_search_engine import make_search
+
+    from plural_icm.search.engine import run_searches
+
+    saved: dict = {}
+    backend = FakeLM()
+    run_searches([make_search(make_claims(6), backend, params, seed=1,
+                              checkpoint=lambda st: saved.update(json.loads(json.dumps(st))))],
+                 backend, [" True", " False"])
+    assert saved and checkpoint_problem(saved) is None
+
+
 if __name__ == "__main__":  # the count by outcome, for the record
     import tempfile
     from collections import Counter
