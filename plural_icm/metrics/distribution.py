@@ -36,7 +36,9 @@ def js_distance(predicted: Sequence[float], observed: Sequence[float]) -> float 
         raise ValueError(f"distributions must be finite, got {p.tolist()} and {q.tolist()}")
     if (p < 0).any() or (q < 0).any():
         raise ValueError("distributions must be non-negative")
-    if not (np.isfinite(p.sum()) and np.isfinite(q.sum())):  # finite entries, overflowing total
+    with np.errstate(over="ignore"):  # an overflowing total is reported just below
+        totals = (p.sum(), q.sum())
+    if not all(np.isfinite(t) for t in totals):  # finite entries, overflowing total
         raise ValueError("distributions must have a finite total")
     if p.sum() <= 0 or q.sum() <= 0:
         return None
