@@ -1,7 +1,13 @@
 """The one entry point: `python launch.py [overrides]`, `python launch.py -m <sweep>`.
 
-Thin on purpose: compose the config (conf/), dispatch on `stage`, always close the W&B run.
+Thin on purpose: check the command line (unknown `+` keys, secrets, quoting: before Hydra writes
+anything), compose the config (conf/), dispatch on `stage`, always close the W&B run. Errors of
+bad input (plural_icm.errors.UserError) print as their message alone; HYDRA_FULL_ERROR=1 shows
+the stack trace.
 """
+
+import os
+import sys
 
 import hydra
 from omegaconf import DictConfig
@@ -19,4 +25,13 @@ def main(cfg: DictConfig):
 
 
 if __name__ == "__main__":
+    from plural_icm.config.guard import command_line_error
+
+    problem = command_line_error(sys.argv[1:])
+    if problem:
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            from plural_icm.errors import ConfigError
+
+            raise ConfigError(problem)
+        sys.exit(f"error: {problem}")
     main()

@@ -89,8 +89,22 @@ def collaborative_dir(output_dir: str | Path, model: str, dataset: str, persona:
     return collaborative_root(output_dir, model, dataset) / persona / method / f"fold{fold}"
 
 
-def is_complete(path: str | Path) -> bool:
-    return (Path(path) / COMPLETE).is_file()
+#: What a complete cell / search directory holds besides ``COMPLETE.json``: a ``COMPLETE.json``
+#: without its results (a copy that lost files, a hand edit) is not complete.
+CELL_FILES = (METRICS, PREDICTIONS)
+SEARCH_FILES = ("labels.jsonl", SUMMARY)
+
+
+def is_complete(path: str | Path, required: tuple[str, ...] = ()) -> bool:
+    """``COMPLETE.json`` is a JSON object and every file of ``required`` is present."""
+    path = Path(path)
+    marker = path / COMPLETE
+    if not marker.is_file() or not all((path / f).is_file() for f in required):
+        return False
+    try:
+        return isinstance(json.loads(marker.read_text(encoding="utf-8")), dict)
+    except (ValueError, OSError, RecursionError):
+        return False
 
 
 def parse_cell_dir(results_root: Path, path: Path) -> dict[str, Any] | None:
@@ -299,6 +313,12 @@ class CollaborativeSummary(_Record):
     U: Optional[float]
     mutual_predictability: Optional[float]
     inconsistencies: Optional[int]
+    fingerprint: Optional[str] = None
+    """The settings' hash (:func:`fingerprint`): a relaunch with other settings (another
+    ``k_per_fold`` or ``rounds``) never reuses this summary."""
+    run_tag: Optional[str] = None
+    k_per_fold: Optional[int] = None
+    rounds: Optional[int] = None
 
     FILE: ClassVar[str] = SUMMARY
     LABELLING_KEYS: ClassVar[tuple[str, ...]] = ("test_accuracy", "label_accuracy", "U")

@@ -49,12 +49,14 @@ def test_items_labels_and_wording(caplog):
 
 def test_search_test_split_30_70_seeded_whole_questions():
     cs = load_claimset(make_cfg())
-    assert sorted(cs.folds.values()).count(1) == 3 and len(cs.folds) == 10
+    assert sorted(cs.folds.values()).count(-1) == 3 and len(cs.folds) == 10
     search, test = cs.split(0)
-    assert {cs.folds[c.question_id] for c in search} == {1}
+    assert {cs.folds[c.question_id] for c in search} == {-1}  # "search set only"
     assert {cs.folds[c.question_id] for c in test} == {0}
     assert len(search) == 3 * 6 and len(test) == 7 * 6
     assert load_claimset(make_cfg()).folds == cs.folds
+    with pytest.raises(ValueError, match=r"fold=1 is out of range.*valid folds are 0\.\.0"):
+        cs.split(1)  # a 30/70 split has one valid fold: fold=1 never swaps search and test
 
 
 def test_split_is_stratified_by_persona_set():
@@ -65,7 +67,7 @@ def test_split_is_stratified_by_persona_set():
     folds = search_test_split(claims, 0.4, seed=0)
     dem_only = [folds[f"ot-{i}"] for i in range(5)]
     rest = [folds[f"ot-{i}"] for i in range(5, 10)]
-    assert dem_only.count(1) == 2 and rest.count(1) == 2
+    assert dem_only.count(-1) == 2 and rest.count(-1) == 2
     seeds = {tuple(sorted(search_test_split(claims, 0.4, seed=s).items())) for s in range(5)}
     assert len(seeds) > 1  # the seed changes which questions are searched
 

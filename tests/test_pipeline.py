@@ -126,6 +126,15 @@ def test_collaborative_stage(tmp_path, tiny_model_dir, tiny_cfg):
     assert (row.persona, row.k, row.n_folds) == ("progressive", 1, 1)
     assert row.test_accuracy == pytest.approx(conf["test_accuracy"])
     assert row.before_U == pytest.approx(conf["before"]["U"])
+    # a relaunch with other settings never reuses (nor overwrites) these summaries
+    from plural_icm.errors import ResultsConflictError
+
+    assert (conf["k_per_fold"], conf["rounds"], conf["run_tag"]) == (1, 1, "main")
+    assert run_collaborative(cfg)["progressive"]["confidence"]["fingerprint"] == conf["fingerprint"]
+    cfg2 = tiny_cfg(["experiment=collaborative", "dataset.personas=[progressive]",
+                    "collaborative.k_per_fold=2"])
+    with pytest.raises(ResultsConflictError, match="k_per_fold"):
+        run_collaborative(cfg2)
 
 
 def _launch(args, tmp_path, timeout=900):

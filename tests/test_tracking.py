@@ -80,7 +80,8 @@ def test_offline_run_records_config_summary_trajectory(tmp_path):
     assert cfg_logged["dataset"]["n_folds"] == 2           # resolved
     assert cfg_logged["hydra_choices"]["model"] == "smollm2"
     assert cfg_logged["cell"]["condition"] == "icm"
-    assert "api_key_env" not in cfg_logged["model"]
+    # the NAME of the variable holding the key is no secret (plural_icm.config.secrets)
+    assert cfg_logged["model"]["api_key_env"] == "OPENAI_API_KEY"
     assert cfg_logged["auth"] == {"ok": 1}
     assert cfg_logged["extra"] == {"note": "x"}
     s = rec["summary"]

@@ -321,6 +321,13 @@ class Config:
     progress: bool = True
 
 
+def _env_path(name: str, default: Any = None) -> Any:
+    import os
+
+    value = os.environ.get(name, "")
+    return value if value.strip() else default
+
+
 def register_configs() -> None:
     import os
 
@@ -329,6 +336,9 @@ def register_configs() -> None:
     # ${cwd:} resolves where it is read (unlike ${hydra:runtime.cwd}, which is unset while Hydra
     # builds a multirun's launcher).
     OmegaConf.register_new_resolver("cwd", os.getcwd, replace=True)
+    # ${env_path:VAR,default}: like oc.env, but a variable set to "" (or blanks) counts as unset:
+    # PLURAL_ICM_OUTPUT="" once put hydra/, results/ and searches/ at the file system's root.
+    OmegaConf.register_new_resolver("env_path", _env_path, replace=True)
     cs = ConfigStore.instance()
     cs.store(name="config_schema", node=Config)
     cs.store(group="model", name="model_schema", node=ModelConfig)

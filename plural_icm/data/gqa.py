@@ -50,6 +50,8 @@ from typing import Any
 
 import pandas as pd
 
+from plural_icm.errors import ConfigError
+from plural_icm.data.reading import check_field_size, read_csv
 from plural_icm.data.records import Claim, ClaimSet, ConsistencyRule, Persona
 from plural_icm.data.sources import (BadRows, DataFormatError, cfg_get, cfg_options,
                                      configured_path, data_dir_path, download_allowed, hub_file,
@@ -104,6 +106,7 @@ def _option_text(value: Any) -> str | None:
 def parse_options(text: Any, where: str) -> tuple[list[str], bool]:
     """(the row's options as strings, whether some were numbers); duplicate or empty options make
     the row malformed."""
+    check_field_size(text, where, "options")
     try:
         value = ast.literal_eval(str(text))
     except (ValueError, SyntaxError, MemoryError, RecursionError) as exc:
@@ -133,6 +136,7 @@ def parse_selections(text: Any, where: str) -> dict[str, list[float]]:
     raw = str(text)
     match = _WRAPPER.match(raw)
     body = match.group("body") if match else raw
+    check_field_size(raw, where, "selections")
     try:
         value = ast.literal_eval(body)
     except (ValueError, SyntaxError, MemoryError, RecursionError) as exc:
@@ -235,10 +239,7 @@ def read_questions(path: str | Path, bad: BadRows, tolerance: float = 0.05
     """Parse the CSV into questions; malformed rows go to ``bad`` (an error or a counted skip),
     quirks of real rows (numeric options, duplicates, empty question) are counted in the report."""
     path = Path(path)
-    try:
-        df = pd.read_csv(path, dtype=str, keep_default_na=False)
-    except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
-        raise DataFormatError(f"{path}: not a readable CSV ({exc})") from exc
+    df = read_csv(path, dtype=str, keep_default_na=False)
     require_columns(df.columns, COLUMNS, str(path))
     questions: list[GQAQuestion] = []
     seen: set[tuple[str, ...]] = set()
@@ -327,7 +328,7 @@ def _settings(cfg: Any) -> tuple[list[str], bool, int, str]:
     countries = [str(c) for c in as_list(opts.get("countries"))] or list(COUNTRIES)
     ties = str(opts.get("ties", "drop"))
     if ties not in ("drop", "first"):
-        raise ValueError(f"gqa: dataset.options.ties={ties!r}; expected 'drop' or 'first'")
+        raise ConfigError(f"gqa: dataset.options.ties={ties!r}; expected 'drop' or 'first'")
     return (countries, bool(opts.get("count_nonsubstantive", False)),
             int(opts.get("max_options", 3)), ties)
 

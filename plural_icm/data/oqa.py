@@ -27,16 +27,18 @@ answer to a question has no group for it.
 
 from __future__ import annotations
 
-import ast
-import json
 import logging
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
+from plural_icm.errors import ConfigError
+from plural_icm.data.reading import finite_number, literal, preview, read_csv, read_json
 from plural_icm.data.records import Claim, ClaimSet, ConsistencyRule, Persona
 from plural_icm.data.sources import (BadRows, DataFormatError, cfg_get, cfg_options,
                                      configured_path, data_dir_path, missing, require_columns)
@@ -91,11 +93,7 @@ def resolve_path(cfg: Any, data_dir: str | Path | None) -> Path:
 
 
 def _literal_list(text: Any, where: str, column: str) -> list:
-    try:
-        value = ast.literal_eval(str(text))
-    except (ValueError, SyntaxError, MemoryError, RecursionError):
-        raise DataFormatError(f"{where}: column {column!r} is not a Python list literal: "
-                              f"{str(text)[:80]!r}") from None
+    value = literal(text, where, column, "a Python list literal")
     if not isinstance(value, (list, tuple)):
         raise DataFormatError(f"{where}: column {column!r} must be a list, got "
                               f"{str(text)[:80]!r}")
@@ -107,7 +105,7 @@ def read_info(wave_dir: Path, bad: BadRows) -> tuple[dict[str, InfoRow], set[str
     path = wave_dir / "info.csv"
     if not path.is_file():
         raise missing(f"oqa: {path} is missing (every wave folder needs info.csv)", FIXES)
-    df = pd.read_csv(path, dtype=str, keep_default_na=False)
+    df = read_csv(path, dtype=str, keep_default_na=False)
     require_columns(df.columns, INFO_COLUMNS, str(path))
     out: dict[str, InfoRow] = {}
     ambiguous: set[str] = set()
@@ -133,10 +131,7 @@ def read_info(wave_dir: Path, bad: BadRows) -> tuple[dict[str, InfoRow], set[str
 
 def counts_from_json(wave_dir: Path) -> dict[str, dict[str, dict[str, float]]]:
     path = wave_dir / "POLPARTY_data.json"
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise DataFormatError(f"{path}: invalid JSON ({exc.msg} at line {exc.lineno})") from exc
+    data = read_json(path)
     if not isinstance(data, dict):
         raise DataFormatError(f"{path}: expected an object {{key: {{party: {{answer: count}}}}}}")
     out: dict[str, dict[str, dict[str, float]]] = {}
@@ -147,12 +142,15 @@ def counts_from_json(wave_dir: Path) -> dict[str, dict[str, dict[str, float]]]:
         for party, counts in entry.items():
             if party in ("MC_options", "question_text"):
                 continue
-            if not isinstance(counts, dict) or not all(
-                    isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0
-                    for v in counts.values()):
+            if not isinstance(counts, dict):
                 raise DataFormatError(f"{path}: {key!r} -> {party!r} must map answers to "
-                                      f"non-negative counts, got {str(counts)[:80]!r}")
-            parties[party] = {str(a): float(v) for a, v in counts.items()}
+                                      f"non-negative counts, got {preview(counts)}")
+            table = {str(a): finite_number(v, f"{path}: {key!r} -> {party!r} -> {a!r}", "the count")
+                     for a, v in counts.items()}
+            if any(v < 0 for v in table.values()):
+                raise DataFormatError(f"{path}: {key!r} -> {party!r} must map answers to "
+                                      f"non-negative counts, got {preview(counts)}")
+            parties[party] = table
         out[key] = parties
     return out
 
@@ -161,15 +159,16 @@ def counts_from_responses(wave_dir: Path, wave: str, keys: list[str]
                           ) -> dict[str, dict[str, dict[str, float]]]:
     path = wave_dir / "responses.csv"
     weight = f"WEIGHT_W{wave}"
-    header = pd.read_csv(path, nrows=0).columns
+    header = read_csv(path, nrows=0).columns
     require_columns(header, ["POLPARTY", weight], str(path))
     use = [k for k in keys if k in header]
-    df = pd.read_csv(path, usecols=use + ["POLPARTY", weight], dtype={k: str for k in use})
+    df = read_csv(path, usecols=use + ["POLPARTY", weight], dtype={k: str for k in use})
     w = pd.to_numeric(df[weight], errors="coerce")
-    if w.isna().any() or (w < 0).any():
-        row = int((w.isna() | (w < 0)).to_numpy().nonzero()[0][0])
+    bad_w = w.isna() | ~np.isfinite(w.astype(float)) | (w < 0)
+    if bad_w.any():
+        row = int(bad_w.to_numpy().nonzero()[0][0])
         raise DataFormatError(f"{path}: data row {row + 1}: column {weight} must be a "
-                              f"non-negative number, got {df[weight].iloc[row]!r}")
+                              f"finite non-negative number, got {df[weight].iloc[row]!r}")
     df[weight] = w
     out: dict[str, dict[str, dict[str, float]]] = {}
     for key in use:
@@ -187,10 +186,10 @@ def load_oqa(cfg: Any, data_dir: str | Path | None = None) -> ClaimSet:
     mode = str(opts.get("counts", "auto"))
     ties = str(opts.get("ties", "drop"))
     if mode not in ("auto", "weighted", "unweighted"):
-        raise ValueError(f"oqa: dataset.options.counts={mode!r}; expected auto, weighted or "
+        raise ConfigError(f"oqa: dataset.options.counts={mode!r}; expected auto, weighted or "
                          f"unweighted")
     if ties not in ("drop", "first"):
-        raise ValueError(f"oqa: dataset.options.ties={ties!r}; expected 'drop' or 'first'")
+        raise ConfigError(f"oqa: dataset.options.ties={ties!r}; expected 'drop' or 'first'")
     root = resolve_path(cfg, data_dir)
     bad = BadRows("oqa", bool(cfg_get(cfg, "skip_bad_rows", False)))
     waves = sorted((p for p in root.iterdir() if p.is_dir() and WAVE_DIR.match(p.name)),
@@ -240,6 +239,10 @@ def load_oqa(cfg: Any, data_dir: str | Path | None = None) -> ClaimSet:
                                 f"{answer!r} is not one of the info.csv references "
                                 f"{row.options + row.refusals}")
                 total = sum(votes)
+                if not math.isfinite(total):
+                    bad.bad(f"{wave_dir}: question {key!r}, party {party!r}: the counts sum to "
+                            f"{total} (overflow); expected finite counts")
+                    continue
                 if total <= 0:
                     n["no_answers"] += 1
                     continue

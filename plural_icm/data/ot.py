@@ -19,7 +19,8 @@ represents the persona when the persona's mean ``representation_rating`` of it i
 Split: one search/test split by question, ``options.search_fraction`` (0.3) of the questions for
 search. Questions are stratified by the set of personas that have claims on them; within a
 stratum they are shuffled with ``split_seed``. Folds: test questions get fold 0, search questions
-fold 1, so ``ClaimSet.split(0)`` returns (search, test).
+-1 ("search set only"), so ``ClaimSet.split(0)`` returns (search, test) and 0 is the only fold.
+Rows with an empty question are skipped and counted.
 """
 
 from __future__ import annotations
@@ -35,6 +36,9 @@ from typing import Any, Iterable
 
 import pandas as pd
 
+from plural_icm.errors import ConfigError
+
+from plural_icm.data.reading import option_number, read_csv, read_parquet
 from plural_icm.data.records import Claim, ClaimSet, ConsistencyRule, Persona
 from plural_icm.data.sources import (BadRows, DataFormatError, cfg_get, cfg_options,
                                      configured_path, data_dir_path, download_allowed, hub_table,
@@ -71,9 +75,9 @@ def persona_of(value: Any) -> str | None:
 
 def _read_file(file: Path) -> pd.DataFrame:
     if file.suffix == ".parquet":
-        return pd.read_parquet(file)
+        return read_parquet(file)
     if file.suffix == ".csv":
-        return pd.read_csv(file)
+        return read_csv(file)
     raise DataFormatError(f"ot: {file}: expected a .parquet or .csv file")
 
 
@@ -100,9 +104,13 @@ def read_table(cfg: Any, data_dir: str | Path | None, split: str) -> tuple[pd.Da
 
 def search_test_split(claims: Iterable[Claim], search_fraction: float, seed: int
                       ) -> dict[str, int]:
-    """question_id -> 0 (test) or 1 (search), stratified by the question's persona set."""
+    """question_id -> 0 (test) or -1 (search set only), stratified by the question's persona set.
+
+    The search questions are never a test fold, so the only valid ``fold`` is 0: the valid folds
+    follow from the data (:meth:`ClaimSet.split`), and ``fold=1`` cannot swap search and test."""
     if not 0 < search_fraction < 1:
-        raise ValueError(f"ot: options.search_fraction must be in (0, 1), got {search_fraction}")
+        raise ConfigError(f"ot: dataset.options.search_fraction={search_fraction!r} is not "
+                          f"accepted; expected a number in (0, 1)")
     personas_of: dict[str, set[str]] = defaultdict(set)
     for c in claims:
         personas_of[c.question_id].add(c.persona_id)
@@ -116,7 +124,7 @@ def search_test_split(claims: Iterable[Claim], search_fraction: float, seed: int
         random.Random(int.from_bytes(seed_bytes, "big")).shuffle(qs)
         n_search = int(math.floor(search_fraction * len(qs) + 0.5))
         for i, q in enumerate(qs):
-            folds[q] = 1 if i < n_search else 0
+            folds[q] = -1 if i < n_search else 0
     return folds
 
 
@@ -124,11 +132,12 @@ def load_ot(cfg: Any, data_dir: str | Path | None = None) -> ClaimSet:
     opts = cfg_options(cfg)
     split = str(opts.get("split", "full"))
     column = str(opts.get("persona_column", PERSONA_COLUMN))
-    threshold = float(opts.get("rating_threshold", 4.0))
+    threshold = option_number(opts, "rating_threshold", 4.0, "ot", lo=1, hi=5)
     df, where = read_table(cfg, data_dir, split)
     require_columns(df.columns, BASE_COLUMNS + [column], where)
     bad = BadRows("ot", bool(cfg_get(cfg, "skip_bad_rows", False)))
     others: Counter = Counter()
+    n_empty_question = 0
     ratings: dict[tuple[str, str, str], list[float]] = defaultdict(list)
     answers: dict[str, tuple[str, str]] = {}
     questions: dict[str, str] = {}
@@ -153,6 +162,9 @@ def load_ot(cfg: Any, data_dir: str | Path | None = None) -> ClaimSet:
         if not isinstance(response, str) or not response.strip() or not isinstance(question, str):
             bad.bad(f"{row}: question and llm_response must be non-empty strings")
             continue
+        if not question.strip():  # no question to ask: skipped and counted
+            n_empty_question += 1
+            continue
         qid = f"ot-{rec['question_id']}"
         if questions.setdefault(qid, question.strip()) != question.strip():
             bad.bad(f"{row}: question_id {rec['question_id']!r} has two different question texts")
@@ -162,6 +174,8 @@ def load_ot(cfg: Any, data_dir: str | Path | None = None) -> ClaimSet:
         answers[f"{qid}/{key}"] = (str(rec["model"]), response.strip())
         ratings[(persona, qid, key)].append(rating)
     bad.finish()
+    if n_empty_question:
+        log.warning("ot: skipped %d row(s) with an empty question", n_empty_question)
     if others:
         log.warning("ot: rows whose %r is not Democrat/Republican/Independent were left out: %s",
                     column, dict(others))
@@ -185,13 +199,14 @@ def load_ot(cfg: Any, data_dir: str | Path | None = None) -> ClaimSet:
     description = (f"OvertonBench {split} from {where}: {len(questions)} questions, {len(claims)} "
                    f"(persona, question, answer) items, label = mean representation_rating >= "
                    f"{threshold}; rows of other affiliations left out: {dict(others)}; "
+                   f"{n_empty_question} row(s) with an empty question skipped; "
                    f"{bad.count} bad row(s) skipped.")
     log.info(description)
     claimset = ClaimSet(name=str(cfg_get(cfg, "name", "ot")), personas=personas, claims=claims,
                         rule=ConsistencyRule.NONE, description=description)
-    # OT brings its own folds: its fixed search/test split (test = fold 0, search = fold 1).
-    claimset.folds = search_test_split(claims, float(opts.get("search_fraction", 0.3)),
-                                       int(cfg_get(cfg, "split_seed", 0) or 0))
+    # OT brings its own folds: its fixed search/test split (test = fold 0, search = fold -1).
+    fraction = option_number(opts, "search_fraction", 0.3, "ot", lo=0, hi=1, open_interval=True)
+    claimset.folds = search_test_split(claims, fraction, int(cfg_get(cfg, "split_seed", 0) or 0))
     return claimset
 
 

@@ -45,7 +45,6 @@ the row's own persona sentence instead.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import re
 from dataclasses import dataclass
@@ -55,6 +54,8 @@ from typing import Any
 
 import pandas as pd
 
+from plural_icm.errors import ConfigError
+from plural_icm.data.reading import parse_json, read_arrow, read_parquet, read_text
 from plural_icm.data.records import Claim, ClaimSet, ConsistencyRule, Persona
 from plural_icm.data.sources import (BadRows, as_list, cfg_get, cfg_options,
                                      configured_path, data_dir_path, download_allowed, hub_table,
@@ -183,25 +184,13 @@ def find_split(path: Path, config: str, split: str, fmt: str) -> tuple[str, list
     return None
 
 
-def _read_arrow(file: Path) -> pd.DataFrame:
-    import pyarrow as pa
-    import pyarrow.ipc as ipc
-
-    try:
-        with pa.memory_map(str(file)) as src:
-            return ipc.open_stream(src).read_all().to_pandas()
-    except pa.ArrowInvalid:
-        with pa.memory_map(str(file)) as src:
-            return ipc.open_file(src).read_all().to_pandas()
-
-
 def _read_jsonl(file: Path, bad: BadRows) -> pd.DataFrame:
     rows = []
-    for i, line in enumerate(file.read_text(encoding="utf-8").splitlines(), start=1):
+    for i, line in enumerate(read_text(file).splitlines(), start=1):
         if not line.strip():
             continue
         try:
-            obj = json.loads(line)
+            obj = parse_json(line, "its content")
             if not isinstance(obj, dict):
                 raise ValueError("not an object")
         except ValueError as exc:
@@ -227,9 +216,9 @@ def read_split(cfg: Any, data_dir: str | Path | None, config: str, split: str, f
                            "what the copy holds", *FIXES])
         kind, files = found
         if kind == "arrow":
-            df = pd.concat([_read_arrow(f) for f in files], ignore_index=True)
+            df = pd.concat([read_arrow(f) for f in files], ignore_index=True)
         elif kind == "parquet":
-            df = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
+            df = pd.concat([read_parquet(f) for f in files], ignore_index=True)
         else:
             df = _read_jsonl(files[0], bad)
         return df, str(files[0].parent if kind != "jsonl" else files[0])
@@ -266,7 +255,7 @@ class _Settings:
 def _settings(cfg: Any) -> _Settings:
     opts = cfg_options(cfg)
     if "split" in opts:
-        raise ValueError("pt: dataset.options.split is now dataset.options.splits, a list "
+        raise ConfigError("pt: dataset.options.split is now dataset.options.splits, a list "
                          f"(e.g. [{opts['split']}]); the default is {DEFAULT_SPLITS}")
     splits = as_list(opts.get("splits")) or list(DEFAULT_SPLITS)
     st = _Settings(configs=[str(c) for c in as_list(opts.get("configs"))] or list(CONFIGS),
@@ -275,16 +264,16 @@ def _settings(cfg: Any) -> _Settings:
                    persona_text=str(opts.get("persona_text", "type")),
                    seed=int(cfg_get(cfg, "split_seed", 0) or 0))
     if st.field not in ("gold", "retr"):
-        raise ValueError(f"pt: dataset.options.persona_field={st.field!r}; expected gold or retr")
+        raise ConfigError(f"pt: dataset.options.persona_field={st.field!r}; expected gold or retr")
     if st.fmt not in ("auto", "arrow", "parquet", "jsonl"):
-        raise ValueError(f"pt: dataset.options.format={st.fmt!r}; expected auto, arrow, parquet "
+        raise ConfigError(f"pt: dataset.options.format={st.fmt!r}; expected auto, arrow, parquet "
                          f"or jsonl")
     if st.persona_text not in ("instance", "type"):
-        raise ValueError(f"pt: dataset.options.persona_text={st.persona_text!r}; expected "
+        raise ConfigError(f"pt: dataset.options.persona_text={st.persona_text!r}; expected "
                          f"type (the paper's Table 5) or instance")
     unknown = [x for x in st.splits if x not in SPLITS]
     if unknown:
-        raise ValueError(f"pt: dataset.options.splits has unknown split(s) {unknown}; valid: "
+        raise ConfigError(f"pt: dataset.options.splits has unknown split(s) {unknown}; valid: "
                          f"{SPLITS}")
     return st
 

@@ -15,6 +15,8 @@ from enum import Enum
 from pathlib import Path
 from typing import Any, Iterable
 
+from plural_icm.errors import ConfigError
+
 
 class ConsistencyRule(str, Enum):
     """How the labels inside one consistency group must relate."""
@@ -95,10 +97,10 @@ class ClaimSet:
         split the test set is fold 0 and ``fold`` must be 0.
         """
         if not self.folds:
-            raise ValueError(f"dataset {self.name!r} has no folds assigned")
+            raise ConfigError(f"dataset {self.name!r} has no folds assigned")
         n_folds = max(self.folds.values()) + 1
         if not 0 <= fold < n_folds:
-            raise ValueError(f"fold={fold} is out of range for dataset {self.name!r}: "
+            raise ConfigError(f"fold={fold} is out of range for dataset {self.name!r}: "
                              f"valid folds are 0..{n_folds - 1}")
         claims = self.claims if persona_id is None else self.for_persona(persona_id)
         train = [c for c in claims if self.folds[c.question_id] != fold]

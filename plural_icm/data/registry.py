@@ -12,6 +12,9 @@ so a run restricted to some personas sees the same split as a run on all of them
 
 Adding a dataset: a module with ``load_x(cfg, data_dir)`` and an ``XOptions`` dataclass, one line
 in :data:`LOADERS`, and ``conf/dataset/x.yaml`` (``loader: x``, ``score_metric``, ``options``).
+OT's loader brings its fixed search/test split (:func:`plural_icm.data.ot.search_test_split`): test
+questions are fold 0, search questions -1, so ``ClaimSet.split(0)`` returns (search, test) and 0 is
+its only fold.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from plural_icm.data.folds import assign_folds
 from plural_icm.data.records import ClaimSet
+from plural_icm.errors import ConfigError
 from plural_icm.data.sources import as_list, cfg_get, cfg_options
 
 log = logging.getLogger(__name__)
@@ -54,7 +58,7 @@ LOADERS: dict[str, LoaderSpec] = {
 
 def _loader(name: str) -> tuple[Callable[..., ClaimSet], type]:
     if name not in LOADERS:
-        raise ValueError(f"dataset.loader={name!r} is unknown; valid loaders: "
+        raise ConfigError(f"dataset.loader={name!r} is unknown; valid loaders: "
                          f"{sorted(LOADERS)}")
     spec = LOADERS[name]
     module = importlib.import_module(spec.module)
@@ -100,17 +104,19 @@ def _with_options(cfg: Any, options: dict[str, Any]) -> Any:
 def load_claimset(cfg: Any, data_dir: str | Path | None = None) -> ClaimSet:
     """Load, split and persona-filter the dataset described by ``cfg`` (a DatasetConfig-like)."""
     name = str(cfg_get(cfg, "loader", "") or "")
+    n_folds = cfg_get(cfg, "n_folds", 4)
+    if isinstance(n_folds, bool) or not isinstance(n_folds, int) or n_folds < 1:
+        raise ConfigError(f"dataset.n_folds={n_folds!r} is not accepted; expected an integer >= 1")
     load, _ = _loader(name)
     claimset = load(_with_options(cfg, validated_options(cfg)), data_dir)
     if not claimset.claims:
-        raise ValueError(f"dataset {cfg_get(cfg, 'name', name)!r} (loader {name}) produced no "
+        raise ConfigError(f"dataset {cfg_get(cfg, 'name', name)!r} (loader {name}) produced no "
                          f"claims: {claimset.description}")
     if not claimset.folds:
-        claimset.folds = assign_folds(claimset.claims, int(cfg_get(cfg, "n_folds", 4) or 4),
-                                      int(cfg_get(cfg, "split_seed", 0) or 0))
+        claimset.folds = assign_folds(claimset.claims, n_folds, int(cfg_get(cfg, "split_seed", 0) or 0))
     missing = {c.question_id for c in claimset.claims} - set(claimset.folds)
     if missing:
-        raise ValueError(f"dataset {claimset.name!r}: {len(missing)} question id(s) have no fold, "
+        raise ConfigError(f"dataset {claimset.name!r}: {len(missing)} question id(s) have no fold, "
                          f"e.g. {sorted(missing)[:3]}")
     return filter_personas(claimset, [str(p) for p in as_list(cfg_get(cfg, "personas", None))])
 
@@ -122,7 +128,7 @@ def filter_personas(claimset: ClaimSet, wanted: list[str]) -> ClaimSet:
     valid = sorted(claimset.personas)
     unknown = [p for p in wanted if p not in claimset.personas]
     if unknown:
-        raise ValueError(f"dataset {claimset.name!r}: unknown persona(s) {unknown} in "
+        raise ConfigError(f"dataset {claimset.name!r}: unknown persona(s) {unknown} in "
                          f"dataset.personas; valid persona ids: {valid}")
     keep = set(wanted)
     claims = [c for c in claimset.claims if c.persona_id in keep]

@@ -20,6 +20,8 @@ import os
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
+from plural_icm.errors import UserError
+
 log = logging.getLogger(__name__)
 
 
@@ -64,10 +66,15 @@ def as_list(value: Any) -> list:
     return list(value)
 
 
+class DataNotFoundError(UserError, FileNotFoundError):
+    """A dataset (or one of its files) is not where the config says; the message says how to
+    fix it."""
+
+
 def missing(what: str, fixes: Sequence[str]) -> FileNotFoundError:
-    """A FileNotFoundError naming what is missing and how to fix it."""
+    """A FileNotFoundError (:class:`DataNotFoundError`) naming what is missing and how to fix it."""
     lines = [f"{what}. Fix it with one of:"] + [f"  - {fix}" for fix in fixes]
-    return FileNotFoundError("\n".join(lines))
+    return DataNotFoundError("\n".join(lines))
 
 
 def configured_path(cfg: Any, dataset: str, fixes: Sequence[str]) -> Path | None:
@@ -78,6 +85,9 @@ def configured_path(cfg: Any, dataset: str, fixes: Sequence[str]) -> Path | None
     path = Path(str(raw)).expanduser()
     if not path.exists():
         raise missing(f"{dataset}: dataset.path={raw} does not exist", fixes)
+    from plural_icm.data.reading import check_file_or_dir
+
+    check_file_or_dir(path, f"{dataset}: dataset.path")
     return path
 
 
@@ -130,7 +140,7 @@ def hub_table(repo_id: str, config: str | None, split: str, what: str,
     return ds.to_pandas()
 
 
-class DataFormatError(ValueError):
+class DataFormatError(UserError, ValueError):
     """A row of a dataset file does not have the expected form."""
 
 

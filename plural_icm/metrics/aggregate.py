@@ -23,7 +23,6 @@ Missing pieces are None, never NaN (``json.dumps`` would write the invalid token
 
 from __future__ import annotations
 
-import math
 from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
@@ -45,14 +44,16 @@ QUESTION_KEYS = ("question_accuracy", "question_accuracy_se", "n_questions", "ec
 
 
 def _json_float(x: Any) -> Any:
-    """numpy -> Python; NaN/inf -> None so the dict is valid JSON."""
+    """numpy -> Python. NaN/inf are kept: undefined metrics are None already (n = 0, an SE of one
+    value), so a NaN here comes from bad input, and the cell's finite check
+    (:func:`plural_icm.metrics.finite.check_metrics_finite`) fails on it rather than writing it
+    as "missing"."""
     if x is None:
         return None
     if isinstance(x, (np.integer,)):
         return int(x)
     if isinstance(x, (float, np.floating)):
-        x = float(x)
-        return None if not math.isfinite(x) else x
+        return float(x)
     return x
 
 

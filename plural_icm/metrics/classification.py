@@ -180,6 +180,11 @@ def question_predictions(df: pd.DataFrame) -> pd.DataFrame:
         g = g.sort_values(opt_col, kind="stable")
         options = [_plain(o) for o in g[opt_col]]
         p = g["p_true"].to_numpy(dtype=float)
+        if not np.isfinite(p).all():  # argmax would pick the first NaN's option as the answer
+            from plural_icm.metrics.finite import NonFiniteMetricError
+
+            raise NonFiniteMetricError(f"group {group!r} of persona {persona!r}: p_true "
+                                       f"{p.tolist()} is not finite (NaN or infinite model scores)")
         total = p.sum()
         # All-zero p_true (cannot happen with a softmax, but guard): fall back to uniform.
         p_option = p / total if total > 0 else np.full(p.size, 1.0 / p.size)

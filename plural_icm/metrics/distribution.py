@@ -25,20 +25,30 @@ def js_distance(predicted: Sequence[float], observed: Sequence[float]) -> float 
     """Jensen-Shannon distance (base 2, in [0, 1]) between two distributions over the same options.
 
     Both inputs are renormalised to sum 1. Returns None when either has no mass (an observed
-    distribution of all zeros carries no information), and raises on length mismatch or negative
-    entries.
+    distribution of all zeros carries no information), and raises on length mismatch, negative
+    or non-finite entries (a NaN is never turned into a distance).
     """
     p = np.asarray(predicted, dtype=float)
     q = np.asarray(observed, dtype=float)
     if p.shape != q.shape or p.ndim != 1:
         raise ValueError(f"distributions must be 1-D and of equal length, got {p.shape} and {q.shape}")
+    if not (np.isfinite(p).all() and np.isfinite(q).all()):
+        raise ValueError(f"distributions must be finite, got {p.tolist()} and {q.tolist()}")
     if (p < 0).any() or (q < 0).any():
         raise ValueError("distributions must be non-negative")
+    with np.errstate(over="ignore"):  # an overflowing total is reported just below
+        totals = (p.sum(), q.sum())
+    if not all(np.isfinite(t) for t in totals):  # finite entries, overflowing total
+        raise ValueError("distributions must have a finite total")
     if p.sum() <= 0 or q.sum() <= 0:
         return None
-    d = float(jensenshannon(p / p.sum(), q / q.sum(), base=JS_BASE))
-    # Rounding can produce tiny negatives/NaN for identical inputs; clamp into [0, 1].
-    return 0.0 if np.isnan(d) else min(max(d, 0.0), 1.0)
+    p, q = p / p.sum(), q / q.sum()
+    d = float(jensenshannon(p, q, base=JS_BASE))
+    if np.isnan(d):
+        # Finite, normalised inputs: only rounding (a divergence of -1e-17 under the square root)
+        # gives NaN, and only for (near-)identical distributions, whose distance is 0.
+        return 0.0
+    return min(max(d, 0.0), 1.0)
 
 
 def mean_js_distance(qdf: pd.DataFrame) -> tuple[float | None, int]:

@@ -26,17 +26,20 @@ from tqdm.auto import tqdm
 
 from plural_icm.backends.registry import backend_from_model_config, make_backend
 from plural_icm.backends.settings import result_engine_settings
+from plural_icm.config.secrets import scrub_secrets
 from plural_icm.conditions.base import CellInputs, Condition, ConditionLabels
 from plural_icm.conditions.labels import cap_search_claims, label_accuracy
 from plural_icm.conditions.registry import get_condition
 from plural_icm.data.records import ClaimSet
 from plural_icm.data.registry import load_claimset
 from plural_icm.inference.predict import predict
+from plural_icm.errors import ResultsConflictError
 from plural_icm.inference.steered import generate_and_judge
-from plural_icm.layout import (COMPLETE, CONFIG, EXAMPLES, GENERATIONS, METRICS, PREDICTIONS,
+from plural_icm.layout import (CELL_FILES, COMPLETE, CONFIG, EXAMPLES, GENERATIONS, METRICS, PREDICTIONS,
                                CellMeta, CellResult, CompleteRecord, ExampleRow, PredictionRow, cell_name,
                                cell_path, fingerprint, is_complete)
 from plural_icm.metrics.aggregate import perturbation_mean_metrics, representation_summary
+from plural_icm.metrics.finite import check_metrics_finite
 from plural_icm.pipeline.slurm import slurm_job_info
 from plural_icm.search.engine import SearchParams
 from plural_icm.search.store import SearchTask, run_or_load
@@ -169,11 +172,14 @@ def run_cell(cfg: DictConfig, wb: Any = None) -> dict:
     done = load_if_complete(cfg, out, fp)
     if done is not None:
         return done
-    prepare_cell_dir(cfg, out)
     t0 = time.perf_counter()
     print(f"[plural_icm] cell {cell_name(cfg)} -> {out}", flush=True)
     result = compute_cell(cfg, get_condition(plain(cfg.condition.name)), wb)
     result.metrics["meta"]["wall_time_s"] = time.perf_counter() - t0
+    # a NaN fails the cell, never completes it; checked before the directory exists, so a failed
+    # (or invalid, e.g. fold=7) cell leaves nothing behind
+    check_metrics_finite(result.metrics, where=str(out))
+    prepare_cell_dir(cfg, out)
     write_cell(cfg, out, fp, result, t0)
     log_cell(wb, result)
     return result.metrics
@@ -182,11 +188,11 @@ def run_cell(cfg: DictConfig, wb: Any = None) -> dict:
 def load_if_complete(cfg: DictConfig, out: Path, fp: str) -> dict | None:
     """The stored metrics of a complete cell of the same settings (None: compute it). Raises when
     the complete cell holds results of different settings and ``force`` is off."""
-    if not is_complete(out) or cfg.force:
+    if not is_complete(out, CELL_FILES) or cfg.force:
         return None
     done = CompleteRecord.read(out)
     if done.fingerprint != fp:
-        raise RuntimeError(
+        raise ResultsConflictError(
             f"{out} holds results of different settings (fingerprint {done.fingerprint} != {fp}); "
             "they are never overwritten: set run_tag=<name> to keep both, or force=true to "
             "recompute (the old results are moved aside)")
@@ -196,16 +202,20 @@ def load_if_complete(cfg: DictConfig, out: Path, fp: str) -> dict | None:
 
 def prepare_cell_dir(cfg: DictConfig, out: Path) -> None:
     """Create the cell's directory; under ``force``, move complete old results aside first."""
-    if cfg.force and is_complete(out):
+    if cfg.force and is_complete(out, CELL_FILES):
         aside = out.with_name(out.name + f".replaced-{int(time.time())}")
         shutil.move(str(out), aside)
         log.warning("force=true: moved the old results to %s", aside)
+    if (out / COMPLETE).exists() and not is_complete(out, CELL_FILES):
+        log.warning("%s: COMPLETE.json without its results; recomputing the cell", out)
+        (out / COMPLETE).unlink()
     out.mkdir(parents=True, exist_ok=True)
 
 
 def compute_cell(cfg: DictConfig, condition: Condition, wb: Any = None) -> CellOutput:
     """Searches (if the condition needs them), the condition's examples, inference, metrics."""
     claimset = load_claimset(cfg.dataset, cfg.paths.data_dir)
+    claimset.split(cfg.fold)  # the fold must be one of the data's (valid folds follow from the data)
     personas = sorted(claimset.personas)
     backends = Backends(cfg)
     try:
@@ -366,7 +376,8 @@ def add_representation(metrics: dict, generations: list[dict]) -> None:
 
 def write_cell(cfg: DictConfig, out: Path, fp: str, result: CellOutput, t0: float) -> None:
     """The result files, each atomic; ``COMPLETE.json`` last."""
-    atomic_write_text(out / CONFIG, OmegaConf.to_yaml(cfg, resolve=True))
+    atomic_write_text(out / CONFIG, OmegaConf.to_yaml(OmegaConf.create(
+        scrub_secrets(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)))))
     atomic_write_jsonl(out / PREDICTIONS, (r.as_dict() for r in result.predictions))
     atomic_write_jsonl(out / EXAMPLES, (e.as_dict() for e in result.examples))
     if cfg.dataset.open_ended:

@@ -16,6 +16,7 @@ The person is reached through files a real annotator can take over:
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import random
@@ -31,9 +32,10 @@ from plural_icm.data.records import Claim, ClaimSet
 from plural_icm.data.registry import load_claimset
 from plural_icm.inference.predict import predict
 from plural_icm.layout import (CollaborativeSummary, LabellingScore, collaborative_dir,
-                               collaborative_root)
+                               collaborative_root, fingerprint)
 from plural_icm.metrics.aggregate import cell_metrics
 from plural_icm.pipeline.cell import Backends, run_searches_for
+from plural_icm.errors import ConfigError, ResultsConflictError
 from plural_icm.utils.io import atomic_write_json, atomic_write_jsonl, read_jsonl
 
 log = logging.getLogger(__name__)
@@ -78,12 +80,12 @@ def answers_for(groups: list[str], claims: list[Claim], directory: Path,
     if path.is_file():
         for i, row in enumerate(read_jsonl(path), start=1):
             if "group_id" not in row or "option_key" not in row:
-                raise ValueError(f"{path}:{i}: expected keys group_id and option_key, got {sorted(row)}")
+                raise ConfigError(f"{path}:{i}: expected keys group_id and option_key, got {sorted(row)}")
             answers[row["group_id"]] = str(row["option_key"])
     missing = [g for g in groups if g not in answers]
     if missing:
         if answers_file:
-            raise ValueError(f"{path} has no answer for {missing}; answer them (option_key of the "
+            raise ConfigError(f"{path} has no answer for {missing}; answer them (option_key of the "
                              "persona's answer) or remove collaborative.answers_file to simulate")
         for g in missing:
             gold = [c for c in by_group[g] if c.gold]
@@ -131,6 +133,46 @@ def _search_set(cfg: DictConfig, claimset: ClaimSet, pid: str) -> list[Claim]:
     return cap_search_claims(train, cfg.dataset.max_search_claims, int(cfg.seed))
 
 
+def collaborative_fingerprint(cfg: DictConfig, method: str) -> str:
+    """What determines one summary: the cell settings (run_tag included), the method, k, rounds
+    and the answers file (by content)."""
+    answers = cfg.collaborative.answers_file
+    digest = hashlib.sha256(Path(answers).read_bytes()).hexdigest()[:16] \
+        if answers and Path(answers).is_file() else None
+    blob = json.dumps([fingerprint(cfg), method, int(cfg.collaborative.k_per_fold),
+                       int(cfg.collaborative.rounds), answers, digest])
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def reusable_summary(path: Path, fp: str, force: bool) -> bool:
+    """True when ``path`` holds the summary of these settings. A summary of other settings (another
+    k_per_fold, rounds, run_tag, ...) is never reused and never overwritten silently: an error, or
+    with ``force`` it is moved aside and recomputed. An unreadable summary is recomputed."""
+    import time
+
+    if not path.is_file():
+        return False
+    try:
+        old = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError:
+        log.warning("%s is not readable JSON; recomputing it", path)
+        return False
+    if isinstance(old, dict) and old.get("fingerprint") == fp and not force:
+        return True
+    if not force:
+        was = {k: old.get(k) for k in ("run_tag", "k_per_fold", "rounds")} \
+            if isinstance(old, dict) else {}
+        raise ResultsConflictError(
+            f"{path} holds a collaborative summary of different settings ({was}, fingerprint "
+            f"{old.get('fingerprint') if isinstance(old, dict) else None} != {fp}); it is never "
+            f"overwritten: force=true recomputes it (the old one is moved aside), or use another "
+            f"paths.output_dir")
+    aside = path.with_name(f"{path.name}.replaced-{int(time.time())}")
+    path.replace(aside)
+    log.warning("force=true: moved the old summary to %s", aside)
+    return False
+
+
 def run_collaborative(cfg: DictConfig, wb: Any = None) -> dict:
     claimset = load_claimset(cfg.dataset, cfg.paths.data_dir)
     personas = sorted(claimset.personas)
@@ -148,7 +190,8 @@ def run_collaborative(cfg: DictConfig, wb: Any = None) -> dict:
                 d = collaborative_dir(cfg.paths.output_dir, cfg.model.name, cfg.dataset.name, pid,
                                       method, cfg.fold)
                 done = d / "summary.json"
-                if done.is_file() and not cfg.force:
+                fp = collaborative_fingerprint(cfg, method)
+                if reusable_summary(done, fp, bool(cfg.force)):
                     results.setdefault(pid, {})[method] = json.loads(done.read_text())
                     log.info("skip complete %s", done)
                     continue
@@ -168,7 +211,9 @@ def run_collaborative(cfg: DictConfig, wb: Any = None) -> dict:
                     labels, summary, current = after.labels, after.summary, after
                 res = CollaborativeSummary(
                     persona=pid, method=method, fold=int(cfg.fold), k=len(asked), asked=asked,
-                    before=before, **_evaluate(cfg, claimset, pid, labels, summary, backends)).as_dict()
+                    before=before, **_evaluate(cfg, claimset, pid, labels, summary, backends),
+                    fingerprint=fp, run_tag=cfg.run_tag, k_per_fold=int(cfg.collaborative.k_per_fold),
+                    rounds=int(cfg.collaborative.rounds)).as_dict()
                 atomic_write_json(done, res)
                 results.setdefault(pid, {})[method] = res
     finally:

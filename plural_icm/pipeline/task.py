@@ -11,6 +11,7 @@ import os
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
+from plural_icm.config.checks import validate_config
 from plural_icm.config.schema import check_config
 from plural_icm.data.registry import load_claimset
 from plural_icm.layout import cell_name
@@ -34,6 +35,7 @@ def _hydra_choices() -> dict:
 
 def run_task(cfg: DictConfig):
     check_config(cfg)  # before anything is loaded or submitted
+    validate_config(cfg)  # values (nan, n_folds=0, an empty path...) before anything is written
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     stage = plain(cfg.stage)
     if stage == "data_stats":
@@ -61,4 +63,6 @@ def run_task(cfg: DictConfig):
             return None
         if stage == "collaborative":
             return run_collaborative(cfg, wb=wb)
-    raise ValueError(f"unknown stage {stage!r}")
+    from plural_icm.errors import ConfigError
+
+    raise ConfigError(f"unknown stage {stage!r}")

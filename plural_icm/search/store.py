@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 from plural_icm.data.records import Claim, ConsistencyRule
-from plural_icm.layout import COMPLETE, is_complete, search_dir
+from plural_icm.layout import COMPLETE, SEARCH_FILES, is_complete, search_dir
 from plural_icm.search.engine import ICMSearch, SearchParams, SearchResult, run_searches
 from plural_icm.search.prompts import ClaimRenderer
 from plural_icm.utils.io import atomic_write_json, atomic_write_jsonl, read_jsonl
@@ -153,6 +153,52 @@ def load_search(task: SearchTask, path: Path) -> StoredSearch:
                         summary=summary, computed=False)
 
 
+#: Keys of a checkpoint (:meth:`ICMSearch._save`) and the type of each.
+CHECKPOINT_KEYS = {"rng": dict, "labels": dict, "layout": dict, "scores": dict, "iteration": int,
+                   "accepted": int, "since_accept": int, "trajectory": list}
+
+
+def checkpoint_problem(state: Any) -> str | None:
+    """Why ``state`` cannot be resumed from (None when it can)."""
+    import numpy as np
+
+    from plural_icm.search.layout import layout_from_dict
+
+    if not isinstance(state, dict):
+        return f"expected a JSON object, got {type(state).__name__}"
+    for key, kind in CHECKPOINT_KEYS.items():
+        if not isinstance(state.get(key), kind) or isinstance(state.get(key), bool):
+            return f"key {key!r} is missing or not a {kind.__name__}"
+    try:
+        np.random.default_rng().bit_generator.state = state["rng"]
+        layout_from_dict(state["layout"])
+        for v in state["scores"].values():
+            if len(v) != 2 or not all(isinstance(x, (int, float)) for x in v):
+                return "scores must be pairs of numbers"
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        return f"{type(exc).__name__}: {str(exc)[:100]}"
+    return None
+
+
+def load_checkpoint(path: Path) -> dict | None:
+    """The checkpoint to resume from, or None. A corrupt or wrong-shape one (a disk filled up,
+    another version's file) is moved aside with a warning, and the search restarts from scratch."""
+    if not path.is_file():
+        return None
+    try:
+        state = json.loads(path.read_text(encoding="utf-8"))
+        problem = checkpoint_problem(state)
+    except (ValueError, RecursionError, OSError) as exc:  # JSONDecodeError, UnicodeDecodeError
+        state, problem = None, f"not readable JSON ({type(exc).__name__})"
+    if problem is None:
+        return state
+    aside = path.with_name(f"{path.name}.corrupt-{int(time.time())}")
+    os.replace(path, aside)
+    log.warning("%s cannot be resumed from (%s): moved to %s; the search restarts from scratch",
+                path, problem, aside.name)
+    return None
+
+
 def run_or_load(tasks: Sequence[SearchTask], searches_dir: str | Path,
                 backend_factory: Callable[[], Any],
                 on_iteration: Callable[[SearchTask, dict], None] | None = None) -> list[StoredSearch]:
@@ -164,7 +210,7 @@ def run_or_load(tasks: Sequence[SearchTask], searches_dir: str | Path,
     paths = [t.directory(searches_dir) for t in tasks]
     out: dict[int, StoredSearch] = {}
     for k, (t, p) in enumerate(zip(tasks, paths)):
-        if is_complete(p):
+        if is_complete(p, SEARCH_FILES):
             out[k] = load_search(t, p)
     todo = [k for k in range(len(tasks)) if k not in out]
     if not todo:
@@ -174,7 +220,7 @@ def run_or_load(tasks: Sequence[SearchTask], searches_dir: str | Path,
             stack.enter_context(_locked(paths[k]))
         # Another job may have finished some while we waited for the locks.
         for k in list(todo):
-            if is_complete(paths[k]):
+            if is_complete(paths[k], SEARCH_FILES):
                 out[k] = load_search(tasks[k], paths[k])
                 todo.remove(k)
         if todo:
@@ -186,7 +232,7 @@ def run_or_load(tasks: Sequence[SearchTask], searches_dir: str | Path,
                 t, p = tasks[k], paths[k]
                 atomic_write_json(p / "spec.json", t.spec())
                 ck = p / "checkpoint.json"
-                state = json.loads(ck.read_text()) if ck.is_file() else None
+                state = load_checkpoint(ck)
                 key = (t.template, t.labels)
                 renderer = renderer_cache.setdefault(key, ClaimRenderer(backend, t.template, t.labels))
                 searches.append(ICMSearch(

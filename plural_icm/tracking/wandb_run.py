@@ -14,8 +14,8 @@ is a convenience view. Hence the rules of this module:
 * **Offline by default** (no account, no network; ``wandb sync <dir>/wandb/offline-run-*``
   uploads later), ``online`` or ``disabled``. ``logger.name: none`` or ``logger.mode: disabled``
   (or ``WANDB_MODE=disabled`` in the environment) never imports wandb and writes nothing.
-* **No secrets.** Config keys matching ``/key|token|secret|password/i`` are dropped before
-  logging (also harmless names such as ``api_key_env``: a name that looks secret is not logged).
+* **No secrets.** Config keys that look secret (:func:`plural_icm.config.secrets.is_secret_key`:
+  whole words ``key``, ``token``, ``secret``, ``password``, ...) are dropped before logging.
 
 Usage (inside the Hydra task function)::
 
@@ -47,8 +47,8 @@ from typing import Any, Iterable, Iterator, Mapping
 
 log = logging.getLogger(__name__)
 
-#: Config keys whose *name* matches this are never logged.
-SECRET_KEY_RE = re.compile(r"key|token|secret|password", re.IGNORECASE)
+# Config keys whose *name* looks secret are never logged: the one test and scrubber of the package.
+from plural_icm.config.secrets import is_secret_key, scrub_secrets  # noqa: E402
 
 #: Seconds W&B may take to start its service and the run before we give up and go no-op. The
 #: wandb default (90 s) is long for a cell that takes seconds on the demo.
@@ -76,15 +76,6 @@ def _warn_once(key: str, msg: str) -> None:
 # --------------------------------------------------------------------------------------------
 # config helpers
 # --------------------------------------------------------------------------------------------
-
-def scrub_secrets(obj: Any) -> Any:
-    """Copy of a nested dict/list with every key matching :data:`SECRET_KEY_RE` removed."""
-    if isinstance(obj, Mapping):
-        return {k: scrub_secrets(v) for k, v in obj.items() if not SECRET_KEY_RE.search(str(k))}
-    if isinstance(obj, (list, tuple)):
-        return [scrub_secrets(v) for v in obj]
-    return obj
-
 
 def config_to_dict(cfg: Any) -> dict[str, Any]:
     """Resolved plain-dict config (DictConfig, dataclass or mapping).
@@ -524,4 +515,4 @@ def _read_offline_run_once(run_dir: Path) -> dict[str, Any]:
 
 __all__ = ["cell_run", "start_cell_run", "CellRun", "NullCellRun", "scrub_secrets",
            "config_to_dict", "deterministic_run_id", "read_offline_run", "find_offline_runs",
-           "reset_process_state", "SECRET_KEY_RE"]
+           "reset_process_state", "is_secret_key"]

@@ -1,0 +1,185 @@
+"""The command line, checked before Hydra writes anything.
+
+Hydra lets ``+key=value`` add keys the schemas do not have, so a typo (``+icm.alpah=1``) would be
+ignored silently; and every override is written to ``.hydra/overrides.yaml``, the run's
+``config.yaml`` and W&B's argv record. :func:`check_overrides` refuses:
+
+* a key added with ``+``/``++`` inside the project's own config (a group such as ``icm.`` or a
+  top-level key) that the schema does not have, naming the closest valid key;
+* any key that looks like a secret (:func:`plural_icm.config.secrets.is_secret_key`): secrets
+  come from environment variables (``model.api_key_env`` names the one for the OpenAI backend);
+* an empty ``paths.*`` value (it would put results at the file system's root).
+
+``launch.py`` calls :func:`command_line_error` before Hydra starts, so nothing is written for a
+refused command line. :class:`GuardCallback` (a Hydra callback registered in ``conf/config.yaml``)
+scrubs the ``.hydra/`` files of each job with :func:`plural_icm.config.secrets.scrub_secrets` (a
+secret set in a local config file, e.g. under ``hydra.job.env_set``, is not kept there either).
+
+:func:`explain_parse_error` turns Hydra's ``LexerNoViableAltException`` for a value with spaces
+or non-ASCII characters into the quoting that works.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import logging
+import typing
+from pathlib import Path
+from typing import Any, Sequence
+
+from plural_icm.config.secrets import is_secret_key, scrub_overrides, scrub_secrets
+from plural_icm.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+#: Config groups selected by name (``+experiment=collaborative`` is a choice, not a key).
+GROUP_NAMES = ("model", "dataset", "condition", "icm", "inference", "logger", "experiment",
+               "local")
+
+
+def _schema_fields(cls: Any) -> dict[str, Any]:
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+def _unwrap(tp: Any) -> Any:
+    """``Optional[X]`` -> X."""
+    args = [a for a in typing.get_args(tp) if a is not type(None)]
+    return args[0] if typing.get_origin(tp) is typing.Union and len(args) == 1 else tp
+
+
+def unknown_key(key: str) -> tuple[str, list[str]] | None:
+    """(first unknown dotted prefix, valid keys at that level) of ``key`` against the schema, or
+    None when the key exists (or lies inside a free-form dict such as ``dataset.options``)."""
+    from plural_icm.config.schema import Config
+
+    node: Any = Config
+    parts = key.split(".")
+    for i, part in enumerate(parts):
+        if not dataclasses.is_dataclass(node):
+            origin = typing.get_origin(node) or node
+            return None if origin in (dict, list, typing.Any) or node is typing.Any else \
+                (".".join(parts[:i + 1]), [])
+        fields = _schema_fields(node)
+        if part not in fields:
+            return ".".join(parts[:i + 1]), sorted(fields)
+        node = _unwrap(fields[part])
+    return None
+
+
+def _parse(overrides: Sequence[str]):
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    return OverridesParser.create().parse_overrides(list(overrides))
+
+
+def check_overrides(overrides: Sequence[str]) -> None:
+    """Raise :class:`ConfigError` for an unknown ``+`` key, a secret or an empty path setting."""
+    for text, o in zip(overrides, _parse(overrides)):
+        key = o.key_or_group
+        if key.startswith("hydra/") or (key.startswith("hydra.") and not is_secret_key(key)):
+            continue
+        if is_secret_key(key):
+            raise ConfigError(
+                f"command line: {key} looks like a secret; secrets are never passed as "
+                f"overrides (Hydra writes them to .hydra/ and W&B records the command line). "
+                f"Put it in an environment variable (model.api_key_env names the one the OpenAI "
+                f"backend reads)")
+        if (o.is_add() or o.is_force_add()) and key not in GROUP_NAMES and "/" not in key:
+            found = unknown_key(key)
+            if found is not None:
+                bad, valid = found
+                close = difflib.get_close_matches(bad.rsplit(".", 1)[-1], valid, n=1)
+                hint = f"; did you mean {bad.rsplit('.', 1)[0] + '.' if '.' in bad else ''}" \
+                       f"{close[0]}?" if close else ""
+                raise ConfigError(f"command line: {text!r} adds the key {bad}, which the config "
+                                  f"schema does not have (valid keys there: {valid}){hint}")
+        if key.startswith("paths.") and not o.is_sweep_override() and \
+                not str(o.get_value_element_as_str()).strip().strip("'\""):
+            raise ConfigError(f"command line: {key} is empty; expected a directory (leave it out "
+                              f"to use the default)")
+
+
+def explain_parse_error(argv: Sequence[str]) -> str | None:
+    """A hint for the first override Hydra's lexer rejects (None when all parse)."""
+    from hydra.errors import OverrideParseException
+
+    for arg in argv:
+        if arg.startswith("-") or "=" not in arg:
+            continue
+        try:
+            _parse([arg])
+        except OverrideParseException as exc:
+            key, value = arg.split("=", 1)
+            return (f"command line: Hydra cannot parse {arg!r} ({str(exc).splitlines()[0]}). "
+                    f"A value with spaces, non-ASCII letters or characters such as ()[]{{}},:= "
+                    f"must be quoted for Hydra inside the shell's quotes, e.g. "
+                    f"'{key}=\"{value}\"' (README, 'Paths with spaces or accents').")
+    return None
+
+
+def _scrub_yaml(path: Path) -> None:
+    from omegaconf import OmegaConf
+
+    from plural_icm.utils.io import atomic_write_text
+
+    if not path.is_file():
+        return
+    data = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+    clean = scrub_overrides(data) if isinstance(data, list) else scrub_secrets(data)
+    if isinstance(clean, dict) and isinstance(clean.get("hydra"), dict):
+        task = clean["hydra"].get("overrides", {}).get("task")
+        if isinstance(task, list):
+            clean["hydra"]["overrides"]["task"] = scrub_overrides(task)
+    if clean != data:
+        atomic_write_text(path, OmegaConf.to_yaml(OmegaConf.create(clean)))
+
+
+try:
+    from hydra.experimental.callback import Callback as _HydraCallback
+except ImportError:  # pragma: no cover - Hydra < 1.1
+    _HydraCallback = object  # type: ignore[assignment,misc]
+
+
+class GuardCallback(_HydraCallback):  # type: ignore[misc,valid-type]
+    """Hydra callback scrubbing each job's ``.hydra/`` files of secret-looking keys.
+
+    (Hydra turns exceptions raised in callbacks into warnings, so the checks that must stop a
+    run live in :func:`command_line_error`, called by ``launch.py`` before Hydra starts, and in
+    :func:`plural_icm.pipeline.task.run_task`.)
+    """
+
+    def on_job_start(self, config: Any, **kwargs: Any) -> None:
+        subdir = config.hydra.output_subdir
+        if subdir is None:
+            return
+        out = Path(config.hydra.runtime.output_dir) / str(subdir)
+        for name in ("config.yaml", "hydra.yaml", "overrides.yaml"):
+            _scrub_yaml(out / name)
+
+
+def hydra_overrides(argv: Sequence[str]) -> list[str]:
+    """The overrides of a ``launch.py`` command line (Hydra's own argument parser)."""
+    from hydra._internal.utils import get_args_parser
+
+    args, _ = get_args_parser().parse_known_args(list(argv))
+    return list(args.overrides or [])
+
+
+def command_line_error(argv: Sequence[str]) -> str | None:
+    """The message for the first bad override of ``argv`` (None when all are fine): one Hydra
+    cannot parse (with the quoting that works), an unknown ``+`` key, a secret, an empty path."""
+    overrides = hydra_overrides(argv)
+    hint = explain_parse_error(overrides)
+    if hint:
+        return hint
+    try:
+        check_overrides(overrides)
+    except ConfigError as exc:
+        return str(exc)
+    return None
+
+
+__all__ = ["check_overrides", "unknown_key", "explain_parse_error", "command_line_error",
+           "hydra_overrides", "GuardCallback"]
