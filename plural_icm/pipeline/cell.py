@@ -72,8 +72,10 @@ class Backends:
         if self._current and self._current[0] == spec:
             return self._current[1]
         self.close()
-        log.info("loading %s model %s (%s backend)", role, spec, plain(self.cfg.model.backend))
+        log.info("loading %s model %s (%s backend) ...", role, spec, plain(self.cfg.model.backend))
+        t0 = time.perf_counter()
         backend = backend_from_model_config(self.cfg.model, role, self.cfg.paths.cache_dir)
+        log.info("loaded %s model %s in %.1f s", role, spec, time.perf_counter() - t0)
         self._current = (spec, backend)
         return backend
 
@@ -130,28 +132,26 @@ def run_searches_for(cfg: DictConfig, claimset: ClaimSet, personas: list[str], b
                      fixed: dict[str, dict[str, bool]] | None = None, desc: str = "ICM search",
                      wb: Any = None) -> dict[str, Any]:
     """Best-of-restarts ICM search result per persona (run, resumed or loaded)."""
+    from plural_icm.search.progress import SearchProgress
     from plural_icm.search.store import best_of_restarts, run_or_load
+    from plural_icm.tracking.searches import SearchTracker
 
     tasks = search_tasks(cfg, claimset, model_identity(cfg), personas, cfg.fold, fixed)
-    total = sum(int(cfg.icm.max_iters) for _ in tasks)
-    bar = None
+    progress = SearchProgress(tasks, cfg.paths.searches_dir, desc, enabled=bool(cfg.progress))
+    tracker = SearchTracker(wb, cfg.paths.searches_dir)
 
     def on_iteration(task, row):
-        nonlocal bar
-        if bar is None:
-            bar = tqdm(total=total, desc=desc, unit="it", disable=not cfg.progress, dynamic_ncols=True)
-        bar.update(1)
-        bar.set_postfix_str(f"{task.persona} U={row['U']:.1f} labelled={row['n_labelled']}")
+        progress(task, row)
+        tracker.on_iteration(task, row)
 
-    stored = run_or_load(tasks, cfg.paths.searches_dir, lambda: backends.get("base"), on_iteration)
-    if bar is not None:
-        bar.close()
+    try:
+        stored = run_or_load(tasks, cfg.paths.searches_dir, lambda: backends.get("base"), on_iteration)
+    finally:
+        progress.close()
+    tracker.finished(stored)
     by_persona: dict[str, list] = {}
     for s in stored:
         by_persona.setdefault(s.task.persona, []).append(s)
-        if s.computed and wb is not None:
-            traj = [json.loads(line) for line in (s.path / "trajectory.jsonl").read_text().splitlines()]
-            wb.log_trajectory(s.task.persona, traj)
     for pid, ss in by_persona.items():
         for s in ss:
             log.info("search %s fold %d seed %d: %s (%s)", pid, cfg.fold, s.task.seed,
@@ -246,19 +246,24 @@ def run_cell(cfg: DictConfig, wb: Any = None) -> dict:
         role = cfg.condition.model_role
         backend = backends.get(role)
         rows, example_rows, info = [], [], {}
-        bar = tqdm(personas, desc="inference", unit="persona", disable=not cfg.progress)
-        for pid in bar:
+        n_claims = sum(len(claimset.split(cfg.fold, pid)[1]) * len(per_persona[pid].perturbations or [0])
+                       for pid in personas)
+        bar = tqdm(total=n_claims, desc="inference", unit="claim", disable=not cfg.progress)
+        for pid in personas:
             _, test = claimset.split(cfg.fold, pid)
             cl = per_persona[pid]
             sets = cl.perturbations or [cl.examples]
+            bar.set_postfix_str(pid)
             for k, examples in enumerate(sets):
-                preds, used = predict(backend, cfg.inference, claimset.personas[pid], examples, test)
+                preds, used = predict(backend, cfg.inference, claimset.personas[pid], examples, test,
+                                      progress=bar.update)
                 for r in preds:
                     r.update({"perturbation": k if cl.perturbations else None})
                 rows += preds
             example_rows += [{"persona_id": pid, "item_id": c.item_id, "label": y, "gold": c.gold}
                              for c, y in cl.examples]
             info[pid] = cl.info | {"n_examples": len(cl.examples)}
+        bar.close()
         generations = []
         if cfg.dataset.open_ended:
             generations = _steered_generation(cfg, claimset, personas, per_persona, backend)
@@ -291,8 +296,9 @@ def run_cell(cfg: DictConfig, wb: Any = None) -> dict:
                                           "wall_time_s": time.perf_counter() - t0,
                                           "slurm": slurm_job_info()})
         if wb is not None:
-            wb.log_metrics(metrics)
-            wb.log_table("predictions", df)
+            from plural_icm.tracking.results import log_cell_result
+
+            log_cell_result(wb, out, cfg.paths.results_dir, metrics, df)
         return metrics
     finally:
         backends.close()

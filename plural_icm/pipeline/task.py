@@ -22,8 +22,24 @@ def _hydra_choices() -> dict:
         return {}
 
 
-def run_task(cfg: DictConfig):
+def wandb_name_and_tags(cfg: DictConfig, stage: str) -> tuple[str, dict]:
+    """A readable W&B run name and the tags of one job: model, dataset, fold, the condition of a
+    cell, the personas when the dataset is restricted to some."""
     from plural_icm.pipeline.cell import cell_name
+    from plural_icm.utils.values import plain
+
+    tags = {"model": cfg.model.name, "dataset": cfg.dataset.name, "fold": cfg.fold}
+    if stage == "cell":
+        name = cell_name(cfg)
+        tags["condition"] = plain(cfg.condition.name)
+    else:
+        name = f"{cfg.model.name}/{cfg.dataset.name}/{stage}/fold{cfg.fold}/seed{cfg.seed}"
+    if cfg.dataset.personas:
+        tags["persona"] = [str(p) for p in cfg.dataset.personas]
+    return name, tags
+
+
+def run_task(cfg: DictConfig):
     from plural_icm.utils.values import plain
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -38,9 +54,7 @@ def run_task(cfg: DictConfig):
     if in_slurm_job():
         check_allocation(cfg.model)
 
-    name = cell_name(cfg) if stage != "collaborative" else f"{cfg.model.name}/{cfg.dataset.name}/collaborative/fold{cfg.fold}"
-    tags = {"model": cfg.model.name, "dataset": cfg.dataset.name,
-            "condition": plain(cfg.condition.name), "fold": cfg.fold}
+    name, tags = wandb_name_and_tags(cfg, stage)
     with cell_run(cfg, job_type=stage, name=name, tags=tags, hydra_choices=_hydra_choices()) as wb:
         if stage == "cell":
             from plural_icm.pipeline.cell import run_cell
