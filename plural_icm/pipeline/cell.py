@@ -231,6 +231,8 @@ def run_cell(cfg: DictConfig, wb: Any = None) -> dict:
         shutil.move(str(out), aside)
         log.warning("force=true: moved the old results to %s", aside)
     out.mkdir(parents=True, exist_ok=True)
+    if wb is not None:
+        wb.start()  # the W&B run begins with the work (a skipped cell, above, starts none)
     t0 = time.perf_counter()
     print(f"[plural_icm] cell {cell_name(cfg)} -> {out}", flush=True)
 

@@ -41,7 +41,8 @@ class SearchProgress:
 
     The bar appears with the first iteration (a relaunch of finished work shows none) and its
     total is computed then, after the store took the searches' locks: what another job finished
-    meanwhile is not counted.
+    meanwhile is not counted. ``total`` and ``done`` are kept here (a disabled tqdm counts
+    nothing).
     """
 
     def __init__(self, tasks: Sequence[Any], searches_dir: str | Path, desc: str = "ICM search",
@@ -51,33 +52,34 @@ class SearchProgress:
         self.desc = desc
         self.enabled = enabled
         self.bar: Any = None
+        self.total: int | None = None
+        self.done = 0
         self._left: dict[str, int] = {}
         self._since: dict[str, int] = {}
 
     def _start(self) -> None:
         for t in self.tasks:
             self._left[t.hash()], self._since[t.hash()] = iterations_left(t, self.searches_dir)
-        self.bar = tqdm(total=sum(self._left.values()), desc=self.desc, unit="it",
-                        disable=not self.enabled, dynamic_ncols=True)
+        self.total = sum(self._left.values())
+        self.bar = tqdm(total=self.total, desc=self.desc, unit="it", disable=not self.enabled,
+                        dynamic_ncols=True)
 
     def __call__(self, task: Any, row: dict) -> None:
         if self.bar is None:
             self._start()
         key = task.hash()
+        self.done += 1
         self.bar.update(1)
         self._left[key] = max(0, self._left.get(key, 1) - 1)
         self._since[key] = 0 if row.get("accepted") else self._since.get(key, 0) + 1
         if (row.get("n_labelled") == len(task.claims)
                 and self._since[key] >= int(task.params.patience) and self._left[key]):
             # Early stop: the engine ends this search now; drop its unused budget.
-            self.bar.total = max(self.bar.n, self.bar.total - self._left[key])
+            self.total = max(self.done, self.total - self._left[key])
             self._left[key] = 0
+            self.bar.total = self.total
             self.bar.refresh()
         self.bar.set_postfix_str(f"{task.persona} U={row['U']:.1f} labelled={row['n_labelled']}")
-
-    @property
-    def total(self) -> int | None:
-        return None if self.bar is None else int(self.bar.total)
 
     def close(self) -> None:
         if self.bar is not None:
