@@ -225,3 +225,34 @@ def test_disabled_mode_does_not_import_wandb(tmp_path, monkeypatch):
     with cell_run(cfg, job_type="cell", name="c", tags=TAGS, hydra_choices={}):
         pass
     assert "wandb" not in sys.modules
+
+
+def test_report_run_logs_tables_figures_and_artifact(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from plural_icm.tracking.results import log_report
+
+    rep = tmp_path / "out" / "report"
+    rep.mkdir(parents=True)
+    pd.DataFrame({"condition": ["icm", "gold"], "ours": [0.7, 0.8], "paper": [0.72, 0.81]}).to_csv(
+        rep / "headline.csv", index=False)
+    (rep / "empty.csv").write_text("")  # a table with nothing in it yet: skipped, not an error
+    plt.plot([0, 1], [0, 1])
+    plt.savefig(rep / "fig2_dataset_condition.png")
+    plt.close()
+    (rep / "report.md").write_text("# report\n")
+    written = [rep / "headline.csv", rep / "empty.csv", rep / "fig2_dataset_condition.png",
+               rep / "report.md"]
+    wb = log_report(written, outputs=tmp_path / "out", run_tag="main")
+    (rec,) = [read_offline_run(d) for d in find_offline_runs(tmp_path / "out")]
+    assert rec["exit_code"] == 0 and wb.started
+    assert (rec["run"]["job_type"], rec["run"]["group"], rec["run"]["name"]) == \
+        ("report", "grid-main", "report/main")
+    assert rec["summary"]["report/headline/nrows"] == 2
+    assert "figures/fig2_dataset_condition/_type" in rec["summary"]
+    (art,) = [a for a in rec["artifacts"] if a["type"] == "report"]
+    assert art["name"] == "report-grid-main"
+    assert art["files"] == ["empty.csv", "fig2_dataset_condition.png", "headline.csv", "report.md"]
