@@ -390,7 +390,11 @@ class CellRun(NullCellRun):
             # Offline W&B refuses use_artifact ("Cannot use artifact when in offline mode"). Online,
             # use_artifact(<draft>) sends exactly this: the artifact record with use_after_commit,
             # which `wandb sync` replays (commit, then mark used by this run).
-            self._run._log_artifact(art, is_user_created=True, use_after_commit=True)
+            try:
+                self._run._log_artifact(art, is_user_created=True, use_after_commit=True)
+            except (AttributeError, TypeError) as exc:  # a wandb without this private method
+                _warn_once("use_offline", f"W&B offline: cannot record artifact inputs with this "
+                                          f"wandb ({type(exc).__name__}: {exc}); skipped")
 
     def log_config(self, config: Mapping[str, Any]) -> None:
         """Add keys to the run config (secrets scrubbed)."""
