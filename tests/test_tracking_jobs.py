@@ -171,7 +171,8 @@ def test_killed_cell_resumes_into_one_run_with_its_real_summary(tmp_path, tiny_m
     assert killed_at is not None, "the cell finished (or failed) before it could be killed"
     (first,) = read_all_offline_runs(out, wait_s=0)
     assert first["exit_code"] is None  # killed: never finished
-    assert search_rows(first, "progressive")  # rows were logged before the kill
+    # (How many of its rows reached the file depends on when the killed W&B service last wrote;
+    # rows logged before a search ends: test_search_rows_are_logged_as_the_search_goes.)
 
     cfg = compose_cfg(tmp_path, tiny_model_dir, "condition=icm", "icm.max_iters=10")
     run_task(cfg)  # resume
