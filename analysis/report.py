@@ -1,12 +1,18 @@
 """Build the analysis report from a result tree.
 
     python -m analysis.report <outputs_dir> [--out DIR] [--run-tag TAG]
+                              [--wandb [--wandb-group G] [--wandb-mode offline|online]]
 
 Writes ``report.md`` (and ``report.html``), PNG figures and CSV tables into ``--out`` (default
 ``<outputs_dir>/report/``) and prints the list of files written. Works on a partial grid: missing
 cells are "—" in tables and absent bars in figures, never 0. The paper's numbers are for
 Llama-3.1-70B; they are shown beside every model's rows, the differences are meaningful only for
 ``llama70b``.
+
+``--wandb`` also logs the tables (W&B Tables, ours beside the paper's) and figures to one run of
+``job_type=report`` in the sweep's group (default ``grid-<run tag>``, the group of the jobs of
+that run tag without an ``experiment``; ``--wandb-group`` names another, e.g.
+``collaborative-main``), offline by default under ``<outputs>/wandb``.
 """
 
 from __future__ import annotations
@@ -204,7 +210,7 @@ def _grid_status(all_cells: pd.DataFrame, tag: str | None, n_main: str | None) -
 def _markdown(outputs, tag, other_tags, n_main, all_cells, folds, headline, per_fold, label_acc,
               pp_table, ece, stab, eff, collab_t, sig, figs) -> str:
     P = paper.PAPER_MODEL
-    s = [f"# Reproduction report: Coherence Maximization Improves Pluralistic Alignment\n",
+    s = ["# Reproduction report: Coherence Maximization Improves Pluralistic Alignment\n",
          f"Results read from `{Path(outputs).resolve()}` (run tag `{tag}`, in-context examples "
          f"n = `{n_main}`)." + (f" Other run tags present, not in this report: "
                                 f"{', '.join(other_tags)} (use `--run-tag`)." if other_tags else "")
@@ -355,6 +361,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=None, help="report directory (default <outputs>/report)")
     ap.add_argument("--run-tag", default=None, help="run tag to report (default: main, else the "
                                                     "first found)")
+    ap.add_argument("--wandb", action="store_true",
+                    help="also log the tables and figures to a W&B report run of the group")
+    ap.add_argument("--wandb-group", default=None,
+                    help="W&B group (default grid-<run tag>, as the sweep's jobs)")
+    ap.add_argument("--wandb-mode", default="offline", choices=["offline", "online"],
+                    help="W&B mode (default offline; `wandb sync` later)")
+    ap.add_argument("--wandb-project", default=None,
+                    help="W&B project (default $WANDB_PROJECT, else plural_icm)")
     args = ap.parse_args(argv)
     if not Path(args.outputs).is_dir():
         print(f"error: {args.outputs} is not a directory", file=sys.stderr)
@@ -364,6 +378,15 @@ def main(argv: list[str] | None = None) -> int:
     print(f"Report written to {out_dir}:")
     for p in written:
         print(f"  {p}")
+    if args.wandb:
+        from plural_icm.tracking.results import log_report
+
+        tag = args.run_tag or tables.choose_run_tag(
+            load.load_cells(args.outputs, include_incomplete=True), None) or "main"
+        wb = log_report(written, outputs=args.outputs, run_tag=tag, group=args.wandb_group,
+                        project=args.wandb_project, mode=args.wandb_mode)
+        print(f"W&B report run {wb.run_id} ({'logged' if wb.started else 'not logged'}): "
+              f"{wb.dir or 'W&B off'}")
     return 0
 
 

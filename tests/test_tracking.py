@@ -1,5 +1,7 @@
-"""W&B run per cell: offline files hold config/summary/trajectory; disabled writes nothing;
-failures are recorded and re-raised; W&B errors never fail the experiment."""
+"""W&B run per job: offline files hold config/summary/trajectory; a run starts on first use;
+one offline directory per run id; disabled writes nothing; failures are recorded and re-raised;
+W&B errors never fail the experiment. (Cells, searches and artifacts end to end:
+test_tracking_jobs.py.)"""
 
 from __future__ import annotations
 
@@ -10,8 +12,9 @@ import pytest
 from omegaconf import OmegaConf
 
 from plural_icm.tracking import wandb_run
-from plural_icm.tracking.wandb_run import (cell_run, deterministic_run_id, find_offline_runs,
-                                           read_offline_run, scrub_secrets)
+from plural_icm.tracking.wandb_run import (cell_run, deterministic_run_id, group_name,
+                                           scrub_secrets)
+from wandb_offline import find_offline_runs, read_offline_run, search_rows
 
 pytest.importorskip("wandb")
 
@@ -33,6 +36,7 @@ def make_cfg(tmp_path, **logger):
         "model": {"name": "smollm2", "api_key_env": "OPENAI_API_KEY"},
         "dataset": {"name": "demo", "n_folds": "${fold_count}"},
         "fold_count": 2,
+        "inference": {"max_new_tokens": 200, "n_examples": None},
         "condition": {"name": "icm"},
         "fold": 1, "seed": 0, "run_tag": "main",
         "auth": {"hf_token": "abc", "db_password": "x", "ok": 1},
@@ -59,8 +63,8 @@ def test_offline_run_records_config_summary_trajectory(tmp_path):
     with cell_run(cfg, job_type="cell", name="smollm2/demo/icm/fold1", tags=TAGS,
                   hydra_choices={"model": "smollm2", "experiment": None}) as wb:
         assert wb.enabled
-        wb.log_trajectory("Brazil", [{"iteration": i, "U": float(i), "accepted": i % 2}
-                                     for i in range(5)])
+        for i in range(1, 6):
+            wb.log_search_row("Brazil", {"iteration": i, "U": float(i), "accepted": i % 2 == 0})
         wb.log_trajectory("New York/US", [{"iteration": i, "U": -float(i)} for i in range(3)])
         wb.log_metrics({"overall": {"accuracy": 0.75, "ece": None},
                         "per_persona": {"Brazil": {"accuracy": 0.5}}})
@@ -74,7 +78,7 @@ def test_offline_run_records_config_summary_trajectory(tmp_path):
     assert rec["run"]["id"] == run_id
     assert rec["run"]["job_type"] == "cell"
     assert rec["run"]["name"] == "smollm2/demo/icm/fold1"
-    assert rec["run"]["group"] == "main"  # no logger.group, no experiment -> run_tag
+    assert rec["run"]["group"] == "grid-main"  # no logger.group, no experiment: grid-<run_tag>
     assert set(rec["run"]["tags"]) >= {"model:smollm2", "dataset:demo", "condition:icm", "fold:1"}
     cfg_logged = rec["config"]
     assert cfg_logged["dataset"]["n_folds"] == 2           # resolved
@@ -88,17 +92,58 @@ def test_offline_run_records_config_summary_trajectory(tmp_path):
     assert s["overall/accuracy"] == 0.75
     assert s["per_persona/Brazil/accuracy"] == 0.5
     assert s["status"] == "finished"
-    # trajectory: per-persona step metric, all rows present
+    # trajectories: one step metric for every search of the run
     globs = {m["glob_name"]: m["step_metric"] for m in rec["metrics"] if m["glob_name"]}
-    assert globs["search/Brazil/*"] == "search/Brazil/iteration"
-    assert globs["search/New_York_US/*"] == "search/New_York_US/iteration"
-    us = [h["search/Brazil/U"] for h in rec["history"] if "search/Brazil/U" in h]
-    assert us == [0.0, 1.0, 2.0, 3.0, 4.0]
-    its = [h["search/New_York_US/iteration"] for h in rec["history"]
-           if "search/New_York_US/U" in h]
-    assert its == [0, 1, 2]
+    assert globs == {"search/*": "search/iteration"}
+    assert search_rows(rec, "Brazil") == [(i, float(i)) for i in range(1, 6)]
+    assert search_rows(rec, "New_York_US") == [(0, 0.0), (1, -1.0), (2, -2.0)]
     tables = [h for h in rec["history"] if "predictions/nrows" in h]
     assert tables and tables[0]["predictions/nrows"] == 2
+
+
+def test_max_new_tokens_is_in_the_logged_config_secrets_are_not(tmp_path):
+    cfg = make_cfg(tmp_path)
+    with cell_run(cfg, job_type="cell", name="c", tags=TAGS, hydra_choices={}) as wb:
+        wb.log_metrics({"a": 1})
+    logged = read_offline_run(find_offline_runs(tmp_path / "wb")[0])["config"]
+    assert logged["inference"]["max_new_tokens"] == 200
+    text = repr(logged)
+    assert "hf_token" not in text and "abc" not in text and "db_password" not in text
+    assert "api_key_env" not in text
+
+
+def test_group_is_the_sweep():
+    cfg = OmegaConf.create({"run_tag": "v2", "logger": {"group": None}})
+    assert group_name(cfg, {"experiment": "collaborative"}) == "collaborative-v2"
+    assert group_name(cfg, {}) == "grid-v2"
+    assert group_name(OmegaConf.create({"run_tag": "v2", "logger": {"group": "mine"}}), {}) == "mine"
+
+
+def test_a_run_that_logs_nothing_is_never_started(tmp_path):
+    """A skipped cell logs nothing: no W&B run, no offline directory."""
+    cfg = make_cfg(tmp_path)
+    with cell_run(cfg, job_type="cell", name="c", tags=TAGS, hydra_choices={}) as wb:
+        assert not wb.started
+    assert not wb.started
+    assert find_offline_runs(tmp_path / "wb") == []
+
+
+def test_a_new_attempt_supersedes_earlier_offline_attempts_of_its_id(tmp_path):
+    """Offline W&B ignores resume: every attempt writes offline-run-<time>-<id>. The newest stays,
+    earlier ones move to wandb/superseded/, so `wandb sync wandb/offline-run-*` sees one per id."""
+    cfg = make_cfg(tmp_path)
+    for attempt in (1, 2):
+        with cell_run(cfg, job_type="cell", name="c", tags=TAGS, hydra_choices={}) as wb:
+            wb.log_metrics({"attempt": attempt})
+            assert wb.superseded_earlier == (attempt == 2)
+        import time
+        time.sleep(1.1)  # offline directory names carry the start time in seconds
+    runs = find_offline_runs(tmp_path / "wb")
+    assert len(runs) == 1
+    assert read_offline_run(runs[0])["summary"]["attempt"] == 2
+    old = list((tmp_path / "wb" / "wandb" / "superseded").glob("offline-run-*"))
+    assert len(old) == 1 and old[0].name.endswith(wb.run_id)
+    assert read_offline_run(old[0])["summary"]["attempt"] == 1
 
 
 def test_same_cell_same_id_resume(tmp_path):
@@ -106,6 +151,7 @@ def test_same_cell_same_id_resume(tmp_path):
     ids = []
     for _ in range(2):
         with cell_run(cfg, job_type="cell", name="c", tags=TAGS, hydra_choices={}) as wb:
+            wb.log_metrics({"x": 1})
             ids.append(wb.run_id)
     assert ids[0] == ids[1]
     rec = read_offline_run(find_offline_runs(tmp_path / "wb")[-1])
@@ -151,18 +197,20 @@ def test_wandb_init_error_never_fails_experiment(tmp_path, monkeypatch):
     monkeypatch.setattr(wandb, "init", boom)
     cfg = make_cfg(tmp_path)
     with cell_run(cfg, job_type="cell", name="c", tags=TAGS, hydra_choices={}) as wb:
+        wb.log_metrics({"a": 1})  # the run starts here, and fails to
         assert not wb.enabled
-        wb.log_metrics({"a": 1})
         result = 42
     assert result == 42
     # later cells of the same process skip W&B without another timeout
     with cell_run(cfg, job_type="cell", name="d", tags=TAGS, hydra_choices={}) as wb2:
-        assert not wb2.enabled
+        assert not wb2.enabled  # without trying again
 
 
 def test_wandb_log_error_never_fails_experiment(tmp_path):
     cfg = make_cfg(tmp_path)
     with cell_run(cfg, job_type="cell", name="c", tags=TAGS, hydra_choices={}) as wb:
+        assert wb.start()
+
         def broken(*a, **k):
             raise RuntimeError("socket closed")
         wb._run.log = broken
@@ -178,3 +226,34 @@ def test_disabled_mode_does_not_import_wandb(tmp_path, monkeypatch):
     with cell_run(cfg, job_type="cell", name="c", tags=TAGS, hydra_choices={}):
         pass
     assert "wandb" not in sys.modules
+
+
+def test_report_run_logs_tables_figures_and_artifact(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from plural_icm.tracking.results import log_report
+
+    rep = tmp_path / "out" / "report"
+    rep.mkdir(parents=True)
+    pd.DataFrame({"condition": ["icm", "gold"], "ours": [0.7, 0.8], "paper": [0.72, 0.81]}).to_csv(
+        rep / "headline.csv", index=False)
+    (rep / "empty.csv").write_text("")  # a table with nothing in it yet: skipped, not an error
+    plt.plot([0, 1], [0, 1])
+    plt.savefig(rep / "fig2_dataset_condition.png")
+    plt.close()
+    (rep / "report.md").write_text("# report\n")
+    written = [rep / "headline.csv", rep / "empty.csv", rep / "fig2_dataset_condition.png",
+               rep / "report.md"]
+    wb = log_report(written, outputs=tmp_path / "out", run_tag="main")
+    (rec,) = [read_offline_run(d) for d in find_offline_runs(tmp_path / "out")]
+    assert rec["exit_code"] == 0 and wb.started
+    assert (rec["run"]["job_type"], rec["run"]["group"], rec["run"]["name"]) == \
+        ("report", "grid-main", "report/main")
+    assert rec["summary"]["report/headline/nrows"] == 2
+    assert "figures/fig2_dataset_condition/_type" in rec["summary"]
+    (art,) = [a for a in rec["artifacts"] if a["type"] == "report"]
+    assert art["name"] == "report-grid-main"
+    assert art["files"] == ["empty.csv", "fig2_dataset_condition.png", "headline.csv", "report.md"]

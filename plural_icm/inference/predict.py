@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -22,6 +22,10 @@ from plural_icm.utils.values import plain
 log = logging.getLogger(__name__)
 
 _MARK = "\u241eQUERY\u241e"  # a marker that cannot occur in data, replaced by the query text
+
+#: Prompts per ``label_logprobs`` call when a progress callback is given: large enough that a
+#: vLLM/GPU batch stays full, small enough that a persona of a few hundred claims ticks a few times.
+PROGRESS_CHUNK = 64
 
 
 class PromptBuilder:
@@ -100,13 +104,27 @@ def fit_examples(builder: PromptBuilder, persona: Persona, examples: list[tuple[
 
 def predict(backend: LMBackend, inf_cfg: Any, persona: Persona,
             examples: list[tuple[Claim, bool]], targets: Sequence[Claim],
-            base: bool = False) -> tuple[list[PredictionRow], int]:
+            base: bool = False, progress: Callable[[int], Any] | None = None
+            ) -> tuple[list[PredictionRow], int]:
     """Label log-probabilities of every target claim; returns (rows, examples used).
-    ``base``: the backend is a base model, prompted as plain text (:class:`PromptBuilder`)."""
+
+    ``base``: the backend is a base model, prompted as plain text (:class:`PromptBuilder`). With
+    ``progress``, the claims are scored in chunks of :data:`PROGRESS_CHUNK` and ``progress(n)`` is
+    called after each (a bar advancing per batch, with a rate); all prompts of a persona share
+    their prefix, so the prefix is still computed once.
+    """
     builder = PromptBuilder(backend, inf_cfg, base=base)
     examples = fit_examples(builder, persona, examples, targets, plain(inf_cfg.context_policy))
     prompts = builder.prompts(persona, examples, targets)
-    lp = backend.label_logprobs(prompts, builder.labels)
+    if progress is None:
+        lp = backend.label_logprobs(prompts, builder.labels)
+    else:
+        parts = []
+        for start in range(0, len(prompts), PROGRESS_CHUNK):
+            chunk = prompts[start:start + PROGRESS_CHUNK]
+            parts.append(np.asarray(backend.label_logprobs(chunk, builder.labels)))
+            progress(len(chunk))
+        lp = np.concatenate(parts) if parts else np.zeros((0, 2))
     rows = []
     for t, (lt, lf) in zip(targets, np.asarray(lp)):
         m = max(lt, lf)

@@ -43,8 +43,11 @@ from plural_icm.metrics.finite import check_metrics_finite
 from plural_icm.pipeline.slurm import slurm_job_info
 from plural_icm.search.engine import SearchParams
 from plural_icm.search.store import SearchTask, run_or_load
+from plural_icm.search.progress import SearchProgress
 from plural_icm.search.units import best_per_persona, search_sets
-from plural_icm.utils.io import atomic_write_json, atomic_write_jsonl, atomic_write_text, read_jsonl
+from plural_icm.tracking.results import log_cell_result
+from plural_icm.tracking.searches import SearchTracker
+from plural_icm.utils.io import atomic_write_json, atomic_write_jsonl, atomic_write_text
 from plural_icm.utils.values import plain
 
 log = logging.getLogger(__name__)
@@ -69,8 +72,10 @@ class Backends:
         if self._current and self._current[0] == spec:
             return self._current[1]
         self.close()
-        log.info("loading %s model %s (%s backend)", role, spec, plain(self.cfg.model.backend))
+        log.info("loading %s model %s (%s backend) ...", role, spec, plain(self.cfg.model.backend))
+        t0 = time.perf_counter()
         backend = backend_from_model_config(self.cfg.model, role, self.cfg.paths.cache_dir)
+        log.info("loaded %s model %s in %.1f s", role, spec, time.perf_counter() - t0)
         self._current = (spec, backend)
         return backend
 
@@ -120,24 +125,21 @@ def run_searches_for(cfg: DictConfig, claimset: ClaimSet, personas: list[str], b
     """Best-of-restarts ICM search result per persona (run, resumed or loaded; the parts of a
     persona merged when icm.search_unit=part)."""
     tasks = search_tasks(cfg, claimset, model_identity(cfg), personas, cfg.fold, fixed)
-    total = sum(int(cfg.icm.max_iters) for _ in tasks)
-    bar = None
+    progress = SearchProgress(tasks, cfg.paths.searches_dir, desc, enabled=bool(cfg.progress))
+    tracker = SearchTracker(wb, cfg.paths.searches_dir)
 
     def on_iteration(task, row):
-        nonlocal bar
-        if bar is None:
-            bar = tqdm(total=total, desc=desc, unit="it", disable=not cfg.progress, dynamic_ncols=True)
-        bar.update(1)
-        bar.set_postfix_str(f"{task.persona} U={row['U']:.1f} labelled={row['n_labelled']}")
+        progress(task, row)
+        tracker.on_iteration(task, row)
 
-    stored = run_or_load(tasks, cfg.paths.searches_dir, lambda: backends.get("base"), on_iteration)
-    if bar is not None:
-        bar.close()
+    try:
+        stored = run_or_load(tasks, cfg.paths.searches_dir, lambda: backends.get("base"), on_iteration)
+    finally:
+        progress.close()
+    tracker.finished(stored)
     by_persona: dict[str, list] = {}
     for s in stored:
         by_persona.setdefault(s.task.persona, []).append(s)
-        if s.computed and wb is not None:
-            wb.log_trajectory(s.task.persona, read_jsonl(s.path / "trajectory.jsonl"))
     for pid, ss in by_persona.items():
         for s in ss:
             log.info("search %s fold %d seed %d: %s (%s)", pid, cfg.fold, s.task.seed,
@@ -172,6 +174,8 @@ def run_cell(cfg: DictConfig, wb: Any = None) -> dict:
     done = load_if_complete(cfg, out, fp)
     if done is not None:
         return done
+    if wb is not None:
+        wb.start()  # the W&B run begins with the work (a skipped cell, above, starts none)
     t0 = time.perf_counter()
     print(f"[plural_icm] cell {cell_name(cfg)} -> {out}", flush=True)
     result = compute_cell(cfg, get_condition(plain(cfg.condition.name)), wb)
@@ -181,7 +185,7 @@ def run_cell(cfg: DictConfig, wb: Any = None) -> dict:
     check_metrics_finite(result.metrics, where=str(out))
     prepare_cell_dir(cfg, out)
     write_cell(cfg, out, fp, result, t0)
-    log_cell(wb, result)
+    log_cell(wb, out, cfg, result)
     return result.metrics
 
 
@@ -253,17 +257,22 @@ def predict_personas(cfg: DictConfig, claimset: ClaimSet, labelled: dict[str, Co
     rows: list[PredictionRow] = []
     cell = {"model": cfg.model.name, "dataset": cfg.dataset.name,
             "condition": plain(cfg.condition.name), "fold": cfg.fold, "seed": cfg.seed}
-    for pid in tqdm(sorted(labelled), desc="inference", unit="persona", disable=not cfg.progress):
+    n_claims = sum(len(claimset.split(cfg.fold, pid)[1]) * len(cl.perturbations or [0])
+                   for pid, cl in labelled.items())
+    bar = tqdm(total=n_claims, desc="inference", unit="claim", disable=not cfg.progress)
+    for pid in sorted(labelled):
         _, test = claimset.split(cfg.fold, pid)
         cl = labelled[pid]
+        bar.set_postfix_str(pid)
         for k, examples in enumerate(cl.perturbations or [cl.examples]):
             preds, _ = predict(backend, cfg.inference, claimset.personas[pid], examples, test,
-                               base=base)
+                               base=base, progress=bar.update)
             for r in preds:
                 r.perturbation = k if cl.perturbations else None
                 for key, v in cell.items():
                     setattr(r, key, v)
             rows += preds
+    bar.close()
     return rows
 
 
@@ -388,7 +397,8 @@ def write_cell(cfg: DictConfig, out: Path, fp: str, result: CellOutput, t0: floa
         slurm=slurm_job_info()).as_dict())
 
 
-def log_cell(wb: Any, result: CellOutput) -> None:
+def log_cell(wb: Any, out: Path, cfg: DictConfig, result: CellOutput) -> None:
+    """Metrics, predictions table and the result files as an Artifact (tracking/results.py)."""
     if wb is not None:
-        wb.log_metrics(result.metrics)
-        wb.log_table("predictions", pd.DataFrame([r.as_dict() for r in result.predictions]))
+        log_cell_result(wb, out, cfg.paths.results_dir, result.metrics,
+                        pd.DataFrame([r.as_dict() for r in result.predictions]))

@@ -226,4 +226,9 @@ def run_collaborative(cfg: DictConfig, wb: Any = None) -> dict:
     print(f"results: {root}")
     if wb is not None:
         wb.log_table("collaborative", pd.DataFrame(rows))
+        wb.log_files_artifact(  # the before/after summaries of this fold, named by their paths
+            f"collaborative-{cfg.model.name}-{cfg.dataset.name}-fold{cfg.fold}", "collaborative",
+            [collaborative_dir(cfg.paths.output_dir, cfg.model.name, cfg.dataset.name, pid, m,
+                               cfg.fold) / "summary.json" for pid, ms in results.items() for m in ms],
+            root=root)
     return results

@@ -33,6 +33,20 @@ def _hydra_choices() -> dict:
         return {}
 
 
+def wandb_name_and_tags(cfg: DictConfig, stage: str) -> tuple[str, dict]:
+    """A readable W&B run name and the tags of one job: model, dataset, fold, the condition of a
+    cell, the personas when the dataset is restricted to some."""
+    tags = {"model": cfg.model.name, "dataset": cfg.dataset.name, "fold": cfg.fold}
+    if stage == "cell":
+        name = cell_name(cfg)
+        tags["condition"] = plain(cfg.condition.name)
+    else:
+        name = f"{cfg.model.name}/{cfg.dataset.name}/{stage}/fold{cfg.fold}/seed{cfg.seed}"
+    if cfg.dataset.personas:
+        tags["persona"] = [str(p) for p in cfg.dataset.personas]
+    return name, tags
+
+
 def run_task(cfg: DictConfig):
     check_config(cfg)  # before anything is loaded or submitted
     validate_config(cfg)  # values (nan, n_folds=0, an empty path...) before anything is written
@@ -43,9 +57,7 @@ def run_task(cfg: DictConfig):
     if in_slurm_job():
         check_allocation(cfg.model)
 
-    name = cell_name(cfg) if stage != "collaborative" else f"{cfg.model.name}/{cfg.dataset.name}/collaborative/fold{cfg.fold}"
-    tags = {"model": cfg.model.name, "dataset": cfg.dataset.name,
-            "condition": plain(cfg.condition.name), "fold": cfg.fold}
+    name, tags = wandb_name_and_tags(cfg, stage)
     with cell_run(cfg, job_type=stage, name=name, tags=tags, hydra_choices=_hydra_choices()) as wb:
         if stage == "cell":
             metrics = run_cell(cfg, wb=wb)

@@ -1,4 +1,4 @@
-"""One Weights & Biases run per Hydra job (per cell), as a view of the results on disk.
+"""One Weights & Biases run per Hydra job, as a view of the results on disk.
 
 The result files under ``<output_dir>/results`` and ``<output_dir>/searches`` are the record; W&B
 is a convenience view. Hence the rules of this module:
@@ -6,14 +6,25 @@ is a convenience view. Hence the rules of this module:
 * **W&B never fails an experiment.** Any error of W&B itself (import, ``init`` timeout, service
   crash, a failing ``log``) is caught, warned about once, and the run continues with a no-op
   logger. Exceptions of the *experiment* inside ``with cell_run(...)`` are re-raised unchanged.
+* **Started on first use.** ``wandb.init`` runs when the job first logs something, so a relaunch
+  that skips a complete cell (or a search job whose searches are all done) starts no run at all.
+  A job that fails before logging anything still gets a run recording the failure.
 * **Always finished.** The run is finished on success (``exit_code=0``) and on failure
   (``exit_code=1`` and summary keys ``status="failed"``, ``error``, ``error_type``), so Hydra
   multiruns never merge or hang on an open run.
-* **Deterministic id, ``resume="allow"``.** The id is a hash of the cell identity (project,
-  output dir, run tag, job type, name, tags), so a requeued SLURM job continues the same run.
-* **Offline by default** (no account, no network; ``wandb sync <dir>/wandb/offline-run-*``
-  uploads later), ``online`` or ``disabled``. ``logger.name: none`` or ``logger.mode: disabled``
-  (or ``WANDB_MODE=disabled`` in the environment) never imports wandb and writes nothing.
+* **Deterministic id, ``resume="allow"``.** The id is a hash of the job identity (project,
+  output dir, run tag, job type, name, tags), so a requeued SLURM job continues the same run
+  online. Offline, W&B ignores ``resume`` and writes a new ``offline-run-*-<id>`` directory per
+  attempt; the new attempt re-logs everything (search trajectories are replayed from their
+  checkpoints), so the earlier directories of the same id are moved to ``wandb/superseded/`` when
+  it starts: ``<dir>/wandb/offline-run-*`` holds exactly one directory per run id and
+  ``wandb sync <dir>/wandb/offline-run-*`` cannot overwrite a run with an older attempt.
+* **Grouping**: ``group`` = the sweep (``logger.group``, else ``<experiment>-<run_tag>``, with
+  ``grid`` when no experiment is chosen), ``job_type`` = the stage (search, cell, collaborative,
+  report), tags ``model:…``, ``dataset:…``, ``condition:…``, ``fold:…``, ``persona:…``.
+* **Offline by default** (no account, no network), ``online`` or ``disabled``.
+  ``logger.name: none`` or ``logger.mode: disabled`` (or ``WANDB_MODE=disabled`` in the
+  environment) never imports wandb and writes nothing.
 * **No secrets.** Config keys that look secret (:func:`plural_icm.config.secrets.is_secret_key`:
   whole words ``key``, ``token``, ``secret``, ``password``, ...) are dropped before logging.
 
@@ -22,12 +33,11 @@ Usage (inside the Hydra task function)::
     with cell_run(cfg, job_type="cell", name="llama70b/gqa/icm/fold0",
                   tags={"model": "llama70b", "dataset": "gqa", "condition": "icm", "fold": 0},
                   hydra_choices=HydraConfig.get().runtime.choices) as wb:
-        wb.log_trajectory("Brazil", trajectory_rows)     # one step metric per persona
         wb.log_metrics(metrics)                           # nested dict -> summary "overall/accuracy"
         wb.log_table("predictions", predictions_df)
+        wb.log_files_artifact("cell-…", "cell", [paths], metadata)
 
-:func:`read_offline_run` parses an offline run's ``.wandb`` file (W&B 0.31 ships no Python reader
-for it; the public ``wandb.Api`` needs a server) and is what the tests use.
+Search trajectories, tables and artifacts go through :mod:`plural_icm.tracking.searches`.
 """
 
 from __future__ import annotations
@@ -38,8 +48,7 @@ import logging
 import math
 import os
 import re
-import struct
-import time
+import shutil
 import traceback
 from contextlib import contextmanager
 from pathlib import Path
@@ -159,14 +168,27 @@ class NullCellRun:
     """The no-op logger: same interface, does nothing. Used for ``disabled`` and after errors."""
 
     enabled = False
+    started = False
     run_id: str | None = None
     dir: Path | None = None
+    job_type: str | None = None
+    #: True when this attempt replaced earlier offline attempts of the same run id (it must then
+    #: re-log what they may have held).
+    superseded_earlier = False
+    #: True when W&B itself continues an earlier attempt (online ``resume``): nothing to replay.
+    continues_earlier = False
 
     def __init__(self, reason: str = "disabled") -> None:
         self.reason = reason
 
+    def start(self) -> bool:
+        return False
+
     def log_trajectory(self, persona: str, rows: Iterable[Mapping[str, Any]],
                        prefix: str = "search") -> None:
+        pass
+
+    def log_search_row(self, label: str, row: Mapping[str, Any]) -> None:
         pass
 
     def log_metrics(self, metrics: Mapping[str, Any], prefix: str = "") -> None:
@@ -181,22 +203,71 @@ class NullCellRun:
     def log(self, data: Mapping[str, Any]) -> None:
         pass
 
+    def log_images(self, images: Mapping[str, Path]) -> None:
+        pass
+
+    def log_files_artifact(self, name: str, type: str, files: Iterable[Path],
+                           metadata: Mapping[str, Any] | None = None,
+                           root: Path | None = None) -> None:
+        pass
+
+    def use_files_artifact(self, name: str, type: str, files: Iterable[Path],
+                           metadata: Mapping[str, Any] | None = None) -> None:
+        pass
+
     def finish(self, exit_code: int = 0, error: BaseException | None = None) -> None:
         pass
 
 
 class CellRun(NullCellRun):
-    """A live W&B run. Every method swallows W&B errors (warn once, then become a no-op)."""
+    """A W&B run, started by the first call that logs something. Every method swallows W&B
+    errors (warn once, then become a no-op)."""
 
     enabled = True
 
-    def __init__(self, run: Any, run_id: str, run_dir: Path) -> None:
+    def __init__(self, init_kwargs: dict[str, Any], run_id: str, wb_dir: Path) -> None:
         super().__init__("live")
-        self._run = run
+        self._init_kwargs = init_kwargs
+        self._run: Any = None
         self.run_id = run_id
-        self.dir = run_dir
+        self.job_type = init_kwargs.get("job_type")
+        self._wb_dir = Path(wb_dir)
+        self.dir = None
         self._defined: set[str] = set()
         self._finished = False
+
+    # -- start on first use --
+    def start(self) -> bool:
+        """Start the W&B run now (idempotent); False when W&B is off or failed to start."""
+        global _PROCESS_DISABLED_REASON
+        if self._run is not None or not self.enabled:
+            return self.enabled
+        if _PROCESS_DISABLED_REASON is not None:
+            self.enabled = False
+            return False
+        try:
+            self._wb_dir.mkdir(parents=True, exist_ok=True)
+            if self._init_kwargs["mode"] == "offline":
+                self.superseded_earlier = supersede_offline_attempts(self._wb_dir, self.run_id)
+            import wandb
+
+            run = wandb.init(**self._init_kwargs,
+                             settings=_make_settings(wandb, dict(
+                                 init_timeout=INIT_TIMEOUT_S, console="off", save_code=False,
+                                 finish_timeout=120.0)))
+            if run is None:
+                raise RuntimeError("wandb.init returned None")
+        except Exception as exc:  # W&B must never fail the experiment
+            _PROCESS_DISABLED_REASON = f"{type(exc).__name__}: {exc}"
+            _warn_once("init", f"W&B could not start ({_PROCESS_DISABLED_REASON}); results are "
+                               "still written to disk; W&B is off for the rest of this process")
+            self.enabled = False
+            return False
+        self._run = run
+        self.started = True
+        self.continues_earlier = bool(getattr(run, "resumed", False))
+        self.dir = Path(getattr(run, "dir", "") or self._wb_dir).parent
+        return True
 
     # -- error handling: W&B problems never reach the experiment --
     def _fail(self, what: str, exc: BaseException) -> None:
@@ -205,7 +276,7 @@ class CellRun(NullCellRun):
         self.enabled = False
 
     def _guard(self, what: str, fn, *args, **kwargs) -> None:
-        if not self.enabled:
+        if not self.start():
             return
         try:
             fn(*args, **kwargs)
@@ -215,27 +286,32 @@ class CellRun(NullCellRun):
     # -- public API --
     def log_trajectory(self, persona: str, rows: Iterable[Mapping[str, Any]],
                        prefix: str = "search") -> None:
-        """Log an ICM search trajectory as ``<prefix>/<persona>/<key>`` against its own step
-        metric ``<prefix>/<persona>/iteration`` (so personas do not share an x axis)."""
-        self._guard("log_trajectory", self._log_trajectory, persona, list(rows), prefix)
-
-    def _log_trajectory(self, persona: str, rows: list[Mapping[str, Any]], prefix: str) -> None:
-        if not rows:
-            return
-        base = f"{prefix}/{_metric_safe(persona)}"
-        step_key = f"{base}/iteration"
-        if base not in self._defined:
-            self._run.define_metric(step_key)
-            self._run.define_metric(f"{base}/*", step_metric=step_key)
-            self._defined.add(base)
+        """Log a whole trajectory at once (thinned to :data:`MAX_TRAJECTORY_POINTS`): the rows
+        of :meth:`log_search_row`, for a trajectory read back from disk."""
+        rows = list(rows)
         if len(rows) > MAX_TRAJECTORY_POINTS:
             idx = sorted({round(i * (len(rows) - 1) / (MAX_TRAJECTORY_POINTS - 1))
                           for i in range(MAX_TRAJECTORY_POINTS)})
             rows = [rows[i] for i in idx]
         for i, row in enumerate(rows):
-            data = {f"{base}/{k}": _loggable(v) for k, v in row.items() if k != "iteration"}
-            data[step_key] = row.get("iteration", i)
-            self._run.log(data)
+            self.log_search_row(persona, {"iteration": i, **row}, prefix)
+
+    def log_search_row(self, label: str, row: Mapping[str, Any], prefix: str = "search") -> None:
+        """One search iteration as ``<prefix>/<label>/<key>`` against the shared step metric
+        ``<prefix>/iteration`` (``define_metric("<prefix>/*", step_metric="<prefix>/iteration")``):
+        every search of the run is one line over its own iterations."""
+        self._guard("log_search_row", self._log_search_row, label, row, prefix)
+
+    def _log_search_row(self, label: str, row: Mapping[str, Any], prefix: str) -> None:
+        step_key = f"{prefix}/iteration"
+        if prefix not in self._defined:
+            self._run.define_metric(step_key)
+            self._run.define_metric(f"{prefix}/*", step_metric=step_key)
+            self._defined.add(prefix)
+        base = f"{prefix}/{metric_safe(label)}"
+        data = {f"{base}/{k}": _loggable(v) for k, v in row.items() if k != "iteration"}
+        data[step_key] = row.get("iteration")
+        self._run.log(data)
 
     def log_metrics(self, metrics: Mapping[str, Any], prefix: str = "") -> None:
         """Put a (nested) metrics dict into the run summary, keys joined with ``/``."""
@@ -263,20 +339,71 @@ class CellRun(NullCellRun):
                                   if isinstance(v, (list, dict, tuple)) else v)
         self._run.log({name: wandb.Table(dataframe=df)})
 
+    def log_images(self, images: Mapping[str, Path]) -> None:
+        """Log image files (figures) as ``wandb.Image`` under their keys."""
+        self._guard("log_images", self._log_images, images)
+
+    def _log_images(self, images: Mapping[str, Path]) -> None:
+        import wandb
+
+        self._run.log({k: wandb.Image(str(p)) for k, p in images.items()})
+
+    def log_files_artifact(self, name: str, type: str, files: Iterable[Path],
+                           metadata: Mapping[str, Any] | None = None,
+                           root: Path | None = None) -> None:
+        """Log files as an output Artifact of this run (``name`` made W&B-safe; the files named
+        by their path under ``root``, else by their file name)."""
+        self._guard("log_artifact", self._artifact, name, type, files, metadata, False, root)
+
+    def use_files_artifact(self, name: str, type: str, files: Iterable[Path],
+                           metadata: Mapping[str, Any] | None = None) -> None:
+        """Declare files this run read as an input Artifact (same name and files as the run that
+        logged them, hence the same digest: W&B links the two runs through that version)."""
+        self._guard("use_artifact", self._artifact, name, type, files, metadata, True)
+
+    def _artifact(self, name: str, type: str, files: Iterable[Path],
+                  metadata: Mapping[str, Any] | None, use: bool, root: Path | None = None) -> None:
+        import wandb
+
+        art = wandb.Artifact(artifact_safe(name), type=type,
+                             metadata={k: _loggable(v) for k, v in flatten(metadata or {}).items()})
+        for f in files:
+            if Path(f).is_file():
+                art.add_file(str(f), name=(Path(f).relative_to(root).as_posix() if root
+                                           else Path(f).name))
+        if not use:
+            self._run.log_artifact(art)
+        elif self._init_kwargs["mode"] != "offline":
+            self._run.use_artifact(art)
+        else:
+            # Offline W&B refuses use_artifact ("Cannot use artifact when in offline mode"). Online,
+            # use_artifact(<draft>) sends exactly this: the artifact record with use_after_commit,
+            # which `wandb sync` replays (commit, then mark used by this run).
+            try:
+                self._run._log_artifact(art, is_user_created=True, use_after_commit=True)
+            except (AttributeError, TypeError) as exc:  # a wandb without this private method
+                _warn_once("use_offline", f"W&B offline: cannot record artifact inputs with this "
+                                          f"wandb ({type(exc).__name__}: {exc}); skipped")
+
     def log_config(self, config: Mapping[str, Any]) -> None:
         """Add keys to the run config (secrets scrubbed)."""
-        self._guard("log_config", self._run.config.update, scrub_secrets(dict(config)),
-                    allow_val_change=True)
+        self._guard("log_config", lambda c: self._run.config.update(c, allow_val_change=True),
+                    scrub_secrets(dict(config)))
 
     def log(self, data: Mapping[str, Any]) -> None:
         """Plain history row."""
-        self._guard("log", self._run.log, {k: _loggable(v) for k, v in flatten(data).items()})
+        self._guard("log", lambda d: self._run.log(d),
+                    {k: _loggable(v) for k, v in flatten(data).items()})
 
     def finish(self, exit_code: int = 0, error: BaseException | None = None) -> None:
-        """Finish the run; on failure record ``status``, ``error``, ``error_type`` first."""
+        """Finish the run; on failure record ``status``, ``error``, ``error_type`` first (a run
+        that never started is started for that). A run that never started and did not fail
+        (a skipped cell) stays unstarted: no W&B run at all."""
         if self._finished:
             return
         self._finished = True
+        if self._run is None and error is None:
+            return
         if error is not None:
             tb = "".join(traceback.format_exception(type(error), error, error.__traceback__))
             summary = {"status": "failed", "error_type": type(error).__name__,
@@ -285,6 +412,8 @@ class CellRun(NullCellRun):
         else:
             summary = {"status": "finished"}
         self._guard("log_metrics", self._log_metrics, summary, "")
+        if self._run is None:
+            return
         try:  # finish even when an earlier call disabled us: the service must not stay open
             self._run.finish(exit_code=exit_code)
         except Exception as exc:
@@ -297,6 +426,50 @@ def _loggable(v: Any) -> Any:
     if isinstance(v, float) and math.isnan(v):
         return None
     return v
+
+
+def metric_safe(name: str) -> str:
+    """A name usable inside a metric key (W&B treats ``/`` as a section separator)."""
+    return _metric_safe(name)
+
+
+def artifact_safe(name: str) -> str:
+    """An Artifact name: W&B allows letters, digits, ``-``, ``_`` and ``.``."""
+    return re.sub(r"[^A-Za-z0-9_.\-]+", "-", str(name)).strip("-")[:128] or "artifact"
+
+
+# --------------------------------------------------------------------------------------------
+# offline attempts of one run id
+# --------------------------------------------------------------------------------------------
+
+SUPERSEDED_DIR = "superseded"
+
+
+def offline_attempts(wb_dir: str | Path, run_id: str) -> list[Path]:
+    """The ``offline-run-*-<id>`` directories of one run id under ``<wb_dir>/wandb`` (oldest
+    first: the directory names start with the start time)."""
+    return sorted(Path(wb_dir, "wandb").glob(f"offline-run-*-{run_id}"))
+
+
+def supersede_offline_attempts(wb_dir: str | Path, run_id: str) -> bool:
+    """Move the earlier offline attempts of ``run_id`` to ``<wb_dir>/wandb/superseded/`` (kept,
+    never deleted, never matched by ``wandb sync <wb_dir>/wandb/offline-run-*``). Returns whether
+    there were any. Called before a new attempt starts, which then re-logs everything."""
+    old = offline_attempts(wb_dir, run_id)
+    if not old:
+        return False
+    dest = Path(wb_dir, "wandb", SUPERSEDED_DIR)
+    dest.mkdir(parents=True, exist_ok=True)
+    for d in old:
+        target = dest / d.name
+        k = 1
+        while target.exists():
+            target = dest / f"{d.name}.{k}"
+            k += 1
+        shutil.move(str(d), str(target))
+        log.info("W&B: earlier offline attempt %s of run %s moved to %s (this attempt re-logs "
+                 "everything it held)", d.name, run_id, target)
+    return True
 
 
 # --------------------------------------------------------------------------------------------
@@ -315,15 +488,27 @@ def _mode(cfg: Any) -> str:
     return mode
 
 
+def group_name(cfg: Any, hydra_choices: Mapping[str, Any] | None = None) -> str:
+    """The W&B group of a job: ``logger.group`` if set, else ``<experiment>-<run_tag>`` (the
+    sweep: ``experiment=collaborative`` with ``run_tag=main`` -> ``collaborative-main``; no
+    experiment -> ``grid-main``). ``python -m analysis.report --wandb`` uses the same names."""
+    explicit = _cfg_get(cfg, "logger.group")
+    if explicit:
+        return str(explicit)[:128]
+    choices = dict(hydra_choices) if hydra_choices is not None else _current_hydra_choices()
+    experiment = choices.get("experiment") or "grid"
+    return f"{experiment}-{_cfg_get(cfg, 'run_tag', 'main')}"[:128]
+
+
 def start_cell_run(cfg: Any, job_type: str, name: str, tags: Mapping[str, Any] | None = None,
                    hydra_choices: Mapping[str, Any] | None = None,
                    identity: Any = None) -> NullCellRun:
-    """Start the W&B run of one job; a :class:`NullCellRun` when disabled or when W&B fails.
+    """The W&B run of one job, started on first use; a :class:`NullCellRun` when disabled.
 
+    ``tags`` values may be lists (``persona: [a, b]`` -> tags ``persona:a``, ``persona:b``).
     ``identity`` (default: project, output dir, run tag, job type, name, tags) is hashed into the
     run id; pass the cell's result path for a stable id across code changes of the name.
     """
-    global _PROCESS_DISABLED_REASON
     mode = _mode(cfg)
     if mode == "disabled":
         return NullCellRun("disabled")
@@ -332,10 +517,10 @@ def start_cell_run(cfg: Any, job_type: str, name: str, tags: Mapping[str, Any] |
 
     tags = dict(tags or {})
     choices = dict(hydra_choices) if hydra_choices is not None else _current_hydra_choices()
-    project = str(_cfg_get(cfg, "logger.project", "plural_icm"))
-    entity = _cfg_get(cfg, "logger.entity")
+    project = str(_cfg_get(cfg, "logger.project") or os.environ.get("WANDB_PROJECT")
+                  or "plural_icm")
+    entity = _cfg_get(cfg, "logger.entity") or os.environ.get("WANDB_ENTITY") or None
     run_tag = _cfg_get(cfg, "run_tag", "main")
-    group = (_cfg_get(cfg, "logger.group") or choices.get("experiment") or run_tag)
     wb_dir = _cfg_get(cfg, "logger.dir") or _cfg_get(cfg, "paths.output_dir") or "."
     if "${" in str(wb_dir):  # unresolvable outside Hydra
         wb_dir = "."
@@ -348,31 +533,19 @@ def start_cell_run(cfg: Any, job_type: str, name: str, tags: Mapping[str, Any] |
     config = scrub_secrets(config_to_dict(cfg))
     config["hydra_choices"] = scrub_secrets({k: v for k, v in choices.items()})
     config["cell"] = {k: v for k, v in tags.items()}
-    tag_list = [f"{k}:{v}"[:64] for k, v in tags.items() if v is not None]
+    tag_list = []
+    for k, v in tags.items():
+        for one in (v if isinstance(v, (list, tuple)) else [v]):
+            if one is not None:
+                tag_list.append(f"{k}:{one}"[:64])
 
     # Start-up: WANDB_START_METHOD=thread fixed start-up hangs in old wandb (< 0.18, before the
     # wandb-core service); 0.19+ ignore it. Set only if unset, never override the user.
     os.environ.setdefault("WANDB_START_METHOD", "thread")
-    try:
-        Path(wb_dir).mkdir(parents=True, exist_ok=True)
-        import wandb
-
-        settings_kwargs = dict(init_timeout=INIT_TIMEOUT_S, console="off", save_code=False,
-                               finish_timeout=120.0)
-        settings = _make_settings(wandb, settings_kwargs)
-        run = wandb.init(project=project, entity=entity, group=str(group)[:128],
-                         job_type=job_type, name=name, tags=tag_list, config=config,
-                         id=run_id, resume="allow", dir=str(wb_dir), mode=mode,
-                         reinit="finish_previous", settings=settings)
-        if run is None:
-            raise RuntimeError("wandb.init returned None")
-        run_dir = Path(getattr(run, "dir", "") or wb_dir).parent
-        return CellRun(run, run_id, run_dir)
-    except Exception as exc:  # W&B must never fail the experiment
-        _PROCESS_DISABLED_REASON = f"{type(exc).__name__}: {exc}"
-        _warn_once("init", f"W&B could not start ({_PROCESS_DISABLED_REASON}); results are still "
-                           "written to disk; W&B is off for the rest of this process")
-        return NullCellRun(_PROCESS_DISABLED_REASON)
+    init_kwargs = dict(project=project, entity=entity, group=group_name(cfg, choices),
+                       job_type=job_type, name=name, tags=tag_list, config=config, id=run_id,
+                       resume="allow", dir=str(wb_dir), mode=mode, reinit="finish_previous")
+    return CellRun(init_kwargs, run_id, Path(wb_dir))
 
 
 def _make_settings(wandb: Any, kwargs: dict[str, Any]) -> Any:
@@ -414,105 +587,6 @@ def reset_process_state() -> None:
     _WARNED.clear()
 
 
-# --------------------------------------------------------------------------------------------
-# reading offline runs back (tests, debugging)
-# --------------------------------------------------------------------------------------------
-
-_BLOCK = 32768
-_REC_HEADER = 7  # crc32 (4) + length (2) + type (1)
-
-
-def _iter_wandb_records(path: Path) -> Iterator[bytes]:
-    """Raw protobuf records of a ``.wandb`` file (leveldb-log framing, W&B header)."""
-    data = Path(path).read_bytes()
-    if data[:4] != b":W&B":
-        raise ValueError(f"{path}: not a W&B transaction log")
-    pos, buf = 7, b""
-    while pos + _REC_HEADER <= len(data):
-        left = _BLOCK - pos % _BLOCK
-        if left < _REC_HEADER:  # block trailer padding
-            pos += left
-            continue
-        _crc, length, kind = struct.unpack("<IHB", data[pos:pos + _REC_HEADER])
-        pos += _REC_HEADER
-        chunk = data[pos:pos + length]
-        if len(chunk) < length:  # record still being written
-            break
-        pos += length
-        if kind == 0 and length == 0:
-            break
-        if kind == 1:      # full
-            yield chunk
-        elif kind == 2:    # first
-            buf = chunk
-        elif kind == 3:    # middle
-            buf += chunk
-        elif kind == 4:    # last
-            yield buf + chunk
-            buf = b""
-
-
-def find_offline_runs(wandb_parent_dir: str | Path) -> list[Path]:
-    """Offline run directories under ``<dir>/wandb/`` (oldest first)."""
-    return sorted(Path(wandb_parent_dir).glob("wandb/offline-run-*"))
-
-
-def read_offline_run(run_dir: str | Path, wait_s: float = 15.0) -> dict[str, Any]:
-    """Parse an offline run directory into ``{"run": {...}, "config", "summary", "history",
-    "metrics", "exit_code"}`` (summary = last value of every key, as W&B shows it).
-
-    ``run.finish()`` returns before the wandb-core service has flushed the transaction log (0.31),
-    so this polls up to ``wait_s`` seconds for the exit record; a run still open (or crashed
-    hard) comes back with ``exit_code=None``.
-    """
-    deadline = time.monotonic() + wait_s
-    while True:
-        out = _read_offline_run_once(Path(run_dir))
-        if out["exit_code"] is not None or time.monotonic() >= deadline:
-            return out
-        time.sleep(0.1)
-
-
-def _read_offline_run_once(run_dir: Path) -> dict[str, Any]:
-    from wandb.proto import wandb_internal_pb2 as pb
-
-    files = sorted(run_dir.glob("run-*.wandb"))
-    if not files:
-        raise FileNotFoundError(f"no run-*.wandb file in {run_dir}")
-    out: dict[str, Any] = {"run": {}, "config": {}, "summary": {}, "history": [], "metrics": [],
-                           "exit_code": None}
-
-    def key_of(item: Any) -> str:
-        return "/".join(item.nested_key) if item.nested_key else item.key
-
-    for raw in _iter_wandb_records(files[0]):
-        rec = pb.Record()
-        rec.ParseFromString(raw)
-        kind = rec.WhichOneof("record_type")
-        if kind == "run":
-            r = rec.run
-            out["run"] = {"id": r.run_id, "project": r.project, "group": r.run_group,
-                          "job_type": r.job_type, "name": r.display_name, "tags": list(r.tags)}
-            for u in r.config.update:
-                out["config"][key_of(u)] = json.loads(u.value_json)
-        elif kind == "config":
-            for u in rec.config.update:
-                out["config"][key_of(u)] = json.loads(u.value_json)
-        elif kind == "summary":
-            for u in rec.summary.update:
-                out["summary"][key_of(u)] = json.loads(u.value_json)
-        elif kind == "history":
-            out["history"].append({key_of(i): json.loads(i.value_json) for i in rec.history.item})
-        elif kind == "metric":
-            m = rec.metric
-            out["metrics"].append({"name": m.name, "glob_name": m.glob_name,
-                                   "step_metric": m.step_metric})
-        elif kind == "exit":
-            out["exit_code"] = rec.exit.exit_code
-    out["config"].pop("_wandb", None)
-    return out
-
-
 __all__ = ["cell_run", "start_cell_run", "CellRun", "NullCellRun", "scrub_secrets",
-           "config_to_dict", "deterministic_run_id", "read_offline_run", "find_offline_runs",
-           "reset_process_state", "is_secret_key"]
+           "config_to_dict", "deterministic_run_id", "group_name", "offline_attempts",
+           "supersede_offline_attempts", "reset_process_state", "is_secret_key"]
