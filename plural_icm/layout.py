@@ -285,13 +285,13 @@ class LabellingScore(_Record):
 
     test_accuracy: Optional[float]
     """Claim accuracy on the held-out fold (the paper's metric, compared with its Table 1)."""
-    test_question_accuracy: Optional[float]
-    """Question-level accuracy (stricter: the highest-P(True) option is the plurality option)."""
     label_accuracy: Optional[float]
     U: Optional[float]
     """``alpha * P - I`` (the paper's "coherence")."""
     mutual_predictability: Optional[float]
     inconsistencies: Optional[int]
+    test_question_accuracy: Optional[float] = None
+    """Question-level accuracy (stricter: the highest-P(True) option is the plurality option)."""
 
 
 @dataclass
@@ -307,12 +307,12 @@ class CollaborativeSummary(_Record):
     """A :class:`LabellingScore` of the labels before any question was asked."""
     test_accuracy: Optional[float]
     """Claim accuracy on the held-out fold (the paper's metric, compared with its Table 1)."""
-    test_question_accuracy: Optional[float]
-    """Question-level accuracy (stricter: the highest-P(True) option is the plurality option)."""
     label_accuracy: Optional[float]
     U: Optional[float]
     mutual_predictability: Optional[float]
     inconsistencies: Optional[int]
+    test_question_accuracy: Optional[float] = None
+    """Question-level accuracy (stricter: the highest-P(True) option is the plurality option)."""
     fingerprint: Optional[str] = None
     """The settings' hash (:func:`fingerprint`): a relaunch with other settings (another
     ``k_per_fold`` or ``rounds``) never reuses this summary."""
