@@ -1,6 +1,7 @@
 """A deterministic stand-in language model for fast logic tests of the search (no torch).
 
-Its tokenizer interns every line as one token, so prompts decode back to the claims they hold.
+Its tokenizer interns every line (and each newline and label) as one token, so prompts decode
+back to the claims they hold.
 Its "belief" that a target claim is True: a fixed preference per claim (``[+]`` in the claim
 text means the persona likes that option) plus evidence from examples of the same question: a
 groupmate labelled True pushes towards False. Scores do not depend on the order of examples,
@@ -34,7 +35,9 @@ class LineTokenizer:
         return self.vocab[piece]
 
     def encode(self, text: str, add_special_tokens: bool = False) -> list[int]:
-        return [self._id(p) for p in re.split(r"(?<=\n)", text) if p]
+        # Like a real pre-tokenizer, newlines and a label word with its space are pieces of their
+        # own, so the search's block boundaries are stable (plural_icm.search.prompts).
+        return [self._id(p) for p in re.split(r"(\n| True$| False$| True(?=\n)| False(?=\n))", text) if p]
 
     def decode(self, ids: Sequence[int]) -> str:
         return "".join(self.rev[i] for i in ids if i != 0)

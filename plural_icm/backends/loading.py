@@ -259,3 +259,23 @@ def load_causal_lm(resolved: ResolvedModel, dtype: Any, device: str) -> Any:
             raise
         raise _offline_hint(resolved, e) from e
     return model.to(device).eval()
+
+
+def load_packaged_tokenizer(name: str, cache_dir: str | Path | None = None) -> Any:
+    """The tokenizer of a packaged model without converting (or loading) its weights.
+
+    Reads the converted folder when an earlier job made it, else the GGUF file's tokenizer
+    (transformers builds the same tokenizer from it that the conversion saves). For tools and tests
+    that only tokenise.
+    """
+    from transformers import AutoTokenizer
+
+    if name not in PACKAGED:
+        raise ModelNotFoundError(
+            f"unknown packaged model {name!r}; valid: {', '.join(PACKAGED_PREFIX + k for k in PACKAGED)}")
+    cache_dir = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+    gguf = PACKAGED[name].locate_gguf(cache_dir / "gguf")
+    converted = cache_dir / "models" / f"{name}-{_sha_prefix(gguf)}"
+    if (converted / _DONE_MARKER).exists():
+        return AutoTokenizer.from_pretrained(str(converted))
+    return AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)

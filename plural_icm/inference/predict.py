@@ -3,7 +3,8 @@ labelled examples.
 
 All test claims of one (persona, condition) share one prompt prefix (system prompt, persona,
 examples); prompts are built as two token segments, prefix and query, so the backend computes the
-prefix once and reuses it for every test claim.
+prefix once and reuses it for every test claim. Each prompt is the tokenizer's encoding of its full
+text (or chat-template rendering), cut where the shared prefix ends.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from plural_icm.backends.base import ContextLengthError, LMBackend, Prompt, as_prompt, prompt_length
+from plural_icm.backends.canonical import check_concatenation, encode_split, encode_text
 from plural_icm.data.records import Claim, Persona
 from plural_icm.layout import PredictionRow
 from plural_icm.utils.values import plain
@@ -54,27 +56,49 @@ class PromptBuilder:
         text += "Is this claim about the group True or False?\n\n" + _MARK
         return text
 
-    def split_prompt(self, persona: Persona, examples: Sequence[tuple[Claim, bool]]) -> tuple[list[int], str]:
-        """(prefix token ids, text that follows the query) for this persona and example set."""
+    def split_prompt(self, persona: Persona, examples: Sequence[tuple[Claim, bool]]) -> tuple[list[int], str, str]:
+        """(leading token ids, text before the query, text after it) for this persona and examples.
+
+        The text before ends where the shared prefix ends: before the whitespace that precedes the
+        query, because tokenizers merge a trailing blank line into one token that the running text
+        does not produce (plural_icm.backends.canonical); that whitespace opens the query segment.
+        """
         user = self._user_text(persona, examples)
         if self.chat:
             messages = [{"role": "system", "content": self.cfg.system_prompt},
                         {"role": "user", "content": user}]
             text = self.backend.tokenizer.apply_chat_template(messages, add_generation_prompt=True,
                                                               tokenize=False)
-            before, after = text.split(_MARK)
             # The template text holds its own special tokens (BOS etc.), so no extra ones are added.
-            return self.backend.encode(before), after
-        before, after = (self.cfg.system_prompt + "\n\n" + user).split(_MARK)
-        return list(self.backend.bos()) + self.backend.encode(before), after
+            lead: list[int] = []
+        else:
+            text = self.cfg.system_prompt + "\n\n" + user
+            lead = list(self.backend.bos())
+        before, after = text.split(_MARK)
+        return lead, before, after
 
     def prompts(self, persona: Persona, examples: Sequence[tuple[Claim, bool]],
                 targets: Sequence[Claim]) -> list[Prompt]:
-        prefix, after = self.split_prompt(persona, examples)
+        """One prompt per target: the shared prefix, then the query (the canonical encoding of the
+        whole text, cut where the prefix ends; an unstable cut raises UnstableBoundaryError)."""
+        lead, before, after = self.split_prompt(persona, examples)
+        cut = len(before.rstrip())
+        prefix_text, gap = before[:cut], before[cut:]
+        tok = self.backend.tokenizer
+        prefix = encode_text(tok, prefix_text)
+        what = (f"inference prompt of persona {persona.id} "
+                f"({'chat template' if self.chat else 'plain text'})")
         out = []
         for t in targets:
             query = self.cfg.query_template.format(question=t.question, claim=t.claim)
-            out.append(as_prompt(prefix, self.backend.encode(query + after)))
+            _, rest = encode_split(tok, prefix_text, gap + query + after, what=what, head=prefix,
+                                   hint="Change inference.query_template or the text before it.")
+            if not out:  # the scored labels continue the text as the text says (once per builder call)
+                for label, ids in zip(self.labels, self.backend.label_token_ids(self.labels)):
+                    check_concatenation(tok, [before + query + after, label], [prefix + rest, ids],
+                                        what=f"{what} followed by the label {label!r}",
+                                        hint="Change inference.labels or the query template's end.")
+            out.append(as_prompt(lead + prefix, rest))
         return out
 
 

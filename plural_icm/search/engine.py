@@ -198,6 +198,8 @@ class ICMSearch:
         self._on_iteration = on_iteration
         self._memo: OrderedDict = OrderedDict()
         self._memo_max = max(1000, 40 * len(claims))
+        # Before any work: prompts must be the tokenizer's encoding of their text.
+        self.renderer.check_boundaries(claims)
         self.check_context()
 
     # -- sizes ------------------------------------------------------------------------------
@@ -207,8 +209,7 @@ class ICMSearch:
             return
         r = self.renderer
         need = len(r.bos) + max(len(r.blocks(c).query) for c in self.claims.values())
-        need += sum(max(len(r.blocks(c).true_example), len(r.blocks(c).false_example))
-                    for c in self.claims.values()) + 1
+        need += sum(r.blocks(c).longest_example() for c in self.claims.values()) + 1
         if need > self.max_context:
             raise ContextLengthError(
                 f"a search over {len(self.claims)} claims needs up to {need} prompt tokens, but the "

@@ -28,7 +28,7 @@ from typing import Any, Callable, Iterator, Sequence
 from plural_icm.data.records import Claim, ConsistencyRule
 from plural_icm.layout import COMPLETE, SEARCH_FILES, is_complete, search_dir
 from plural_icm.search.engine import ICMSearch, SearchParams, SearchResult, run_searches
-from plural_icm.search.prompts import ClaimRenderer
+from plural_icm.search.prompts import PROMPT_ENCODING, ClaimRenderer
 from plural_icm.utils.io import atomic_write_json, atomic_write_jsonl, read_jsonl
 
 log = logging.getLogger(__name__)
@@ -62,6 +62,7 @@ class SearchTask:
             "rule": ConsistencyRule(self.rule).value,
             "params": {k: v for k, v in asdict(self.params).items() if k != "checkpoint_every"},
             "seed": self.seed, "template": self.template, "labels": list(self.labels),
+            "prompt_encoding": PROMPT_ENCODING,
             "fixed": dict(sorted(self.fixed.items())),
             "search_unit": self.search_unit, "part": self.part,
         }
