@@ -73,7 +73,7 @@ def search_key(cfg: DictConfig) -> str:
     icm.pop("checkpoint_every", None)
     dataset = OmegaConf.to_container(cfg.dataset, resolve=True)
     dataset.pop("size", None)
-    spec = {"model": model_identity(cfg), "max_context": int(cfg.model.max_context),
+    spec = {"model": model_identity(cfg), "name": cfg.model.name, "max_context": int(cfg.model.max_context),
             "dataset": dataset, "fold": int(cfg.fold), "seed": int(cfg.seed), "icm": icm}
     return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
