@@ -110,10 +110,10 @@ def test_plan_refuses_llama70b_on_two_80gb_gpus(tmp_path):
 
 def test_plan_of_the_scaling_grid(tmp_path):
     t0 = time.perf_counter()
-    r = _launch(["-m", "experiment=paper_scaling", "stage=plan"], tmp_path)
+    proc = _launch(["-m", "experiment=paper_scaling", "stage=plan"], tmp_path)
     wall = time.perf_counter() - t0
-    assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
-    lines = r.stdout.strip().splitlines()
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    lines = proc.stdout.strip().splitlines()
     # 6 models x 4 datasets x 4 conditions x 4 folds = 384 cells; icm and acc_matched of one
     # (model, dataset, fold) share one search: 6 x 4 x 4 = 96 searches
     m = re.fullmatch(r"plan: (\d+) jobs, (\d+) distinct searches, ([\d.]+) GPU-hours \(estimate\)", lines[-1])
@@ -130,5 +130,5 @@ def test_plan_of_the_scaling_grid(tmp_path):
     # icm and acc_matched cells name the search they read; zero_shot and gold read none
     assert {r[11] != "-" for r in cells if r[5] in ("icm", "acc_matched")} == {True}
     assert {r[11] for r in cells if r[5] in ("zero_shot", "gold")} == {"-"}
-    assert "read by 2 cell(s)" in r.stdout
+    assert "read by 2 cell(s)" in proc.stdout
     print(f"\nplan of experiment=paper_scaling: {wall:.1f} s wall\n" + "\n".join(lines[-12:]))

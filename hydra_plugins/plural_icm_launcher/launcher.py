@@ -62,17 +62,26 @@ def _compose(launcher: Any, job_overrides: Sequence[Sequence[str]]) -> list:
     full = lambda o: loader.load_sweep_config(launcher.config, list(o))
     jobs = [list(o) for o in job_overrides]
     if len(jobs) <= 4:
-        return [(o, full(o)) for o in jobs]
+        return [(o, _without_hydra(full(o))) for o in jobs]
     try:
         assembled = _assemble(loader, full, jobs)
     except _CannotAssemble as e:
         log.debug("composing every job: %s", e)
-        return [(o, full(o)) for o in jobs]
+        return [(o, _without_hydra(full(o))) for o in jobs]
     for k in sorted({0, len(jobs) // 3, len(jobs) // 2, len(jobs) - 1}):
         if _job_part(assembled[k]) != _job_part(full(jobs[k])):
             log.debug("assembled config of job %d differs from its composition: composing every job", k)
-            return [(o, full(o)) for o in jobs]
+            return [(o, _without_hydra(full(o))) for o in jobs]
     return list(zip(jobs, assembled))
+
+
+def _without_hydra(cfg: Any) -> Any:
+    """The job's own config, as its task function gets it (Hydra removes ``hydra`` there too)."""
+    from omegaconf import open_dict
+
+    with open_dict(cfg):
+        cfg.pop("hydra", None)
+    return cfg
 
 
 class _CannotAssemble(Exception):

@@ -55,12 +55,18 @@ class Resources:
                    time_min=int(model.time_min))
 
 
+def planned_stage(cfg: DictConfig) -> str:
+    """The stage a job will run: under ``stage=plan`` the jobs are planned as cells."""
+    stage = plain(cfg.stage)
+    return "cell" if stage == "plan" else stage
+
+
 def needs_search(cfg: DictConfig) -> bool:
     """Whether the job reads ICM searches (so it runs after the search job of its fold).
 
     One small function on purpose: conditions that declare ``needs_search`` replace this test.
     """
-    if plain(cfg.stage) == "collaborative":
+    if planned_stage(cfg) == "collaborative":
         return True
     return plain(cfg.condition.name) in ("icm", "acc_matched")
 
@@ -82,7 +88,7 @@ def cell_key(cfg: DictConfig) -> str:
     """The identity of a cell job across launches (its result directory and stage)."""
     from plural_icm.pipeline.cell import cell_path
 
-    return f"{plain(cfg.stage)}:{cell_path(cfg)}"
+    return f"{planned_stage(cfg)}:{cell_path(cfg)}"
 
 
 @dataclass
@@ -227,7 +233,7 @@ def cell_tokens(cfg: DictConfig) -> float:
     sets = int(cfg.condition.n_perturbations) if cond == "acc_matched" else 1
     per_persona = sets * (n_ex * L + n_test * (L + 60))
     tokens = per_persona * _personas(cfg)
-    if plain(cfg.stage) == "collaborative":  # a constrained search per selection method and round
+    if planned_stage(cfg) == "collaborative":  # a constrained search per selection method and round
         tokens += search_job_tokens(cfg) * len(cfg.collaborative.selection) * int(cfg.collaborative.rounds)
     return tokens
 
@@ -246,7 +252,7 @@ def _is_complete_cell(cfg: DictConfig) -> bool:
     from plural_icm.pipeline.cell import cell_path, fingerprint
     from plural_icm.pipeline.layout import COMPLETE, is_complete
 
-    if plain(cfg.stage) != "cell":
+    if planned_stage(cfg) != "cell":
         return False
     out = cell_path(cfg)
     if not is_complete(out):
@@ -263,7 +269,7 @@ def build_plan(jobs: Iterable[tuple[Sequence[str], DictConfig]]) -> Plan:
     searches: dict[str, PlannedJob] = {}
     models: dict[str, Any] = {}
     for overrides, cfg in jobs:
-        stage = plain(cfg.stage)
+        stage = planned_stage(cfg)
         models.setdefault(cfg.model.name, (cfg.model, cfg.cluster))
         res = Resources.of_model(cfg.model)
         cell = PlannedJob(stage=stage, overrides=list(overrides), cfg=cfg, resources=res,
@@ -312,7 +318,7 @@ def format_plan(plan: Plan) -> str:
         rows.append((ids[j.search] if search else "-", j.stage, c.model.name, c.dataset.name, str(c.fold),
                      cond, n, str(j.resources.gpus), str(j.resources.cpus), str(j.resources.mem_gb),
                      str(j.resources.time_min), ids[j.search] if (j.search and not search) else "-",
-                     "complete" if j.complete else "to run"))
+                     "complete" if j.complete else "to-run"))
     widths = [max(len(h), *(len(r[k]) for r in rows)) if rows else len(h) for k, h in enumerate(head)]
     line = lambda r: "  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip()
     out = [line(head)] + [line(r) for r in rows]
