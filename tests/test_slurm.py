@@ -93,7 +93,10 @@ def _tiny_model() -> Path:
 
 def _env(out: Path) -> dict:
     env = dict(os.environ, PLURAL_ICM_OUTPUT=str(out), HYDRA_FULL_ERROR="1", WANDB_MODE="disabled",
-               PLURAL_ICM_TINY_MODEL=str(_tiny_model()), PLURAL_ICM_POLL_S="2")
+               PLURAL_ICM_TINY_MODEL=str(_tiny_model()), PLURAL_ICM_POLL_S="2",
+               # one torch thread per job even with 2 CPUs allocated: on the shared 2-core test
+               # machine, OpenMP threads spin-waiting against other jobs make a job many times slower
+               OMP_NUM_THREADS="1")
     # The job's Python must import plural_icm even if the package is not installed.
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     return env

@@ -198,10 +198,17 @@ def memory_check(model: Any, cluster: Any) -> MemoryCheck:
     return MemoryCheck(name, False, line + "  DOES NOT FIT", ", or ".join(fixes))
 
 
+def _train_fraction(cfg: DictConfig) -> float:
+    """Share of a persona's claims its searches see: (k-1)/k for k folds, else the loader's split."""
+    k = int(cfg.dataset.n_folds)
+    if k > 1:
+        return (k - 1) / k
+    return float((cfg.dataset.get("options") or {}).get("search_fraction", 0.5))
+
+
 def _train_claims(cfg: DictConfig) -> int:
     size = cfg.dataset.size
-    k = int(cfg.dataset.n_folds)
-    n = int(size.claims_per_persona) * (k - 1) // max(k, 1)
+    n = int(int(size.claims_per_persona) * _train_fraction(cfg))
     cap = cfg.dataset.max_search_claims
     return min(n, int(cap)) if cap is not None else n
 
@@ -225,7 +232,7 @@ def cell_tokens(cfg: DictConfig) -> float:
     size = cfg.dataset.size
     L = int(size.tokens_per_claim)
     n_train = _train_claims(cfg)
-    n_test = int(size.claims_per_persona) // max(int(cfg.dataset.n_folds), 1)
+    n_test = int(int(size.claims_per_persona) * (1 - _train_fraction(cfg)))
     cond = plain(cfg.condition.name)
     n_ex = 0 if cond in ("zero_shot", "zero_shot_base") else n_train
     if cfg.inference.n_examples is not None and n_ex:
