@@ -132,3 +132,14 @@ def test_plan_of_the_scaling_grid(tmp_path):
     assert {r[11] for r in cells if r[5] in ("zero_shot", "gold")} == {"-"}
     assert "read by 2 cell(s)" in proc.stdout
     print(f"\nplan of experiment=paper_scaling: {wall:.1f} s wall\n" + "\n".join(lines[-12:]))
+
+
+def test_a_model_without_an_icm_preset_stops_naming_icm():
+    from omegaconf import MISSING, OmegaConf
+
+    from plural_icm.pipeline.task import _require_icm_preset
+
+    cfg = OmegaConf.create({"model": {"name": "mine"}, "icm": MISSING})
+    with pytest.raises(SystemExit, match="icm=paper"):
+        _require_icm_preset(cfg)
+    _require_icm_preset(_compose(["model=llama8b"]))   # a packaged model config names its preset
