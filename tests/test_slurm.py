@@ -296,7 +296,7 @@ def test_each_job_gets_its_own_models_allocation_and_cells_run_after_their_searc
     # no search ran twice: one search job per model, each persona's search computed once
     computed = [l for jid in ids for l in _job_log(out, jid).splitlines() if ": computed (" in l]
     assert len(computed) == len(set(computed)) == len(list((out / "searches").rglob("COMPLETE.json")))
-    assert "sweep summary: 6 done, 0 skipped, 0 failed, 0 not run, 0 still running" in text
+    assert "sweep summary: 6 done, 0 skipped (complete before the launch), 0 failed, 0 not run, 0 still running" in text
 
 
 @needs_cluster
@@ -312,7 +312,7 @@ def test_relaunch_does_no_work(sweep):
     assert after == before, "a relaunch rewrote result files"
     assert sorted(str(p) for p in (out / "searches").rglob("*") if p.is_file()) == before_searches
     assert _job_ids(out) == before_jobs, "a relaunch of a complete sweep submitted jobs"
-    assert "0 done, 4 skipped" in text, text[-2000:]
+    assert "0 done, 6 skipped" in text, text[-2000:]     # 4 cells and the 2 searches they read
 
 
 @needs_cluster
@@ -330,7 +330,8 @@ def test_cell_that_raises_is_a_failed_job(slurm_tmp):
               60, "sacct to show the jobs FAILED", poll=2)
     print("\n" + _sacct_table(ids))
     assert all(r["ExitCode"] != "0:0" for r in _sacct(ids, "JobID,State,ExitCode"))
-    assert "0 done, 0 skipped, 2 failed" in text and "global_opinions" in text, text[-3000:]
+    assert "0 done, 0 skipped (complete before the launch), 2 failed" in text, text[-3000:]
+    assert "global_opinions.csv" in text.split("sweep summary")[-1], text[-3000:]   # the reason
 
 
 @needs_cluster
@@ -356,7 +357,7 @@ def test_cancelled_search_fails_its_cells_and_relaunch_resumes(slurm_tmp, refere
     assert rc != 0, "the launcher reported success for a cancelled search"
     assert f"FAILED    search smollm2/demo/fold0 (job {search})" in text, text[-3000:]
     assert f"NOT RUN   smollm2/demo/icm/nall/fold0/seed0 (job {cell} cancelled): its search job {search}" in text
-    assert "0 done, 0 skipped, 1 failed, 1 not run, 0 still running" in text
+    assert "0 done, 0 skipped (complete before the launch), 1 failed, 1 not run, 0 still running" in text
     assert not list((out / "searches").rglob("COMPLETE.json")), "the search finished before the kill"
     assert list((out / "searches").rglob("checkpoint.json")), "no checkpoint left to resume from"
 

@@ -397,9 +397,8 @@ class PluralSlurmLauncher(SlurmLauncher):
             t.value = t.job.results()[0]
             t.outcome = "done"
         except Exception as e:  # the task's exception (the job exited non-zero)
-            lines = [ln for ln in str(e).strip().splitlines() if ln.strip()]
             t.outcome = "failed"
-            t.reason = f"{lines[-1] if lines else type(e).__name__}; log {t.job.paths.stderr}"
+            t.reason = f"{_exception_line(str(e)) or type(e).__name__}; log {t.job.paths.stderr}"
 
     def _cancel_readers(self, search: _Tracked, tracked: List[_Tracked], ended: int, total: int) -> int:
         readers = [t for t in tracked if not t.outcome and t.planned.stage != "search"
@@ -428,6 +427,17 @@ class PluralSlurmLauncher(SlurmLauncher):
             lines.append("  the launcher exits but these jobs keep running (scancel them, or relaunch the "
                          "same command: it waits for them instead of submitting them again)")
         log.warning("\n".join(lines)) if (running or by("failed") or by("not run")) else log.info("\n".join(lines))
+
+
+def _exception_line(message: str) -> str:
+    """The exception line of submitit's FailedJobError text (its traceback sits between two
+    ``----`` rules, followed by the log paths)."""
+    lines = message.strip().splitlines()
+    rules = [k for k, ln in enumerate(lines) if ln.strip() and set(ln.strip()) == {"-"}]
+    if len(rules) >= 2:
+        lines = lines[rules[0] + 1:rules[-1]]
+    exc = [ln.strip() for ln in lines if ln.strip() and not ln.startswith((" ", "\t", "Traceback"))]
+    return exc[-1] if exc else (lines[-1].strip() if lines else "")
 
 
 def _groups(jobs: list, key) -> List[list]:
