@@ -50,9 +50,9 @@ def _cluster_ready() -> str | None:
         if shutil.which(tool) is None:
             return f"`{tool}` not on PATH (scripts/slurm_local.sh up)"
     try:
-        nodes = _run(["sinfo", "-h", "-t", "idle,mixed", "-o", "%N"], timeout=20)
+        nodes = _run(["sinfo", "-h", "-t", "idle,mixed,allocated", "-o", "%N"], timeout=20)
         if nodes.returncode != 0 or not nodes.stdout.strip():
-            return f"no idle SLURM node (sinfo: {nodes.stdout.strip() or nodes.stderr.strip()})"
+            return f"no usable SLURM node (sinfo: {nodes.stdout.strip() or nodes.stderr.strip()})"
         # submitit reads job states only through sacct: without accounting a killed job hangs it.
         if _run(["sacct", "-n", "-X", "-S", "now-1hours"], timeout=20).returncode != 0:
             return "sacct does not answer (no accounting): killed jobs would hang submitit"
