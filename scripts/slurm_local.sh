@@ -171,6 +171,8 @@ SlurmdPort=6818
 AccountingStorageType=accounting_storage/slurmdbd
 AccountingStorageHost=localhost
 AccountingStoragePort=6819
+# Keep each job's --comment in sacct: the launcher writes the stage and afterok dependency there.
+AccountingStoreFlags=job_comment
 NodeName=$NODE NodeAddr=127.0.0.1 ${cpus_topo}RealMemory=$realmem State=UNKNOWN
 PartitionName=debug Nodes=$NODE Default=YES MaxTime=INFINITE State=UP
 EOF

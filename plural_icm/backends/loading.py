@@ -10,7 +10,7 @@ Spec forms accepted by :func:`resolve_model`:
 Packaged GGUF files are dequantised by transformers, which is slow (~30 s SmolLM2, ~70 s Gemma) and
 would happen in every job. They are therefore converted ONCE into a plain fp32 checkpoint folder
 ``<cache_dir>/models/<name>-<sha of the GGUF's first MiB>/`` that later jobs load in seconds. The
-conversion writes to a temporary folder and renames it into place under an ``fcntl`` file lock, so
+conversion writes to a temporary folder and renames it into place under an exclusive claim file, so
 parallel jobs never convert at the same time or see a half-written folder.
 
 Nothing here enables ``trust_remote_code``: it is passed through from the model config, whose
@@ -20,7 +20,6 @@ default is False.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import importlib.util
 import json
@@ -105,14 +104,12 @@ class ResolvedModel:
 # -- file lock + atomic folder creation ---------------------------------------------------------
 @contextlib.contextmanager
 def file_lock(path: Path) -> Iterator[None]:
-    """An exclusive ``fcntl`` lock on ``path`` (created if needed), released on exit."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+") as fh:
-        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+    """An exclusive claim on ``path``, released on exit (an exclusive-create file with a heartbeat,
+    not ``flock``, so it also works on cluster file systems: :mod:`plural_icm.utils.claim`)."""
+    from plural_icm.utils.claim import Claim
+
+    with Claim(path):
+        yield
 
 
 def build_once(target: Path, build: Callable[[Path], None]) -> bool:

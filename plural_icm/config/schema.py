@@ -30,6 +30,7 @@ class Stage(str, Enum):
     search = "search"              # only the ICM searches of the cell's (model, dataset, fold)
     data_stats = "data_stats"      # print per-dataset statistics
     collaborative = "collaborative"  # collaborative elicitation (Section 6 of the paper)
+    plan = "plan"                  # dry run: jobs, searches, cost and memory estimates, no submission
 
 
 class Schedule(str, Enum):
@@ -164,6 +165,27 @@ class ModelConfig:
     cpus: int = 2
     mem_gb: int = 16
     time_min: int = 60
+    # -- what stage=plan needs to size the model without loading it (from the checkpoint's
+    #    config.json); None: the memory check is skipped with a note --
+    params_b: Optional[float] = None
+    """Parameters, in billions (all experts of a mixture-of-experts model)."""
+    layers: Optional[int] = None
+    kv_heads: Optional[int] = None
+    head_dim: Optional[int] = None
+    throughput_tok_s: Optional[float] = None
+    """Prompt tokens per second of one engine of this model on its ``gpus`` (an ESTIMATE used only
+    by stage=plan for GPU-hours; measure yours with plural_icm.bench and set it in conf/local)."""
+
+
+@dataclass
+class DatasetSizeConfig:
+    """Approximate sizes for stage=plan's cost estimate (no data is loaded to plan)."""
+
+    personas: int = 1
+    claims_per_persona: int = 100
+    """All claims of one persona, before the fold split."""
+    tokens_per_claim: int = 45
+    """Tokens of one rendered claim (question, claim, label)."""
 
 
 @dataclass
@@ -191,6 +213,7 @@ class DatasetConfig:
     (:data:`plural_icm.data.registry.LOADERS`): an unknown key or a wrong type is an error."""
     score_metric: ScoreMetric = ScoreMetric.claim_accuracy
     """The metric the analysis reports as this dataset's score."""
+    size: DatasetSizeConfig = field(default_factory=DatasetSizeConfig)
 
 
 @dataclass
@@ -302,6 +325,17 @@ class CollaborativeConfig:
 
 
 @dataclass
+class ClusterConfig:
+    """The GPUs jobs run on (set in conf/local/default.yaml); stage=plan checks models against it."""
+
+    gpu_memory_gb: float = 80.0
+    """Memory of one GPU in GiB (80 for A100/H100 80GB, 96 for the paper's RTX PRO 6000)."""
+    gpu_overhead_gb: float = 3.0
+    """Per-GPU memory vLLM needs besides weights and KV cache (CUDA context, activations of its
+    profiling pass, communication buffers): an estimate."""
+
+
+@dataclass
 class Config:
     model: ModelConfig = MISSING
     dataset: DatasetConfig = MISSING
@@ -311,6 +345,7 @@ class Config:
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
     collaborative: CollaborativeConfig = field(default_factory=CollaborativeConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
     stage: Stage = Stage.cell
     fold: int = 0
     seed: int = 0

@@ -19,15 +19,16 @@ How requeue works (hydra-submitit-launcher 1.2.0 + submitit 1.5, read from their
   ``scancel``), which the launcher reports at once.
 
 What this module adds: a record of the job (:func:`slurm_job_info`) and a check that the job got
-the resources its model needs (:func:`check_allocation`). Hydra resolves the launcher's resources
-once per launch, from the config without the sweep's comma lists, so a multirun over models with
-different needs would silently run every cell with the first model's allocation.
+the resources its model needs (:func:`check_allocation`): the project's launcher
+(hydra_plugins/plural_icm_launcher) gives every job its own model's request, but a launcher
+config or a hand-written sbatch can still give a job less.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import subprocess
 from typing import Any, Mapping
 
 log = logging.getLogger(__name__)
@@ -93,9 +94,9 @@ def check_allocation(model_cfg: Any, env: Mapping[str, str] | None = None) -> li
     if "SLURM_JOB_ID" not in env:
         return []
     name = getattr(model_cfg, "name", "?")
-    hint = ("Hydra resolves hydra.launcher once per launch, from the model chosen outside the "
-            "sweep, so a multirun over models with different resources gives every job the same "
-            "allocation: launch one multirun per model (docs/slurm.md).")
+    hint = ("The job's allocation comes from hydra.launcher (the project's SLURM launchers take it "
+            "from each job's model config; a hydra.launcher.<key>=... override or conf/local/slurm*.yaml "
+            "can lower it; docs/slurm.md).")
     need_gpus = int(getattr(model_cfg, "gpus", 0) or 0)
     got_gpus = _allocated_gpus(env)
     if got_gpus is not None and got_gpus < need_gpus:
@@ -108,6 +109,49 @@ def check_allocation(model_cfg: Any, env: Mapping[str, str] | None = None) -> li
     need_mb = int(getattr(model_cfg, "mem_gb", 0) or 0) * 1024
     if env.get("SLURM_MEM_PER_NODE", "").isdigit() and int(env["SLURM_MEM_PER_NODE"]) < need_mb:
         warnings.append(f"{env['SLURM_MEM_PER_NODE']} MB allocated, model {name} asks for {need_mb} MB")
+    need_min = int(getattr(model_cfg, "time_min", 0) or 0)
+    got_min = _time_limit_min(env)
+    if got_min is not None and got_min < need_min:
+        warnings.append(f"time limit {got_min} min, model {name} asks for {need_min} min (searches "
+                        "checkpoint and requeue at the limit, at most max_num_timeout times)")
     for w in warnings:
         log.warning("%s. %s", w, hint)
     return warnings
+
+
+def parse_slurm_time(text: str) -> int | None:
+    """Minutes of a SLURM time string (``MM``, ``MM:SS``, ``HH:MM:SS``, ``D-HH[:MM[:SS]]``)."""
+    text = text.strip()
+    if not text or text.upper() in ("UNLIMITED", "INFINITE", "NOT_SET", "N/A"):
+        return None
+    days = 0
+    if "-" in text:
+        d, text = text.split("-", 1)
+        days = int(d)
+        parts = [int(p) for p in text.split(":")] + [0, 0]
+        h, m, sec = parts[:3]
+    else:
+        parts = [int(p) for p in text.split(":")]
+        if len(parts) == 1:
+            h, m, sec = 0, parts[0], 0
+        elif len(parts) == 2:
+            h, m, sec = 0, parts[0], parts[1]
+        else:
+            h, m, sec = parts[:3]
+    return days * 1440 + h * 60 + m + (1 if sec else 0)
+
+
+def _time_limit_min(env: Mapping[str, str]) -> int | None:
+    """The job's time limit: from SLURM_JOB_END_TIME - SLURM_JOB_START_TIME (Slurm >= 23.02), else
+    ``squeue -o %l``; None when unknown."""
+    start, end = env.get("SLURM_JOB_START_TIME", ""), env.get("SLURM_JOB_END_TIME", "")
+    if start.isdigit() and end.isdigit():
+        return (int(end) - int(start)) // 60
+    if "SLURM_JOB_ID" not in env or env is not os.environ:
+        return None
+    try:
+        r = subprocess.run(["squeue", "-h", "-j", env["SLURM_JOB_ID"], "-o", "%l"],
+                           capture_output=True, text=True, timeout=20)
+        return parse_slurm_time(r.stdout.splitlines()[0]) if r.returncode == 0 and r.stdout.strip() else None
+    except (OSError, subprocess.TimeoutExpired, ValueError, IndexError):
+        return None

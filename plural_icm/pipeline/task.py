@@ -47,11 +47,39 @@ def wandb_name_and_tags(cfg: DictConfig, stage: str) -> tuple[str, dict]:
     return name, tags
 
 
+def _require_icm_preset(cfg: DictConfig) -> None:
+    """A model config of one's own may not name an ICM preset: never fall back to the demo one."""
+    from omegaconf import OmegaConf
+
+    if OmegaConf.is_missing(cfg, "icm"):
+        raise SystemExit(f"plural_icm: no ICM preset for model {cfg.model.name}: choose one with "
+                         "icm=paper (the paper's settings), icm=fork or icm=demo (12-claim laptop demo), "
+                         "or add `- /icm@_global_.icm: paper` to the model config's defaults")
+
+
+def _print_plan(cfg: DictConfig) -> None:
+    """stage=plan without -m: the plan of this one cell (with -m the launcher plans the sweep)."""
+    from plural_icm.pipeline.plan import PlanError, build_plan, format_plan
+
+    plan = build_plan([([], cfg)])
+    print(format_plan(plan), flush=True)
+    try:
+        plan.refuse_if_infeasible()
+    except PlanError as e:
+        raise SystemExit(f"plural_icm: {e}") from None
+    return None
+
+
+
+
 def run_task(cfg: DictConfig):
+    _require_icm_preset(cfg)
     check_config(cfg)  # before anything is loaded or submitted
     validate_config(cfg)  # values (nan, n_folds=0, an empty path...) before anything is written
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     stage = plain(cfg.stage)
+    if stage == "plan":
+        return _print_plan(cfg)
     if stage == "data_stats":
         return run_data_stats(cfg)
     if in_slurm_job():

@@ -5,15 +5,16 @@ A search is identified by the hash of everything that determines it: the base mo
 the algorithm's parameters, the seed and the fixed labels. Its directory is
 ``<searches_dir>/<model>/<dataset>/fold<k>/<persona>/<hash>/``.
 
-Concurrency: a process runs a search only while holding an exclusive ``flock`` on ``.lock`` in its
-directory. A second process wanting the same search blocks on the lock, then finds ``COMPLETE.json``
-and loads the result; if the holder died, the lock is released by the OS and the waiter resumes
-from the last checkpoint. Locks are taken in sorted path order, so jobs never deadlock.
+Concurrency: a process runs a search only while holding the exclusive claim ``.claim`` in its
+directory (:class:`plural_icm.utils.claim.Claim`: an exclusive-create file with a heartbeat, which
+works on NFS and Lustre where ``flock`` does not). A second process wanting the same search waits,
+then finds ``COMPLETE.json`` and loads the result; if the holder died (killed, node lost), the
+waiter takes the claim over and resumes from the last checkpoint. Claims are taken in sorted path
+order, so jobs never deadlock.
 """
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import logging
@@ -130,20 +131,16 @@ class StopRequest:
 
 @contextmanager
 def _locked(path: Path) -> Iterator[None]:
+    from plural_icm.utils.claim import Claim
+
     path.mkdir(parents=True, exist_ok=True)
-    fh = open(path / ".lock", "a+")
-    try:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            log.info("waiting for %s (another job is running this search)", path)
-            t0 = time.time()
-            fcntl.flock(fh, fcntl.LOCK_EX)
+    t0 = time.time()
+    claim = Claim(path / ".claim",
+                  on_wait=lambda h: log.info("waiting for %s (another job is running this search)", path))
+    with claim:
+        if time.time() - t0 > 1:
             log.info("got %s after %.0f s", path, time.time() - t0)
         yield
-    finally:
-        fcntl.flock(fh, fcntl.LOCK_UN)
-        fh.close()
 
 
 def load_search(task: SearchTask, path: Path) -> StoredSearch:

@@ -1,0 +1,358 @@
+"""What a sweep will run, before anything runs: jobs, shared searches, cost and memory estimates.
+
+A sweep's cells are planned in two phases:
+
+1. the distinct ICM searches the cells need (one ``stage=search`` job per base model, dataset,
+   fold and search settings: every persona's search of that fold), sized by the model config;
+2. the cells, each depending (SLURM ``afterok``) on the search job it reads.
+
+Two cells share a search job when every input of the searches' content addresses
+(:meth:`plural_icm.search.store.SearchTask.hash`) that comes from the config is equal: the base
+model's identity, the dataset config, fold, seed and ICM settings. Nothing is loaded to plan, so
+``stage=plan`` prints the plan of the paper's whole grid in seconds on a laptop; its token and
+GPU-hour figures are ESTIMATES from the engine's cost model (:mod:`plural_icm.search.cost`), the
+dataset configs' ``size`` and the model configs' ``throughput_tok_s``.
+
+The memory check is the one that decides whether vLLM can start: the weights plus the KV cache of
+one ``max_context`` sequence plus a per-GPU overhead must fit in ``tensor_parallel_size`` x
+``cluster.gpu_memory_gb`` x ``gpu_memory_utilization``. A configuration that fails it is refused
+(:class:`PlanError`, naming the keys to change) before any job is submitted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Sequence
+
+from omegaconf import DictConfig, OmegaConf
+
+from plural_icm.utils.values import plain
+
+GIB = 1024 ** 3
+# Paper: "4-6 h per search" on RTX PRO 6000s; our figures come from the cost model instead.
+PAPER_HOURS_PER_SEARCH = "4-6 h"
+
+
+class PlanError(ValueError):
+    """A configuration of the sweep cannot start (the message names the keys to change)."""
+
+
+@dataclass(frozen=True)
+class Resources:
+    """What one SLURM job asks for."""
+
+    gpus: int
+    cpus: int
+    mem_gb: int
+    time_min: int
+
+    @classmethod
+    def of_model(cls, model: Any) -> "Resources":
+        return cls(gpus=int(model.gpus or 0), cpus=int(model.cpus), mem_gb=int(model.mem_gb),
+                   time_min=int(model.time_min))
+
+
+def planned_stage(cfg: DictConfig) -> str:
+    """The stage a job will run: under ``stage=plan`` the jobs are planned as cells."""
+    stage = plain(cfg.stage)
+    return "cell" if stage == "plan" else stage
+
+
+def needs_search(cfg: DictConfig) -> bool:
+    """Whether the job reads ICM searches (so it runs after the search job of its fold).
+
+    One small function on purpose: conditions that declare ``needs_search`` replace this test.
+    """
+    if planned_stage(cfg) == "collaborative":
+        return True
+    return plain(cfg.condition.name) in ("icm", "acc_matched")
+
+
+def search_key(cfg: DictConfig) -> str:
+    """Equal for two configs whose searches have equal content addresses (config-level inputs)."""
+    from plural_icm.pipeline.cell import model_identity
+
+    icm = OmegaConf.to_container(cfg.icm, resolve=True)
+    icm.pop("checkpoint_every", None)
+    dataset = OmegaConf.to_container(cfg.dataset, resolve=True)
+    dataset.pop("size", None)
+    spec = {"model": model_identity(cfg), "name": cfg.model.name, "max_context": int(cfg.model.max_context),
+            "dataset": dataset, "fold": int(cfg.fold), "seed": int(cfg.seed), "icm": icm}
+    return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def cell_key(cfg: DictConfig) -> str:
+    """The identity of a cell job across launches (its result directory and stage)."""
+    from plural_icm.pipeline.cell import cell_path
+
+    return f"{planned_stage(cfg)}:{cell_path(cfg)}"
+
+
+@dataclass
+class PlannedJob:
+    stage: str                 # search | cell | collaborative
+    overrides: list[str]
+    cfg: DictConfig
+    resources: Resources
+    key: str                   # identity across launches (registry of running jobs)
+    search: str | None = None  # search key: the one it runs (stage=search) or reads (cells)
+    complete: bool = False     # already done: not submitted
+    prompt_tokens: float = 0.0
+    gpu_hours: float = 0.0
+
+    @property
+    def label(self) -> str:
+        c = self.cfg
+        if self.stage == "search":
+            return f"search {c.model.name}/{c.dataset.name}/fold{c.fold}"
+        n = "all" if c.inference.n_examples is None else c.inference.n_examples
+        cond = "collaborative" if self.stage == "collaborative" else plain(c.condition.name)
+        return f"{c.model.name}/{c.dataset.name}/{cond}/n{n}/fold{c.fold}/seed{c.seed}"
+
+
+@dataclass
+class MemoryCheck:
+    model: str
+    ok: bool
+    line: str
+    fix: str = ""
+
+
+@dataclass
+class Plan:
+    searches: list[PlannedJob] = field(default_factory=list)
+    cells: list[PlannedJob] = field(default_factory=list)
+    memory: list[MemoryCheck] = field(default_factory=list)
+    shared_by: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def jobs(self) -> list[PlannedJob]:
+        return self.searches + self.cells
+
+    def to_submit(self) -> list[PlannedJob]:
+        return [j for j in self.jobs if not j.complete]
+
+    def gpu_hours(self) -> float:
+        return sum(j.gpu_hours for j in self.to_submit())
+
+    def refuse_if_infeasible(self) -> None:
+        bad = [m for m in self.memory if not m.ok]
+        if bad:
+            raise PlanError("cannot start (nothing was submitted):\n" + "\n".join(
+                f"  {m.line}\n    change: {m.fix}" for m in bad))
+
+
+# -- estimates ------------------------------------------------------------------------------------
+def _bytes_per_value(dtype: str, gpu: bool) -> int:
+    dtype = str(dtype).lower()
+    if dtype in ("float32", "fp32"):
+        return 4
+    if dtype == "auto":
+        return 2 if gpu else 4
+    return 2
+
+
+def memory_check(model: Any, cluster: Any) -> MemoryCheck:
+    """Weights + KV cache of one ``max_context`` sequence against the GPUs (or RAM) of a job."""
+    name = model.name
+    sizes = [model.get(k) for k in ("params_b", "layers", "kv_heads", "head_dim")]
+    if any(v is None for v in sizes):
+        return MemoryCheck(name, True, f"{name}: no params_b/layers/kv_heads/head_dim in its config: not checked")
+    params_b, layers, kv_heads, head_dim = sizes
+    gpus = int(model.gpus or 0)
+    on_gpu = gpus > 0 and plain(model.backend) == "vllm"
+    b = _bytes_per_value(model.dtype, on_gpu)
+    weights = params_b * 1e9 * b / GIB
+    kv = 2 * layers * kv_heads * head_dim * b * int(model.max_context) / GIB
+    if not on_gpu:
+        need = weights + kv
+        ok = need <= float(model.mem_gb)
+        line = (f"{name}: weights {weights:.1f} GiB + KV {kv:.1f} GiB ({model.max_context} tokens) = "
+                f"{need:.1f} GiB {'<=' if ok else '>'} model.mem_gb {model.mem_gb} (CPU)")
+        return MemoryCheck(name, ok, line + ("  ok" if ok else "  DOES NOT FIT"),
+                           "" if ok else f"model.mem_gb={math.ceil(need * 1.5)} or a smaller model.max_context")
+    tp = int(model.tensor_parallel_size)
+    per_gpu = float(cluster.gpu_memory_gb)
+    util = float(model.gpu_memory_utilization)
+    overhead = float(cluster.gpu_overhead_gb)
+    need = weights + kv + tp * overhead
+    have = tp * per_gpu * util
+    ok = need <= have and gpus >= tp
+    line = (f"{name}: weights {weights:.1f} GiB + KV {kv:.1f} GiB ({model.max_context} tokens) + "
+            f"overhead {tp * overhead:.1f} GiB = {need:.1f} GiB {'<=' if need <= have else '>'} "
+            f"{tp} x {per_gpu:g} GiB x {util:g} = {have:.1f} GiB")
+    if gpus < tp:
+        return MemoryCheck(name, False, line + f"; but model.gpus={gpus} < model.tensor_parallel_size={tp}",
+                           f"model.gpus={tp} (vLLM needs one GPU per tensor-parallel rank)")
+    if ok:
+        return MemoryCheck(name, True, line + "  ok")
+    fit = next((t for t in (1, 2, 4, 8) if weights + kv + t * overhead <= t * per_gpu * util), None)
+    fixes = []
+    if fit is not None and fit > tp:
+        fixes.append(f"model.tensor_parallel_size={fit} model.gpus={fit}")
+    fixes.append(f"cluster.gpu_memory_gb=<your GPUs' memory> (now {per_gpu:g})")
+    fixes.append("a smaller model.max_context")
+    return MemoryCheck(name, False, line + "  DOES NOT FIT", ", or ".join(fixes))
+
+
+def _train_fraction(cfg: DictConfig) -> float:
+    """Share of a persona's claims its searches see: (k-1)/k for k folds, else the loader's split."""
+    k = int(cfg.dataset.n_folds)
+    if k > 1:
+        return (k - 1) / k
+    return float((cfg.dataset.get("options") or {}).get("search_fraction", 0.5))
+
+
+def _train_claims(cfg: DictConfig) -> int:
+    size = cfg.dataset.size
+    n = int(int(size.claims_per_persona) * _train_fraction(cfg))
+    cap = cfg.dataset.max_search_claims
+    return min(n, int(cap)) if cap is not None else n
+
+
+def _personas(cfg: DictConfig) -> int:
+    return len(cfg.dataset.personas) if cfg.dataset.personas else int(cfg.dataset.size.personas)
+
+
+def search_job_tokens(cfg: DictConfig) -> float:
+    """Prompt tokens of one stage=search job: every persona x restart of its fold (estimate)."""
+    from plural_icm.search.cost import search_tokens
+
+    per = search_tokens(_train_claims(cfg), int(cfg.dataset.size.tokens_per_claim),
+                        int(cfg.icm.max_iters), plain(cfg.icm.engine))
+    return per * _personas(cfg) * int(cfg.icm.restarts)
+
+
+def cell_tokens(cfg: DictConfig) -> float:
+    """Prompt tokens of a cell's inference (estimate): per persona, its in-context examples once
+    (the engines' prefix cache shares them) plus every test claim; acc_matched once per perturbation."""
+    size = cfg.dataset.size
+    L = int(size.tokens_per_claim)
+    n_train = _train_claims(cfg)
+    n_test = int(int(size.claims_per_persona) * (1 - _train_fraction(cfg)))
+    cond = plain(cfg.condition.name)
+    n_ex = 0 if cond in ("zero_shot", "zero_shot_base") else n_train
+    if cfg.inference.n_examples is not None and n_ex:
+        n_ex = min(n_ex, int(cfg.inference.n_examples))
+    sets = int(cfg.condition.n_perturbations) if cond == "acc_matched" else 1
+    per_persona = sets * (n_ex * L + n_test * (L + 60))
+    tokens = per_persona * _personas(cfg)
+    if planned_stage(cfg) == "collaborative":  # a constrained search per selection method and round
+        tokens += search_job_tokens(cfg) * len(cfg.collaborative.selection) * int(cfg.collaborative.rounds)
+    return tokens
+
+
+def _gpu_hours(tokens: float, model: Any) -> float:
+    rate = model.get("throughput_tok_s")
+    if not rate:
+        return 0.0
+    return tokens / float(rate) / 3600 * max(int(model.gpus or 0), 1 if int(model.gpus or 0) else 0)
+
+
+# -- building -------------------------------------------------------------------------------------
+def _is_complete_cell(cfg: DictConfig) -> bool:
+    """Complete with the same settings: such a cell is not submitted (a cell of different settings
+    is, so that its job stops with the message saying so)."""
+    from plural_icm.pipeline.cell import cell_path, fingerprint
+    from plural_icm.pipeline.layout import COMPLETE, is_complete
+
+    if planned_stage(cfg) != "cell":
+        return False
+    out = cell_path(cfg)
+    if not is_complete(out):
+        return False
+    try:
+        return json.loads((out / COMPLETE).read_text()).get("fingerprint") == fingerprint(cfg)
+    except (OSError, ValueError):
+        return False
+
+
+def build_plan(jobs: Iterable[tuple[Sequence[str], DictConfig]]) -> Plan:
+    """Plan the sweep whose jobs are given as (overrides, composed config)."""
+    plan = Plan()
+    searches: dict[str, PlannedJob] = {}
+    models: dict[str, Any] = {}
+    for overrides, cfg in jobs:
+        stage = planned_stage(cfg)
+        models.setdefault(cfg.model.name, (cfg.model, cfg.cluster))
+        res = Resources.of_model(cfg.model)
+        cell = PlannedJob(stage=stage, overrides=list(overrides), cfg=cfg, resources=res,
+                          key=cell_key(cfg), complete=_is_complete_cell(cfg))
+        cell.prompt_tokens = cell_tokens(cfg)
+        cell.gpu_hours = _gpu_hours(cell.prompt_tokens, cfg.model)
+        if needs_search(cfg):
+            sk = search_key(cfg)
+            cell.search = sk
+            if sk not in searches:
+                s_over = [o for o in overrides if not o.startswith("stage=")] + ["stage=search"]
+                s = PlannedJob(stage="search", overrides=s_over, cfg=cfg, resources=res,
+                               key=f"search:{sk}", search=sk)
+                s.prompt_tokens = search_job_tokens(cfg)
+                s.gpu_hours = _gpu_hours(s.prompt_tokens, cfg.model)
+                searches[sk] = s
+                plan.searches.append(s)
+            plan.shared_by[sk] = plan.shared_by.get(sk, 0) + 1
+        plan.cells.append(cell)
+    # A search whose every reader is complete is not needed.
+    for s in plan.searches:
+        s.complete = all(c.complete for c in plan.cells if c.search == s.search)
+    plan.memory = [memory_check(m, cl) for m, cl in models.values()]
+    return plan
+
+
+# -- printing -------------------------------------------------------------------------------------
+def _fmt_tokens(x: float) -> str:
+    for unit, div in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if x >= div:
+            return f"{x / div:.1f}{unit}"
+    return f"{x:.0f}"
+
+
+def format_plan(plan: Plan) -> str:
+    """The table printed by stage=plan (and by every launch before it submits)."""
+    ids = {s.search: f"S{i + 1}" for i, s in enumerate(plan.searches)}
+    head = ("id", "stage", "model", "dataset", "fold", "condition", "n", "GPUs", "CPUs", "mem_GB",
+            "time_min", "after", "state")
+    rows = []
+    for j in plan.jobs:
+        c = j.cfg
+        search = j.stage == "search"
+        n = "-" if search else ("all" if c.inference.n_examples is None else str(c.inference.n_examples))
+        cond = "-" if search else ("collaborative" if j.stage == "collaborative" else plain(c.condition.name))
+        rows.append((ids[j.search] if search else "-", j.stage, c.model.name, c.dataset.name, str(c.fold),
+                     cond, n, str(j.resources.gpus), str(j.resources.cpus), str(j.resources.mem_gb),
+                     str(j.resources.time_min), ids[j.search] if (j.search and not search) else "-",
+                     "complete" if j.complete else "to-run"))
+    widths = [max(len(h), *(len(r[k]) for r in rows)) if rows else len(h) for k, h in enumerate(head)]
+    line = lambda r: "  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip()
+    out = [line(head)] + [line(r) for r in rows]
+    out.append("")
+    out.append(f"distinct searches ({len(plan.searches)}; estimated prompt tokens from the engine's cost model, max_iters as an upper bound):")
+    for s in plan.searches:
+        c = s.cfg
+        out.append(f"  {ids[s.search]}  {c.model.name}/{c.dataset.name}/fold{c.fold} [{s.search}]: "
+                   f"{_personas(c)} personas x {c.icm.restarts} restart(s), {_train_claims(c)} claims x "
+                   f"{c.dataset.size.tokens_per_claim} tokens, <= {c.icm.max_iters} iterations "
+                   f"({plain(c.icm.engine)} engine, icm preset {c.icm.preset}): "
+                   f"{_fmt_tokens(s.prompt_tokens)} tokens, {s.gpu_hours:.1f} GPU-h; "
+                   f"read by {plan.shared_by.get(s.search, 0)} cell(s)"
+                   + ("  [complete]" if s.complete else ""))
+    out.append("")
+    out.append("memory (weights + KV cache of one max_context sequence + per-GPU overhead vs "
+               "tensor_parallel_size x cluster.gpu_memory_gb x gpu_memory_utilization):")
+    out += [f"  {m.line}" + (f"\n    change: {m.fix}" if m.fix else "") for m in plan.memory]
+    todo = plan.to_submit()
+    s_h = sum(j.gpu_hours for j in todo if j.stage == "search")
+    c_h = sum(j.gpu_hours for j in todo if j.stage != "search")
+    out.append("")
+    out.append(f"GPU-hours (estimate = prompt tokens / model.throughput_tok_s x GPUs; the paper reports "
+               f"{PAPER_HOURS_PER_SEARCH} per search on RTX PRO 6000s): searches {s_h:.1f}, cells {c_h:.1f}")
+    n_s = len([s for s in plan.searches if not s.complete])
+    skipped = len(plan.jobs) - len(todo)
+    if skipped:
+        out.append(f"{skipped} job(s) already complete: not submitted")
+    out.append(f"plan: {len(todo)} jobs, {n_s} distinct searches, {plan.gpu_hours():.1f} GPU-hours (estimate)")
+    return "\n".join(out)

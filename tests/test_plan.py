@@ -1,0 +1,145 @@
+"""stage=plan, the paper presets and the ICM preset that follows the model (no SLURM, no model)."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+from plural_icm.config.schema import register_configs
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _launch(args: list[str], tmp_path: Path, timeout: float = 600) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PLURAL_ICM_OUTPUT=str(tmp_path / "out"), WANDB_MODE="disabled")
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    return subprocess.run([sys.executable, "launch.py", *args], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def _compose(overrides: list[str]):
+    register_configs()
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        return compose("config", overrides=overrides + [f"paths.root_dir={ROOT}"])
+
+
+# -- the ICM preset follows the model -----------------------------------------------------------
+@pytest.mark.parametrize("model,preset", [("smollm2", "demo"), ("gemma270m", "demo"), ("llama8b", "paper"),
+                                          ("llama70b", "paper"), ("qwen30b", "paper"), ("olmo7b", "paper")])
+def test_default_icm_preset_follows_the_model(model, preset):
+    cfg = _compose([f"model={model}"])
+    assert cfg.icm.preset == preset
+
+
+def test_paper_model_with_collaborative_experiment_gets_the_paper_search():
+    cfg = _compose(["model=llama8b", "dataset=gqa", "experiment=collaborative"])
+    assert (cfg.icm.preset, cfg.icm.num_seed, cfg.icm.max_iters) == ("paper", 8, 3000)
+
+
+def test_explicit_icm_choice_wins():
+    assert _compose(["model=llama8b", "icm=demo"]).icm.max_iters == 25
+    assert _compose(["icm=fork"]).icm.preset == "fork"
+    # the paper presets force the paper's settings, also for a demo model
+    assert _compose(["experiment=paper", "model=smollm2"]).icm.preset == "paper"
+
+
+@pytest.mark.parametrize("experiment", ["paper", "paper_scaling", "paper_collaborative", "paper_sample_efficiency"])
+def test_paper_presets_compose_with_the_paper_icm(experiment):
+    register_configs()
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("config", overrides=[f"experiment={experiment}", f"paths.root_dir={ROOT}"],
+                      return_hydra_config=True)
+    assert cfg.icm.preset == "paper" and cfg.icm.max_iters == 3000
+    params = cfg.hydra.sweeper.params
+    assert params["fold"] == "0,1,2,3"
+    if experiment == "paper_collaborative":
+        assert cfg.seed == 27565976 and list(cfg.dataset.personas) == ["Britain", "Indonesia", "Nigeria"]
+        assert cfg.collaborative.k_per_fold == 1
+    if experiment == "paper_scaling":
+        assert params["model"].split(",") == ["llama8b", "llama70b", "qwen14b", "qwen30b", "olmo7b", "olmo32b"]
+
+
+def test_cfg_hydra_resolve_does_not_crash(tmp_path):
+    for extra in ([], ["hydra/launcher=slurm_gpu", "model=llama70b"]):
+        r = _launch(["--cfg", "hydra", "--resolve", *extra], tmp_path, timeout=300)
+        assert r.returncode == 0, r.stderr[-2000:]
+        assert "sweep:" in r.stdout
+
+
+# -- memory check -------------------------------------------------------------------------------
+def test_memory_check_of_llama70b_on_80gb_gpus():
+    from plural_icm.pipeline.plan import memory_check
+
+    m = _compose(["model=llama70b"])
+    assert memory_check(m.model, m.cluster).ok                         # default: tensor parallel 4
+    tp2 = _compose(["model=llama70b", "model.tensor_parallel_size=2", "model.gpus=2"])
+    bad = memory_check(tp2.model, tp2.cluster)
+    assert not bad.ok and "model.tensor_parallel_size=4" in bad.fix
+    on96 = _compose(["model=llama70b", "model.tensor_parallel_size=2", "model.gpus=2", "cluster.gpu_memory_gb=96"])
+    assert memory_check(on96.model, on96.cluster).ok                   # the paper's RTX PRO 6000s
+    fewer = _compose(["model=llama70b", "model.gpus=2"])
+    assert "model.gpus=4" in memory_check(fewer.model, fewer.cluster).fix
+
+
+def test_search_cost_model_matches_the_benchmark_order_of_magnitude():
+    from plural_icm.search.cost import full_evaluation_tokens, proposal_tokens
+
+    # docs/benchmark.md, n = 64, L = 48: full evaluation 194,944 (reference) / 21,208 (fast);
+    # proposal 525,814 / 31,689.
+    assert full_evaluation_tokens(64, 48, "reference") == pytest.approx(194_944, rel=0.01)
+    assert full_evaluation_tokens(64, 48, "fast") == pytest.approx(21_208, rel=0.1)
+    assert proposal_tokens(64, 48, "reference") == pytest.approx(525_814, rel=0.1)
+    assert proposal_tokens(64, 48, "fast") == pytest.approx(31_689, rel=0.2)
+
+
+# -- stage=plan through launch.py ---------------------------------------------------------------
+def test_plan_refuses_llama70b_on_two_80gb_gpus(tmp_path):
+    r = _launch(["stage=plan", "model=llama70b", "model.tensor_parallel_size=2"], tmp_path)
+    assert r.returncode != 0
+    text = r.stdout + r.stderr
+    assert "model.tensor_parallel_size" in text and "DOES NOT FIT" in text, text[-3000:]
+    print("\n" + "\n".join(l for l in text.splitlines() if "fit" in l.lower() or "change:" in l))
+
+
+def test_plan_of_the_scaling_grid(tmp_path):
+    t0 = time.perf_counter()
+    proc = _launch(["-m", "experiment=paper_scaling", "stage=plan"], tmp_path)
+    wall = time.perf_counter() - t0
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    lines = proc.stdout.strip().splitlines()
+    # 6 models x 4 datasets x 4 conditions x 4 folds = 384 cells; icm and acc_matched of one
+    # (model, dataset, fold) share one search: 6 x 4 x 4 = 96 searches
+    m = re.fullmatch(r"plan: (\d+) jobs, (\d+) distinct searches, ([\d.]+) GPU-hours \(estimate\)", lines[-1])
+    assert m and (int(m[1]), int(m[2])) == (480, 96), lines[-1]
+    assert float(m[3]) > 0
+    rows = [l.split() for l in lines if l.startswith(("S", "- ")) and len(l.split()) == 13]
+    cells = [r for r in rows if r[1] == "cell"]
+    assert len(cells) == 384 and len([r for r in rows if r[1] == "search"]) == 96
+    # every job carries its own model's resources
+    want = {n: _compose([f"model={n}"]).model for n in ("llama8b", "llama70b", "qwen14b", "qwen30b", "olmo7b", "olmo32b")}
+    for r in rows:
+        mc = want[r[2]]
+        assert (int(r[7]), int(r[8]), int(r[9]), int(r[10])) == (mc.gpus, mc.cpus, mc.mem_gb, mc.time_min), r
+    # icm and acc_matched cells name the search they read; zero_shot and gold read none
+    assert {r[11] != "-" for r in cells if r[5] in ("icm", "acc_matched")} == {True}
+    assert {r[11] for r in cells if r[5] in ("zero_shot", "gold")} == {"-"}
+    assert "read by 2 cell(s)" in proc.stdout
+    print(f"\nplan of experiment=paper_scaling: {wall:.1f} s wall\n" + "\n".join(lines[-12:]))
+
+
+def test_a_model_without_an_icm_preset_stops_naming_icm():
+    from omegaconf import MISSING, OmegaConf
+
+    from plural_icm.pipeline.task import _require_icm_preset
+
+    cfg = OmegaConf.create({"model": {"name": "mine"}, "icm": MISSING})
+    with pytest.raises(SystemExit, match="icm=paper"):
+        _require_icm_preset(cfg)
+    _require_icm_preset(_compose(["model=llama8b"]))   # a packaged model config names its preset
