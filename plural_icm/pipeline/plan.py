@@ -29,6 +29,7 @@ from typing import Any, Iterable, Sequence
 
 from omegaconf import DictConfig, OmegaConf
 
+from plural_icm.conditions.registry import get_condition
 from plural_icm.utils.values import plain
 
 GIB = 1024 ** 3
@@ -62,13 +63,11 @@ def planned_stage(cfg: DictConfig) -> str:
 
 
 def needs_search(cfg: DictConfig) -> bool:
-    """Whether the job reads ICM searches (so it runs after the search job of its fold).
-
-    One small function on purpose: conditions that declare ``needs_search`` replace this test.
-    """
+    """Whether the job reads ICM searches (so it runs after the search job of its fold): the
+    collaborative stage always does; a cell when its condition declares ``needs_search``."""
     if planned_stage(cfg) == "collaborative":
         return True
-    return plain(cfg.condition.name) in ("icm", "acc_matched")
+    return get_condition(plain(cfg.condition.name)).needs_search
 
 
 def search_key(cfg: DictConfig) -> str:
