@@ -30,6 +30,8 @@ from typing import Any, Iterable, Sequence
 from omegaconf import DictConfig, OmegaConf
 
 from plural_icm.conditions.registry import get_condition
+from plural_icm.layout import CELL_FILES, COMPLETE, cell_path, fingerprint, is_complete
+from plural_icm.pipeline.cell import model_identity
 from plural_icm.utils.values import plain
 
 GIB = 1024 ** 3
@@ -72,7 +74,6 @@ def needs_search(cfg: DictConfig) -> bool:
 
 def search_key(cfg: DictConfig) -> str:
     """Equal for two configs whose searches have equal content addresses (config-level inputs)."""
-    from plural_icm.pipeline.cell import model_identity
 
     icm = OmegaConf.to_container(cfg.icm, resolve=True)
     icm.pop("checkpoint_every", None)
@@ -85,7 +86,6 @@ def search_key(cfg: DictConfig) -> str:
 
 def cell_key(cfg: DictConfig) -> str:
     """The identity of a cell job across launches (its result directory and stage)."""
-    from plural_icm.pipeline.cell import cell_path
 
     return f"{planned_stage(cfg)}:{cell_path(cfg)}"
 
@@ -255,13 +255,10 @@ def _gpu_hours(tokens: float, model: Any) -> float:
 def _is_complete_cell(cfg: DictConfig) -> bool:
     """Complete with the same settings: such a cell is not submitted (a cell of different settings
     is, so that its job stops with the message saying so)."""
-    from plural_icm.pipeline.cell import cell_path, fingerprint
-    from plural_icm.pipeline.layout import COMPLETE, is_complete
-
     if planned_stage(cfg) != "cell":
         return False
     out = cell_path(cfg)
-    if not is_complete(out):
+    if not is_complete(out, CELL_FILES):
         return False
     try:
         return json.loads((out / COMPLETE).read_text()).get("fingerprint") == fingerprint(cfg)
