@@ -65,6 +65,19 @@ def _loader(name: str) -> tuple[Callable[..., ClaimSet], type]:
     return getattr(module, spec.function), getattr(module, spec.options)
 
 
+_EXPECTED = {"float": "a number", "int": "an integer", "bool": "true or false", "str": "a string"}
+
+
+def _expected(options_class: type, key: str) -> str:
+    """What a field of a loader's options dataclass takes, in words (for error messages)."""
+    types = {f.name: str(f.type) for f in dataclasses.fields(options_class)}
+    t = types.get(key, "")
+    for name, words in _EXPECTED.items():
+        if t == name or t.startswith(f"Optional[{name}]") or t.startswith(f"{name} |"):
+            return words
+    return "a list" if "list" in t else f"a value of type {t or 'unknown'}"
+
+
 def validated_options(cfg: Any) -> dict[str, Any]:
     """``cfg.options`` checked against its loader's options dataclass, defaults filled in."""
     name = str(cfg_get(cfg, "loader", "") or "")
@@ -73,15 +86,15 @@ def validated_options(cfg: Any) -> dict[str, Any]:
     valid = [f.name for f in dataclasses.fields(options_class)]
     unknown = sorted(set(raw) - set(valid))
     if unknown:
-        raise ValueError(f"dataset.options.{unknown[0]} is not an option of loader {name!r}"
+        raise ConfigError(f"dataset.options.{unknown[0]} is not an option of loader {name!r}"
                          + (f" (also unknown: {', '.join(unknown[1:])})" if len(unknown) > 1 else "")
                          + f"; valid options: {', '.join(valid) or 'none'}")
     try:
         merged = OmegaConf.merge(OmegaConf.structured(options_class), raw)
     except OmegaConfBaseException as e:
-        key = getattr(e, "full_key", None) or getattr(e, "key", None) or "?"
-        raise ValueError(f"dataset.options.{key} (loader {name!r}): {e.msg if hasattr(e, 'msg') else e}"
-                         ) from None
+        key = str(getattr(e, "full_key", None) or getattr(e, "key", None) or "?")
+        raise ConfigError(f"dataset.options.{key}={raw.get(key)!r} (loader {name!r}) is not "
+                          f"accepted; expected {_expected(options_class, key)}") from None
     return OmegaConf.to_container(merged, resolve=True)
 
 
