@@ -93,8 +93,8 @@ def test_vllm_section_names_are_engine_args_of_the_installed_vllm():
 
 
 def test_gpus_follow_tensor_parallel_size():
-    assert _compose(["model=llama70b"]).model.gpus == 2
-    assert _compose(["model=llama70b", "model.tensor_parallel_size=4"]).model.gpus == 4
+    assert _compose(["model=llama70b"]).model.gpus == 4  # tensor parallel 4: fits 80 GB GPUs
+    assert _compose(["model=llama70b", "model.tensor_parallel_size=2"]).model.gpus == 2
     assert _compose(["model=llama8b"]).model.gpus == 1
 
 

@@ -34,7 +34,8 @@ def test_search_total_drops_what_an_early_stop_does_not_run(tmp_path):
 def test_search_total_counts_only_what_is_left(tmp_path):
     done, resumed, fresh = (task(make_claims(n), max_iters=50) for n in (2, 3, 4))
     (done.directory(tmp_path)).mkdir(parents=True)
-    (done.directory(tmp_path) / "COMPLETE.json").write_text("{}")
+    for f in ("COMPLETE.json", "summary.json", "labels.jsonl"):  # what a complete search holds
+        (done.directory(tmp_path) / f).write_text("{}")
     resumed.directory(tmp_path).mkdir(parents=True)
     (resumed.directory(tmp_path) / "checkpoint.json").write_text(
         json.dumps({"iteration": 30, "since_accept": 4}))

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from typing import Callable
 
+from omegaconf import DictConfig
+
 from plural_icm.conditions.base import CellInputs, Condition, ConditionLabels
 from plural_icm.conditions.icm import search_metrics
 from plural_icm.conditions.labels import accuracy_matched_labels, icm_labels
@@ -30,6 +32,9 @@ def mutual_predictability_fn(inputs: CellInputs, claims: list[Claim]) -> Callabl
 class AccuracyMatched(Condition):
     name = "acc_matched"
     needs_search = True
+
+    def n_example_sets(self, cfg: DictConfig) -> int:
+        return int(cfg.condition.n_perturbations)
 
     def examples(self, inputs: CellInputs, persona_id: str) -> ConditionLabels:
         cfg = inputs.cfg

@@ -61,6 +61,12 @@ class Condition:
     name: ClassVar[str]
     needs_search: ClassVar[bool] = False
     """True when the ICM searches of every persona must exist before :meth:`examples` runs."""
+    uses_examples: ClassVar[bool] = True
+    """False for zero-shot conditions (no in-context examples: the planner's cost model)."""
+
+    def n_example_sets(self, cfg: DictConfig) -> int:
+        """How many example sets a persona is predicted with (``perturbations``; 1 without)."""
+        return 1
 
     def model_role(self, cfg: DictConfig) -> str:
         """``instruct`` or ``base``: the checkpoint that answers (``condition.model_role``)."""

@@ -9,6 +9,7 @@ from plural_icm.conditions.registry import register
 @register
 class ZeroShot(Condition):
     name = "zero_shot"
+    uses_examples = False
 
     def examples(self, inputs: CellInputs, persona_id: str) -> ConditionLabels:
         return ConditionLabels(examples=[])

@@ -122,7 +122,7 @@ def validate_config(cfg: DictConfig) -> None:
         _float(cfg, "icm.decay", lambda v: 0 < v <= 1, "a number in (0, 1]")
         _float(cfg, "icm.log_schedule_constant", lambda v: v >= 0, "a finite number >= 0")
         _float(cfg, "icm.unlabelled_weight", lambda v: v > 0, "a finite number > 0")
-        _int(cfg, "icm.patience", 1)
+        _int(cfg, "icm.patience", 1, optional=True)  # null: no early stop (the published algorithm)
         _int(cfg, "icm.restarts", 1)
         _int(cfg, "icm.fix_max_rounds", 0)
         _int(cfg, "icm.checkpoint_every", 1)

@@ -92,7 +92,7 @@ def search_tasks(cfg: DictConfig, claimset: ClaimSet, backend_identity: dict,
     """The ICM searches a cell needs: per persona, restart and search set (icm.search_unit: the
     training claims, or each training fold part of them; plural_icm.search.units)."""
     params = SearchParams.from_config(cfg.icm)
-    unit = plain(cfg.icm.get("search_unit", "training_folds"))
+    unit = plain(cfg.icm.search_unit)
     tasks = []
     for pid in personas:
         train, _ = claimset.split(fold, pid)
@@ -152,8 +152,7 @@ def run_searches_for(cfg: DictConfig, claimset: ClaimSet, personas: list[str], b
 def icm_protocol(cfg: DictConfig) -> dict:
     """The ICM settings a number depends on beyond the hyperparameters, for the result's meta."""
     return {"icm_preset": plain(cfg.icm.preset),
-            "search_unit": plain(cfg.icm.get("search_unit", "training_folds")),
-            "seed_labels": plain(cfg.icm.get("seed_labels", "random"))}
+            "search_unit": plain(cfg.icm.search_unit), "seed_labels": plain(cfg.icm.seed_labels)}
 
 
 # -- the cell as named steps ------------------------------------------------------------------

@@ -232,11 +232,11 @@ def cell_tokens(cfg: DictConfig) -> float:
     L = int(size.tokens_per_claim)
     n_train = _train_claims(cfg)
     n_test = int(int(size.claims_per_persona) * (1 - _train_fraction(cfg)))
-    cond = plain(cfg.condition.name)
-    n_ex = 0 if cond in ("zero_shot", "zero_shot_base") else n_train
+    condition = get_condition(plain(cfg.condition.name))
+    n_ex = n_train if condition.uses_examples else 0
     if cfg.inference.n_examples is not None and n_ex:
         n_ex = min(n_ex, int(cfg.inference.n_examples))
-    sets = int(cfg.condition.n_perturbations) if cond == "acc_matched" else 1
+    sets = condition.n_example_sets(cfg)
     per_persona = sets * (n_ex * L + n_test * (L + 60))
     tokens = per_persona * _personas(cfg)
     if planned_stage(cfg) == "collaborative":  # a constrained search per selection method and round
