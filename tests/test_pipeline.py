@@ -211,12 +211,12 @@ def test_open_ended_acc_matched_generates_with_every_perturbation(tmp_path, tiny
 
 
 def test_representation_is_the_mean_of_persona_means():
-    from plural_icm.pipeline.cell import _add_representation, judge_info
+    from plural_icm.pipeline.cell import add_representation, judge_info
 
     gens = [{"persona_id": "A", "score": s, "perturbation": None} for s in (5, 5, 5, 1)] + \
         [{"persona_id": "B", "score": s, "perturbation": None} for s in (2, 2)]
     m = {"overall": {}, "per_persona": {}}
-    _add_representation(m, gens)
+    add_representation(m, gens)
     assert m["overall"]["representation_score"] == pytest.approx((4 + 2) / 2)  # not 20/6
     assert m["overall"]["representation_pooled"] == pytest.approx(20 / 6)
     se_a = (pytest.importorskip("numpy").std([5, 5, 5, 1], ddof=1) / 2)
@@ -225,7 +225,7 @@ def test_representation_is_the_mean_of_persona_means():
     gens2 = [g | {"perturbation": 0} for g in gens] + \
         [{"persona_id": p, "score": 3, "perturbation": 1} for p in ("A", "B")] * 2
     m2 = {"overall": {}, "per_persona": {}}
-    _add_representation(m2, gens2)
+    add_representation(m2, gens2)
     assert m2["overall"]["representation_score"] == pytest.approx((3 + 3) / 2)
     assert m2["per_persona"]["A"]["representation_score"] == pytest.approx((4 + 3) / 2)
     from omegaconf import OmegaConf
