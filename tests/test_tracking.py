@@ -109,7 +109,8 @@ def test_max_new_tokens_is_in_the_logged_config_secrets_are_not(tmp_path):
     assert logged["inference"]["max_new_tokens"] == 200
     text = repr(logged)
     assert "hf_token" not in text and "abc" not in text and "db_password" not in text
-    assert "api_key_env" not in text
+    # the *name* of the variable that holds the key is no secret (is_secret_key: keys ending in _env)
+    assert logged["model"]["api_key_env"] == "OPENAI_API_KEY"
 
 
 def test_group_is_the_sweep():

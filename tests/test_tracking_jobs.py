@@ -124,7 +124,7 @@ def test_search_job_then_cell_artifacts_lineage_and_skip(tmp_path, tiny_model_di
     assert cell_art["name"] == "cell-main-tiny-demo-icm-nall-fold0-seed0" and not cell_art["used"]
     assert {"metrics.json", "predictions.jsonl", "COMPLETE.json"} <= set(cell_art["files"])
     metrics = json.loads((out / "results/main/tiny/demo/icm/nall/fold0/seed0/metrics.json").read_text())
-    assert cell["summary"]["overall/accuracy"] == pytest.approx(metrics["overall"]["accuracy"])
+    assert cell["summary"]["overall/claim_accuracy"] == pytest.approx(metrics["overall"]["claim_accuracy"])
     assert cell["summary"]["status"] == "finished"
     assert cell["config"]["inference"]["max_new_tokens"] == 200
 
@@ -190,5 +190,5 @@ def test_killed_cell_resumes_into_one_run_with_its_real_summary(tmp_path, tiny_m
     assert [a["name"] for a in run["artifacts"] if a["type"] == "search"] == [f"search-{h}"]
     assert run["summary"]["searches/progressive/iterations"] == summary["iterations"]
     metrics = json.loads((out / "results/main/tiny/demo/icm/nall/fold0/seed0/metrics.json").read_text())
-    assert run["summary"]["overall/accuracy"] == pytest.approx(metrics["overall"]["accuracy"])
+    assert run["summary"]["overall/claim_accuracy"] == pytest.approx(metrics["overall"]["claim_accuracy"])
     assert run["summary"]["status"] == "finished"
