@@ -55,6 +55,45 @@ def test_cell_writes_complete_results(tmp_path, tiny_model_dir, condition, tiny_
         assert all(abs(p["accuracy"] - pm["icm_label_accuracy"]) <= 0.005 for p in perts)
 
 
+def test_base_model_work_in_a_child_process_gives_the_same_cell(tmp_path, tiny_model_dir, monkeypatch,
+                                                                tiny_cfg):
+    """model.engine_per_process=true: the searches and acc_matched's base-model scoring run in a
+    spawned child, the cell's own process loads only the instruct model, and the results are those
+    of the one-process run (the key changes no result, so both land in one cell directory)."""
+    import shutil
+
+    from plural_icm.pipeline import cell
+
+    instruct = tmp_path / "instruct"  # another checkpoint path: the base model must be released
+    instruct.symlink_to(tiny_model_dir, target_is_directory=True)
+    loaded: list[str] = []
+    real_load = cell.backend_from_model_config
+
+    def recording_load(model_cfg, role, cache_dir):
+        loaded.append(role)
+        return real_load(model_cfg, role, cache_dir)
+
+    monkeypatch.setattr(cell, "backend_from_model_config", recording_load)
+    runs = {}
+    for isolated in ("true", "false"):
+        cfg = tiny_cfg([f"model.instruct={instruct}", "condition=acc_matched", "condition.n_perturbations=2",
+                        f"model.engine_per_process={isolated}"])
+        loaded.clear()
+        shutil.rmtree(tmp_path / "out", ignore_errors=True)
+        metrics = cell.run_cell(cfg)
+        out = cell.cell_path(cfg)
+        runs[isolated] = (loaded[:], metrics, (out / "predictions.jsonl").read_text(),
+                          (out / "examples.jsonl").read_text())
+    assert runs["true"][0] == ["instruct"]  # the base model was loaded (and freed) in the child
+    assert runs["false"][0] == ["base", "instruct"]
+    assert runs["true"][2:] == runs["false"][2:]
+    for key in ("claim_accuracy", "icm_label_accuracy", "icm_mutual_predictability"):
+        assert runs["true"][1]["overall"][key] == pytest.approx(runs["false"][1]["overall"][key])
+    assert cell.base_work_in_child_process(tiny_cfg(["model.backend=vllm"]), "instruct") is False  # one checkpoint
+    assert cell.base_work_in_child_process(
+        tiny_cfg([f"model.instruct={instruct}", "model.backend=vllm"]), "instruct") is True
+
+
 def test_relaunch_skips_without_loading_a_model(tmp_path, tiny_model_dir, monkeypatch, tiny_cfg):
     from plural_icm.pipeline import cell
 

@@ -85,7 +85,7 @@ NON_RESULT_KEYS: tuple[str, ...] = (
     "icm.checkpoint_every", "dataset.score_metric",
     "model.gpus", "model.cpus", "model.mem_gb", "model.time_min", "model.api_key_env",
     "model.tensor_parallel_size", "model.gpu_memory_utilization", "model.batch_size",
-    "model.prefix_cache_gb", "model.request_cache",
+    "model.prefix_cache_gb", "model.request_cache", "model.engine_per_process",
     "model.vllm.max_num_seqs", "model.vllm.max_num_batched_tokens",
     "model.vllm.enable_chunked_prefill", "model.vllm.enforce_eager", "model.vllm.block_size",
     "model.vllm.cpu_offload_gb", "model.vllm.kv_cache_memory_bytes",
@@ -158,6 +158,11 @@ class ModelConfig:
     request_cache: bool = False
     """Answer repeated requests (same model, revision, backend, output-changing settings, labels or
     generation parameters, prompt tokens) from ``<paths.cache_dir>/requests`` instead of the model."""
+    engine_per_process: Optional[bool] = None
+    """Run a cell's base-model work (searches not yet on disk, the base-model scoring of
+    ``acc_matched``/``bootstrap``) in a child process that exits before the instruct model is
+    loaded, so no process holds two engines. null: only for backend=vllm (vLLM does not reliably
+    free GPU memory when an engine is closed); true/false force it. Never changes a result."""
     vllm: VLLMEngineArgs = field(default_factory=VLLMEngineArgs)
     """For backend=vllm: engine settings passed to ``vllm.LLM`` (unknown keys are an error)."""
     # -- resources a SLURM job of this model needs (read by the launcher presets) --

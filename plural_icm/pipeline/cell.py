@@ -220,12 +220,15 @@ def compute_cell(cfg: DictConfig, condition: Condition, wb: Any = None) -> CellO
     claimset = load_claimset(cfg.dataset, cfg.paths.data_dir)
     claimset.split(cfg.fold)  # the fold must be one of the data's (valid folds follow from the data)
     personas = sorted(claimset.personas)
+    role = condition.model_role(cfg)
     backends = Backends(cfg)
     try:
-        searches = run_searches_for(cfg, claimset, personas, backends, wb=wb) if condition.needs_search else {}
-        inputs = CellInputs(cfg, claimset, lambda: backends.get("base"), searches)
-        labelled = {pid: condition.examples(inputs, pid) for pid in personas}
-        role = condition.model_role(cfg)
+        if base_work_in_child_process(cfg, role):
+            labelled = examples_in_child_process(cfg)
+            if condition.needs_search and wb is not None:  # log them: on disk now, no engine loaded
+                run_searches_for(cfg, claimset, personas, backends, wb=wb)
+        else:
+            labelled = condition_examples(cfg, condition, claimset, personas, backends, wb)
         backend = backends.get(role)
         rows = predict_personas(cfg, claimset, labelled, backend, base=role == "base")
         generations = steered_generation(cfg, claimset, labelled, backend) if cfg.dataset.open_ended else []
@@ -247,6 +250,51 @@ def compute_cell(cfg: DictConfig, condition: Condition, wb: Any = None) -> CellO
     examples = [ExampleRow(persona_id=pid, item_id=c.item_id, label=y, gold=c.gold)
                 for pid, cl in labelled.items() for c, y in cl.examples]
     return CellOutput(rows, examples, metrics, generations)
+
+
+def condition_examples(cfg: DictConfig, condition: Condition, claimset: ClaimSet, personas: list[str],
+                       backends: Backends, wb: Any = None) -> dict[str, ConditionLabels]:
+    """The condition's examples per persona, with the searches they need: all of a cell's base
+    model work (the base model is loaded only if a search or the condition asks for it)."""
+    searches = run_searches_for(cfg, claimset, personas, backends, wb=wb) if condition.needs_search else {}
+    inputs = CellInputs(cfg, claimset, lambda: backends.get("base"), searches)
+    return {pid: condition.examples(inputs, pid) for pid in personas}
+
+
+def base_work_in_child_process(cfg: DictConfig, role: str) -> bool:
+    """Whether the base model's work runs in a child process (``model.engine_per_process``; null:
+    for vLLM, which does not reliably free GPU memory when an engine is closed). Only needed when
+    the cell then loads a different (instruct) checkpoint."""
+    if role == "base" or str(cfg.model.base) == str(cfg.model.instruct):
+        return False
+    flag = cfg.model.get("engine_per_process")
+    return plain(cfg.model.backend) == "vllm" if flag is None else bool(flag)
+
+
+def examples_in_child_process(cfg: DictConfig) -> dict[str, ConditionLabels]:
+    """:func:`condition_examples` in a fresh (spawned) process, whose exit frees every byte its
+    engine held. Searches it computes are on disk for the parent; their W&B rows are not live."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    resolved = cfg.copy()
+    OmegaConf.resolve(resolved)  # ${hydra:...} interpolations cannot resolve in the child
+    log.info("base model work of this cell in a child process (model.engine_per_process)")
+    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(_condition_examples_job, resolved).result()
+
+
+def _condition_examples_job(cfg: DictConfig) -> dict[str, ConditionLabels]:
+    """Child-process entry of :func:`examples_in_child_process`."""
+    logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
+    claimset = load_claimset(cfg.dataset, cfg.paths.data_dir)
+    claimset.split(cfg.fold)
+    backends = Backends(cfg)
+    try:
+        return condition_examples(cfg, get_condition(plain(cfg.condition.name)), claimset,
+                                  sorted(claimset.personas), backends)
+    finally:
+        backends.close()
 
 
 def predict_personas(cfg: DictConfig, claimset: ClaimSet, labelled: dict[str, ConditionLabels],
