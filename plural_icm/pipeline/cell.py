@@ -217,9 +217,7 @@ def prepare_cell_dir(cfg: DictConfig, out: Path) -> None:
 
 def compute_cell(cfg: DictConfig, condition: Condition, wb: Any = None) -> CellOutput:
     """Searches (if the condition needs them), the condition's examples, inference, metrics."""
-    claimset = load_claimset(cfg.dataset, cfg.paths.data_dir)
-    claimset.split(cfg.fold)  # the fold must be one of the data's (valid folds follow from the data)
-    personas = sorted(claimset.personas)
+    claimset, personas = cell_data(cfg)
     role = condition.model_role(cfg)
     backends = Backends(cfg)
     try:
@@ -250,6 +248,13 @@ def compute_cell(cfg: DictConfig, condition: Condition, wb: Any = None) -> CellO
     examples = [ExampleRow(persona_id=pid, item_id=c.item_id, label=y, gold=c.gold)
                 for pid, cl in labelled.items() for c, y in cl.examples]
     return CellOutput(rows, examples, metrics, generations)
+
+
+def cell_data(cfg: DictConfig) -> tuple[ClaimSet, list[str]]:
+    """The cell's dataset and its personas (sorted), the fold checked against the data."""
+    claimset = load_claimset(cfg.dataset, cfg.paths.data_dir)
+    claimset.split(cfg.fold)  # the fold must be one of the data's (valid folds follow from the data)
+    return claimset, sorted(claimset.personas)
 
 
 def condition_examples(cfg: DictConfig, condition: Condition, claimset: ClaimSet, personas: list[str],
@@ -287,12 +292,11 @@ def examples_in_child_process(cfg: DictConfig) -> dict[str, ConditionLabels]:
 def _condition_examples_job(cfg: DictConfig) -> dict[str, ConditionLabels]:
     """Child-process entry of :func:`examples_in_child_process`."""
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
-    claimset = load_claimset(cfg.dataset, cfg.paths.data_dir)
-    claimset.split(cfg.fold)
+    claimset, personas = cell_data(cfg)
     backends = Backends(cfg)
     try:
-        return condition_examples(cfg, get_condition(plain(cfg.condition.name)), claimset,
-                                  sorted(claimset.personas), backends)
+        return condition_examples(cfg, get_condition(plain(cfg.condition.name)), claimset, personas,
+                                  backends)
     finally:
         backends.close()
 
