@@ -18,7 +18,7 @@ import pandas as pd  # noqa: E402
 
 from analysis import paper_numbers as paper  # noqa: E402
 from analysis.paper_numbers import CONDITION_LABELS  # noqa: E402
-from analysis.tables import display_scale, is_accuracy, sort_conditions  # noqa: E402
+from analysis.tables import declared_metric, display_scale, is_accuracy, sort_conditions  # noqa: E402
 
 COND_COLORS = {"zero_shot_base": "#bbbbbb", "zero_shot": "#7f7f7f", "random": "#9ecae1",
                "bootstrap": "#9467bd",
@@ -34,8 +34,8 @@ def _color(c: str, i: int = 0) -> str:
     return COND_COLORS.get(c, plt.cm.tab10(i % 10))
 
 
-def _ylabel(dataset: str, delta: bool = False) -> str:
-    if is_accuracy(dataset):
+def _ylabel(dataset: str, delta: bool = False, metric: str | None = None) -> str:
+    if is_accuracy(dataset, metric):
         return "Δ accuracy (percentage points)" if delta else "Accuracy (%)"
     return "Δ representation score (1–5 scale)" if delta else "Representation score (1–5)"
 
@@ -166,7 +166,7 @@ def fig2_dataset_condition(folds: pd.DataFrame, path: Path) -> Path | None:
             sub, who = sub[sub.model == paper.PAPER_MODEL_KEY], paper.PAPER_MODEL
         else:
             who = f"no {paper.PAPER_MODEL_KEY} results: mean of {sub.model.nunique()} model(s)"
-        s = display_scale(d)
+        s = display_scale(d, declared_metric(sub))
         conds = sort_conditions(sub.condition)
         # mean over models of the model's mean over folds; SE over all (model, fold) scores
         means, ses = [], []
@@ -186,7 +186,7 @@ def fig2_dataset_condition(folds: pd.DataFrame, path: Path) -> Path | None:
         pub = [None if paper_score(d, c) is None else paper_score(d, c) * s for c in conds]
         drew = _paper_points(ax, x + 0.3, pub, labelled=True)  # beside the bar's value label
         ax.set_xticks(x, [_label(c) for c in conds], rotation=30, ha="right", fontsize=8)
-        ax.set_ylabel(_ylabel(d))
+        ax.set_ylabel(_ylabel(d, metric=declared_metric(sub)))
         ax.set_title(f"{d} ({who})", fontsize=9)
         ax.grid(axis="y", alpha=0.3)
         if s > 1:
@@ -212,7 +212,7 @@ def fig3_improvement(diffs: pd.DataFrame, path: Path) -> Path | None:
     fig, axes = _grid(len(datasets))
     for ax, d in zip(axes, datasets):
         sub = diffs[diffs.dataset == d]
-        s = display_scale(d)
+        s = display_scale(d, declared_metric(sub))
         models = sort_models(sub.model.unique())
         conds = [c for c in ("icm", "gold") if c in set(sub.condition)]
         w = 0.8 / max(1, len(conds))
@@ -235,7 +235,7 @@ def fig3_improvement(diffs: pd.DataFrame, path: Path) -> Path | None:
         ax.axhline(0, color="black", lw=0.8)
         ax.set_xticks(range(len(models)), models, rotation=20, ha="right")
         ax.set_xlabel("Model")
-        ax.set_ylabel(_ylabel(d, delta=True))
+        ax.set_ylabel(_ylabel(d, delta=True, metric=declared_metric(sub)))
         ax.set_title(d)
         ax.grid(axis="y", alpha=0.3)
     handles, labels = axes[0].get_legend_handles_labels()
@@ -256,7 +256,7 @@ def fig8_absolute(means: pd.DataFrame, path: Path) -> Path | None:
     fig, axes = _grid(len(datasets), max_cols=2, w=7.0, h=4.2)
     for ax, d in zip(axes, datasets):
         sub = means[means.dataset == d]
-        s = display_scale(d)
+        s = display_scale(d, declared_metric(sub))
         models = sort_models(sub.model.unique())
         conds = sort_conditions(sub.condition)
         full = sub.n_folds.max()
@@ -282,7 +282,7 @@ def fig8_absolute(means: pd.DataFrame, path: Path) -> Path | None:
                                   PAPER_LABEL == h for h in ax.get_legend_handles_labels()[1])))
         ax.set_xticks(range(len(models)), models)
         ax.set_xlabel("Model")
-        ax.set_ylabel(_ylabel(d))
+        ax.set_ylabel(_ylabel(d, metric=declared_metric(sub)))
         ax.set_title(d)
         ax.grid(axis="y", alpha=0.3)
         if s > 1:
@@ -315,7 +315,7 @@ def fig5_per_persona(pp_table: pd.DataFrame, path: Path) -> Path | None:
             ax.bar(x, sub[c], w, color=_color(c, j), edgecolor="black", label=_label(c))
             _mark_zero_bars(ax, x, list(sub[c]), w)
         ax.set_xticks(range(len(personas)), personas, rotation=45, ha="right", fontsize=8)
-        ax.set_ylabel(_ylabel(d))
+        ax.set_ylabel(_ylabel(d, metric=declared_metric(sub)))
         ax.set_title(f"{m} / {d}")
         ax.grid(axis="y", alpha=0.3)
         ax.legend(fontsize=7)
@@ -389,7 +389,7 @@ def fig7_sample_efficiency(eff: pd.DataFrame, path: Path) -> Path | None:
         for n in (20, 30):
             ax.axvline(n, color="grey", ls=":", lw=0.8)
         ax.set_xlabel("In-context examples per prompt (n)")
-        ax.set_ylabel(_ylabel(d))
+        ax.set_ylabel(_ylabel(d, metric=declared_metric(sub)))
         ax.set_title(f"{m} / {d}")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)

@@ -43,17 +43,36 @@ def paired_t_p(a: Sequence[float], b: Sequence[float]) -> float:
     return np.nan if p is None else float(p)
 
 
-def is_accuracy(dataset: str) -> bool:
-    return paper.score_metric(dataset) in paper.ACCURACY_METRICS
+def declared_metric(frame: pd.DataFrame, where: object = None) -> str | None:
+    """The ``score_metric`` the cells of ``frame`` declared (``dataset.score_metric``), None when
+    none did. Cells of one group that declare different metrics cannot share a mean: an error
+    naming them, not a mixed number."""
+    if "score_metric" not in frame.columns:
+        return None
+    found = sorted({m for m in frame["score_metric"] if isinstance(m, str) and m})
+    if len(found) > 1:
+        if where is None:
+            where = sorted(set(frame["dataset"])) if "dataset" in frame.columns else "?"
+        raise ValueError(f"cells of {where} declare different score metrics {found}; "
+                         "analyse them separately (one dataset.score_metric per dataset)")
+    return found[0] if found else None
 
 
-def display_scale(dataset: str) -> float:
-    """Multiply a score by this for display: 100 for accuracies (percent), 1 for OT."""
-    return 100.0 if is_accuracy(dataset) else 1.0
+def is_accuracy(dataset: str, metric: str | None = None) -> bool:
+    """Whether the scores are accuracies (shown in percent): by the cells' declared
+    ``score_metric`` when known, else by the dataset's default (``paper.SCORE_METRIC``)."""
+    chosen = metric if isinstance(metric, str) and metric else paper.score_metric(dataset)
+    return chosen in paper.ACCURACY_METRICS
 
 
-def unit(dataset: str) -> str:
-    return "%" if is_accuracy(dataset) else "score (1-5)"
+def display_scale(dataset: str, metric: str | None = None) -> float:
+    """Multiply a score by this for display: 100 for accuracies (percent), 1 for a
+    representation score."""
+    return 100.0 if is_accuracy(dataset, metric) else 1.0
+
+
+def unit(dataset: str, metric: str | None = None) -> str:
+    return "%" if is_accuracy(dataset, metric) else "score (1-5)"
 
 
 def condition_sort_key(c: str) -> tuple[int, str]:
@@ -98,6 +117,9 @@ def fold_scores(cells: pd.DataFrame) -> pd.DataFrame:
     g = cells.groupby(GROUP + ["fold"], sort=True)
     out = g[num].mean()
     out["n_seeds"] = g.size()
+    if "score_metric" in cells.columns:
+        out["score_metric"] = pd.Series({key: declared_metric(part, dict(zip(GROUP + ["fold"], key)))
+                                         for key, part in g})
     return out.reset_index()
 
 
@@ -115,8 +137,10 @@ def condition_means(folds: pd.DataFrame, metric: str = "score") -> pd.DataFrame:
         else:
             se, se_source = np.nan, ""
         rows.append({**dict(zip(GROUP, key)), metric: mean, "se": se, "se_source": se_source,
-                     "n_folds": k, "folds": ",".join(str(f) for f in sorted(g.loc[vals.index, "fold"]))})
-    return pd.DataFrame(rows, columns=GROUP + [metric, "se", "se_source", "n_folds", "folds"])
+                     "n_folds": k, "folds": ",".join(str(f) for f in sorted(g.loc[vals.index, "fold"])),
+                     "score_metric": declared_metric(g)})
+    return pd.DataFrame(rows, columns=GROUP + [metric, "se", "se_source", "n_folds", "folds",
+                                               "score_metric"])
 
 
 def paired_on_common_folds(folds: pd.DataFrame, cond: str, ref: str) -> pd.DataFrame:
@@ -250,12 +274,13 @@ def headline_table(means: pd.DataFrame, sig: pd.DataFrame,
         qacc = {tuple(r[k] for k in GROUP): r.question_accuracy for _, r in question_means.iterrows()}
     rows = []
     for _, r in means.iterrows():
-        s = display_scale(r.dataset)
+        metric = r.get("score_metric")
+        s = display_scale(r.dataset, metric)
         pv = paper.headline(r.dataset, r.condition)
         if pv is None and r.dataset == "gqa" and r.condition in paper.TABLE6_GQA:
             pv = paper.TABLE6_GQA[r.condition][1]
         row = {"model": r.model, "dataset": r.dataset, "condition": r.condition, "n": r.n,
-               "unit": unit(r.dataset), "ours": r.score * s, "se": r.se * s,
+               "unit": unit(r.dataset, metric), "ours": r.score * s, "se": r.se * s,
                "n_folds": r.n_folds, "paper": np.nan if pv is None else pv * s}
         row["diff"] = row["ours"] - row["paper"]
         p_mc = p_t = np.nan
@@ -267,7 +292,7 @@ def headline_table(means: pd.DataFrame, sig: pd.DataFrame,
         row["p_icm_vs_this_mcnemar"] = p_mc
         row["p_icm_vs_this_t_folds"] = p_t
         q = qacc.get(tuple(r[k] for k in GROUP), np.nan)
-        row["question_accuracy"] = q * s if is_accuracy(r.dataset) else np.nan
+        row["question_accuracy"] = q * s if is_accuracy(r.dataset, metric) else np.nan
         rows.append(row)
     df = pd.DataFrame(rows, columns=["model", "dataset", "condition", "n", "unit", "ours", "se",
                                      "n_folds", "paper", "diff", "p_icm_vs_this_mcnemar",
@@ -292,7 +317,7 @@ def per_fold_table(folds: pd.DataFrame, sig: pd.DataFrame) -> pd.DataFrame:
     cols = [f"F{k + 1}" for k in range(max_fold + 1)]
     rows = []
     for (m, d, c, n), g in folds.groupby(["model", "dataset", "condition", "n"], sort=True):
-        s = display_scale(d)
+        s = display_scale(d, declared_metric(g))
         row = {"model": m, "dataset": d, "condition": c, "n": n}
         for k in range(max_fold + 1):
             v = g.loc[g.fold == k, "score"]
@@ -356,8 +381,9 @@ def per_persona_table(per_persona: pd.DataFrame, n: str | None) -> pd.DataFrame:
     conds = sort_conditions(f.condition)
     rows = []
     for (m, d, p), g in f.groupby(["model", "dataset", "persona_id"], sort=True):
-        s = display_scale(d)
-        row = {"model": m, "dataset": d, "persona": p, "unit": unit(d)}
+        metric = declared_metric(pp[(pp.model == m) & (pp.dataset == d)])
+        s = display_scale(d, metric)
+        row = {"model": m, "dataset": d, "persona": p, "unit": unit(d, metric)}
         for c in conds:
             v = g.loc[g.condition == c, "score"].dropna()
             row[c] = float(v.mean()) * s if len(v) else np.nan

@@ -304,6 +304,36 @@ def test_score_is_the_metric_the_dataset_declared(tmp_path):
     assert row.score_metric == "claim_accuracy" and row.score == m["overall"]["claim_accuracy"]
 
 
+
+def test_a_new_datasets_declared_metric_sets_its_display_unit(tmp_path):
+    """A dataset the analysis has never heard of, declaring a representation score: its tables
+    show the score on its own 1-5 scale, not as a percent; a group whose cells declare two
+    different metrics is an error naming them, not a mean of the two."""
+    for fold in (0, 1):
+        d = write_cell(tmp_path, "m", "gqa", "icm", fold)
+        m = json.loads((d / "metrics.json").read_text())
+        m["overall"]["representation_score"] = 4.0 + 0.5 * fold
+        m["meta"]["score_metric"] = "representation_score"
+        _w(d / "metrics.json", m)
+    # the same cells under a new dataset name
+    src = tmp_path / "results" / "main" / "m" / "gqa"
+    src.rename(src.with_name("my_open_ended"))
+    cells = load.load_cells(tmp_path)
+    assert set(cells.dataset) == {"my_open_ended"}
+    folds = tables.fold_scores(cells)
+    means = tables.condition_means(folds)
+    head = tables.headline_table(means, pd.DataFrame())
+    row = head.iloc[0]
+    assert row.unit == "score (1-5)" and row.ours == pytest.approx(4.25)
+    per_fold = tables.per_fold_table(folds, pd.DataFrame())
+    assert list(per_fold[["F1", "F2"]].iloc[0]) == pytest.approx([4.0, 4.5])
+    # one fold re-declared as an accuracy: the group cannot be averaged
+    mixed = cells.copy()
+    mixed.loc[mixed.fold == 1, "score_metric"] = "claim_accuracy"
+    with pytest.raises(ValueError, match=r"my_open_ended.*claim_accuracy.*representation_score"):
+        tables.condition_means(tables.fold_scores(mixed.assign(fold=0)))
+
+
 # -- the paper's metric ------------------------------------------------------------------------
 
 # ../shared/data beside the checkout (a git worktree under wt/ sits one level deeper)
