@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import subprocess
@@ -143,3 +144,25 @@ def test_a_model_without_an_icm_preset_stops_naming_icm():
     with pytest.raises(SystemExit, match="icm=paper"):
         _require_icm_preset(cfg)
     _require_icm_preset(_compose(["model=llama8b"]))   # a packaged model config names its preset
+
+
+def test_plan_says_which_searches_outlast_their_time_limit():
+    """A search estimated to run longer than ``model.time_min`` is named with how many runs of the
+    limit it needs; past the launcher's requeue bound the note says what to raise."""
+    from plural_icm.pipeline.plan import build_plan, format_plan, time_limit_notes, wall_hours
+
+    cfg = _compose(["model=llama8b", "dataset=oqa", "condition=icm", "model.time_min=10"])
+    plan = build_plan([([], cfg)])
+    (search,) = plan.searches
+    hours = wall_hours(search)
+    assert hours > 10 / 60, hours  # the paper-size OpinionQA search takes longer than 10 minutes
+    runs = math.ceil(hours / (10 / 60))
+    (note,) = time_limit_notes(plan, max_num_timeout=3)
+    assert "llama8b/oqa/fold0" in note and "model.time_min=10 min" in note and f"about {runs} runs" in note
+    assert (f"max_num_timeout=3 requeues: raise it to {runs - 1}, or model.time_min to "
+            f"{math.ceil(hours * 60)}") in note
+    assert "time limits (searches estimated to outlast" in format_plan(plan, max_num_timeout=3)
+    # a limit the estimate fits in: no note
+    roomy = _compose(["model=llama8b", "dataset=oqa", "condition=icm",
+                      f"model.time_min={math.ceil(hours * 60) + 1}"])
+    assert time_limit_notes(build_plan([([], roomy)]), max_num_timeout=3) == []

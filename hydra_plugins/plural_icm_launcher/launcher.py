@@ -294,14 +294,17 @@ class PluralSlurmLauncher(SlurmLauncher):
         return None
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
-        from plural_icm.pipeline.plan import format_plan
+        from plural_icm.pipeline.plan import format_plan, time_limit_notes
 
         plan = _plan(self, job_overrides)
+        requeues = int(self.params.get("max_num_timeout", 0) or 0)
         if _is_plan_stage(self.config):
-            print(format_plan(plan), flush=True)
+            print(format_plan(plan, max_num_timeout=requeues), flush=True)
             _refuse_if_infeasible(plan)
             return []
         _refuse_if_infeasible(plan)
+        for note in time_limit_notes(plan, requeues):
+            log.warning("time limit: %s", note)
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
         sweep_dir.mkdir(parents=True, exist_ok=True)
         registry = _Registry(Path(self.params["submitit_folder"]).parent / "registry")

@@ -251,6 +251,34 @@ def _gpu_hours(tokens: float, model: Any) -> float:
     return tokens / float(rate) / 3600 * max(int(model.gpus or 0), 1 if int(model.gpus or 0) else 0)
 
 
+def wall_hours(job: PlannedJob) -> float:
+    """Estimated wall time of one job (one engine over its GPUs); 0 when the model states no
+    ``throughput_tok_s``."""
+    gpus = max(int(job.resources.gpus or 0), 1)
+    return job.gpu_hours / gpus
+
+
+def time_limit_notes(plan: Plan, max_num_timeout: int | None) -> list[str]:
+    """Searches whose estimated wall time exceeds their job's ``model.time_min``. Such a job
+    checkpoints at the limit and SLURM requeues it, at most ``max_num_timeout`` times (the
+    launcher's setting): past that it fails, so say which setting to raise."""
+    notes = []
+    for s in plan.searches:
+        hours, limit_h = wall_hours(s), s.resources.time_min / 60
+        if s.complete or not hours or not limit_h or hours <= limit_h:
+            continue
+        runs = math.ceil(hours / limit_h)
+        line = (f"{s.cfg.model.name}/{s.cfg.dataset.name}/fold{s.cfg.fold}: estimated {hours:.1f} h "
+                f"(upper bound) > model.time_min={s.resources.time_min} min: about {runs} runs of "
+                f"the time limit, resumed from its checkpoint after each requeue")
+        if max_num_timeout is not None and runs - 1 > max_num_timeout:
+            # the requeue bound first: a cluster's wall-time limit often caps time_min
+            line += (f"; more than hydra.launcher.max_num_timeout={max_num_timeout} requeues: raise "
+                     f"it to {runs - 1}, or model.time_min to {math.ceil(hours * 60)}")
+        notes.append(line)
+    return notes
+
+
 # -- building -------------------------------------------------------------------------------------
 def _is_complete_cell(cfg: DictConfig) -> bool:
     """Complete with the same settings: such a cell is not submitted (a cell of different settings
@@ -307,8 +335,9 @@ def _fmt_tokens(x: float) -> str:
     return f"{x:.0f}"
 
 
-def format_plan(plan: Plan) -> str:
-    """The table printed by stage=plan (and by every launch before it submits)."""
+def format_plan(plan: Plan, max_num_timeout: int | None = None) -> str:
+    """The table printed by stage=plan (and by every launch before it submits);
+    ``max_num_timeout``: the launcher's requeue bound, when it has one (SLURM)."""
     ids = {s.search: f"S{i + 1}" for i, s in enumerate(plan.searches)}
     head = ("id", "stage", "model", "dataset", "fold", "condition", "n", "GPUs", "CPUs", "mem_GB",
             "time_min", "after", "state")
@@ -340,6 +369,11 @@ def format_plan(plan: Plan) -> str:
     out.append("memory (weights + KV cache of one max_context sequence + per-GPU overhead vs "
                "tensor_parallel_size x cluster.gpu_memory_gb x gpu_memory_utilization):")
     out += [f"  {m.line}" + (f"\n    change: {m.fix}" if m.fix else "") for m in plan.memory]
+    limits = time_limit_notes(plan, max_num_timeout)
+    if limits:
+        out.append("")
+        out.append("time limits (searches estimated to outlast their job's time limit):")
+        out += [f"  {line}" for line in limits]
     todo = plan.to_submit()
     s_h = sum(j.gpu_hours for j in todo if j.stage == "search")
     c_h = sum(j.gpu_hours for j in todo if j.stage != "search")
