@@ -94,6 +94,42 @@ def test_base_model_work_in_a_child_process_gives_the_same_cell(tmp_path, tiny_m
         tiny_cfg([f"model.instruct={instruct}", "model.backend=vllm"]), "instruct") is True
 
 
+
+def test_a_cell_starts_no_child_process_when_no_base_model_work_is_due(tmp_path, tiny_model_dir,
+                                                                      monkeypatch, tiny_cfg):
+    """With engine_per_process on, only cells with base-model work spawn a child: an icm cell
+    whose searches are not on disk does; a gold cell and an icm cell reading finished searches
+    do not (they would pay a child's imports for nothing)."""
+    import shutil
+
+    from plural_icm.conditions.registry import get_condition
+    from plural_icm.pipeline import cell
+
+    instruct = tmp_path / "instruct"
+    instruct.symlink_to(tiny_model_dir, target_is_directory=True)
+    spawned: list[str] = []
+    real = cell.examples_in_child_process
+
+    def recording(cfg):
+        spawned.append(str(cfg.condition.name))
+        return real(cfg)
+
+    monkeypatch.setattr(cell, "examples_in_child_process", recording)
+    common = [f"model.instruct={instruct}", "model.engine_per_process=true"]
+    cell.run_cell(tiny_cfg(common + ["condition=gold"]))
+    icm_cfg = tiny_cfg(common + ["condition=icm"])
+    first = cell.run_cell(icm_cfg)
+    assert spawned == ["icm"]  # its searches were computed in the child
+    shutil.rmtree(cell.cell_path(icm_cfg))  # the searches stay on disk
+    again = cell.run_cell(icm_cfg)
+    assert spawned == ["icm"]  # read from disk in the cell's own process
+    assert again["overall"]["claim_accuracy"] == pytest.approx(first["overall"]["claim_accuracy"])
+    # acc_matched scores with the base model whatever is on disk
+    claimset, personas = cell.cell_data(icm_cfg)
+    assert cell.base_model_work_due(icm_cfg, get_condition("acc_matched"), claimset, personas)
+    assert not cell.base_model_work_due(icm_cfg, get_condition("icm"), claimset, personas)
+
+
 def test_relaunch_skips_without_loading_a_model(tmp_path, tiny_model_dir, monkeypatch, tiny_cfg):
     from plural_icm.pipeline import cell
 

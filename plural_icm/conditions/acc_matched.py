@@ -32,6 +32,7 @@ def mutual_predictability_fn(inputs: CellInputs, claims: list[Claim]) -> Callabl
 class AccuracyMatched(Condition):
     name = "acc_matched"
     needs_search = True
+    uses_base_model = True  # perturbation coherence is scored by the base model
 
     def n_example_sets(self, cfg: DictConfig) -> int:
         return int(cfg.condition.n_perturbations)

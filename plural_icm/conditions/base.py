@@ -63,6 +63,10 @@ class Condition:
     """True when the ICM searches of every persona must exist before :meth:`examples` runs."""
     uses_examples: ClassVar[bool] = True
     """False for zero-shot conditions (no in-context examples: the planner's cost model)."""
+    uses_base_model: ClassVar[bool] = True
+    """Whether :meth:`examples` may call ``inputs.base_model()`` (searches aside). A cell runs such
+    work in a child process when it must not hold two engines (``model.engine_per_process``);
+    True by default so that a new condition is safe until it says otherwise."""
 
     def n_example_sets(self, cfg: DictConfig) -> int:
         """How many example sets a persona is predicted with (``perturbations``; 1 without)."""

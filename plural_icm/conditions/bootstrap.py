@@ -74,6 +74,7 @@ def bootstrap_labels(backend, claims: Sequence[Claim], rule: ConsistencyRule, te
 @register
 class Bootstrap(Condition):
     name = "bootstrap"
+    uses_base_model = True  # the base model labels its own examples
 
     def examples(self, inputs: CellInputs, persona_id: str) -> ConditionLabels:
         cfg = inputs.cfg

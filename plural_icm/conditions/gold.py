@@ -10,6 +10,7 @@ from plural_icm.conditions.registry import register
 @register
 class Gold(Condition):
     name = "gold"
+    uses_base_model = False
 
     def examples(self, inputs: CellInputs, persona_id: str) -> ConditionLabels:
         chosen = inputs.chosen(persona_id)

@@ -19,6 +19,7 @@ def search_metrics(search: Any) -> dict[str, float | None]:
 class ICM(Condition):
     name = "icm"
     needs_search = True
+    uses_base_model = False
 
     def examples(self, inputs: CellInputs, persona_id: str) -> ConditionLabels:
         search = inputs.searches[persona_id]

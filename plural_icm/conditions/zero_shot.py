@@ -10,6 +10,7 @@ from plural_icm.conditions.registry import register
 class ZeroShot(Condition):
     name = "zero_shot"
     uses_examples = False
+    uses_base_model = False
 
     def examples(self, inputs: CellInputs, persona_id: str) -> ConditionLabels:
         return ConditionLabels(examples=[])

@@ -42,7 +42,7 @@ from plural_icm.metrics.aggregate import perturbation_mean_metrics, representati
 from plural_icm.metrics.finite import check_metrics_finite
 from plural_icm.pipeline.slurm import slurm_job_info
 from plural_icm.search.engine import SearchParams
-from plural_icm.search.store import SearchTask, run_or_load
+from plural_icm.search.store import SearchTask, all_on_disk, run_or_load
 from plural_icm.search.progress import SearchProgress
 from plural_icm.search.units import best_per_persona, search_sets
 from plural_icm.tracking.results import log_cell_result
@@ -221,7 +221,8 @@ def compute_cell(cfg: DictConfig, condition: Condition, wb: Any = None) -> CellO
     role = condition.model_role(cfg)
     backends = Backends(cfg)
     try:
-        if base_work_in_child_process(cfg, role):
+        if base_work_in_child_process(cfg, role) and base_model_work_due(cfg, condition, claimset,
+                                                                          personas):
             labelled = examples_in_child_process(cfg)
             if condition.needs_search and wb is not None:  # log them: on disk now, no engine loaded
                 run_searches_for(cfg, claimset, personas, backends, wb=wb)
@@ -274,6 +275,18 @@ def base_work_in_child_process(cfg: DictConfig, role: str) -> bool:
         return False
     flag = cfg.model.get("engine_per_process")
     return plain(cfg.model.backend) == "vllm" if flag is None else bool(flag)
+
+
+def base_model_work_due(cfg: DictConfig, condition: Condition, claimset: ClaimSet,
+                        personas: list[str]) -> bool:
+    """Whether the condition's examples need the base model: it says it uses it, or a search it
+    needs is not complete on disk. Otherwise the cell never starts a child process for nothing."""
+    if condition.uses_base_model:
+        return True
+    if not condition.needs_search:
+        return False
+    tasks = search_tasks(cfg, claimset, model_identity(cfg), personas, cfg.fold, None)
+    return not all_on_disk(tasks, cfg.paths.searches_dir)
 
 
 def examples_in_child_process(cfg: DictConfig) -> dict[str, ConditionLabels]:

@@ -197,6 +197,11 @@ def load_checkpoint(path: Path) -> dict | None:
     return None
 
 
+def all_on_disk(tasks: Sequence[SearchTask], searches_dir: str | Path) -> bool:
+    """Whether every task's search is complete on disk (loading them needs no model)."""
+    return all(is_complete(t.directory(searches_dir), SEARCH_FILES) for t in tasks)
+
+
 def run_or_load(tasks: Sequence[SearchTask], searches_dir: str | Path,
                 backend_factory: Callable[[], Any],
                 on_iteration: Callable[[SearchTask, dict], None] | None = None) -> list[StoredSearch]:
