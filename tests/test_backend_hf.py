@@ -118,8 +118,9 @@ def test_tiny_lru_budget_stays_exact(tiny_model_dir, tmp_path):
         assert be.kv_cache.tokens <= 40
 
 
-def test_tiny_byte_budget_evicts_and_equals_unbounded(tiny_model_dir, tmp_path):
-    """model.prefix_cache_gb: a budget of a few segments evicts (and recomputes), never changes scores."""
+def test_tiny_byte_budget_evicts_and_equals_unbounded(tiny_model_dir, tmp_path, caplog):
+    """model.prefix_cache_gb: a budget of a few segments evicts (and recomputes), never changes
+    scores; the first eviction is a warning naming the setting, once."""
     unbounded = HFBackend(str(tiny_model_dir), cache_dir=tmp_path, batch_size=2, prefix_cache_gb=None)
     prompts = tree_prompts(unbounded, n_examples=12, seed=6)
     want = np.vstack([unbounded.label_logprobs(prompts, LABELS) for _ in range(2)])
@@ -132,6 +133,8 @@ def test_tiny_byte_budget_evicts_and_equals_unbounded(tiny_model_dir, tmp_path):
     assert 0 < small.kv_cache.peak_bytes <= 8 * 1024 < unbounded.kv_cache.peak_bytes
     # evicted prefixes were recomputed: more tokens went through the model than without a budget
     assert small.stats.prompt_tokens_computed > unbounded.stats.prompt_tokens_computed
+    full = [r for r in caplog.records if "prefix cache full" in r.getMessage()]
+    assert len(full) == 1 and "model.prefix_cache_gb" in full[0].getMessage(), full
 
 
 def test_multi_token_and_unspaced_labels_are_exact(tiny: HFBackend):

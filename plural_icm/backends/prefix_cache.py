@@ -15,10 +15,13 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections import OrderedDict
 from typing import Any
 
 import numpy as np
+
+log = logging.getLogger(__name__)
 
 ROOT_KEY = b""
 
@@ -98,12 +101,24 @@ class SegmentKVCache:
         self.tokens += n_tokens
         self.bytes += size
         while self._over():
+            if not self.evictions:
+                self._warn_full(size / max(n_tokens, 1))
             _, (n, b, _) = self.entries.popitem(last=False)
             self.tokens -= n
             self.bytes -= b
             self.evictions += 1
         self.peak_bytes = max(self.peak_bytes, self.bytes)
         self.peak_tokens = max(self.peak_tokens, self.tokens)
+
+    def _warn_full(self, bytes_per_position: float) -> None:
+        """Once, at the first eviction: the budget is full, from here on evicted segments are
+        recomputed (same results, more compute). Measured in docs/benchmark.md: at n = 64 with
+        SmolLM2 a 4 GiB budget doubles the fast engine's proposal tokens."""
+        budget = "" if self.max_bytes is None else f"{self.max_bytes / 2**30:g} GiB "
+        log.warning("prefix cache full: %sbudget holds %s positions of %.0f KiB each; evicting the "
+                    "least recently used segments, which are recomputed when needed (results do "
+                    "not change, compute grows): raise model.prefix_cache_gb if memory allows "
+                    "(null: unbounded)", budget, f"{self.tokens:,}", bytes_per_position / 1024)
 
     def stats(self) -> dict[str, int | None]:
         return {"entries": len(self.entries), "tokens": self.tokens, "bytes": self.bytes,
