@@ -41,3 +41,32 @@ def test_benchmark_through_vllm_counts_its_own_cached_tokens(tmp_path):
     assert hf["full_tokens"] <= vl["full_tokens"] < 2 * hf["full_tokens"]
     out = table(rows)
     assert "| tiny | 12 | fast |" in out and "vllm/hf" in out
+
+
+def test_key_value_bytes_per_position_of_the_shipped_llama_8b_config():
+    """The memory projection's bytes per position come from the architecture: Llama-3.1-8B in
+    bf16 is 2 x 32 layers x 8 KV heads x 128 x 2 bytes = 128 KiB."""
+    import json
+
+    from transformers import LlamaConfig
+
+    from plural_icm.bench.gpu_check import CONFIG
+    from plural_icm.bench.search import PROJECTED_ARCHS, TINY_SHAPES, kv_bytes_per_position
+
+    cfg = LlamaConfig(**{k: v for k, v in json.loads(CONFIG.read_text()).items() if not k.startswith("_")})
+    assert kv_bytes_per_position(cfg, "bfloat16") == 128 * 1024 == PROJECTED_ARCHS["Llama-3.1-8B"]
+    # the memory benchmark's wide tiny model has 8B's per-layer width: 2 layers, fp32
+    wide = LlamaConfig(**TINY_SHAPES["llama8b-width"])
+    assert kv_bytes_per_position(wide, "float32") == 2 * 2 * 8 * 128 * 4
+
+
+def test_memory_table_projects_only_an_unbounded_cache():
+    """A row whose cache evicted shows its peak under the budget, not a projection of it."""
+    from plural_icm.bench.search import memory_table
+
+    base = dict(kind="tiny", n=64, L=48.0, kv_bytes_per_position=1024, cache_peak_tokens=1000,
+                cache_peak_bytes=1024 * 1000, process_peak_rss_bytes=2**30, proposal_tokens=10.0)
+    out = memory_table([dict(base, cache_budget_gb=None, cache_evictions=0),
+                        dict(base, cache_budget_gb=0.001, cache_evictions=5)]).splitlines()
+    assert out[2].startswith("| tiny | 64 | 48 | none |") and "| - |" not in out[2]
+    assert "| 0.001 |" in out[3] and out[3].count("| - |") == 1 and out[3].endswith("| - | 10 |")

@@ -5,6 +5,7 @@
     python -m plural_icm.bench.search --wall-only --sizes 32
     python -m plural_icm.bench.search --backend vllm --tokens-only --sizes 32 64   # vLLM's own counters
     python -m plural_icm.bench.search --memory --sizes 64 128 256 512   # peak prefix-cache size
+    python -m plural_icm.bench.search --memory --memory-model llama8b-width --prefix-cache-gb 1
 
 Engines (both run the same algorithm, plural_icm.search.engine):
   fast       recursive-halving + tail layout, backend prefix cache, score memo
@@ -44,6 +45,8 @@ LABELS = (" True", " False")
 # vLLM on CPU: a fixed KV cache (the backend's default is 1 GiB); --vllm-kv-cache-gib lowers it to
 # put the prefix cache under eviction pressure.
 VLLM_KV_CACHE_GIB = 1.0
+# vLLM engine settings of the run (``model.vllm``): --vllm-block-size sets the prefix cache's block
+VLLM_ENGINE: dict = {}
 TOPICS = ["public transit", "minimum wage", "gun laws", "immigration", "climate policy", "school prayer",
           "nuclear power", "free trade", "police funding", "space exploration", "social media rules",
           "remote work", "rent control", "farm subsidies", "vaccination", "online privacy"]
@@ -71,10 +74,11 @@ def engine_params(engine: str, max_iters: int) -> SearchParams:
 
 
 def make_backend(kind: str, engine: str, model_dir: Path | None, backend: str = "hf",
-                 dtype: str = "float32"):
-    """The model under test: ``hf`` manages its own segment cache (off for the reference engine);
-    ``vllm`` keeps its automatic prefix cache on for both engines, as the published code's vLLM
-    server would, so its figures are what each engine costs on the engine users run."""
+                 dtype: str = "float32", prefix_cache_gb: float | None = 4.0):
+    """The model under test: ``hf`` manages its own segment cache (off for the reference engine;
+    ``prefix_cache_gb`` is its budget, None unbounded); ``vllm`` keeps its automatic prefix cache
+    on for both engines, as the published code's vLLM server would, so its figures are what each
+    engine costs on the engine users run."""
     from plural_icm.backends.loading import default_cache_dir
 
     spec = str(model_dir) if model_dir is not None else "packaged:smollm2"
@@ -83,11 +87,13 @@ def make_backend(kind: str, engine: str, model_dir: Path | None, backend: str = 
         from plural_icm.backends.vllm_backend import VLLMBackend
 
         return VLLMBackend(spec, cache_dir=default_cache_dir(), dtype=dtype,
-                           max_context=max_context or 8192, cpu_kv_cache_gib=VLLM_KV_CACHE_GIB)
+                           max_context=max_context or 8192, cpu_kv_cache_gib=VLLM_KV_CACHE_GIB,
+                           engine=dict(VLLM_ENGINE))
     from plural_icm.backends.hf import HFBackend
 
     return HFBackend(spec, cache_dir=default_cache_dir(), dtype=dtype,
-                     prefix_cache=(engine == "fast"), max_context=max_context)
+                     prefix_cache=(engine == "fast"), max_context=max_context,
+                     prefix_cache_gb=prefix_cache_gb)
 
 
 def start_labellings(claims, n_open: int, rng: random.Random) -> tuple[dict[str, bool], dict[str, bool]]:
@@ -113,13 +119,15 @@ def start_labellings(claims, n_open: int, rng: random.Random) -> tuple[dict[str,
 
 
 def measure(kind: str, engine: str, n: int, proposals: int, model_dir: Path | None,
-            backend_name: str = "hf", dtype: str = "float32") -> dict:
+            backend_name: str = "hf", dtype: str = "float32",
+            prefix_cache_gb: float | None = 4.0) -> dict:
     """Cost of one full evaluation and of ``proposals`` label-changing proposals (see module doc).
 
     ``model_dir``: a model folder (the tiny model, the GPU check's random model), or None for the
-    packaged model; ``kind`` only names it in the output.
+    packaged model; ``kind`` only names it in the output. ``prefix_cache_gb``: the hf backend's
+    segment-cache budget (None: unbounded), reported with its peak and evictions.
     """
-    backend = make_backend(kind, engine, model_dir, backend_name, dtype)
+    backend = make_backend(kind, engine, model_dir, backend_name, dtype, prefix_cache_gb)
     claims = synthetic_claims(n)
     renderer = ClaimRenderer(backend, TEMPLATE, LABELS)
     params = engine_params(engine, max_iters=200 * n)
@@ -178,7 +186,11 @@ def measure(kind: str, engine: str, n: int, proposals: int, model_dir: Path | No
     cache = getattr(backend, "kv_cache", None)
     memory = {} if cache is None or not backend.prefix_cache else {
         "cache_peak_tokens": cache.peak_tokens, "cache_peak_bytes": cache.peak_bytes,
-        "cache_evictions": cache.evictions}
+        "cache_evictions": cache.evictions, "cache_budget_gb": prefix_cache_gb,
+        "kv_bytes_per_position": kv_bytes_per_position(backend.model.config, dtype),
+        # the process's own high-water mark (monotonic: with several sizes in one run, each row's
+        # figure covers it and every smaller size before it)
+        "process_peak_rss_bytes": peak_rss_bytes()}
     backend.close()
     return {"kind": kind, "backend": backend_name, "engine": engine, "n": n, "L": L, **memory,
             "full_tokens": full.prompt_tokens_computed, "full_cached": full.prompt_tokens_cached,
@@ -192,8 +204,43 @@ class _Enough(Exception):
     pass
 
 
-def tiny_model_with_real_tokenizer(folder: Path) -> Path:
-    """A tiny random Llama that uses the packaged model's tokenizer (token counts are real)."""
+def _budget(text: str) -> float | None:
+    """``--prefix-cache-gb``: GiB, or none/null for no bound."""
+    return None if text.lower() in ("none", "null") else float(text)
+
+
+#: Tiny random Llamas with the packaged model's tokenizer. ``narrow``: 256 key/value bytes per
+#: position in fp32 (fast, for token counts); ``llama8b-width``: two layers with Llama-3.1-8B's
+#: per-layer key/value width (8 KV heads x head dim 128), so the bytes a segment cache holds per
+#: layer are a real model's.
+TINY_SHAPES = {
+    # head_dim 64: vLLM's CPU attention kernels take no smaller head (16 fails at start-up)
+    "narrow": dict(hidden_size=64, intermediate_size=64, num_hidden_layers=2, num_attention_heads=1,
+                   num_key_value_heads=1),
+    "llama8b-width": dict(hidden_size=1024, intermediate_size=1024, num_hidden_layers=2,
+                          num_attention_heads=8, num_key_value_heads=8, head_dim=128),
+}
+
+
+def kv_bytes_per_position(config, dtype: str = "float32") -> int:
+    """Key/value bytes one cached position takes: 2 x layers x KV heads x head dim x value bytes."""
+    text = config.get_text_config(decoder=True) if hasattr(config, "get_text_config") else config
+    heads = getattr(text, "num_key_value_heads", None) or text.num_attention_heads
+    head_dim = getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
+    width = {"float32": 4, "float16": 2, "bfloat16": 2}.get(dtype, 4)
+    return 2 * text.num_hidden_layers * heads * head_dim * width
+
+
+def peak_rss_bytes() -> int:
+    """This process's peak resident memory so far (Linux reports ``ru_maxrss`` in KiB)."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def tiny_model_with_real_tokenizer(folder: Path, shape: str = "narrow") -> Path:
+    """A tiny random Llama (:data:`TINY_SHAPES`) that uses the packaged model's tokenizer (token
+    counts are real)."""
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
@@ -201,9 +248,7 @@ def tiny_model_with_real_tokenizer(folder: Path) -> Path:
 
     real = resolve_model("packaged:smollm2", default_cache_dir())
     tok = AutoTokenizer.from_pretrained(real.path_or_id)
-    # head_dim 64: vLLM's CPU attention kernels take no smaller head (16 fails at start-up)
-    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=64, num_hidden_layers=2,
-                      num_attention_heads=1, num_key_value_heads=1, max_position_embeddings=32768,
+    cfg = LlamaConfig(vocab_size=len(tok), **TINY_SHAPES[shape], max_position_embeddings=32768,
                       bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
     torch.manual_seed(0)
     LlamaForCausalLM(cfg).save_pretrained(folder)
@@ -221,18 +266,24 @@ PROJECTED_ARCHS = {"Llama-3.1-8B": 2 * 32 * 8 * 128 * 2, "Llama-3.1-70B": 2 * 80
 
 
 def memory_table(rows: list[dict]) -> str:
-    """Peak segment-cache size against n; projected to real architectures by cached positions
-    (the positions cached do not depend on the model, only the bytes per position do)."""
+    """Peak segment-cache size against n, under the row's budget; projected to real architectures
+    by cached positions (the positions cached do not depend on the model, only the bytes per
+    position do). A projection is of an unbounded cache only when the row's cache never evicted."""
     names = list(PROJECTED_ARCHS)
-    out = ["| n | L | peak cached positions | tiny model peak MiB | "
+    out = ["| model | n | L | budget GiB | KV bytes/position | peak cached positions | peak cache MiB | "
+           "evictions | process peak RSS MiB | "
            + " | ".join(f"{a} projected GiB" for a in names) + " | proposal positions computed |",
-           "|---|---|---|---|" + "---|" * len(names) + "---|"]
+           "|---|---|---|---|---|---|---|---|---|" + "---|" * len(names) + "---|"]
     for r in rows:
         if "cache_peak_tokens" not in r:
             continue
-        proj = " | ".join(f"{r['cache_peak_tokens'] * PROJECTED_ARCHS[a] / 2**30:.1f}" for a in names)
-        out.append(f"| {r['n']} | {r['L']:.0f} | {r['cache_peak_tokens']:,} | "
-                   f"{r['cache_peak_bytes'] / 2**20:.1f} | {proj} | {r['proposal_tokens']:,.0f} |")
+        proj = " | ".join("-" if r["cache_evictions"] else
+                          f"{r['cache_peak_tokens'] * PROJECTED_ARCHS[a] / 2**30:.1f}" for a in names)
+        budget = "none" if r["cache_budget_gb"] is None else f"{r['cache_budget_gb']:g}"
+        out.append(f"| {r['kind']} | {r['n']} | {r['L']:.0f} | {budget} | {r['kv_bytes_per_position']:,} | "
+                   f"{r['cache_peak_tokens']:,} | {r['cache_peak_bytes'] / 2**20:,.1f} | "
+                   f"{r['cache_evictions']:,} | {r['process_peak_rss_bytes'] / 2**20:,.0f} | {proj} | "
+                   f"{r['proposal_tokens']:,.0f} |")
     return "\n".join(out)
 
 
@@ -284,13 +335,24 @@ def main(argv=None) -> None:
     ap.add_argument("--engines", nargs="*", choices=["fast", "reference"], default=["fast", "reference"])
     ap.add_argument("--vllm-kv-cache-gib", type=float, default=VLLM_KV_CACHE_GIB,
                     help="vLLM's KV cache on CPU; smaller values put the prefix cache under eviction")
+    ap.add_argument("--vllm-block-size", type=int, default=None,
+                    help="vLLM's KV block size (model.vllm.block_size; vLLM's default 16): the "
+                         "granularity at which its prefix cache reuses a shared prefix")
     ap.add_argument("--no-hf-baseline", action="store_true",
                     help="with --backend vllm: skip the transformers rows of the token comparison")
     ap.add_argument("--memory", action="store_true",
-                    help="peak prefix-cache size of the fast engine against n (tiny model), "
-                         "projected to Llama-3.1-8B/70B; sizes default to 64 128 256 512")
+                    help="peak prefix-cache size of the fast engine against n, projected to "
+                         "Llama-3.1-8B/70B; sizes default to 64 128 256 512")
+    ap.add_argument("--memory-model", choices=[*TINY_SHAPES, "smollm2"], default="narrow",
+                    help="with --memory: a tiny random model (narrow, or two layers of "
+                         "Llama-3.1-8B's key/value width) or the packaged SmolLM2-135M")
+    ap.add_argument("--prefix-cache-gb", type=_budget, default=4.0,
+                    help="the hf backend's segment-cache budget in GiB (its default 4), or 'none' "
+                         "for an unbounded cache (the fast engine's exact token counts)")
     args = ap.parse_args(argv)
     VLLM_KV_CACHE_GIB = args.vllm_kv_cache_gib
+    if args.vllm_block_size:
+        VLLM_ENGINE["block_size"] = args.vllm_block_size
 
     import torch
 
@@ -302,12 +364,19 @@ def main(argv=None) -> None:
           "proposals+2 claims open)", flush=True)
     rows = []
     if args.memory:
+        kind = "smollm2" if args.memory_model == "smollm2" else f"tiny-{args.memory_model}"
         with tempfile.TemporaryDirectory() as tmp:
-            tiny = tiny_model_with_real_tokenizer(Path(tmp) / "tiny")
+            folder = (None if args.memory_model == "smollm2" else
+                      tiny_model_with_real_tokenizer(Path(tmp) / "tiny", args.memory_model))
             for n in args.sizes or [64, 128, 256, 512]:
-                rows.append(measure("tiny", "fast", n, args.proposals, tiny))
-                print(f"  tiny n={n}: peak cache {rows[-1]['cache_peak_tokens']:,} positions",
-                      flush=True)
+                t0 = time.perf_counter()
+                r = measure(kind, "fast", n, args.proposals, folder,
+                            prefix_cache_gb=args.prefix_cache_gb)
+                rows.append(r)
+                print(f"  {kind} n={n}: peak cache {r['cache_peak_tokens']:,} positions "
+                      f"({r['cache_peak_bytes'] / 2**20:,.1f} MiB, {r['cache_evictions']:,} "
+                      f"evictions), process peak RSS {r['process_peak_rss_bytes'] / 2**20:,.0f} MiB, "
+                      f"{time.perf_counter() - t0:.0f} s", flush=True)
         print()
         print(memory_table(rows))
         return
@@ -317,7 +386,8 @@ def main(argv=None) -> None:
             for n in args.sizes or [32, 64, 128, 256]:
                 for be in backends:
                     for engine in args.engines:
-                        r = measure("tiny", engine, n, args.proposals, tiny, be)
+                        r = measure("tiny", engine, n, args.proposals, tiny, be,
+                                    prefix_cache_gb=args.prefix_cache_gb)
                         rows.append(r)
                         print(f"  tiny {be} n={n} {engine}: full {r['full_tokens']:,} tok "
                               f"(hit rate {hit_rate(r['full_tokens'], r['full_cached']):.1%}), proposal "
@@ -325,7 +395,8 @@ def main(argv=None) -> None:
     if not args.tokens_only:
         for n in (args.sizes if args.wall_only and args.sizes else args.wall_sizes):
             for engine in args.engines:
-                r = measure("smollm2", engine, n, args.proposals, None, args.backend)
+                r = measure("smollm2", engine, n, args.proposals, None, args.backend,
+                            prefix_cache_gb=args.prefix_cache_gb)
                 rows.append(r)
                 print(f"  smollm2 {args.backend} n={n} {engine}: full {r['full_wall_s']:.1f} s, proposal "
                       f"{r['proposal_wall_s']:.2f} s", flush=True)
