@@ -36,9 +36,11 @@ def test_benchmark_through_vllm_counts_its_own_cached_tokens(tmp_path):
     rows = [measure("tiny", "fast", 12, 1, tiny, be) for be in ("hf", "vllm")]
     hf, vl = rows
     assert vl["backend"] == "vllm" and vl["proposals"] == 1
+    assert vl["block_size"] == 32  # on CPU, not vLLM's 128: the smallest its kernel takes
     assert vl["full_cached"] > 0 and vl["full_tokens"] > 0  # vLLM's prefix cache served our layout
-    # block granularity costs something, never less than the exact segment cache
-    assert hf["full_tokens"] <= vl["full_tokens"] < 2 * hf["full_tokens"]
+    # within the bound of the exact segment cache; with 32-token blocks vLLM can compute
+    # fewer (it reuses any identical block-aligned token prefix, whatever the segments)
+    assert 0.5 * hf["full_tokens"] < vl["full_tokens"] <= 1.5 * hf["full_tokens"], (hf, vl)
     out = table(rows)
     assert "| tiny | 12 | fast |" in out and "vllm/hf" in out
 

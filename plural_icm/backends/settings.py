@@ -57,7 +57,8 @@ class VLLMEngineArgs:
     enable_chunked_prefill: Optional[bool] = None
     enforce_eager: Optional[bool] = None
     block_size: Optional[int] = None
-    """Prefix-cache granularity in tokens (vLLM's default 16 on GPU)."""
+    """Prefix-cache granularity in tokens (vLLM's default 16 on GPU; on CPU we default to 32, the
+    smallest its attention kernel takes, where vLLM would use 128)."""
     cpu_offload_gb: Optional[float] = None
     kv_cache_memory_bytes: Optional[int] = None
     num_gpu_blocks_override: Optional[int] = None

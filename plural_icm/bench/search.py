@@ -191,8 +191,10 @@ def measure(kind: str, engine: str, n: int, proposals: int, model_dir: Path | No
         # the process's own high-water mark (monotonic: with several sizes in one run, each row's
         # figure covers it and every smaller size before it)
         "process_peak_rss_bytes": peak_rss_bytes()}
+    block_size = getattr(backend, "block_size", None)  # vLLM's prefix-cache granularity
     backend.close()
     return {"kind": kind, "backend": backend_name, "engine": engine, "n": n, "L": L, **memory,
+            "block_size": block_size,
             "full_tokens": full.prompt_tokens_computed, "full_cached": full.prompt_tokens_cached,
             "full_wall_s": full_wall,
             "proposal_tokens": float(np.mean([c[0] for c in costs])),
