@@ -379,9 +379,10 @@ def per_persona_table(per_persona: pd.DataFrame, n: str | None) -> pd.DataFrame:
     pp = per_persona if n is None else per_persona[per_persona.n.astype(str) == n]
     f = pp.groupby(["model", "dataset", "condition", "persona_id", "fold"]).score.mean().reset_index()
     conds = sort_conditions(f.condition)
+    metrics = {key: declared_metric(part, key) for key, part in pp.groupby(["model", "dataset"])}
     rows = []
     for (m, d, p), g in f.groupby(["model", "dataset", "persona_id"], sort=True):
-        metric = declared_metric(pp[(pp.model == m) & (pp.dataset == d)])
+        metric = metrics.get((m, d))
         s = display_scale(d, metric)
         row = {"model": m, "dataset": d, "persona": p, "unit": unit(d, metric)}
         for c in conds:
