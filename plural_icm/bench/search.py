@@ -211,7 +211,7 @@ def _budget(text: str) -> float | None:
     return None if text.lower() in ("none", "null") else float(text)
 
 
-#: Tiny random Llamas with the packaged model's tokenizer. ``narrow``: 256 key/value bytes per
+#: Tiny random Llamas with the packaged model's tokenizer. ``narrow``: 1,024 key/value bytes per
 #: position in fp32 (fast, for token counts); ``llama8b-width``: two layers with Llama-3.1-8B's
 #: per-layer key/value width (8 KV heads x head dim 128), so the bytes a segment cache holds per
 #: layer are a real model's.
@@ -338,7 +338,7 @@ def main(argv=None) -> None:
     ap.add_argument("--vllm-kv-cache-gib", type=float, default=VLLM_KV_CACHE_GIB,
                     help="vLLM's KV cache on CPU; smaller values put the prefix cache under eviction")
     ap.add_argument("--vllm-block-size", type=int, default=None,
-                    help="vLLM's KV block size (model.vllm.block_size; vLLM's default 16): the "
+                    help="vLLM's KV block size (model.vllm.block_size; ours on CPU 32, vLLM's on GPU 16): the "
                          "granularity at which its prefix cache reuses a shared prefix")
     ap.add_argument("--no-hf-baseline", action="store_true",
                     help="with --backend vllm: skip the transformers rows of the token comparison")
