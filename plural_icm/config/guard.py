@@ -28,7 +28,8 @@ import typing
 from pathlib import Path
 from typing import Any, Sequence
 
-from plural_icm.config.secrets import is_secret_key, scrub_overrides, scrub_secrets
+from plural_icm.config.secrets import (is_secret_key, scrub_overrides, scrub_secrets,
+                                       secret_in_text, secret_key_in)
 from plural_icm.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -78,14 +79,9 @@ def check_overrides(overrides: Sequence[str]) -> None:
     """Raise :class:`ConfigError` for an unknown ``+`` key, a secret or an empty path setting."""
     for text, o in zip(overrides, _parse(overrides)):
         key = o.key_or_group
-        if key.startswith("hydra/") or (key.startswith("hydra.") and not is_secret_key(key)):
+        check_no_secret(text, key, _override_value(o))
+        if key.startswith("hydra/") or key.startswith("hydra."):
             continue
-        if is_secret_key(key):
-            raise ConfigError(
-                f"command line: {key} looks like a secret; secrets are never passed as "
-                f"overrides (Hydra writes them to .hydra/ and W&B records the command line). "
-                f"Put it in an environment variable (model.api_key_env names the one the OpenAI "
-                f"backend reads)")
         if (o.is_add() or o.is_force_add()) and key not in GROUP_NAMES and "/" not in key:
             found = unknown_key(key)
             if found is not None:
@@ -99,6 +95,40 @@ def check_overrides(overrides: Sequence[str]) -> None:
                 not str(o.get_value_element_as_str()).strip().strip("'\""):
             raise ConfigError(f"command line: {key} is empty; expected a directory (leave it out "
                               f"to use the default)")
+
+
+SECRET_ADVICE = ("secrets are never passed as overrides (Hydra writes every override, its own "
+                 "hydra.* keys included, to .hydra/ and W&B records the command line). Put it in "
+                 "an environment variable (model.api_key_env names the one the OpenAI backend "
+                 "reads; HF_TOKEN and WANDB_API_KEY are read from the environment as they are)")
+
+
+def _override_value(o: Any) -> Any:
+    """The parsed value of an override (a dict for ``{HF_TOKEN: x}``; a sweep's choices)."""
+    try:
+        value = o.value()
+    except Exception:  # noqa: BLE001 - a value the parser keeps as text
+        return None
+    choices = getattr(value, "list", None)
+    return list(choices) if isinstance(choices, list) else value
+
+
+def check_no_secret(text: str, key: str, value: Any = None) -> None:
+    """Refuse an override whose key, any key inside its value, or its text looks like a secret.
+
+    Every key counts, ``hydra.*`` included: ``+hydra.job.env_set={HF_TOKEN: ...}`` would
+    otherwise be written to ``.hydra/hydra.yaml`` and the W&B run's files.
+    """
+    if is_secret_key(key):
+        raise ConfigError(f"command line: {key} looks like a secret; {SECRET_ADVICE}")
+    inner = secret_key_in(value, key) if isinstance(value, (dict, list)) else None
+    if inner:
+        raise ConfigError(f"command line: {inner} (inside the value of {key}) looks like a "
+                          f"secret; {SECRET_ADVICE}")
+    why = secret_in_text(text)
+    if why:
+        raise ConfigError(f"command line: the value of {key} looks like a secret ({why}); "
+                          f"{SECRET_ADVICE}")
 
 
 def explain_parse_error(argv: Sequence[str]) -> str | None:
