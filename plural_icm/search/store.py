@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 import signal
 import time
@@ -27,7 +28,8 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 from plural_icm.data.records import Claim, ConsistencyRule
-from plural_icm.layout import COMPLETE, SEARCH_FILES, is_complete, search_dir
+from plural_icm.errors import UserError
+from plural_icm.layout import COMPLETE, SEARCH_FILES, SUMMARY, is_complete, search_dir
 from plural_icm.search.engine import ICMSearch, SearchParams, SearchResult, run_searches
 from plural_icm.search.prompts import PROMPT_ENCODING, ClaimRenderer
 from plural_icm.utils.io import atomic_write_json, atomic_write_jsonl, read_jsonl
@@ -143,12 +145,127 @@ def _locked(path: Path) -> Iterator[None]:
         yield
 
 
+class SearchStateError(UserError):
+    """A finished search's files on disk are not what the search wrote (a hand edit, a copy
+    that lost rows, another version's file); the message names the file and what is wrong."""
+
+
+def _finite(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def _read_json_file(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise SearchStateError(f"{path}: missing") from None
+    except UnicodeDecodeError:
+        raise SearchStateError(f"{path}: not UTF-8 text") from None
+    except (ValueError, RecursionError) as exc:
+        raise SearchStateError(f"{path}: not readable JSON ({type(exc).__name__}: "
+                               f"{str(exc)[:80]})") from None
+    except OSError as exc:
+        raise SearchStateError(f"{path}: cannot be read ({exc.strerror})") from None
+
+
+def read_search_labels(path: Path, item_ids: Sequence[str]) -> tuple[dict[str, bool],
+                                                                       dict[str, float]]:
+    """(labels, confidence) of ``labels.jsonl``, checked row by row: a JSON object per line, a
+    string ``item_id`` of this search's claims, a boolean ``label`` (``"false"`` is not one),
+    a finite ``confidence``; every claim exactly once."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError:
+        raise SearchStateError(f"{path}: not UTF-8 text") from None
+    except OSError as exc:
+        raise SearchStateError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    expected = set(item_ids)
+    labels: dict[str, bool] = {}
+    confidence: dict[str, float] = {}
+    for n, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        where = f"{path}, line {n}"
+        try:
+            row = json.loads(line)
+        except (ValueError, RecursionError):
+            raise SearchStateError(f"{where}: not a JSON line") from None
+        if not isinstance(row, dict):
+            raise SearchStateError(f"{where}: expected a JSON object, got {type(row).__name__}")
+        j, y, c = row.get("item_id"), row.get("label"), row.get("confidence")
+        if not isinstance(j, str) or j not in expected:
+            raise SearchStateError(f"{where}: item_id {str(j)[:80]!r} is not a claim of this "
+                                   f"search")
+        if j in labels:
+            raise SearchStateError(f"{where}: item_id {j!r} appears twice")
+        if not isinstance(y, bool):
+            raise SearchStateError(f"{where}: label {str(y)[:40]!r} ({type(y).__name__}) for "
+                                   f"{j!r}; expected true or false")
+        if not _finite(c):
+            raise SearchStateError(f"{where}: confidence {str(c)[:40]!r} for {j!r}; expected a "
+                                   f"finite number")
+        labels[j], confidence[j] = y, float(c)
+    missing = [j for j in item_ids if j not in labels]
+    if missing:
+        raise SearchStateError(f"{path}: {len(missing)} of {len(expected)} claims have no label "
+                               f"(first: {missing[0]!r})" if lines else f"{path}: empty file")
+    return labels, confidence
+
+
+def read_search_summary(path: Path) -> dict:
+    """``summary.json``, checked: a JSON object with a finite ``U`` (and finite ``P``/``I`` where
+    present) and the search's own hash where it names one."""
+    summary = _read_json_file(path)
+    if not isinstance(summary, dict):
+        raise SearchStateError(f"{path}: expected a JSON object, got {type(summary).__name__}")
+    if not _finite(summary.get("U")):
+        raise SearchStateError(f"{path}: 'U' is {str(summary.get('U'))[:40]!r}; expected a "
+                               f"finite number" if "U" in summary else f"{path}: no 'U'")
+    for key in ("P", "I", "mutual_predictability", "inconsistencies"):
+        if key in summary and summary[key] is not None and not _finite(summary[key]):
+            raise SearchStateError(f"{path}: {key!r} is {str(summary[key])[:40]!r}; expected a "
+                                   f"finite number")
+    if "hash" in summary and summary["hash"] != path.parent.name:
+        raise SearchStateError(f"{path}: belongs to search {str(summary['hash'])[:40]!r}, not "
+                               f"{path.parent.name!r}")
+    return summary
+
+
 def load_search(task: SearchTask, path: Path) -> StoredSearch:
-    rows = read_jsonl(path / "labels.jsonl")
-    summary = json.loads((path / "summary.json").read_text())
-    return StoredSearch(task=task, path=path, labels={r["item_id"]: bool(r["label"]) for r in rows},
-                        confidence={r["item_id"]: float(r["confidence"]) for r in rows},
+    """A finished search from disk, every file checked (:class:`SearchStateError` names the first
+    problem)."""
+    labels, confidence = read_search_labels(path / "labels.jsonl",
+                                            [c.item_id for c in task.claims])
+    summary = read_search_summary(path / SUMMARY)
+    return StoredSearch(task=task, path=path, labels=labels, confidence=confidence,
                         summary=summary, computed=False)
+
+
+def set_aside(path: Path, problem: str) -> None:
+    """Move a finished search's result files aside (``<name>.corrupt-<time>``), so it is
+    recomputed; the warning names the file and what was wrong."""
+    stamp = int(time.time())
+    moved = []
+    for name in (COMPLETE, "labels.jsonl", SUMMARY):
+        f = path / name
+        if f.exists():
+            os.replace(f, f.with_name(f"{name}.corrupt-{stamp}"))
+            moved.append(name)
+    log.warning("%s; set aside (%s -> *.corrupt-%d): the search is computed again", problem,
+                ", ".join(moved), stamp)
+
+
+def _load_or_set_aside(task: SearchTask, path: Path) -> StoredSearch | None:
+    """The finished search at ``path``, or None after setting aside files that do not hold up."""
+    if not is_complete(path, SEARCH_FILES):
+        if (path / COMPLETE).exists():
+            set_aside(path, f"{path / COMPLETE}: not a JSON object or its results are missing")
+        return None
+    try:
+        return load_search(task, path)
+    except SearchStateError as exc:
+        set_aside(path, str(exc))
+        return None
 
 
 #: Keys of a checkpoint (:meth:`ICMSearch._save`) and the type of each.
@@ -214,7 +331,9 @@ def run_or_load(tasks: Sequence[SearchTask], searches_dir: str | Path,
     out: dict[int, StoredSearch] = {}
     for k, (t, p) in enumerate(zip(tasks, paths)):
         if is_complete(p, SEARCH_FILES):
-            out[k] = load_search(t, p)
+            loaded = _load_or_set_aside(t, p)
+            if loaded is not None:
+                out[k] = loaded
     todo = [k for k in range(len(tasks)) if k not in out]
     if not todo:
         return [out[k] for k in range(len(tasks))]
@@ -223,8 +342,9 @@ def run_or_load(tasks: Sequence[SearchTask], searches_dir: str | Path,
             stack.enter_context(_locked(paths[k]))
         # Another job may have finished some while we waited for the locks.
         for k in list(todo):
-            if is_complete(paths[k], SEARCH_FILES):
-                out[k] = load_search(tasks[k], paths[k])
+            loaded = _load_or_set_aside(tasks[k], paths[k])
+            if loaded is not None:
+                out[k] = loaded
                 todo.remove(k)
         if todo:
             backend = backend_factory()
@@ -275,5 +395,6 @@ def _write_result(task: SearchTask, path: Path, res: SearchResult, backend: Any)
 
 
 def best_of_restarts(results: Sequence[StoredSearch]) -> StoredSearch:
-    """The highest-U assignment among restarts of one search set."""
+    """The highest-U assignment among restarts of one search set (each summary's U was checked
+    finite when it was read)."""
     return max(results, key=lambda r: r.summary["U"])
