@@ -211,5 +211,86 @@ def command_line_error(argv: Sequence[str]) -> str | None:
     return None
 
 
-__all__ = ["check_overrides", "unknown_key", "explain_parse_error", "command_line_error",
+#: Below this many free bytes the output folder's file system counts as full.
+MIN_FREE_BYTES = 1 << 20
+
+
+def output_folders(argv: Sequence[str], environ: Any = None) -> list[tuple[str, str]]:
+    """(where it comes from, folder) of every folder a launch writes into, as far as they are
+    known before Hydra composes the config: ``paths.output_dir`` and ``hydra.run.dir`` /
+    ``hydra.sweep.dir`` from the command line, else ``PLURAL_ICM_OUTPUT``, ``PLURAL_ICM_ROOT``
+    or the current folder (``conf/config.yaml``'s defaults). Values with interpolations are left
+    to the config's own checks."""
+    import os
+
+    env = os.environ if environ is None else environ
+    overrides = hydra_overrides(argv)
+    found: list[tuple[str, str]] = []
+    for o in _parse(overrides):
+        key = o.key_or_group
+        if key in ("paths.output_dir", "hydra.run.dir", "hydra.sweep.dir") and \
+                not o.is_sweep_override() and not o.is_delete():
+            value = str(o.get_value_element_as_str()).strip().strip("'\"")
+            if value and "${" not in value:
+                found.append((key, value))
+    if not any(k == "paths.output_dir" for k, _ in found):
+        if env.get("PLURAL_ICM_OUTPUT", "").strip():
+            found.append(("PLURAL_ICM_OUTPUT", env["PLURAL_ICM_OUTPUT"]))
+        else:
+            root = env.get("PLURAL_ICM_ROOT", "").strip() or os.getcwd()
+            found.append(("the default output folder", str(Path(root) / "outputs")))
+    return found
+
+
+def folder_problem(folder: str | Path) -> str | None:
+    """Why results cannot be written under ``folder`` (None when they can): the file system's
+    root, a file, a folder (or the nearest existing parent) that cannot be written, a full disk.
+    Writability is probed with a temporary file (removed), so it holds for root and ACLs too."""
+    import errno
+    import os
+    import shutil
+    import tempfile
+
+    path = Path(os.path.expanduser(str(folder))).absolute()
+    if Path(os.path.normpath(path)) == Path(path.anchor):
+        return "is the file system's root; results go in a folder of their own"
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        if existing.is_symlink():
+            return f"{existing} is a broken symbolic link"
+        existing = existing.parent
+    if not existing.is_dir():
+        what = "is a file" if existing == path else f"is below {existing}, which is a file"
+        return f"{what}, not a folder"
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".plural_icm-write-test-", dir=existing)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        reason = "read-only" if exc.errno == errno.EROFS else (exc.strerror or str(exc))
+        where = "" if existing == path else f" (its nearest existing parent {existing})"
+        return f"cannot be written{where}: {reason}"
+    try:
+        free = shutil.disk_usage(existing).free
+    except OSError:
+        return None
+    if free < MIN_FREE_BYTES:
+        return f"is on a full file system ({free} bytes free)"
+    return None
+
+
+def output_folder_error(argv: Sequence[str] | None = None) -> str | None:
+    """The message for the first output folder of ``argv`` that cannot take results (None when
+    all can); ``launch.py`` asks before Hydra creates its run folder there."""
+    import sys
+
+    for source, folder in output_folders(sys.argv[1:] if argv is None else argv):
+        problem = folder_problem(folder)
+        if problem:
+            return (f"output folder {folder} ({source}) {problem}; set PLURAL_ICM_OUTPUT or "
+                    f"paths.output_dir to a folder that can be written")
+    return None
+
+
+__all__ = ["check_overrides", "output_folders", "folder_problem", "output_folder_error", "unknown_key", "explain_parse_error", "command_line_error",
            "hydra_overrides", "GuardCallback"]

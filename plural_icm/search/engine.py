@@ -155,7 +155,14 @@ class SearchState:
 
 
 class SearchInterrupted(Exception):
-    """A stop was requested (SIGTERM/SIGUSR2); the search wrote its checkpoint first."""
+    """A stop was requested (SIGTERM/SIGINT/SIGUSR2); the search wrote its checkpoint first.
+
+    ``kept`` lists, per interrupted search, the iteration its checkpoint holds (None: it was
+    still starting, nothing was kept)."""
+
+    def __init__(self, message: str, kept: list | None = None):
+        super().__init__(message)
+        self.kept = list(kept or [])
 
 
 class ICMSearch:
@@ -298,10 +305,29 @@ class ICMSearch:
         while not self._finished(st):
             if self._should_stop():
                 self._save(st, t_start)
-                raise SearchInterrupted(f"stop requested at iteration {st.iteration}")
+                raise SearchInterrupted(f"stop requested at iteration {st.iteration}",
+                                        [st.iteration])
+            # What a stop in the middle of this iteration keeps (:meth:`interrupt`): the state
+            # is only replaced once the iteration's scores are in, except the generator's draws.
+            self._boundary = (st, st.rng.bit_generator.state, t_start)
             yield from self._step(st)
             self._record(st, t_start)
+        self._boundary = (st, st.rng.bit_generator.state, t_start)  # _finish changes no state
         return (yield from self._finish(st, t_start))
+
+    _boundary: tuple | None = None
+
+    def interrupt(self) -> int | None:
+        """Checkpoint the state of the last iteration boundary (a stop between two scoring
+        batches: the unfinished iteration's work is dropped and redone on resume, so the resumed
+        search is the one that was never stopped). The iteration kept, or None while the search
+        was still starting (nothing to keep)."""
+        if self._boundary is None:
+            return None
+        st, rng_state, t_start = self._boundary
+        st.rng.bit_generator.state = rng_state
+        self._save(st, t_start)
+        return st.iteration
 
     def _start(self) -> Step:
         """Fresh state: seed labels on ``num_seed`` random claims, their scores, U."""
@@ -516,26 +542,33 @@ def _log_softmax2(s: tuple[float, float]) -> tuple[float, float]:
 
 
 def run_searches(searches: Sequence[ICMSearch], backend: LMBackend,
-                 labels: Sequence[str]) -> list[SearchResult]:
+                 labels: Sequence[str],
+                 should_stop: Callable[[], bool] | None = None) -> list[SearchResult]:
     """Run several searches against one model, sending their prompts in shared batches.
 
     Every round, each active search contributes the prompts it is waiting for; one
     ``label_logprobs`` call scores them all (a GPU stays busy; on CPU the prefix cache still
     sees every search's shared prefixes). Progress is reported through each search's
     ``on_iteration`` callback. Results are in the order of ``searches``.
+
+    ``should_stop`` is polled before every scoring batch: when it holds, every unfinished search
+    checkpoints its last iteration boundary (:meth:`ICMSearch.interrupt`) and
+    :class:`SearchInterrupted` is raised, so a stop waits for one batch, not one iteration.
     """
     gens = [s.run() for s in searches]
     pending: dict[int, Request] = {}
     results: list[SearchResult | None] = [None] * len(gens)
-    interrupted: list[SearchInterrupted] = []
+    interrupted: list[tuple[int, SearchInterrupted]] = []
     for k, g in enumerate(gens):
         try:
             pending[k] = next(g)
         except StopIteration as stop:
             results[k] = stop.value
         except SearchInterrupted as exc:
-            interrupted.append(exc)
+            interrupted.append((k, exc))
     while pending:
+        if should_stop is not None and should_stop():
+            raise _interrupted(interrupted, searches, {k: searches[k].interrupt() for k in pending})
         order = sorted(pending)
         flat = [p for k in order for p in pending[k]]
         for p in flat:
@@ -553,11 +586,26 @@ def run_searches(searches: Sequence[ICMSearch], backend: LMBackend,
                 del pending[k]
             except SearchInterrupted as exc:
                 # Keep serving the others until each reaches its boundary and checkpoints too.
-                interrupted.append(exc)
+                interrupted.append((k, exc))
                 del pending[k]
     if interrupted:
-        raise interrupted[0]
+        raise _interrupted(interrupted, searches, {})
     return [r for r in results if r is not None]
+
+
+def _interrupted(at_boundary: list[tuple[int, SearchInterrupted]], searches: Sequence[ICMSearch],
+                 mid_batch: dict[int, int | None]) -> SearchInterrupted:
+    """One :class:`SearchInterrupted` whose ``kept`` is aligned with ``searches`` (None for a
+    search that finished or kept nothing)."""
+    kept: list[int | None] = [None] * len(searches)
+    for k, exc in at_boundary:
+        kept[k] = exc.kept[0] if exc.kept else None
+    kept_mid = {k: v for k, v in mid_batch.items()}
+    for k, v in kept_mid.items():
+        kept[k] = v
+    n = sum(v is not None for v in kept)
+    return SearchInterrupted(f"stop requested: {n} of {len(searches)} search(es) checkpointed",
+                             kept)
 
 
 def drive(step: Step, backend: LMBackend, labels: Sequence[str]) -> Any:

@@ -20,7 +20,6 @@ import json
 import logging
 import math
 import os
-import signal
 import time
 from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field
@@ -30,9 +29,11 @@ from typing import Any, Callable, Iterator, Sequence
 from plural_icm.data.records import Claim, ConsistencyRule
 from plural_icm.errors import UserError
 from plural_icm.layout import COMPLETE, SEARCH_FILES, SUMMARY, is_complete, search_dir
-from plural_icm.search.engine import ICMSearch, SearchParams, SearchResult, run_searches
+from plural_icm.search.engine import (ICMSearch, SearchInterrupted, SearchParams, SearchResult,
+                                      run_searches)
 from plural_icm.search.prompts import PROMPT_ENCODING, ClaimRenderer
-from plural_icm.utils.io import atomic_write_json, atomic_write_jsonl, read_jsonl
+from plural_icm.utils.io import atomic_write_json, atomic_write_jsonl
+from plural_icm.utils.stop import StopRequest, report_stop
 
 log = logging.getLogger(__name__)
 
@@ -87,48 +88,6 @@ class StoredSearch:
     summary: dict
     computed: bool
     """True when this process ran (or finished) the search, False when it was loaded."""
-
-
-class StopRequest:
-    """Turns SIGTERM/SIGUSR2 into a flag polled at iteration boundaries.
-
-    After the search saved its checkpoint, :meth:`reraise` restores the previous handler and sends
-    the signal again, so submitit's own handler (requeue on timeout/preemption) or the default
-    action still happens.
-    """
-
-    SIGNALS = (signal.SIGTERM, signal.SIGUSR2)
-
-    def __init__(self) -> None:
-        self.received: int | None = None
-        self._previous: dict[int, Any] = {}
-
-    def __enter__(self) -> "StopRequest":
-        try:
-            for sig in self.SIGNALS:
-                self._previous[sig] = signal.signal(sig, self._handle)
-        except ValueError:  # not the main thread: no signal handling
-            self._previous = {}
-        return self
-
-    def _handle(self, signum, frame) -> None:
-        log.warning("signal %d received: checkpointing at the next iteration boundary", signum)
-        self.received = signum
-
-    def __call__(self) -> bool:
-        return self.received is not None
-
-    def __exit__(self, *exc) -> None:
-        for sig, prev in self._previous.items():
-            signal.signal(sig, prev)
-
-    def reraise(self) -> None:
-        if self.received is None:
-            return
-        sig = self.received
-        prev = self._previous.get(sig, signal.SIG_DFL)
-        signal.signal(sig, prev if prev is not None else signal.SIG_DFL)
-        os.kill(os.getpid(), sig)
 
 
 @contextmanager
@@ -337,6 +296,8 @@ def run_or_load(tasks: Sequence[SearchTask], searches_dir: str | Path,
     todo = [k for k in range(len(tasks)) if k not in out]
     if not todo:
         return [out[k] for k in range(len(tasks))]
+    stop = StopRequest()
+    interrupted: SearchInterrupted | None = None
     with ExitStack() as stack:
         for k in sorted(todo, key=lambda k: str(paths[k])):
             stack.enter_context(_locked(paths[k]))
@@ -349,7 +310,7 @@ def run_or_load(tasks: Sequence[SearchTask], searches_dir: str | Path,
         if todo:
             backend = backend_factory()
             renderer_cache: dict = {}
-            stop = stack.enter_context(StopRequest())
+            stack.enter_context(stop)
             searches = []
             for k in todo:
                 t, p = tasks[k], paths[k]
@@ -365,15 +326,27 @@ def run_or_load(tasks: Sequence[SearchTask], searches_dir: str | Path,
                     should_stop=stop,
                     on_iteration=(lambda row, t=t: on_iteration(t, row)) if on_iteration else None))
             try:
-                results = run_searches(searches, backend, list(tasks[todo[0]].labels))
+                results = run_searches(searches, backend, list(tasks[todo[0]].labels),
+                                       should_stop=stop)
+            except SearchInterrupted as exc:
+                if stop.received is None:
+                    raise
+                interrupted = exc
             except Exception:
-                if stop.received is not None:
+                if stop.received is not None:  # the stop came while this failed: still honour it
                     stop.reraise()
                 raise
-            for k, res in zip(todo, results):
-                _write_result(tasks[k], paths[k], res, backend)
-                out[k] = load_search(tasks[k], paths[k])
-                out[k].computed = True
+            else:
+                for k, res in zip(todo, results):
+                    _write_result(tasks[k], paths[k], res, backend)
+                    out[k] = load_search(tasks[k], paths[k])
+                    out[k].computed = True
+    if interrupted is not None:  # the claims are released: another job may take over at once
+        kept = interrupted.kept + [None] * (len(todo) - len(interrupted.kept))
+        report_stop(int(stop.received), [(str(paths[k] / "checkpoint.json"), i)
+                                          for k, i in zip(todo, kept)])
+        stop.reraise()
+        raise interrupted
     return [out[k] for k in range(len(tasks))]
 
 

@@ -1,0 +1,99 @@
+"""Stopping that keeps its work: SIGTERM, SIGINT (Ctrl-C) and SIGUSR2 during ICM searches.
+
+While searches run, :class:`StopRequest` turns these signals into a flag that
+:func:`plural_icm.search.engine.run_searches` polls before every scoring batch: each running search
+checkpoints its last iteration boundary, the search store releases its claims, and one line says
+what was kept and how to resume (:func:`report_stop`). Then the signal is sent again with the
+handler that was there before, so submitit's handler (requeue on USR2), the default action of
+SIGTERM (the process ends, exit status 143) or Python's ``KeyboardInterrupt`` still happen.
+
+``launch.py`` turns a ``KeyboardInterrupt`` into an exit status of 130 without a traceback,
+printing its own line only when none was printed here (Ctrl-C while loading a model, say).
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+NAMES = {signal.SIGTERM: "SIGTERM", signal.SIGINT: "SIGINT (Ctrl-C)", signal.SIGUSR2: "SIGUSR2"}
+_reported = False
+
+
+class StopRequest:
+    """Turns SIGTERM/SIGINT/SIGUSR2 into a flag (``stop()`` is True once one arrived).
+
+    A second Ctrl-C while the first is being honoured stops at once (``KeyboardInterrupt``),
+    for a user who will not wait for the batch. :meth:`reraise` restores the previous handler and
+    sends the signal again.
+    """
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR2)
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> "StopRequest":
+        try:
+            for sig in self.SIGNALS:
+                self._previous[sig] = signal.signal(sig, self._handle)
+        except ValueError:  # not the main thread: no signal handling
+            self._previous = {}
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        if signum == signal.SIGINT and self.received == signal.SIGINT:
+            raise KeyboardInterrupt
+        log.warning("%s received: the searches checkpoint after the current scoring batch",
+                    NAMES.get(signum, f"signal {signum}"))
+        self.received = signum
+
+    def __call__(self) -> bool:
+        return self.received is not None
+
+    def __exit__(self, *exc) -> None:
+        for sig, prev in self._previous.items():
+            signal.signal(sig, prev if prev is not None else signal.SIG_DFL)
+
+    def reraise(self) -> None:
+        """Send the received signal again to the handler that was there before."""
+        if self.received is None:
+            return
+        import os
+
+        sig = self.received
+        prev = self._previous.get(sig, signal.SIG_DFL)
+        signal.signal(sig, prev if prev is not None else signal.SIG_DFL)
+        os.kill(os.getpid(), sig)
+
+
+def report_stop(signum: int, kept: list[tuple[str, int | None]]) -> str:
+    """Print (stderr, once) and return the line saying what a stop kept and how to resume.
+
+    ``kept``: (checkpoint path, iteration kept or None when nothing was) per stopped search."""
+    global _reported
+    saved = [(p, i) for p, i in kept if i is not None]
+    where = ""
+    if saved:
+        first, it = saved[0]
+        where = f" (e.g. iteration {it} in {first})" if len(saved) > 1 else \
+            f" (iteration {it} in {first})"
+    line = (f"plural_icm: stopped by {NAMES.get(signum, f'signal {signum}')}: kept "
+            f"{len(saved)} of {len(kept)} running search checkpoint(s){where} and every finished "
+            f"search and cell; run the same command again to resume")
+    print(line, file=sys.stderr, flush=True)
+    _reported = True
+    return line
+
+
+def stop_was_reported() -> bool:
+    """Whether :func:`report_stop` printed its line in this process."""
+    return _reported
+
+
+__all__ = ["StopRequest", "report_stop", "stop_was_reported"]
