@@ -1636,6 +1636,107 @@ def test_a_corrupt_checkpoint_is_set_aside_and_the_search_restarts(tmp_path, cap
     assert saved and checkpoint_problem(saved) is None
 
 
+STOP_SCRIPT = r"""
+import json, sys, time
+sys.path[:0] = [{tests!r}, {root!r}]
+from fake_lm import FakeLM
+import test_hostile as t
+from plural_icm.search.store import run_or_load
+
+class SlowLM(FakeLM):
+    def label_logprobs(self, prompts, labels):
+        if self.calls >= {slow_after}:
+            print("SLOW BATCH", flush=True)
+            time.sleep(60)  # a batch far longer than any stop may wait for
+        return super().label_logprobs(prompts, labels)
+
+tasks = [t._search_task(persona=p) for p in ("a", "b")]
+try:
+    run_or_load(tasks, {out!r}, SlowLM)
+except KeyboardInterrupt:
+    sys.exit(130)
+print("FINISHED", flush=True)
+"""
+
+
+def _stop_run(tmp: Path, sig: int, slow_after: int = 12):
+    """A child process running two fake-model searches whose batch ``slow_after`` never ends in
+    time; ``sig`` is sent during that batch. (seconds to exit, returncode, stderr)."""
+    import signal as _signal  # noqa: F401
+    import time
+
+    out = tmp / "searches"
+    code = STOP_SCRIPT.format(tests=str(ROOT / "tests"), root=str(ROOT), out=str(out),
+                              slow_after=slow_after)
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    line = proc.stdout.readline()
+    assert "SLOW BATCH" in line, (line, proc.stderr.read()[-2000:] if proc.poll() else "")
+    sent = time.time()
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=120)
+    return time.time() - sent, proc.returncode, err, out
+
+
+@pytest.mark.parametrize("sig, code", [(15, -15), (2, 130)])
+def test_a_stop_during_a_long_batch_checkpoints_within_seconds(tmp_path, sig, code):
+    """SIGTERM / Ctrl-C in the middle of a model call: the call is abandoned, both searches
+    checkpoint their last iteration boundary, the claims are released, one line says what was
+    kept; the relaunch resumes to the labels of a run that was never stopped."""
+    from fake_lm import FakeLM
+
+    from plural_icm.search.store import run_or_load
+
+    took, rc, err, out = _stop_run(tmp_path, sig)
+    assert took < 10, f"{took:.1f} s from the signal to the exit"
+    assert rc == code, (rc, err[-2000:])
+    checkpoints = sorted(out.rglob("checkpoint.json"))
+    assert len(checkpoints) == 2 and not list(out.rglob(".claim*")), list(out.rglob("*"))
+    kept = [json.loads(c.read_text())["iteration"] for c in checkpoints]
+    assert all(k >= 1 for k in kept), kept
+    stop_lines = [ln for ln in err.splitlines() if ln.startswith("plural_icm: stopped")]
+    assert len(stop_lines) == 1 and "kept 2 of 2" in stop_lines[0] and "resume" in stop_lines[0]
+    assert "Traceback" not in err, err[-3000:]
+    tasks = [_search_task(persona=p) for p in ("a", "b")]
+    resumed = run_or_load(tasks, out, FakeLM)
+    fresh = run_or_load(tasks, tmp_path / "fresh", FakeLM)
+    assert [r.labels for r in resumed] == [r.labels for r in fresh]
+    assert [r.summary["U"] for r in resumed] == [r.summary["U"] for r in fresh]
+
+
+def test_refused_launches_write_nothing_and_planted_secrets_reach_no_file(tmp_path):
+    """Every refused command line (secrets by each route, an unwritable output folder) leaves no
+    file; an accepted run with secrets planted in the environment writes them nowhere."""
+    out = tmp_path / "out"
+    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
+    planted = {"HF_TOKEN": FAKE_HF, "OPENAI_API_KEY": FAKE_OPENAI,
+               "WANDB_API_KEY": "0123456789abcdef" * 2 + "fedcba98"}
+    env.update(planted, PLURAL_ICM_OUTPUT=str(out), PYTHONPATH=str(ROOT))
+    refused = [[line.strip("'")] for line, _ in SECRET_LINES.values()] + \
+        [["hydra.job.name=" + planted["WANDB_API_KEY"]], ["paths.output_dir=/proc/x"]]
+    for argv in refused:
+        r = subprocess.run([sys.executable, "launch.py", "logger=none", *argv], cwd=ROOT, env=env,
+                           capture_output=True, text=True, timeout=300)
+        assert r.returncode != 0 and "Traceback" not in r.stderr, (argv, r.stderr[-1500:])
+        assert not out.exists(), (argv, list(out.rglob("*")))
+    root_env = {**env, "PLURAL_ICM_OUTPUT": "/"}
+    r = subprocess.run([sys.executable, "launch.py", "logger=none"], cwd=ROOT, env=root_env,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode != 0 and "root" in r.stderr and not Path("/hydra").exists()
+    # an accepted run that writes its Hydra files, the data statistics and a log
+    r = subprocess.run([sys.executable, "launch.py", "logger=none", "stage=data_stats",
+                        "+hydra.job.env_set.PLURAL_ICM_NOTE=fine"], cwd=ROOT, env=env,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    written = [p for p in out.rglob("*") if p.is_file()]
+    assert any(p.name == "hydra.yaml" for p in written), written
+    found = {str(p): [k for k, v in planted.items() if v in p.read_text(errors="ignore")]
+             for p in written}
+    assert not any(found.values()), found
+    print(f"planted-secret grep: {len(planted)} secrets x {len(written)} files written: "
+          f"{sum(map(len, found.values()))} hits; {len(refused) + 1} refused launches wrote nothing")
+
+
 if __name__ == "__main__":  # the count by outcome, for the record
     import tempfile
     from collections import Counter

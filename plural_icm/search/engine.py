@@ -19,6 +19,7 @@ import logging
 import math
 import time
 from collections import OrderedDict
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any, Callable, Generator, Iterable, Mapping, Sequence
 
@@ -31,6 +32,7 @@ from plural_icm.search.consistency import group_inconsistencies, repair_options
 from plural_icm.search.layout import FixedLayout, TreeTailLayout, layout_from_dict
 from plural_icm.search.prompts import ClaimRenderer
 from plural_icm.search.schedule import temperature, temperature_index
+from plural_icm.utils.stop import ScoringStopped
 from plural_icm.utils.values import plain
 
 log = logging.getLogger(__name__)
@@ -553,8 +555,12 @@ def run_searches(searches: Sequence[ICMSearch], backend: LMBackend,
 
     ``should_stop`` is polled before every scoring batch: when it holds, every unfinished search
     checkpoints its last iteration boundary (:meth:`ICMSearch.interrupt`) and
-    :class:`SearchInterrupted` is raised, so a stop waits for one batch, not one iteration.
+    :class:`SearchInterrupted` is raised, so a stop waits for one batch, not one iteration. When
+    ``should_stop`` also has a ``scoring()`` context (:class:`plural_icm.utils.stop.StopRequest`),
+    a stop raised inside a batch (:class:`~plural_icm.utils.stop.ScoringStopped`) does not wait
+    for the batch either.
     """
+    scoring = getattr(should_stop, "scoring", None) or nullcontext
     gens = [s.run() for s in searches]
     pending: dict[int, Request] = {}
     results: list[SearchResult | None] = [None] * len(gens)
@@ -573,7 +579,12 @@ def run_searches(searches: Sequence[ICMSearch], backend: LMBackend,
         flat = [p for k in order for p in pending[k]]
         for p in flat:
             backend.check_length(p, what="an ICM search prompt")
-        arr = backend.label_logprobs(flat, labels)
+        try:
+            with scoring():
+                arr = backend.label_logprobs(flat, labels)
+        except ScoringStopped:
+            raise _interrupted(interrupted, searches,
+                               {k: searches[k].interrupt() for k in pending}) from None
         pos = 0
         for k in order:
             n = len(pending[k])

@@ -1,8 +1,11 @@
 """Stopping that keeps its work: SIGTERM, SIGINT (Ctrl-C) and SIGUSR2 during ICM searches.
 
 While searches run, :class:`StopRequest` turns these signals into a flag that
-:func:`plural_icm.search.engine.run_searches` polls before every scoring batch: each running search
-checkpoints its last iteration boundary, the search store releases its claims, and one line says
+:func:`plural_icm.search.engine.run_searches` polls before every scoring batch; a signal that
+arrives *during* a batch (a model call can take minutes on a loaded CPU or a 70B model) abandons
+that batch at once (:class:`ScoringStopped`, raised inside :meth:`StopRequest.scoring` only): the
+batch belongs to an unfinished iteration whose work is redone on resume anyway. Each running
+search checkpoints its last iteration boundary, the search store releases its claims, and one line says
 what was kept and how to resume (:func:`report_stop`). Then the signal is sent again with the
 handler that was there before, so submitit's handler (requeue on USR2), the default action of
 SIGTERM (the process ends, exit status 143) or Python's ``KeyboardInterrupt`` still happen.
@@ -16,12 +19,19 @@ from __future__ import annotations
 import logging
 import signal
 import sys
-from typing import Any
+from contextlib import contextmanager
+from typing import Any, Iterator
 
 log = logging.getLogger(__name__)
 
 NAMES = {signal.SIGTERM: "SIGTERM", signal.SIGINT: "SIGINT (Ctrl-C)", signal.SIGUSR2: "SIGUSR2"}
 _reported = False
+
+
+class ScoringStopped(BaseException):
+    """Raised by the signal handler inside a scoring call (:meth:`StopRequest.scoring`). A
+    ``BaseException``, like ``KeyboardInterrupt``, so a backend's ``except Exception`` (a retry,
+    a fallback) never swallows it."""
 
 
 class StopRequest:
@@ -37,6 +47,7 @@ class StopRequest:
     def __init__(self) -> None:
         self.received: int | None = None
         self._previous: dict[int, Any] = {}
+        self._in_scoring = False
 
     def __enter__(self) -> "StopRequest":
         try:
@@ -49,9 +60,23 @@ class StopRequest:
     def _handle(self, signum, frame) -> None:
         if signum == signal.SIGINT and self.received == signal.SIGINT:
             raise KeyboardInterrupt
-        log.warning("%s received: the searches checkpoint after the current scoring batch",
+        log.warning("%s received: the searches checkpoint their last iteration boundary now",
                     NAMES.get(signum, f"signal {signum}"))
         self.received = signum
+        if self._in_scoring:
+            self._in_scoring = False
+            raise ScoringStopped()
+
+    @contextmanager
+    def scoring(self) -> Iterator[None]:
+        """Around one scoring call: a stop arriving inside it abandons the call at once."""
+        if self.received is not None:
+            raise ScoringStopped()
+        self._in_scoring = True
+        try:
+            yield
+        finally:
+            self._in_scoring = False
 
     def __call__(self) -> bool:
         return self.received is not None
@@ -96,4 +121,4 @@ def stop_was_reported() -> bool:
     return _reported
 
 
-__all__ = ["StopRequest", "report_stop", "stop_was_reported"]
+__all__ = ["StopRequest", "ScoringStopped", "report_stop", "stop_was_reported"]
