@@ -1742,9 +1742,16 @@ if __name__ == "__main__":  # the count by outcome, for the record
     from collections import Counter
 
     counts: Counter = Counter()
+    wrong = []
     for name in sorted(CASES):
         with tempfile.TemporaryDirectory() as d:
             observed, text = run_case(name, Path(d))
         counts[observed] += 1
-        print(f"{observed:8s} {name}: {' '.join(text.split())[:150]}")
-    print(dict(counts), "of", len(CASES), "cases")
+        if observed != CASES[name][0]:
+            wrong.append(f"{name}: expected {CASES[name][0]}, got {observed}")
+        print(f"{observed:8s} {name}: {' '.join(repr(text)[1:-1].split())[:150]}")
+    if "--tree" in sys.argv:  # the output tree after searches named by the hostile names
+        with tempfile.TemporaryDirectory() as d:
+            print("\n".join(hostile_search_tree(Path(d))))
+    print(dict(counts), "of", len(CASES), "cases;", len(wrong), "not as declared", *wrong,
+          sep="\n" if wrong else " ")

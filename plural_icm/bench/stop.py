@@ -1,9 +1,10 @@
 """How long a stop takes to keep its work: ``python -m plural_icm.bench.stop [--signal TERM|INT]``.
 
 Runs the demo cell (``launch.py``: packaged SmolLM2, ``condition=icm``) in a fresh output folder,
-waits until its first search has written a checkpoint (so it is mid-search), sends the signal and
-prints: seconds from the signal to the new checkpoint on disk, to the process's exit, whether the
-search's claim file is gone, the exit status and the last line the run printed. ``--resume``
+waits until its first search has written a checkpoint (or ``--after`` seconds after the searches
+took their claims), sends the signal and prints: per search the checkpoint written after the
+signal (iteration, seconds after it), seconds to the process's exit, claim files left, the exit
+status and the line the run printed. ``--resume``
 relaunches and reports whether the resumed labels equal those of an uninterrupted run.
 """
 
@@ -35,39 +36,44 @@ def _labels(out: Path) -> dict:
             for f in sorted((out / "searches").rglob("labels.jsonl"))}
 
 
-def measure(sig: int, extra: list[str], resume: bool, timeout: float = 900) -> dict:
+def measure(sig: int, extra: list[str], resume: bool, after: float | None,
+            timeout: float = 1800) -> dict:
     out = Path(tempfile.mkdtemp(prefix="plural_icm-stop-"))
     proc = _launch(out, extra)
     t0 = time.time()
-    ck = None
+    claimed = None
     while time.time() - t0 < timeout and proc.poll() is None:
-        found = list((out / "searches").rglob("checkpoint.json")) if (out / "searches").exists() else []
-        if found:
-            ck = found[0]
+        searches = out / "searches"
+        if claimed is None and searches.exists() and list(searches.rglob(".claim")):
+            claimed = time.time()
+        if searches.exists() and list(searches.rglob("checkpoint.json")):
+            break
+        if after is not None and claimed is not None and time.time() - claimed >= after:
             break
         time.sleep(0.05)
-    if ck is None:
+    if proc.poll() is not None or claimed is None:
         proc.kill()
-        raise SystemExit(f"no checkpoint appeared (rc {proc.poll()}): {proc.stderr.read()[-2000:]}")
-    before = ck.stat().st_mtime_ns
+        raise SystemExit(f"the search never started (rc {proc.poll()}): {proc.stderr.read()[-2000:]}")
+    search_dirs = sorted({c.parent for c in (out / "searches").rglob(".claim")})
+    before = {d: (d / "checkpoint.json").stat().st_mtime_ns if (d / "checkpoint.json").exists()
+              else None for d in search_dirs}
     sent = time.time()
     proc.send_signal(sig)
-    saved_at = None
     while proc.poll() is None:
-        if saved_at is None and ck.exists() and ck.stat().st_mtime_ns != before:
-            saved_at = time.time()
         time.sleep(0.01)
     exited = time.time()
-    if saved_at is None and ck.exists() and ck.stat().st_mtime_ns != before:
-        saved_at = exited
     _, err = proc.communicate()
     lines = [ln for ln in err.splitlines() if ln.startswith("plural_icm: stopped")]
-    state = json.loads(ck.read_text()) if ck.exists() else {}
-    row = {"signal": signal.Signals(sig).name, "signal_to_checkpoint_s":
-           round(saved_at - sent, 3) if saved_at else None,
+    saved = {}
+    for d in search_dirs:
+        ck = d / "checkpoint.json"
+        if ck.exists() and ck.stat().st_mtime_ns != before[d]:
+            saved[d.parent.name] = {"iteration": json.loads(ck.read_text()).get("iteration"),
+                                    "s_after_signal": round(ck.stat().st_mtime - sent, 3)}
+    row = {"signal": signal.Signals(sig).name, "signal_after_search_start_s": round(sent - claimed, 1),
+           "checkpoints_written_after_signal": saved,
            "signal_to_exit_s": round(exited - sent, 3), "returncode": proc.returncode,
-           "checkpoint_iteration": state.get("iteration"),
-           "claim_left": bool(list(ck.parent.glob(".claim*"))),
+           "claims_left": sum(bool(list(d.glob(".claim*"))) for d in search_dirs),
            "traceback": "Traceback" in err, "stop_lines": lines, "output": str(out)}
     if resume:
         r = _launch(out, extra)
@@ -84,9 +90,12 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--signal", default="TERM", choices=["TERM", "INT", "USR2"])
     ap.add_argument("--resume", action="store_true")
+    ap.add_argument("--after", type=float, default=None,
+                    help="send the signal this many seconds after the searches took their claims "
+                         "(default: at their first checkpoint)")
     ap.add_argument("overrides", nargs="*", help="extra launch.py overrides")
     args = ap.parse_args(argv)
-    row = measure(getattr(signal, f"SIG{args.signal}"), args.overrides, args.resume)
+    row = measure(getattr(signal, f"SIG{args.signal}"), args.overrides, args.resume, args.after)
     print(json.dumps(row, indent=2))
 
 
