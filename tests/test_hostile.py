@@ -1029,6 +1029,19 @@ def case_secret_ordinary_values_pass(tmp):
 
 
 @case("valid")
+def case_secret_shaped_values_scrubbed_from_files(tmp):
+    from plural_icm.config.guard import _scrub_yaml
+
+    f = tmp / "hydra.yaml"
+    f.write_text(f"hydra:\n  run:\n    dir: /x\n  job:\n    name: {FAKE_HF}\nmodel:\n"
+                 f"  revision: {'a1b2c3d4' * 5}\n")
+    _scrub_yaml(f)
+    text = f.read_text()
+    assert FAKE_HF not in text and "<redacted>" in text and "a1b2c3d4" * 5 in text, text
+    return text
+
+
+@case("valid")
 def case_secret_hydra_files_scrub_nested_env(tmp):
     from plural_icm.config.guard import _scrub_yaml
 

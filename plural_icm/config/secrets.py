@@ -98,11 +98,15 @@ def secret_key_in(obj: Any, prefix: str = "") -> str | None:
 
 
 def scrub_secrets(obj: Any) -> Any:
-    """Copy of a nested dict/list with every secret-looking key's value dropped."""
+    """Copy of a nested dict/list with every secret-looking key's value dropped, and every string
+    that holds a secret (:func:`secret_in_text`: a credential's shape, a secret environment
+    variable's value) replaced by :data:`REDACTED`."""
     if isinstance(obj, Mapping):
         return {k: scrub_secrets(v) for k, v in obj.items() if not is_secret_key(k)}
     if isinstance(obj, (list, tuple)):
         return [scrub_secrets(v) for v in obj]
+    if isinstance(obj, str) and secret_in_text(obj):
+        return REDACTED
     return obj
 
 
