@@ -734,6 +734,52 @@ def case_checkpoint_bad_rng_state(tmp):
                                         "accepted": 0, "since_accept": 0, "trajectory": []}))
 
 
+def _resumable_checkpoint() -> dict:
+    from fake_lm import FakeLM
+    from test_search_engine import make_claims, make_search
+
+    from plural_icm.search.engine import SearchParams, run_searches
+
+    saved: dict = {}
+    lm = FakeLM()
+    params = SearchParams(alpha=5, num_seed=4, max_iters=10, patience=1000, checkpoint_every=5)
+    run_searches([make_search(make_claims(4), lm, params, seed=1,
+                              checkpoint=lambda st: saved.update(json.loads(json.dumps(st))))],
+                 lm, [" True", " False"])
+    return saved
+
+
+def _checkpoint_with(edit: Callable[[dict], None]):
+    def fn(tmp: Path):
+        from plural_icm.search.store import load_checkpoint
+
+        state = _resumable_checkpoint()
+        ids = [f"q{q}o{o}" for q in range(4) for o in range(2)]
+        ck = tmp / "checkpoint.json"
+        ck.write_text(json.dumps(state))
+        assert load_checkpoint(ck, ids) == state  # the undamaged one is resumed from
+        edit(state)
+        ck.write_text(json.dumps(state))
+        assert load_checkpoint(ck, ids) is None and not ck.exists()
+        return f"set aside as {next(tmp.glob('checkpoint.json.corrupt-*')).name}"
+    return fn
+
+
+def _first_label(state: dict, value) -> None:
+    state["labels"][next(iter(state["labels"]))] = value
+
+
+CHECKPOINT_DAMAGE = {
+    "label_string": lambda st: _first_label(st, "false"),
+    "label_number": lambda st: _first_label(st, 0),
+    "other_item": lambda st: st["labels"].update({"elsewhere/q9": True}),
+    "score_nan": lambda st: st["scores"].update({next(iter(st["scores"])): [float("nan"), 0.0]}),
+    "negative_iteration": lambda st: st.update(iteration=-3),
+}
+for _label, _edit in CHECKPOINT_DAMAGE.items():
+    CASES[f"checkpoint_{_label}"] = ("skip", ("set aside",), _checkpoint_with(_edit))
+
+
 @case("valid")
 def case_complete_marker_without_metrics_is_not_complete(tmp):
     from plural_icm.layout import CELL_FILES, SEARCH_FILES, is_complete

@@ -232,8 +232,9 @@ CHECKPOINT_KEYS = {"rng": dict, "labels": dict, "layout": dict, "scores": dict, 
                    "accepted": int, "since_accept": int, "trajectory": list}
 
 
-def checkpoint_problem(state: Any) -> str | None:
-    """Why ``state`` cannot be resumed from (None when it can)."""
+def checkpoint_problem(state: Any, item_ids: Sequence[str] | None = None) -> str | None:
+    """Why ``state`` cannot be resumed from (None when it can). With ``item_ids`` (the search's
+    claims), its labels must be booleans of those claims and its scores finite pairs for them."""
     import numpy as np
 
     from plural_icm.search.layout import layout_from_dict
@@ -249,19 +250,32 @@ def checkpoint_problem(state: Any) -> str | None:
         for v in state["scores"].values():
             if len(v) != 2 or not all(isinstance(x, (int, float)) for x in v):
                 return "scores must be pairs of numbers"
+        if state["iteration"] < 0 or state["accepted"] < 0 or state["since_accept"] < 0:
+            return "negative counters"
+        bad = next((j for j, y in state["labels"].items() if not isinstance(y, bool)), None)
+        if bad is not None:
+            return f"label of {bad!r} is {state['labels'][bad]!r}, not true or false"
+        if item_ids is not None:
+            ids = set(item_ids)
+            other = next((j for j in [*state["labels"], *state["scores"]] if j not in ids), None)
+            if other is not None:
+                return f"item {str(other)[:60]!r} is not a claim of this search"
+            if not all(_finite(x) for v in state["scores"].values() for x in v):
+                return "scores must be finite"
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         return f"{type(exc).__name__}: {str(exc)[:100]}"
     return None
 
 
-def load_checkpoint(path: Path) -> dict | None:
+def load_checkpoint(path: Path, item_ids: Sequence[str] | None = None) -> dict | None:
     """The checkpoint to resume from, or None. A corrupt or wrong-shape one (a disk filled up,
-    another version's file) is moved aside with a warning, and the search restarts from scratch."""
+    another version's file, labels of other claims) is moved aside with a warning, and the
+    search restarts from scratch."""
     if not path.is_file():
         return None
     try:
         state = json.loads(path.read_text(encoding="utf-8"))
-        problem = checkpoint_problem(state)
+        problem = checkpoint_problem(state, item_ids)
     except (ValueError, RecursionError, OSError) as exc:  # JSONDecodeError, UnicodeDecodeError
         state, problem = None, f"not readable JSON ({type(exc).__name__})"
     if problem is None:
@@ -316,7 +330,7 @@ def run_or_load(tasks: Sequence[SearchTask], searches_dir: str | Path,
                 t, p = tasks[k], paths[k]
                 atomic_write_json(p / "spec.json", t.spec())
                 ck = p / "checkpoint.json"
-                state = load_checkpoint(ck)
+                state = load_checkpoint(ck, [c.item_id for c in t.claims])
                 key = (t.template, t.labels)
                 renderer = renderer_cache.setdefault(key, ClaimRenderer(backend, t.template, t.labels))
                 searches.append(ICMSearch(
