@@ -1200,6 +1200,8 @@ STATE_DAMAGE = {
                               "summary.json"),
     "summary_missing": (lambda d: (d / "summary.json").unlink(), "COMPLETE.json"),
     "complete_marker_a_list": (lambda d: (d / "COMPLETE.json").write_text("[]"), "COMPLETE.json"),
+    "complete_marker_other_hash": (lambda d: (d / "COMPLETE.json").write_text(
+        '{"hash": "ffff", "finished": 1}'), "not this search's marker"),
 }
 
 for _label, (_corrupt, _needle) in STATE_DAMAGE.items():

@@ -193,6 +193,10 @@ def read_search_summary(path: Path) -> dict:
 def load_search(task: SearchTask, path: Path) -> StoredSearch:
     """A finished search from disk, every file checked (:class:`SearchStateError` names the first
     problem)."""
+    marker = _read_json_file(path / COMPLETE)
+    if not isinstance(marker, dict) or marker.get("hash", path.name) != path.name:
+        raise SearchStateError(f"{path / COMPLETE}: not this search's marker (expected a JSON "
+                               f"object with hash {path.name!r})")
     labels, confidence = read_search_labels(path / "labels.jsonl",
                                             [c.item_id for c in task.claims])
     summary = read_search_summary(path / SUMMARY)
