@@ -1765,6 +1765,23 @@ def test_a_stop_during_a_long_batch_checkpoints_within_seconds(tmp_path, sig, co
     assert [r.summary["U"] for r in resumed] == [r.summary["U"] for r in fresh]
 
 
+def test_ctrl_c_early_in_launch_prints_one_line_and_no_trace(tmp_path):
+    """Ctrl-C while launch.py imports or composes (before any search): one line, no traceback."""
+    import time
+
+    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
+    env.update(PLURAL_ICM_OUTPUT=str(tmp_path / "out"), PYTHONPATH=str(ROOT))
+    proc = subprocess.Popen([sys.executable, "launch.py", "logger=none", "stage=data_stats"],
+                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    time.sleep(0.5)
+    proc.send_signal(2)
+    _, err = proc.communicate(timeout=120)
+    assert "Traceback" not in err, err[-3000:]
+    assert sum(ln.startswith("plural_icm: stopped by SIGINT") for ln in err.splitlines()) == 1, err
+    assert proc.returncode in (130, 1, -2), proc.returncode
+
+
 def test_refused_launches_write_nothing_and_planted_secrets_reach_no_file(tmp_path):
     """Every refused command line (secrets by each route, an unwritable output folder) leaves no
     file; an accepted run with secrets planted in the environment writes them nowhere."""
