@@ -165,6 +165,7 @@ class SearchInterrupted(Exception):
     def __init__(self, message: str, kept: list | None = None):
         super().__init__(message)
         self.kept = list(kept or [])
+        self.finished: list = []
 
 
 class ICMSearch:
@@ -574,7 +575,8 @@ def run_searches(searches: Sequence[ICMSearch], backend: LMBackend,
             interrupted.append((k, exc))
     while pending:
         if should_stop is not None and should_stop():
-            raise _interrupted(interrupted, searches, {k: searches[k].interrupt() for k in pending})
+            raise _interrupted(interrupted, searches, {k: searches[k].interrupt() for k in pending},
+                               results)
         order = sorted(pending)
         flat = [p for k in order for p in pending[k]]
         for p in flat:
@@ -584,7 +586,7 @@ def run_searches(searches: Sequence[ICMSearch], backend: LMBackend,
                 arr = backend.label_logprobs(flat, labels)
         except ScoringStopped:
             raise _interrupted(interrupted, searches,
-                               {k: searches[k].interrupt() for k in pending}) from None
+                               {k: searches[k].interrupt() for k in pending}, results) from None
         pos = 0
         for k in order:
             n = len(pending[k])
@@ -600,23 +602,25 @@ def run_searches(searches: Sequence[ICMSearch], backend: LMBackend,
                 interrupted.append((k, exc))
                 del pending[k]
     if interrupted:
-        raise _interrupted(interrupted, searches, {})
+        raise _interrupted(interrupted, searches, {}, results)
     return [r for r in results if r is not None]
 
 
 def _interrupted(at_boundary: list[tuple[int, SearchInterrupted]], searches: Sequence[ICMSearch],
-                 mid_batch: dict[int, int | None]) -> SearchInterrupted:
+                 mid_batch: dict[int, int | None],
+                 results: Sequence[SearchResult | None]) -> SearchInterrupted:
     """One :class:`SearchInterrupted` whose ``kept`` is aligned with ``searches`` (None for a
-    search that finished or kept nothing)."""
+    search that finished or kept nothing) and whose ``finished`` holds the results of the
+    searches that finished before the stop (None for the others), for the caller to write."""
     kept: list[int | None] = [None] * len(searches)
     for k, exc in at_boundary:
         kept[k] = exc.kept[0] if exc.kept else None
-    kept_mid = {k: v for k, v in mid_batch.items()}
-    for k, v in kept_mid.items():
+    for k, v in mid_batch.items():
         kept[k] = v
     n = sum(v is not None for v in kept)
-    return SearchInterrupted(f"stop requested: {n} of {len(searches)} search(es) checkpointed",
-                             kept)
+    exc = SearchInterrupted(f"stop requested: {n} of {len(searches)} search(es) checkpointed", kept)
+    exc.finished = list(results)
+    return exc
 
 
 def drive(step: Step, backend: LMBackend, labels: Sequence[str]) -> Any:

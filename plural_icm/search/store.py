@@ -350,6 +350,9 @@ def run_or_load(tasks: Sequence[SearchTask], searches_dir: str | Path,
                 if stop.received is None:
                     raise
                 interrupted = exc
+                for k, res in zip(todo, exc.finished):  # finished before the stop: kept whole
+                    if res is not None:
+                        _write_result(tasks[k], paths[k], res, backend)
             except Exception:
                 if stop.received is not None:  # the stop came while this failed: still honour it
                     stop.reraise()
@@ -362,7 +365,8 @@ def run_or_load(tasks: Sequence[SearchTask], searches_dir: str | Path,
     if interrupted is not None:  # the claims are released: another job may take over at once
         kept = interrupted.kept + [None] * (len(todo) - len(interrupted.kept))
         report_stop(int(stop.received), [(str(paths[k] / "checkpoint.json"), i)
-                                          for k, i in zip(todo, kept)])
+                                          for k, i in zip(todo, kept)],
+                    finished=sum(r is not None for r in interrupted.finished))
         stop.reraise()
         raise interrupted
     return [out[k] for k in range(len(tasks))]

@@ -97,10 +97,11 @@ class StopRequest:
         os.kill(os.getpid(), sig)
 
 
-def report_stop(signum: int, kept: list[tuple[str, int | None]]) -> str:
+def report_stop(signum: int, kept: list[tuple[str, int | None]], finished: int = 0) -> str:
     """Print (stderr, once) and return the line saying what a stop kept and how to resume.
 
-    ``kept``: (checkpoint path, iteration kept or None when nothing was) per stopped search."""
+    ``kept``: (checkpoint path, iteration kept or None when nothing was) per search the stop
+    found running or finished; ``finished`` of them had finished and were written whole."""
     global _reported
     saved = [(p, i) for p, i in kept if i is not None]
     where = ""
@@ -108,9 +109,10 @@ def report_stop(signum: int, kept: list[tuple[str, int | None]]) -> str:
         first, it = saved[0]
         where = f" (e.g. iteration {it} in {first})" if len(saved) > 1 else \
             f" (iteration {it} in {first})"
+    done = f", {finished} search(es) that had finished," if finished else ""
     line = (f"plural_icm: stopped by {NAMES.get(signum, f'signal {signum}')}: kept "
-            f"{len(saved)} of {len(kept)} running search checkpoint(s){where} and every finished "
-            f"search and cell; run the same command again to resume")
+            f"{len(saved)} of {len(kept) - finished} running search checkpoint(s){where}{done} "
+            f"and every finished search and cell; run the same command again to resume")
     print(line, file=sys.stderr, flush=True)
     _reported = True
     return line
