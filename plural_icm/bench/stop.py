@@ -37,8 +37,8 @@ def _labels(out: Path) -> dict:
 
 
 def measure(sig: int, extra: list[str], resume: bool, after: float | None,
-            timeout: float = 1800) -> dict:
-    out = Path(tempfile.mkdtemp(prefix="plural_icm-stop-"))
+            timeout: float = 1800, output: str | None = None) -> dict:
+    out = Path(output) if output else Path(tempfile.mkdtemp(prefix="plural_icm-stop-"))
     proc = _launch(out, extra)
     t0 = time.time()
     claimed = None
@@ -46,7 +46,7 @@ def measure(sig: int, extra: list[str], resume: bool, after: float | None,
         searches = out / "searches"
         if claimed is None and searches.exists() and list(searches.rglob(".claim")):
             claimed = time.time()
-        if searches.exists() and list(searches.rglob("checkpoint.json")):
+        if searches.exists() and list(searches.rglob("checkpoint.json")) and not output:
             break
         if after is not None and claimed is not None and time.time() - claimed >= after:
             break
@@ -93,9 +93,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--after", type=float, default=None,
                     help="send the signal this many seconds after the searches took their claims "
                          "(default: at their first checkpoint)")
+    ap.add_argument("--output", default=None,
+                    help="an output folder of an earlier (stopped) run: its searches resume, so "
+                         "a stop has an iteration to keep at once (with --after)")
     ap.add_argument("overrides", nargs="*", help="extra launch.py overrides")
     args = ap.parse_args(argv)
-    row = measure(getattr(signal, f"SIG{args.signal}"), args.overrides, args.resume, args.after)
+    row = measure(getattr(signal, f"SIG{args.signal}"), args.overrides, args.resume, args.after,
+                  output=args.output)
     print(json.dumps(row, indent=2))
 
 
