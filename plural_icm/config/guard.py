@@ -6,11 +6,14 @@ ignored silently; and every override is written to ``.hydra/overrides.yaml``, th
 
 * a key added with ``+``/``++`` inside the project's own config (a group such as ``icm.`` or a
   top-level key) that the schema does not have, naming the closest valid key;
-* any key that looks like a secret (:func:`plural_icm.config.secrets.is_secret_key`): secrets
-  come from environment variables (``model.api_key_env`` names the one for the OpenAI backend);
+* any key that looks like a secret (:func:`plural_icm.config.secrets.is_secret_key`), Hydra's own
+  ``hydra.*`` keys included, a secret-looking key inside a value (``{HF_TOKEN: ...}``), and a
+  value that holds a secret (:func:`plural_icm.config.secrets.secret_in_text`): secrets come
+  from environment variables (``model.api_key_env`` names the one for the OpenAI backend);
 * an empty ``paths.*`` value (it would put results at the file system's root).
 
-``launch.py`` calls :func:`command_line_error` before Hydra starts, so nothing is written for a
+``launch.py`` calls :func:`command_line_error` and :func:`output_folder_error` (the output folder
+is not the root, a file, unwritable or full) before Hydra starts, so nothing is written for a
 refused command line. :class:`GuardCallback` (a Hydra callback registered in ``conf/config.yaml``)
 scrubs the ``.hydra/`` files of each job with :func:`plural_icm.config.secrets.scrub_secrets` (a
 secret set in a local config file, e.g. under ``hydra.job.env_set``, is not kept there either).
