@@ -144,8 +144,8 @@ def run_searches_for(cfg: DictConfig, claimset: ClaimSet, personas: list[str], b
         for s in ss:
             log.info("search %s fold %d seed %d: %s (%s)", pid, cfg.fold, s.task.seed,
                      "computed" if s.computed else "loaded", s.path)
-            if s.summary.get("warning"):
-                log.warning("search %s (%s): %s", pid, s.path, s.summary["warning"])
+            if s.summary.warning:
+                log.warning("search %s (%s): %s", pid, s.path, s.summary.warning)
     return best_per_persona(stored)
 
 

@@ -99,7 +99,7 @@ def run_task(cfg: DictConfig):
             finally:
                 backends.close()
             for pid, s in res.items():
-                print(f"{pid}: U={s.summary['U']:.2f} label_accuracy={s.summary.get('label_accuracy')} -> {s.path}")
+                print(f"{pid}: U={s.summary.U:.2f} label_accuracy={s.summary.label_accuracy} -> {s.path}")
             return None
         if stage == "collaborative":
             return run_collaborative(cfg, wb=wb)
