@@ -22,7 +22,7 @@ from plural_icm.backends.settings import VLLMEngineArgs
 from plural_icm.choices import (Aggregate, ContextPolicy, Engine, ScoreMetric,
                                  SearchUnit, SeedLabels, Schedule, TemperatureIndex)
 # Which config keys change results is the fingerprint's concern (plural_icm.layout).
-from plural_icm.layout import NON_RESULT_KEYS, drop_non_result_keys
+from plural_icm.layout import NON_RESULT_KEYS, drop_non_result_keys  # noqa: F401
 
 
 class BackendName(str, Enum):

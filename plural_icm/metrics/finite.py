@@ -7,9 +7,6 @@ into one). :func:`check_metrics_finite` is called before any result file of a ce
 
 from __future__ import annotations
 
-import math
-from typing import Any
-
 from plural_icm.errors import UserError
 from plural_icm.utils.values import non_finite_metrics
 

@@ -34,7 +34,8 @@ from plural_icm.inference.predict import predict
 from plural_icm.layout import (CollaborativeSummary, LabellingScore, collaborative_dir,
                                collaborative_root, fingerprint)
 from plural_icm.metrics.aggregate import cell_metrics
-from plural_icm.pipeline.cell import Backends, run_searches_for
+from plural_icm.pipeline.models import Backends
+from plural_icm.pipeline.searches import run_searches_for
 from plural_icm.search.records import SearchSummary
 from plural_icm.errors import ConfigError, ResultsConflictError
 from plural_icm.utils.io import atomic_write_json, atomic_write_jsonl, read_jsonl

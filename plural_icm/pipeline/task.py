@@ -15,7 +15,9 @@ from plural_icm.config.checks import validate_config
 from plural_icm.config.schema import check_config
 from plural_icm.data.registry import load_claimset
 from plural_icm.layout import cell_name
-from plural_icm.pipeline.cell import Backends, run_cell, run_searches_for
+from plural_icm.pipeline.cell import run_cell
+from plural_icm.pipeline.models import Backends
+from plural_icm.pipeline.searches import run_searches_for
 from plural_icm.pipeline.collaborative import run_collaborative
 from plural_icm.pipeline.slurm import check_allocation, in_slurm_job
 from plural_icm.pipeline.stats_stage import run_data_stats
