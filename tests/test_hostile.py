@@ -1171,14 +1171,14 @@ def _set(rows, k, key, value):
 
 STATE_DAMAGE = {
     "label_string_false": (_rewrite_labels(lambda r: _set(r, 0, "label", "false")), "label"),
-    "label_int_one": (_rewrite_labels(lambda r: _set(r, 0, "label", 1)), "expected true or false"),
+    "label_int_one": (_rewrite_labels(lambda r: _set(r, 0, "label", 1)), "is not a bool"),
     "label_null": (_rewrite_labels(lambda r: _set(r, 1, "label", None)), "label"),
     "labels_row_missing": (_rewrite_labels(lambda r: r[:-1]), "have no label"),
     "labels_other_item_id": (_rewrite_labels(lambda r: _set(r, 0, "item_id", "other/q9")),
                              "not a claim of this search"),
     "labels_duplicate_row": (_rewrite_labels(lambda r: r + [r[0]]), "appears twice"),
     "labels_item_id_number": (_rewrite_labels(lambda r: _set(r, 0, "item_id", 7)),
-                              "not a claim"),
+                              "item_id = 7"),
     "confidence_nan": (_rewrite_labels(lambda r: _set(r, 0, "confidence", float("nan"))),
                        "finite number"),
     "confidence_string": (_rewrite_labels(lambda r: _set(r, 0, "confidence", "high")),
@@ -1188,10 +1188,10 @@ STATE_DAMAGE = {
     "labels_truncated_line": (lambda d: (d / "labels.jsonl").write_text(
         (d / "labels.jsonl").read_text()[:-20]), "labels.jsonl"),
     "labels_binary": (lambda d: (d / "labels.jsonl").write_bytes(GARBAGE[:4000]), "labels.jsonl"),
-    "summary_u_nan": (_rewrite_summary(lambda s: {**s, "U": float("nan")}), "'U'"),
+    "summary_u_nan": (_rewrite_summary(lambda s: {**s, "U": float("nan")}), "U = nan"),
     "summary_u_missing": (_rewrite_summary(lambda s: {k: v for k, v in s.items() if k != "U"}),
-                          "no 'U'"),
-    "summary_u_string": (_rewrite_summary(lambda s: {**s, "U": "12.5"}), "finite number"),
+                          "needs the keys ['U']"),
+    "summary_u_string": (_rewrite_summary(lambda s: {**s, "U": "12.5"}), "is not a float"),
     "summary_truncated": (_rewrite_summary(lambda s: json.dumps(s)[:30]), "not readable JSON"),
     "summary_list": (_rewrite_summary(lambda s: [s]), "expected a JSON object"),
     "summary_other_hash": (_rewrite_summary(lambda s: {**s, "hash": "0" * 16}),
@@ -1209,14 +1209,17 @@ for _label, (_corrupt, _needle) in STATE_DAMAGE.items():
                                 _state_case(_corrupt))
 
 
-@case("error", "labels.jsonl", "line 1", "expected true or false")
+@case("valid", "labels.jsonl:1", "is not a bool")
 def case_state_unrecoverable_is_a_named_error(tmp):
-    """Where nothing can be recomputed (the reader alone), the error names file and line."""
-    from plural_icm.search.store import read_search_labels
+    """Where nothing can be recomputed (the record's reader alone, e.g. for the analysis), a
+    SearchRecordError names the file and line (the search store turns it into set-aside and
+    recompute, above)."""
+    from plural_icm.search.records import SearchRecordError, read_labels
 
-    f = tmp / "labels.jsonl"
-    f.write_text('{"item_id": "a", "label": "false", "confidence": 0.9}\n')
-    return read_search_labels(f, ["a"])
+    (tmp / "labels.jsonl").write_text('{"item_id": "a", "label": "false", "confidence": 0.9}\n')
+    with pytest.raises(SearchRecordError) as info:
+        read_labels(tmp)
+    return str(info.value)
 
 
 @case("valid")
