@@ -1,18 +1,30 @@
 """The one entry point: `python launch.py [overrides]`, `python launch.py -m <sweep>`.
 
-Thin on purpose: check the command line (unknown `+` keys, secrets, quoting: before Hydra writes
-anything), compose the config (conf/), dispatch on `stage`, always close the W&B run. Errors of
-bad input (plural_icm.errors.UserError) print as their message alone; HYDRA_FULL_ERROR=1 shows
-the stack trace.
+Thin on purpose: check the command line (unknown `+` keys, secrets, quoting) and that the output
+folder can be written, before Hydra writes anything; compose the config (conf/), dispatch on
+`stage`, always close the W&B run. Errors of bad input (plural_icm.errors.UserError) print as
+their message alone; HYDRA_FULL_ERROR=1 shows the stack trace. Ctrl-C prints one line saying what was kept (exit status 130), never a trace.
 """
 
 import os
 import sys
 
-import hydra
-from omegaconf import DictConfig
 
-from plural_icm.config.schema import register_configs
+def _quiet_interrupt(kind, value, tb, _default=sys.excepthook):
+    """Ctrl-C before the run starts (while importing): one line, no traceback."""
+    if issubclass(kind, KeyboardInterrupt):
+        print("plural_icm: stopped by SIGINT (Ctrl-C) before anything ran", file=sys.stderr)
+        return
+    _default(kind, value, tb)
+
+
+if __name__ == "__main__":
+    sys.excepthook = _quiet_interrupt
+
+import hydra  # noqa: E402
+from omegaconf import DictConfig  # noqa: E402
+
+from plural_icm.config.schema import register_configs  # noqa: E402
 
 register_configs()
 
@@ -25,7 +37,7 @@ def main(cfg: DictConfig):
 
 
 if __name__ == "__main__":
-    from plural_icm.config.guard import command_line_error
+    from plural_icm.config.guard import command_line_error, output_folder_error
 
     problem = command_line_error(sys.argv[1:])
     if problem:
@@ -34,4 +46,17 @@ if __name__ == "__main__":
 
             raise ConfigError(problem)
         sys.exit(f"error: {problem}")
-    main()
+    problem = output_folder_error()
+    if problem:
+        sys.exit(f"error: {problem}")
+    try:
+        main()
+    except KeyboardInterrupt:
+        # Ctrl-C: no traceback. A search that was running printed what it kept
+        # (plural_icm.utils.stop); elsewhere (loading a model, scoring a cell) say it here.
+        from plural_icm.utils.stop import stop_was_reported
+
+        if not stop_was_reported():
+            print("plural_icm: stopped by SIGINT (Ctrl-C); every finished search and cell is kept "
+                  "on disk; run the same command again to continue", file=sys.stderr, flush=True)
+        sys.exit(130)

@@ -27,4 +27,9 @@ class ResultsConflictError(UserError, RuntimeError):
     """A result directory holds results of other settings; they are never overwritten."""
 
 
-__all__ = ["UserError", "ConfigError", "ResultsConflictError"]
+class WriteError(UserError, OSError):
+    """A result could not be written (disk full, quota, read-only or forbidden folder); names
+    the file. Writes are atomic, so nothing half-written is left behind."""
+
+
+__all__ = ["UserError", "ConfigError", "ResultsConflictError", "WriteError"]

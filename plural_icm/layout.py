@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, ClassVar, Optional
@@ -69,24 +70,72 @@ COLLABORATIVE_GLOB = "collaborative/*/*/*/*/fold*/summary.json"
 
 # -- paths ------------------------------------------------------------------------------------
 
+#: The longest path component written, in UTF-8 bytes (file systems allow 255; the rest is left
+#: for suffixes such as ``.corrupt-<time>``). Longer names are cut and get a hash suffix.
+MAX_COMPONENT_BYTES = 180
+
+
+def _needs_escape(ch: str) -> bool:
+    """Characters that cannot be (or must not look like) part of one path component: separators,
+    the escape character itself, control and other non-printable characters (NUL, newlines)."""
+    return ch in "/\\%" or not ch.isprintable()
+
+
+def path_component(name: Any) -> str:
+    """``name`` as one safe directory name: never a path, never ``.``/``..``, at most
+    :data:`MAX_COMPONENT_BYTES` bytes, distinct names give distinct components.
+
+    A name of printable characters without ``/``, ``\\`` or ``%`` is kept as it is (``Britain``,
+    ``rural_traditionalists``, ``llama-3.1-8b``, ``Direct, Concise``, ``Côte d'Ivoire``: the
+    directories of existing results do not move). Otherwise those characters are percent-encoded
+    (``../x`` -> ``..%2Fx``), ``.``/``..``/empty become ``%2E``/``%2E%2E``/``%``, and a component
+    longer than the cap is cut with ``~`` and 12 hex digits of the name's SHA-256. The original
+    name is kept in each record (``spec.json``, ``summary.json``, ``metrics.json``);
+    :func:`name_of_component` reverses every component that was not cut.
+    """
+    text = str(name)
+    if text in ("", ".", ".."):
+        return {"": "%", ".": "%2E", "..": "%2E%2E"}[text]
+    out = "".join("".join(f"%{b:02X}" for b in ch.encode("utf-8", "surrogatepass")) if _needs_escape(ch) else ch
+                  for ch in text)
+    if len(out.encode("utf-8")) <= MAX_COMPONENT_BYTES:
+        return out
+    digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:12]
+    keep = out.encode("utf-8")[:MAX_COMPONENT_BYTES - 13].decode("utf-8", "ignore")
+    keep = re.sub(r"%[0-9A-F]?$", "", keep)  # never half an escape
+    return f"{keep}~{digest}"
+
+
+def name_of_component(component: str) -> str:
+    """The name :func:`path_component` made ``component`` from (a cut name stays cut)."""
+    from urllib.parse import unquote
+
+    return "" if component == "%" else unquote(component, errors="surrogateescape")
+
+
 def cell_dir(results_dir: str | Path, run_tag: str, model: str, dataset: str, condition: str,
              n_examples: int | None, fold: int, seed: int) -> Path:
-    n = "all" if n_examples is None else str(n_examples)
-    return Path(results_dir) / run_tag / model / dataset / condition / f"n{n}" / f"fold{fold}" / f"seed{seed}"
+    n = "all" if n_examples is None else str(int(n_examples))
+    c = path_component
+    return (Path(results_dir) / c(run_tag) / c(model) / c(dataset) / c(condition) / f"n{n}"
+            / f"fold{int(fold)}" / f"seed{int(seed)}")
 
 
 def search_dir(searches_dir: str | Path, model: str, dataset: str, fold: int, persona: str,
                search_hash: str) -> Path:
-    return Path(searches_dir) / model / dataset / f"fold{fold}" / persona / search_hash
+    c = path_component
+    return (Path(searches_dir) / c(model) / c(dataset) / f"fold{int(fold)}" / c(persona)
+            / c(search_hash))
 
 
 def collaborative_root(output_dir: str | Path, model: str, dataset: str) -> Path:
-    return Path(output_dir) / COLLABORATIVE / model / dataset
+    return Path(output_dir) / COLLABORATIVE / path_component(model) / path_component(dataset)
 
 
 def collaborative_dir(output_dir: str | Path, model: str, dataset: str, persona: str, method: str,
                       fold: int) -> Path:
-    return collaborative_root(output_dir, model, dataset) / persona / method / f"fold{fold}"
+    return (collaborative_root(output_dir, model, dataset) / path_component(persona)
+            / path_component(method) / f"fold{int(fold)}")
 
 
 #: What a complete cell / search directory holds besides ``COMPLETE.json``: a ``COMPLETE.json``
@@ -112,7 +161,8 @@ def parse_cell_dir(results_root: Path, path: Path) -> dict[str, Any] | None:
     parts = path.relative_to(results_root).parts
     if len(parts) != len(CELL_KEYS):
         return None
-    run_tag, model, dataset, condition, n_part, fold_part, seed_part = parts
+    run_tag, model, dataset, condition = (name_of_component(p) for p in parts[:4])
+    n_part, fold_part, seed_part = parts[4:]
     fold, seed = _int_suffix(fold_part, "fold"), _int_suffix(seed_part, "seed")
     n = n_part[1:] if n_part.startswith("n") else ""
     if fold is None or seed is None or not (n == "all" or n.isdigit()):
@@ -127,6 +177,7 @@ def parse_search_dir(searches_root: Path, path: Path) -> dict[str, Any] | None:
     if len(parts) != len(SEARCH_KEYS):
         return None
     model, dataset, fold_part, persona, h = parts
+    model, dataset, persona = (name_of_component(p) for p in (model, dataset, persona))
     fold = _int_suffix(fold_part, "fold")
     if fold is None:
         return None

@@ -734,6 +734,52 @@ def case_checkpoint_bad_rng_state(tmp):
                                         "accepted": 0, "since_accept": 0, "trajectory": []}))
 
 
+def _resumable_checkpoint() -> dict:
+    from fake_lm import FakeLM
+    from test_search_engine import make_claims, make_search
+
+    from plural_icm.search.engine import SearchParams, run_searches
+
+    saved: dict = {}
+    lm = FakeLM()
+    params = SearchParams(alpha=5, num_seed=4, max_iters=10, patience=1000, checkpoint_every=5)
+    run_searches([make_search(make_claims(4), lm, params, seed=1,
+                              checkpoint=lambda st: saved.update(json.loads(json.dumps(st))))],
+                 lm, [" True", " False"])
+    return saved
+
+
+def _checkpoint_with(edit: Callable[[dict], None]):
+    def fn(tmp: Path):
+        from plural_icm.search.store import load_checkpoint
+
+        state = _resumable_checkpoint()
+        ids = [f"q{q}o{o}" for q in range(4) for o in range(2)]
+        ck = tmp / "checkpoint.json"
+        ck.write_text(json.dumps(state))
+        assert load_checkpoint(ck, ids) == state  # the undamaged one is resumed from
+        edit(state)
+        ck.write_text(json.dumps(state))
+        assert load_checkpoint(ck, ids) is None and not ck.exists()
+        return f"set aside as {next(tmp.glob('checkpoint.json.corrupt-*')).name}"
+    return fn
+
+
+def _first_label(state: dict, value) -> None:
+    state["labels"][next(iter(state["labels"]))] = value
+
+
+CHECKPOINT_DAMAGE = {
+    "label_string": lambda st: _first_label(st, "false"),
+    "label_number": lambda st: _first_label(st, 0),
+    "other_item": lambda st: st["labels"].update({"elsewhere/q9": True}),
+    "score_nan": lambda st: st["scores"].update({next(iter(st["scores"])): [float("nan"), 0.0]}),
+    "negative_iteration": lambda st: st.update(iteration=-3),
+}
+for _label, _edit in CHECKPOINT_DAMAGE.items():
+    CASES[f"checkpoint_{_label}"] = ("skip", ("set aside",), _checkpoint_with(_edit))
+
+
 @case("valid")
 def case_complete_marker_without_metrics_is_not_complete(tmp):
     from plural_icm.layout import CELL_FILES, SEARCH_FILES, is_complete
@@ -846,6 +892,701 @@ def case_cell_bad_data_writes_nothing(tmp):
         assert not (tmp / "out" / "results").exists()
 
 
+
+# -- names are never paths (issue 28) -------------------------------------------------------------
+
+#: Values that arrive from data files or the command line and become one directory each.
+HOSTILE_NAMES = {
+    "dotdot_slash": "../../outside", "absolute": "/tmp/plural_icm_escape", "dotdot": "..",
+    "dot": ".", "empty": "", "nul": "a\x00b", "long_ascii": "x" * 1000, "long_utf8": "é" * 400,
+    "inner_traversal": "a/../../b", "backslashes": "..\\..\\win", "percent_escapes": "%2e%2e%2f",
+    "newline": "line\nbreak", "tilde": "~root", "shell": "$(touch pwned);`id`",
+    "unicode_slash": "a\u2215b", "trailing_slash": "persona/",
+}
+NAME_FIELDS = ("persona", "model", "dataset", "condition", "run_tag", "method")
+
+
+def _path_for(root: Path, field: str, value: str) -> tuple[Path, int]:
+    """The directory the layout makes with ``value`` in ``field`` (others ordinary) and the index
+    of that field's part below ``root``."""
+    from plural_icm.layout import cell_dir, collaborative_dir, search_dir
+
+    names = {"persona": "p", "model": "m", "dataset": "d", "condition": "c", "run_tag": "main",
+             "method": "random", field: value}
+    if field in ("persona",):
+        return search_dir(root, names["model"], names["dataset"], 0, value, "abc123"), 3
+    if field == "method":
+        return collaborative_dir(root, "m", "d", "p", value, 0), 4
+    return (cell_dir(root, names["run_tag"], names["model"], names["dataset"], names["condition"],
+                     None, 0, 0), ("run_tag", "model", "dataset", "condition").index(field))
+
+
+def _name_case(field: str, value: str):
+    def fn(tmp: Path):
+        from plural_icm.layout import MAX_COMPONENT_BYTES, name_of_component
+
+        root = tmp / "out"
+        path, index = _path_for(root, field, value)
+        part = path.relative_to(root).parts[index]
+        assert part not in ("", ".", "..") and "/" not in part and "\x00" not in part, part
+        assert len(part.encode("utf-8")) <= MAX_COMPONENT_BYTES, len(part.encode())
+        assert "~" in part or name_of_component(part) == value, (part, value)
+        path.mkdir(parents=True)
+        (path / "COMPLETE.json.test").write_text("{}")
+        assert path.resolve().is_relative_to(root.resolve()), path
+        outside = [p for p in tmp.rglob("*") if not p.is_relative_to(root)]
+        assert outside == [], outside
+        return f"{field}={value[:20]!r} -> {part[:40]!r}"
+    return fn
+
+
+for _field in NAME_FIELDS:
+    for _label, _value in HOSTILE_NAMES.items():
+        CASES[f"name_{_field}_{_label}"] = ("valid", (), _name_case(_field, _value))
+
+
+@case("valid")
+def case_name_ordinary_names_keep_their_directories(tmp):
+    from plural_icm.data.demo import PERSONAS
+    from plural_icm.data.gqa import COUNTRIES
+    from plural_icm.data.ot import PERSONAS as OT_PERSONAS
+    from plural_icm.data.pt import KEYWORDS
+    from plural_icm.layout import path_component
+
+    ordinary = [*COUNTRIES, *PERSONAS, *OT_PERSONAS, *KEYWORDS, "rural_traditionalists",
+                "Direct, Concise, Fact-first", "Côte d'Ivoire", "Less than $30,000",
+                "llama-3.1-8b", "Qwen2.5-14B", "smollm2", "gqa_claims", "main", "acc_matched",
+                "zero_shot_base"]
+    ordinary += [p.stem for p in (ROOT / "conf" / "model").glob("*.yaml")]
+    changed = {n: path_component(n) for n in ordinary if path_component(n) != n}
+    assert not changed, changed
+    return f"{len(ordinary)} names unchanged"
+
+
+@case("valid")
+def case_name_distinct_names_give_distinct_directories(tmp):
+    from plural_icm.layout import path_component
+
+    names = list(HOSTILE_NAMES.values()) + ["..%2F..%2Foutside", "%", "%2E", "x" * 999,
+                                            "é" * 401, "a%00b"]
+    parts = [path_component(n) for n in names]
+    assert len(set(parts)) == len(set(names)), sorted(parts)
+    return f"{len(names)} names, {len(set(parts))} directories"
+
+
+def hostile_search_tree(tmp: Path) -> list[str]:
+    """Complete searches (fake model) whose persona, model and dataset are the hostile names;
+    the files written, relative to ``tmp`` (all must lie in ``tmp/out``)."""
+    from fake_lm import FakeLM
+
+    from plural_icm.search.store import run_or_load
+
+    out = tmp / "out"
+    values = list(HOSTILE_NAMES.values())
+    tasks = [_search_task(persona=v, model=values[(k + 3) % len(values)],
+                          dataset=values[(k + 7) % len(values)], n=2)
+             for k, v in enumerate(values)]
+    results = run_or_load(tasks, out / "searches", FakeLM)
+    assert all(r.computed for r in results)
+    assert {r.task.persona for r in results} == set(values)
+    for r in results:  # the original names are kept in the record
+        assert json.loads((r.path / "summary.json").read_text())["persona"] == r.task.persona
+    files = sorted(str(p.relative_to(tmp)) for p in tmp.rglob("*") if p.is_file())
+    assert all(f.startswith("out/") for f in files), [f for f in files if not f.startswith("out/")]
+    assert not Path("/tmp/plural_icm_escape").exists()
+    return files
+
+
+def _drop(tree: Path) -> None:
+    shutil.rmtree(tree)  # complete searches: not left for the harness's no-COMPLETE check
+
+
+@case("valid")
+def case_name_hostile_searches_stay_in_the_output_folder(tmp):
+    files = hostile_search_tree(tmp)
+    _drop(tmp / "out")
+    return f"{len(files)} files, all under out/"
+
+
+# -- secrets, by any route (issue 28) ---------------------------------------------------------------
+
+FAKE_HF = "hf_" + "Q" * 34
+FAKE_OPENAI = "sk-" + "R" * 40
+
+
+def _cli_with_env(env: dict, *argv: str):
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        return command_line(*argv)
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k)
+            else:
+                os.environ[k] = v
+
+
+SECRET_LINES = {
+    "hydra_env_set_dict": ("+hydra.job.env_set={HF_TOKEN: abc123}", "hydra.job.env_set.HF_TOKEN"),
+    "hydra_env_set_key": ("hydra.job.env_set.WANDB_API_KEY=abc", "WANDB_API_KEY"),
+    "hydra_env_set_plus_key": ("+hydra.job.env_set.OPENAI_API_KEY=abc", "OPENAI_API_KEY"),
+    "hydra_run_dir_token": (f"hydra.run.dir=/tmp/{FAKE_HF}", "credential"),
+    "hydra_job_name_token": (f"hydra.job.name={FAKE_OPENAI}", "credential"),
+    "hydra_launcher_setup": (f"+hydra.launcher.setup=['export HF_TOKEN={FAKE_HF}']", "credential"),
+    "model_base_token": (f"model.base={FAKE_OPENAI}", "credential"),
+    "sweep_choice_token": (f"model.base=a,{FAKE_HF}", "credential"),
+    "nested_api_key": ("+dataset.options={a: {api_key: x}}", "dataset.options.a.api_key"),
+    "oc_env_interpolation": ("+dataset.options.note=${oc.env:HF_TOKEN}", "oc.env:HF_TOKEN"),
+    "github_token": ("+dataset.options.note=ghp_" + "a" * 36, "credential"),
+    "aws_key": ("+dataset.options.note=AKIAABCDEFGHIJKLMNOP", "credential"),
+    "private_key": ("'+dataset.options.note=\"-----BEGIN RSA PRIVATE KEY-----\"'", None),
+    "password_key": ("+logger.password=x", "looks like a secret"),
+    "camel_case_key": ("+dataset.options.apiKey=x", "looks like a secret"),
+}
+
+
+def _secret_case(line: str, needle: str | None):
+    def fn(tmp: Path):
+        if line.startswith("'"):  # a value the shell would pass quoted
+            return command_line(line.strip("'"))
+        return command_line(line)
+    return fn
+
+
+for _label, (_line, _needle) in SECRET_LINES.items():
+    _names = ("command line",) + ((_needle,) if _needle else ())
+    CASES[f"secret_{_label}"] = ("error", _names, _secret_case(_line, _needle))
+
+
+@case("error", "environment variable WANDB_API_KEY")
+def case_secret_value_of_an_environment_secret(tmp):
+    return _cli_with_env({"WANDB_API_KEY": "0123456789abcdef" * 2 + "01234567"},
+                         "hydra.job.name=0123456789abcdef0123456789abcdef01234567")
+
+
+@case("valid")
+def case_secret_ordinary_values_pass(tmp):
+    assert command_line("model.revision=" + "a1b2c3d4" * 5, "model.api_key_env=MY_KEY",
+                        "hydra.job.chdir=false", "inference.max_new_tokens=5",
+                        "hydra/launcher=local", "dataset.personas=[Britain,Japan]",
+                        "hydra.job.env_copy=[HF_TOKEN]")  # a variable's name, not its value
+    return True
+
+
+@case("valid")
+def case_secret_shaped_values_scrubbed_from_files(tmp):
+    from plural_icm.config.guard import _scrub_yaml
+
+    f = tmp / "hydra.yaml"
+    f.write_text(f"hydra:\n  run:\n    dir: /x\n  job:\n    name: {FAKE_HF}\nmodel:\n"
+                 f"  revision: {'a1b2c3d4' * 5}\n")
+    _scrub_yaml(f)
+    text = f.read_text()
+    assert FAKE_HF not in text and "<redacted>" in text and "a1b2c3d4" * 5 in text, text
+    return text
+
+
+@case("valid")
+def case_secret_hydra_files_scrub_nested_env(tmp):
+    from plural_icm.config.guard import _scrub_yaml
+
+    f = tmp / "config.yaml"
+    f.write_text(f"hydra:\n  job:\n    env_set:\n      OPENAI_API_KEY: {FAKE_OPENAI}\nkeep: 2\n")
+    _scrub_yaml(f)
+    assert FAKE_OPENAI not in f.read_text() and "keep: 2" in f.read_text()
+    return f.read_text()
+
+
+# -- state files on disk (issue 28) -----------------------------------------------------------------
+
+def _search_task(persona="p", model="fake", dataset="t", n=6):
+    from test_search_engine import make_claims
+
+    from plural_icm.data.records import ConsistencyRule
+    from plural_icm.search.engine import SearchParams
+    from plural_icm.search.store import SearchTask
+
+    params = SearchParams(alpha=5, num_seed=4, max_iters=30, patience=1000, checkpoint_every=5)
+    return SearchTask(model=model, dataset=dataset, fold=0, persona=persona, claims=make_claims(n),
+                      rule=ConsistencyRule.EXACTLY_ONE, params=params, seed=1,
+                      template="Question: {question}\nClaim: {claim}\nI think this claim is",
+                      labels=(" True", " False"), model_identity={"m": "fake"})
+
+
+class _Warnings(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.WARNING)
+        self.lines: list[str] = []
+
+    def emit(self, record):
+        self.lines.append(record.getMessage())
+
+
+def _state_case(corrupt: Callable[[Path], None]):
+    """A finished search, one of its files damaged by ``corrupt``, loaded again: the file is set
+    aside with a warning naming it, and the search is recomputed to the same labels."""
+    def fn(tmp: Path):
+        from fake_lm import FakeLM
+
+        from plural_icm.search.store import run_or_load
+
+        [clean] = run_or_load([_search_task()], tmp / "s", FakeLM)
+        corrupt(clean.path)
+        handler = _Warnings()
+        logger = logging.getLogger("plural_icm.search.store")
+        logger.addHandler(handler)
+        try:
+            [again] = run_or_load([_search_task()], tmp / "s", FakeLM)
+        finally:
+            logger.removeHandler(handler)
+        assert again.computed, "a damaged search was loaded as it was"
+        assert again.labels == clean.labels and again.summary["U"] == clean.summary["U"]
+        assert all(isinstance(v, bool) for v in again.labels.values())
+        assert list(clean.path.glob("*.corrupt-*")), "nothing was set aside"
+        shutil.rmtree(tmp / "s")  # the recomputed search is complete: not left for the harness
+        return " ".join(handler.lines)
+    return fn
+
+
+def _rewrite_labels(edit: Callable[[list[dict]], list]) -> Callable[[Path], None]:
+    def corrupt(d: Path):
+        rows = [json.loads(x) for x in (d / "labels.jsonl").read_text().splitlines()]
+        (d / "labels.jsonl").write_text("".join(json.dumps(r) + "\n" for r in edit(rows)))
+    return corrupt
+
+
+def _rewrite_summary(edit: Callable[[dict], object]) -> Callable[[Path], None]:
+    def corrupt(d: Path):
+        s = json.loads((d / "summary.json").read_text())
+        out = edit(s)
+        (d / "summary.json").write_text(out if isinstance(out, str) else json.dumps(out))
+    return corrupt
+
+
+def _set(rows, k, key, value):
+    rows[k][key] = value
+    return rows
+
+
+STATE_DAMAGE = {
+    "label_string_false": (_rewrite_labels(lambda r: _set(r, 0, "label", "false")), "label"),
+    "label_int_one": (_rewrite_labels(lambda r: _set(r, 0, "label", 1)), "is not a bool"),
+    "label_null": (_rewrite_labels(lambda r: _set(r, 1, "label", None)), "label"),
+    "labels_row_missing": (_rewrite_labels(lambda r: r[:-1]), "have no label"),
+    "labels_other_item_id": (_rewrite_labels(lambda r: _set(r, 0, "item_id", "other/q9")),
+                             "not a claim of this search"),
+    "labels_duplicate_row": (_rewrite_labels(lambda r: r + [r[0]]), "appears twice"),
+    "labels_item_id_number": (_rewrite_labels(lambda r: _set(r, 0, "item_id", 7)),
+                              "item_id = 7"),
+    "confidence_nan": (_rewrite_labels(lambda r: _set(r, 0, "confidence", float("nan"))),
+                       "finite number"),
+    "confidence_string": (_rewrite_labels(lambda r: _set(r, 0, "confidence", "high")),
+                          "confidence"),
+    "labels_row_a_list": (_rewrite_labels(lambda r: [[1, 2]] + r[1:]), "expected a JSON object"),
+    "labels_empty_file": (lambda d: (d / "labels.jsonl").write_text(""), "empty file"),
+    "labels_truncated_line": (lambda d: (d / "labels.jsonl").write_text(
+        (d / "labels.jsonl").read_text()[:-20]), "labels.jsonl"),
+    "labels_binary": (lambda d: (d / "labels.jsonl").write_bytes(GARBAGE[:4000]), "labels.jsonl"),
+    "summary_u_nan": (_rewrite_summary(lambda s: {**s, "U": float("nan")}), "U = nan"),
+    "summary_u_missing": (_rewrite_summary(lambda s: {k: v for k, v in s.items() if k != "U"}),
+                          "needs the keys ['U']"),
+    "summary_u_string": (_rewrite_summary(lambda s: {**s, "U": "12.5"}), "is not a float"),
+    "summary_truncated": (_rewrite_summary(lambda s: json.dumps(s)[:30]), "not readable JSON"),
+    "summary_list": (_rewrite_summary(lambda s: [s]), "expected a JSON object"),
+    "summary_other_hash": (_rewrite_summary(lambda s: {**s, "hash": "0" * 16}),
+                           "belongs to search"),
+    "summary_nested_deeply": (_rewrite_summary(lambda s: "[" * 100_000 + "]" * 100_000),
+                              "summary.json"),
+    "summary_missing": (lambda d: (d / "summary.json").unlink(), "COMPLETE.json"),
+    "complete_marker_a_list": (lambda d: (d / "COMPLETE.json").write_text("[]"), "COMPLETE.json"),
+    "complete_marker_other_hash": (lambda d: (d / "COMPLETE.json").write_text(
+        '{"hash": "ffff", "finished": 1}'), "not this search's marker"),
+}
+
+for _label, (_corrupt, _needle) in STATE_DAMAGE.items():
+    CASES[f"state_{_label}"] = ("skip", ("set aside", "computed again", _needle),
+                                _state_case(_corrupt))
+
+
+@case("valid", "labels.jsonl:1", "is not a bool")
+def case_state_unrecoverable_is_a_named_error(tmp):
+    """Where nothing can be recomputed (the record's reader alone, e.g. for the analysis), a
+    SearchRecordError names the file and line (the search store turns it into set-aside and
+    recompute, above)."""
+    from plural_icm.search.records import SearchRecordError, read_labels
+
+    (tmp / "labels.jsonl").write_text('{"item_id": "a", "label": "false", "confidence": 0.9}\n')
+    with pytest.raises(SearchRecordError) as info:
+        read_labels(tmp)
+    return str(info.value)
+
+
+@case("valid")
+def case_stop_between_batches_resumes_to_the_same_search(tmp):
+    """A stop between two scoring batches of one iteration keeps the last iteration boundary;
+    the resumed search equals the one that was never stopped."""
+    from fake_lm import FakeLM
+    from test_search_engine import make_claims, make_search
+
+    from plural_icm.search.engine import SearchInterrupted, SearchParams, run_searches
+
+    params = SearchParams(alpha=5, num_seed=4, max_iters=40, patience=1000, checkpoint_every=1000)
+    claims = make_claims(8)
+    ref_lm = FakeLM()
+    ref = run_searches([make_search(claims, ref_lm, params, seed=2)], ref_lm, [" True", " False"])[0]
+    saved: dict = {}
+    lm = FakeLM()
+    polls = {"n": 0}
+
+    def stop():
+        polls["n"] += 1
+        return polls["n"] > 23  # some batch in the middle of an iteration
+
+    s = make_search(claims, lm, params, seed=2,
+                    checkpoint=lambda st: saved.update(json.loads(json.dumps(st))))
+    with pytest.raises(SearchInterrupted) as info:
+        run_searches([s], lm, [" True", " False"], should_stop=stop)
+    assert lm.calls == 23 and info.value.kept == [saved["iteration"]]
+    lm2 = FakeLM()
+    resumed = run_searches([make_search(claims, lm2, params, seed=2, resume_state=saved)], lm2,
+                           [" True", " False"])[0]
+    assert resumed.labels == ref.labels and resumed.trajectory == ref.trajectory
+    return f"stopped after batch 23 at iteration {saved['iteration']}; resumed equal"
+
+
+# -- config values and claim files (issue 28) ------------------------------------------------------
+
+@case("error", "icm.restarts=1000000000", "1..1000")
+def case_config_restarts_a_billion(tmp):
+    return validated("icm.restarts=1000000000")
+
+
+@case("error", "icm.restarts=0")
+def case_config_restarts_zero(tmp):
+    return validated("icm.restarts=0")
+
+
+@case("error", "icm.initial_temp=0.001", "icm.final_temp")
+def case_config_initial_temp_below_final(tmp):
+    return validated("icm.initial_temp=0.001", "icm.final_temp=0.01")
+
+
+@case("error", "share_sum_tolerance=2", "[0, 1)")
+def case_config_share_tolerance_two(tmp):
+    return validated("dataset=gqa", "dataset.options.share_sum_tolerance=2")
+
+
+@case("error", "share_sum_tolerance=-0.1", "[0, 1)")
+def case_config_share_tolerance_negative(tmp):
+    return validated("dataset=gqa", "dataset.options.share_sum_tolerance=-0.1")
+
+
+@case("error", "share_sum_tolerance='lots'", "expected a number")
+def case_loader_share_tolerance_not_a_number(tmp):
+    return load(gqa_cfg(GQA_CSV, share_sum_tolerance="lots"))
+
+
+@case("error", "inference.n_examples=0", ">= 1")
+def case_config_n_examples_zero(tmp):
+    return validated("inference.n_examples=0")
+
+
+@case("valid")
+def case_n_examples_above_the_pool_says_so(tmp):
+    from test_search_engine import make_claims
+
+    from plural_icm.conditions.labels import subset_for_n_examples
+
+    handler = _Warnings()
+    logger = logging.getLogger("plural_icm.conditions.labels")
+    logger.addHandler(handler)
+    try:
+        got = subset_for_n_examples(make_claims(3), 100_000, 0)
+    finally:
+        logger.removeHandler(handler)
+    assert len(got) == 6 and any("n_examples=100000" in x and "6 claims" in x
+                                 for x in handler.lines), handler.lines
+    return handler.lines[0]
+
+
+@case("error", "dataset.n_folds=1", ">= 2")
+def case_config_demo_one_fold(tmp):
+    return validated("dataset.n_folds=1")
+
+
+@case("error", "dataset.n_folds=1", ">= 2")
+def case_config_claims_one_fold(tmp):
+    return validated("dataset=gqa_claims", "dataset.n_folds=1")
+
+
+@case("error", "demo", "dataset.n_folds=1")
+def case_demo_loader_one_fold(tmp):
+    return load(OmegaConf.structured(DatasetConfig(name="demo", loader="demo", n_folds=1)))
+
+
+@case("error", "demo", "dataset.path", "dataset=gqa")
+def case_demo_loader_refuses_a_path(tmp):
+    return load(OmegaConf.structured(DatasetConfig(name="demo", loader="demo",
+                                                   path=str(GQA_CSV))))
+
+
+def claims_file(tmp: Path, rows: list | None = None, raw: bytes | None = None,
+                name: str = "claims.jsonl") -> Path:
+    path = tmp / "claims" / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if raw is None:
+        raw = "".join(json.dumps(r) + "\n" for r in rows).encode()
+    path.write_bytes(raw)
+    return path
+
+
+def claims_cfg(path, skip=False, **options):
+    return OmegaConf.structured(DatasetConfig(name="c", loader="claims", path=str(path),
+                                              skip_bad_rows=skip, options=options))
+
+
+def claim_rows(n_q=8, persona="Brazil", raw_choices=True) -> list[dict]:
+    rows = []
+    for q in range(n_q):
+        opts = ["Agree", "Disagree"] if q % 2 else ["Favor", "Oppose"]
+        for k, o in enumerate(opts):
+            r = {"question_id": q, "question": f"Question number {q}?", "persona": persona,
+                 "choice": f"People from {persona} would answer this question as: '{o}'",
+                 "label": int(k == q % 2), "consistency_id": q}
+            if raw_choices:
+                r.update(raw_choice_1=opts[0], raw_choice_2=opts[1])
+            rows.append(r)
+    return rows
+
+
+@case("error", "claims.jsonl", "line 3", "UTF-8")
+def case_claims_not_utf8(tmp):
+    raw = "".join(json.dumps(r) + "\n" for r in claim_rows()[:2]).encode() + \
+        '{"question": "Été"}\n'.encode("latin-1")
+    return load(claims_cfg(claims_file(tmp, raw=raw)))
+
+
+@case("error", "claims.jsonl", "UTF-8")
+def case_claims_binary(tmp):
+    return load(claims_cfg(claims_file(tmp, raw=GARBAGE)))
+
+
+@case("error", "claims.json", "nested too deeply")
+def case_claims_json_list_nested_deeply(tmp):
+    return load(claims_cfg(claims_file(tmp, raw=b"[" * 200_000 + b"]" * 200_000,
+                                       name="claims.json")))
+
+
+@case("error", "claims.jsonl", "line 17", "nested too deeply")
+def case_claims_jsonl_line_nested_deeply(tmp):
+    raw = "".join(json.dumps(r) + "\n" for r in claim_rows()).encode() + b"[" * 100_000
+    return load(claims_cfg(claims_file(tmp, raw=raw)))
+
+
+@case("error", "claims.jsonl", "line 1", "duplicate key 'label'")
+def case_claims_duplicate_key(tmp):
+    rows = claim_rows()
+    text = json.dumps(rows[0])[:-1] + ', "label": 1}'
+    raw = (text + "\n" + "".join(json.dumps(r) + "\n" for r in rows[1:])).encode()
+    return load(claims_cfg(claims_file(tmp, raw=raw)))
+
+
+@case("error", "line 1", "choice is a list", "expected a string")
+def case_claims_choice_a_list(tmp):
+    rows = claim_rows()
+    rows[0]["choice"] = ["Favor", "Oppose"]
+    return load(claims_cfg(claims_file(tmp, rows)))
+
+
+@case("error", "line 2", "question is a dict")
+def case_claims_question_a_dict(tmp):
+    rows = claim_rows()
+    rows[1]["question"] = {"text": "Q?"}
+    return load(claims_cfg(claims_file(tmp, rows)))
+
+
+@case("error", "line 1", "question is a int")
+def case_claims_question_a_number(tmp):
+    rows = claim_rows()
+    rows[0]["question"] = 42
+    return load(claims_cfg(claims_file(tmp, rows)))
+
+
+@case("error", "line 1", "persona is a list")
+def case_claims_persona_a_list(tmp):
+    rows = claim_rows()
+    rows[0]["persona"] = ["Brazil"]
+    return load(claims_cfg(claims_file(tmp, rows)))
+
+
+@case("error", "consistency_id", "expected a string or an integer")
+def case_claims_consistency_id_a_dict(tmp):
+    rows = claim_rows()
+    rows[0]["consistency_id"] = {"id": 1}
+    return load(claims_cfg(claims_file(tmp, rows)))
+
+
+@case("error", "consistency_id '3'", "Question number 3?", "Another question?", "line 8",
+      "line 17")
+def case_claims_two_questions_one_group(tmp):
+    rows = claim_rows()
+    extra = dict(rows[6], question="Another question?", choice="People ... 'Maybe'", label=0)
+    return load(claims_cfg(claims_file(tmp, rows + [extra])))
+
+
+@case("skip", "1 bad row")
+def case_claims_choice_a_list_skipped(tmp):
+    rows = claim_rows()
+    rows[0]["choice"] = ["Favor", "Oppose"]
+    return load(claims_cfg(claims_file(tmp, rows), skip=True)).description
+
+
+@case("error", "dataset.options.rule='most'", "exactly_one")
+def case_claims_bad_rule(tmp):
+    return load(claims_cfg(claims_file(tmp, claim_rows()), rule="most"))
+
+
+@case("error", "dataset.options.folds='thirds'", "'cv', 'halves'")
+def case_claims_bad_folds(tmp):
+    return load(claims_cfg(claims_file(tmp, claim_rows()), folds="thirds"))
+
+
+@case("valid")
+def case_claims_folds_without_raw_choices(tmp):
+    """Without the optional raw_choice_* keys the questions are still dealt to every fold (their
+    Agree/Disagree claim texts once joined them into one unit: fold 0)."""
+    from collections import Counter
+
+    rows = [r for p in ("Brazil", "Japan") for r in claim_rows(16, p, raw_choices=False)]
+    folds = Counter(load(claims_cfg(claims_file(tmp, rows))).folds.values())
+    assert sorted(folds) == [0, 1, 2, 3] and max(folds.values()) - min(folds.values()) <= 1, folds
+    return dict(folds)
+
+
+# -- OpinionQA duplicates and ragged rows (issue 28) -----------------------------------------------
+
+@case("error", "POLPARTY_data.json", "duplicate key 'Yes'")
+def case_oqa_duplicate_json_key(tmp):
+    return oqa_counts(tmp, '4, "Yes": 5')
+
+
+def _oqa_responses_edit(tmp: Path, edit: Callable[[list[str]], list[str]]) -> object:
+    hr = oqa_tree(tmp)
+    f = hr / "American_Trends_Panel_W27" / "responses.csv"
+    lines = f.read_text().splitlines()
+    f.write_text("\n".join(edit(lines)) + "\n")
+    return load(oqa_cfg(hr))
+
+
+@case("error", "responses.csv", "data row 1", "fields", "one field per column")
+def case_oqa_responses_row_too_long(tmp):
+    return _oqa_responses_edit(tmp, lambda ls: [ls[0], ls[1] + ",1.0"] + ls[2:])
+
+
+@case("error", "responses.csv", "data row 2", "fields")
+def case_oqa_responses_row_too_short(tmp):
+    return _oqa_responses_edit(tmp, lambda ls: ls[:2] + [ls[2].rsplit(",", 1)[0]] + ls[3:])
+
+
+@case("error", "info.csv", "fields")
+def case_oqa_info_ragged(tmp):
+    hr = oqa_tree(tmp)
+    f = hr / "American_Trends_Panel_W26" / "info.csv"
+    lines = f.read_text().splitlines()
+    f.write_text("\n".join([lines[0], lines[1] + ",extra"] + lines[2:]) + "\n")
+    return load(oqa_cfg(hr))
+
+
+# -- the environment: output folder, disk (issue 28) -----------------------------------------------
+
+def _output_env(value: str | None, *argv: str):
+    from plural_icm.config.guard import output_folder_error
+
+    old = os.environ.get("PLURAL_ICM_OUTPUT")
+    if value is None:
+        os.environ.pop("PLURAL_ICM_OUTPUT", None)
+    else:
+        os.environ["PLURAL_ICM_OUTPUT"] = value
+    try:
+        problem = output_folder_error(list(argv))
+    finally:
+        if old is None:
+            os.environ.pop("PLURAL_ICM_OUTPUT", None)
+        else:
+            os.environ["PLURAL_ICM_OUTPUT"] = old
+    if problem:
+        raise UserError(problem)
+    return True
+
+
+@case("error", "PLURAL_ICM_OUTPUT", "root")
+def case_env_output_root(tmp):
+    return _output_env("/")
+
+
+@case("error", "PLURAL_ICM_OUTPUT", "root")
+def case_env_output_root_dotdot(tmp):
+    return _output_env("/tmp/../")
+
+
+@case("error", "is a file, not a folder")
+def case_env_output_is_a_file(tmp):
+    (tmp / "f").write_text("x")
+    return _output_env(str(tmp / "f"))
+
+
+@case("error", "paths.output_dir", "which is a file")
+def case_env_output_below_a_file(tmp):
+    (tmp / "f").write_text("x")
+    return _output_env(None, f"paths.output_dir={tmp}/f/out")
+
+
+@case("error", "paths.output_dir", "cannot be written")
+def case_env_output_not_writable(tmp):
+    return _output_env(None, "paths.output_dir=/proc/plural_icm_out")
+
+
+@case("error", "hydra.run.dir", "cannot be written")
+def case_env_hydra_run_dir_not_writable(tmp):
+    return _output_env(str(tmp), "hydra.run.dir=/sys/plural_icm_run")
+
+
+@case("error", "broken symbolic link")
+def case_env_output_broken_link(tmp):
+    (tmp / "link").symlink_to(tmp / "gone" / "deeper")
+    return _output_env(str(tmp / "link" / "out"))
+
+
+@case("valid")
+def case_env_output_fresh_folder(tmp):
+    assert _output_env(str(tmp / "new" / "out"))
+    assert not (tmp / "new").exists() and not list(tmp.iterdir())  # the probe leaves nothing
+    return True
+
+
+@case("error", "cannot write", "metrics.json", "No space left", "nothing half-written")
+def case_env_disk_full_mid_write(tmp):
+    import errno
+
+    from plural_icm.utils.io import atomic_write_json
+
+    target = tmp / "metrics.json"
+    target.write_text('{"old": 1}')
+    real = os.fsync
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    os.fsync = full
+    try:
+        return atomic_write_json(target, {"new": 2})
+    finally:
+        os.fsync = real
+        assert target.read_text() == '{"old": 1}' and [p.name for p in tmp.iterdir()] == \
+            ["metrics.json"]
+
+
 # -- the harness -------------------------------------------------------------------------------------
 
 def run_case(name: str, tmp: Path) -> tuple[str, str]:
@@ -872,8 +1613,8 @@ def test_hostile_case(name, tmp_path, caplog):
     assert not list(tmp_path.rglob("COMPLETE.json")), f"{name}: a result was written as complete"
 
 
-def test_there_are_at_least_60_cases():
-    assert len(CASES) >= 60
+def test_there_are_at_least_200_cases():
+    assert len(CASES) >= 200
 
 
 def test_a_clear_error_prints_once_without_a_trace(tmp_path):
@@ -959,14 +1700,139 @@ def test_a_corrupt_checkpoint_is_set_aside_and_the_search_restarts(tmp_path, cap
     assert saved and checkpoint_problem(saved) is None
 
 
+STOP_SCRIPT = r"""
+import json, sys, time
+sys.path[:0] = [{tests!r}, {root!r}]
+from fake_lm import FakeLM
+import test_hostile as t
+from plural_icm.search.store import run_or_load
+
+class SlowLM(FakeLM):
+    def label_logprobs(self, prompts, labels):
+        if self.calls >= {slow_after}:
+            print("SLOW BATCH", flush=True)
+            time.sleep(60)  # a batch far longer than any stop may wait for
+        return super().label_logprobs(prompts, labels)
+
+tasks = [t._search_task(persona=p) for p in ("a", "b")]
+try:
+    run_or_load(tasks, {out!r}, SlowLM)
+except KeyboardInterrupt:
+    sys.exit(130)
+print("FINISHED", flush=True)
+"""
+
+
+def _stop_run(tmp: Path, sig: int, slow_after: int = 12):
+    """A child process running two fake-model searches whose batch ``slow_after`` never ends in
+    time; ``sig`` is sent during that batch. (seconds to exit, returncode, stderr)."""
+    import signal as _signal  # noqa: F401
+    import time
+
+    out = tmp / "searches"
+    code = STOP_SCRIPT.format(tests=str(ROOT / "tests"), root=str(ROOT), out=str(out),
+                              slow_after=slow_after)
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    line = proc.stdout.readline()
+    assert "SLOW BATCH" in line, (line, proc.stderr.read()[-2000:] if proc.poll() else "")
+    sent = time.time()
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=120)
+    return time.time() - sent, proc.returncode, err, out
+
+
+@pytest.mark.parametrize("sig, code", [(15, -15), (2, 130)])
+def test_a_stop_during_a_long_batch_checkpoints_within_seconds(tmp_path, sig, code):
+    """SIGTERM / Ctrl-C in the middle of a model call: the call is abandoned, both searches
+    checkpoint their last iteration boundary, the claims are released, one line says what was
+    kept; the relaunch resumes to the labels of a run that was never stopped."""
+    from fake_lm import FakeLM
+
+    from plural_icm.search.store import run_or_load
+
+    took, rc, err, out = _stop_run(tmp_path, sig)
+    assert took < 10, f"{took:.1f} s from the signal to the exit"
+    assert rc == code, (rc, err[-2000:])
+    checkpoints = sorted(out.rglob("checkpoint.json"))
+    assert len(checkpoints) == 2 and not list(out.rglob(".claim*")), list(out.rglob("*"))
+    kept = [json.loads(c.read_text())["iteration"] for c in checkpoints]
+    assert all(k >= 1 for k in kept), kept
+    stop_lines = [ln for ln in err.splitlines() if ln.startswith("plural_icm: stopped")]
+    assert len(stop_lines) == 1 and "kept 2 of 2" in stop_lines[0] and "resume" in stop_lines[0]
+    assert "Traceback" not in err, err[-3000:]
+    tasks = [_search_task(persona=p) for p in ("a", "b")]
+    resumed = run_or_load(tasks, out, FakeLM)
+    fresh = run_or_load(tasks, tmp_path / "fresh", FakeLM)
+    assert [r.labels for r in resumed] == [r.labels for r in fresh]
+    assert [r.summary["U"] for r in resumed] == [r.summary["U"] for r in fresh]
+
+
+def test_ctrl_c_early_in_launch_prints_one_line_and_no_trace(tmp_path):
+    """Ctrl-C while launch.py imports or composes (before any search): one line, no traceback."""
+    import time
+
+    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
+    env.update(PLURAL_ICM_OUTPUT=str(tmp_path / "out"), PYTHONPATH=str(ROOT))
+    proc = subprocess.Popen([sys.executable, "launch.py", "logger=none", "stage=data_stats"],
+                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    time.sleep(0.5)
+    proc.send_signal(2)
+    _, err = proc.communicate(timeout=120)
+    assert "Traceback" not in err, err[-3000:]
+    assert sum(ln.startswith("plural_icm: stopped by SIGINT") for ln in err.splitlines()) == 1, err
+    assert proc.returncode in (130, 1, -2), proc.returncode
+
+
+def test_refused_launches_write_nothing_and_planted_secrets_reach_no_file(tmp_path):
+    """Every refused command line (secrets by each route, an unwritable output folder) leaves no
+    file; an accepted run with secrets planted in the environment writes them nowhere."""
+    out = tmp_path / "out"
+    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
+    planted = {"HF_TOKEN": FAKE_HF, "OPENAI_API_KEY": FAKE_OPENAI,
+               "WANDB_API_KEY": "0123456789abcdef" * 2 + "fedcba98"}
+    env.update(planted, PLURAL_ICM_OUTPUT=str(out), PYTHONPATH=str(ROOT))
+    refused = [[line.strip("'")] for line, _ in SECRET_LINES.values()] + \
+        [["hydra.job.name=" + planted["WANDB_API_KEY"]], ["paths.output_dir=/proc/x"]]
+    for argv in refused:
+        r = subprocess.run([sys.executable, "launch.py", "logger=none", *argv], cwd=ROOT, env=env,
+                           capture_output=True, text=True, timeout=300)
+        assert r.returncode != 0 and "Traceback" not in r.stderr, (argv, r.stderr[-1500:])
+        assert not out.exists(), (argv, list(out.rglob("*")))
+    root_env = {**env, "PLURAL_ICM_OUTPUT": "/"}
+    r = subprocess.run([sys.executable, "launch.py", "logger=none"], cwd=ROOT, env=root_env,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode != 0 and "root" in r.stderr and not Path("/hydra").exists()
+    # an accepted run that writes its Hydra files, the data statistics and a log
+    r = subprocess.run([sys.executable, "launch.py", "logger=none", "stage=data_stats",
+                        "+hydra.job.env_set.PLURAL_ICM_NOTE=fine"], cwd=ROOT, env=env,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    written = [p for p in out.rglob("*") if p.is_file()]
+    assert any(p.name == "hydra.yaml" for p in written), written
+    found = {str(p): [k for k, v in planted.items() if v in p.read_text(errors="ignore")]
+             for p in written}
+    assert not any(found.values()), found
+    print(f"planted-secret grep: {len(planted)} secrets x {len(written)} files written: "
+          f"{sum(map(len, found.values()))} hits; {len(refused) + 1} refused launches wrote nothing")
+
+
 if __name__ == "__main__":  # the count by outcome, for the record
     import tempfile
     from collections import Counter
 
     counts: Counter = Counter()
+    wrong = []
     for name in sorted(CASES):
         with tempfile.TemporaryDirectory() as d:
             observed, text = run_case(name, Path(d))
         counts[observed] += 1
-        print(f"{observed:8s} {name}: {' '.join(text.split())[:150]}")
-    print(dict(counts), "of", len(CASES), "cases")
+        if observed != CASES[name][0]:
+            wrong.append(f"{name}: expected {CASES[name][0]}, got {observed}")
+        print(f"{observed:8s} {name}: {' '.join(repr(text)[1:-1].split())[:150]}")
+    if "--tree" in sys.argv:  # the output tree after searches named by the hostile names
+        with tempfile.TemporaryDirectory() as d:
+            print("\n".join(hostile_search_tree(Path(d))))
+    print(dict(counts), "of", len(CASES), "cases;", len(wrong), "not as declared", *wrong,
+          sep="\n" if wrong else " ")

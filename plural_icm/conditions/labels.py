@@ -14,6 +14,7 @@ quantity the paper calls ICM label accuracy, its Table 4).
 from __future__ import annotations
 
 import hashlib
+import logging
 import random
 from dataclasses import dataclass
 from typing import Callable, Iterable, Mapping
@@ -22,6 +23,7 @@ from plural_icm.data.records import Claim, ConsistencyRule
 
 Labels = dict[str, bool]
 CoherenceFn = Callable[[Labels], float]
+log = logging.getLogger(__name__)
 
 
 # --------------------------------------------------------------------------------------------
@@ -344,6 +346,9 @@ def subset_for_n_examples(claims: Iterable[Claim], n: int | None, seed: int) -> 
         return claims
     if n < 1:
         raise ValueError(f"n must be >= 1 or None, got {n}")
+    if n > len(claims):  # said, not silent: the cell's path and record keep the n asked for
+        log.warning("inference.n_examples=%d is more than the %d claims of the example pool: all "
+                    "%d are shown", n, len(claims), len(claims))
     by_q: dict[str, int] = {}
     for c in claims:
         by_q[c.question_id] = by_q.get(c.question_id, 0) + 1

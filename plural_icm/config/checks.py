@@ -96,10 +96,32 @@ def check_paths(cfg: DictConfig) -> None:
             raise _fail(key, v, "a directory below the file system's root")
 
 
+#: The most restarts one cell may ask for: each is a separate search (task, directory, model
+#: calls); ``icm.restarts=1000000000`` once spent its time building the task list.
+MAX_RESTARTS = 1000
+
+
+def check_bounds(cfg: DictConfig) -> None:
+    """Values that are each fine alone but not together, and upper bounds on counts."""
+    if OmegaConf.select(cfg, "icm") is not None:
+        _int(cfg, "icm.restarts", 1, MAX_RESTARTS)
+        hot, cold = _get(cfg, "icm.initial_temp"), _get(cfg, "icm.final_temp")
+        if isinstance(hot, (int, float)) and isinstance(cold, (int, float)) and hot < cold:
+            raise _fail("icm.initial_temp", hot, f"a temperature >= icm.final_temp={cold!r} "
+                                                 f"(the schedule cools from initial to final)")
+    if OmegaConf.select(cfg, "inference") is not None:
+        _int(cfg, "inference.n_examples", 1, optional=True)
+    tol = OmegaConf.select(cfg, "dataset.options.share_sum_tolerance", default=None)
+    if tol is not None:
+        _float(cfg, "dataset.options.share_sum_tolerance", lambda v: 0 <= v < 1,
+               "a number in [0, 1)")
+
+
 def validate_config(cfg: DictConfig) -> None:
     """Raise :class:`ConfigError` naming the first key whose value is outside what is accepted."""
     check_finite_numbers(cfg)
     check_paths(cfg)
+    check_bounds(cfg)
     tag = _get(cfg, "run_tag")
     if tag is not None and (not str(tag).strip() or "/" in str(tag) or str(tag) in (".", "..")):
         raise _fail("run_tag", tag, "a plain name (it is one directory of the result path)")
@@ -158,4 +180,5 @@ def _two_labels(cfg: DictConfig, key: str) -> None:
         raise _fail(key, labels, "two different non-empty strings (True first, then False)")
 
 
-__all__ = ["validate_config", "check_finite_numbers", "check_paths", "KFOLD_LOADERS"]
+__all__ = ["validate_config", "check_finite_numbers", "check_paths", "check_bounds",
+           "KFOLD_LOADERS", "MAX_RESTARTS"]

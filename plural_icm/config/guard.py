@@ -6,11 +6,14 @@ ignored silently; and every override is written to ``.hydra/overrides.yaml``, th
 
 * a key added with ``+``/``++`` inside the project's own config (a group such as ``icm.`` or a
   top-level key) that the schema does not have, naming the closest valid key;
-* any key that looks like a secret (:func:`plural_icm.config.secrets.is_secret_key`): secrets
-  come from environment variables (``model.api_key_env`` names the one for the OpenAI backend);
+* any key that looks like a secret (:func:`plural_icm.config.secrets.is_secret_key`), Hydra's own
+  ``hydra.*`` keys included, a secret-looking key inside a value (``{HF_TOKEN: ...}``), and a
+  value that holds a secret (:func:`plural_icm.config.secrets.secret_in_text`): secrets come
+  from environment variables (``model.api_key_env`` names the one for the OpenAI backend);
 * an empty ``paths.*`` value (it would put results at the file system's root).
 
-``launch.py`` calls :func:`command_line_error` before Hydra starts, so nothing is written for a
+``launch.py`` calls :func:`command_line_error` and :func:`output_folder_error` (the output folder
+is not the root, a file, unwritable or full) before Hydra starts, so nothing is written for a
 refused command line. :class:`GuardCallback` (a Hydra callback registered in ``conf/config.yaml``)
 scrubs the ``.hydra/`` files of each job with :func:`plural_icm.config.secrets.scrub_secrets` (a
 secret set in a local config file, e.g. under ``hydra.job.env_set``, is not kept there either).
@@ -28,7 +31,8 @@ import typing
 from pathlib import Path
 from typing import Any, Sequence
 
-from plural_icm.config.secrets import is_secret_key, scrub_overrides, scrub_secrets
+from plural_icm.config.secrets import (is_secret_key, scrub_overrides, scrub_secrets,
+                                       secret_in_text, secret_key_in)
 from plural_icm.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -78,14 +82,9 @@ def check_overrides(overrides: Sequence[str]) -> None:
     """Raise :class:`ConfigError` for an unknown ``+`` key, a secret or an empty path setting."""
     for text, o in zip(overrides, _parse(overrides)):
         key = o.key_or_group
-        if key.startswith("hydra/") or (key.startswith("hydra.") and not is_secret_key(key)):
+        check_no_secret(text, key, _override_value(o))
+        if key.startswith("hydra/") or key.startswith("hydra."):
             continue
-        if is_secret_key(key):
-            raise ConfigError(
-                f"command line: {key} looks like a secret; secrets are never passed as "
-                f"overrides (Hydra writes them to .hydra/ and W&B records the command line). "
-                f"Put it in an environment variable (model.api_key_env names the one the OpenAI "
-                f"backend reads)")
         if (o.is_add() or o.is_force_add()) and key not in GROUP_NAMES and "/" not in key:
             found = unknown_key(key)
             if found is not None:
@@ -99,6 +98,40 @@ def check_overrides(overrides: Sequence[str]) -> None:
                 not str(o.get_value_element_as_str()).strip().strip("'\""):
             raise ConfigError(f"command line: {key} is empty; expected a directory (leave it out "
                               f"to use the default)")
+
+
+SECRET_ADVICE = ("secrets are never passed as overrides (Hydra writes every override, its own "
+                 "hydra.* keys included, to .hydra/ and W&B records the command line). Put it in "
+                 "an environment variable (model.api_key_env names the one the OpenAI backend "
+                 "reads; HF_TOKEN and WANDB_API_KEY are read from the environment as they are)")
+
+
+def _override_value(o: Any) -> Any:
+    """The parsed value of an override (a dict for ``{HF_TOKEN: x}``; a sweep's choices)."""
+    try:
+        value = o.value()
+    except Exception:  # noqa: BLE001 - a value the parser keeps as text
+        return None
+    choices = getattr(value, "list", None)
+    return list(choices) if isinstance(choices, list) else value
+
+
+def check_no_secret(text: str, key: str, value: Any = None) -> None:
+    """Refuse an override whose key, any key inside its value, or its text looks like a secret.
+
+    Every key counts, ``hydra.*`` included: ``+hydra.job.env_set={HF_TOKEN: ...}`` would
+    otherwise be written to ``.hydra/hydra.yaml`` and the W&B run's files.
+    """
+    if is_secret_key(key):
+        raise ConfigError(f"command line: {key} looks like a secret; {SECRET_ADVICE}")
+    inner = secret_key_in(value, key) if isinstance(value, (dict, list)) else None
+    if inner:
+        raise ConfigError(f"command line: {inner} (inside the value of {key}) looks like a "
+                          f"secret; {SECRET_ADVICE}")
+    why = secret_in_text(text)
+    if why:
+        raise ConfigError(f"command line: the value of {key} looks like a secret ({why}); "
+                          f"{SECRET_ADVICE}")
 
 
 def explain_parse_error(argv: Sequence[str]) -> str | None:
@@ -181,5 +214,86 @@ def command_line_error(argv: Sequence[str]) -> str | None:
     return None
 
 
-__all__ = ["check_overrides", "unknown_key", "explain_parse_error", "command_line_error",
+#: Below this many free bytes the output folder's file system counts as full.
+MIN_FREE_BYTES = 1 << 20
+
+
+def output_folders(argv: Sequence[str], environ: Any = None) -> list[tuple[str, str]]:
+    """(where it comes from, folder) of every folder a launch writes into, as far as they are
+    known before Hydra composes the config: ``paths.output_dir`` and ``hydra.run.dir`` /
+    ``hydra.sweep.dir`` from the command line, else ``PLURAL_ICM_OUTPUT``, ``PLURAL_ICM_ROOT``
+    or the current folder (``conf/config.yaml``'s defaults). Values with interpolations are left
+    to the config's own checks."""
+    import os
+
+    env = os.environ if environ is None else environ
+    overrides = hydra_overrides(argv)
+    found: list[tuple[str, str]] = []
+    for o in _parse(overrides):
+        key = o.key_or_group
+        if key in ("paths.output_dir", "hydra.run.dir", "hydra.sweep.dir") and \
+                not o.is_sweep_override() and not o.is_delete():
+            value = str(o.get_value_element_as_str()).strip().strip("'\"")
+            if value and "${" not in value:
+                found.append((key, value))
+    if not any(k == "paths.output_dir" for k, _ in found):
+        if env.get("PLURAL_ICM_OUTPUT", "").strip():
+            found.append(("PLURAL_ICM_OUTPUT", env["PLURAL_ICM_OUTPUT"]))
+        else:
+            root = env.get("PLURAL_ICM_ROOT", "").strip() or os.getcwd()
+            found.append(("the default output folder", str(Path(root) / "outputs")))
+    return found
+
+
+def folder_problem(folder: str | Path) -> str | None:
+    """Why results cannot be written under ``folder`` (None when they can): the file system's
+    root, a file, a folder (or the nearest existing parent) that cannot be written, a full disk.
+    Writability is probed with a temporary file (removed), so it holds for root and ACLs too."""
+    import errno
+    import os
+    import shutil
+    import tempfile
+
+    path = Path(os.path.expanduser(str(folder))).absolute()
+    if Path(os.path.normpath(path)) == Path(path.anchor):
+        return "is the file system's root; results go in a folder of their own"
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        if existing.is_symlink():
+            return f"{existing} is a broken symbolic link"
+        existing = existing.parent
+    if not existing.is_dir():
+        what = "is a file" if existing == path else f"is below {existing}, which is a file"
+        return f"{what}, not a folder"
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".plural_icm-write-test-", dir=existing)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        reason = "read-only" if exc.errno == errno.EROFS else (exc.strerror or str(exc))
+        where = "" if existing == path else f" (its nearest existing parent {existing})"
+        return f"cannot be written{where}: {reason}"
+    try:
+        free = shutil.disk_usage(existing).free
+    except OSError:
+        return None
+    if free < MIN_FREE_BYTES:
+        return f"is on a full file system ({free} bytes free)"
+    return None
+
+
+def output_folder_error(argv: Sequence[str] | None = None) -> str | None:
+    """The message for the first output folder of ``argv`` that cannot take results (None when
+    all can); ``launch.py`` asks before Hydra creates its run folder there."""
+    import sys
+
+    for source, folder in output_folders(sys.argv[1:] if argv is None else argv):
+        problem = folder_problem(folder)
+        if problem:
+            return (f"output folder {folder} ({source}) {problem}; set PLURAL_ICM_OUTPUT or "
+                    f"paths.output_dir to a folder that can be written")
+    return None
+
+
+__all__ = ["check_overrides", "output_folders", "folder_problem", "output_folder_error", "unknown_key", "explain_parse_error", "command_line_error",
            "hydra_overrides", "GuardCallback"]

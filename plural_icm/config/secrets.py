@@ -44,12 +44,69 @@ def is_secret_key(key: Any) -> bool:
     return any(w in SECRET_WORDS or w.endswith(SECRET_ENDINGS) for w in words)
 
 
+#: Shapes of well-known credentials, found in any value (a token passed where no key says so).
+TOKEN_PATTERNS = re.compile(
+    r"\bhf_[A-Za-z0-9]{30,}|\bsk-[A-Za-z0-9_\-]{20,}|\bgh[pousr]_[A-Za-z0-9]{30,}"
+    r"|\bxox[abposr]-[A-Za-z0-9-]{10,}|\bAKIA[0-9A-Z]{16}\b|-----BEGIN [A-Z ]*PRIVATE KEY-----")
+#: ``${oc.env:NAME}`` interpolations: resolved, they would write the variable's value.
+_ENV_INTERPOLATION = re.compile(r"oc\.env\s*:\s*['\"]?([A-Za-z_][A-Za-z0-9_]*)")
+
+
+def secret_environment_values(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The values of the environment variables whose names look like secrets (``HF_TOKEN``,
+    ``WANDB_API_KEY``, ``OPENAI_API_KEY``...), at least 8 characters long, by name."""
+    import os
+
+    env = os.environ if environ is None else environ
+    return {k: v for k, v in env.items() if is_secret_key(k) and len(v.strip()) >= 8}
+
+
+def secret_in_text(text: str, environ: Mapping[str, str] | None = None) -> str | None:
+    """Why ``text`` (an override, a config value) holds a secret, or None: a credential's shape
+    (``hf_...``, ``sk-...``), the value of a secret environment variable, or an ``oc.env``
+    interpolation of one."""
+    text = str(text)
+    for name, value in secret_environment_values(environ).items():
+        if value in text:
+            return f"it contains the value of the environment variable {name}"
+    found = TOKEN_PATTERNS.search(text)
+    if found:
+        return f"it contains something shaped like a credential ({found.group(0)[:4]}...)"
+    for name in _ENV_INTERPOLATION.findall(text):
+        if is_secret_key(name):
+            return f"it reads the secret environment variable {name} (oc.env:{name})"
+    return None
+
+
+def secret_key_in(obj: Any, prefix: str = "") -> str | None:
+    """The dotted path of the first secret-looking key inside nested dicts/lists, or None
+    (``{HF_TOKEN: x}`` under ``hydra.job.env_set`` -> ``hydra.job.env_set.HF_TOKEN``)."""
+    if isinstance(obj, Mapping):
+        for k, v in obj.items():
+            path = f"{prefix}.{k}" if prefix else str(k)
+            if is_secret_key(k):
+                return path
+            inner = secret_key_in(v, path)
+            if inner:
+                return inner
+    elif isinstance(obj, (list, tuple)):
+        for k, v in enumerate(obj):
+            inner = secret_key_in(v, f"{prefix}[{k}]")
+            if inner:
+                return inner
+    return None
+
+
 def scrub_secrets(obj: Any) -> Any:
-    """Copy of a nested dict/list with every secret-looking key's value dropped."""
+    """Copy of a nested dict/list with every secret-looking key's value dropped, and every string
+    that holds a secret (:func:`secret_in_text`: a credential's shape, a secret environment
+    variable's value) replaced by :data:`REDACTED`."""
     if isinstance(obj, Mapping):
         return {k: scrub_secrets(v) for k, v in obj.items() if not is_secret_key(k)}
     if isinstance(obj, (list, tuple)):
         return [scrub_secrets(v) for v in obj]
+    if isinstance(obj, str) and secret_in_text(obj):
+        return REDACTED
     return obj
 
 
@@ -71,4 +128,5 @@ def scrub_argv(argv: Iterable[str]) -> list[str]:
 
 
 __all__ = ["SECRET_WORDS", "REDACTED", "is_secret_key", "key_words", "scrub_secrets",
+           "secret_in_text", "secret_key_in", "secret_environment_values",
            "scrub_overrides", "scrub_argv"]

@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
+from plural_icm.data.reading import read_text
 from plural_icm.data.records import Claim, ClaimSet, ConsistencyRule, Persona
 from plural_icm.data.sources import (BadRows, DataFormatError, cfg_get, cfg_options,
                                      configured_path, data_dir_path, missing)
@@ -58,14 +59,35 @@ def claim_files(path: Path) -> list[Path]:
     return files
 
 
+def _strict_object(pairs: list[tuple[str, Any]]) -> dict:
+    """A JSON object whose keys are unique (``{"label": 0, "label": 1}`` is refused, never read
+    as its last value)."""
+    out: dict = {}
+    for k, v in pairs:
+        if k in out:
+            raise ValueError(f"duplicate key {k!r}")
+        out[k] = v
+    return out
+
+
+def _loads(text: str) -> Any:
+    return json.loads(text, object_pairs_hook=_strict_object)
+
+
 def read_rows(file: Path, bad: BadRows) -> list[tuple[str, dict]]:
     """(where, object) per claim row of a JSON list or JSONL file."""
-    text = file.read_text(encoding="utf-8")
+    text = read_text(file)  # UTF-8 or an error naming the line; regular files only
     if text.lstrip().startswith("["):
         try:
-            rows = json.loads(text)
+            rows = _loads(text)
         except json.JSONDecodeError as exc:
-            raise DataFormatError(f"{file}: not a JSON list of claim objects ({exc})") from None
+            raise DataFormatError(f"{file}: line {exc.lineno}: not a JSON list of claim objects "
+                                  f"({exc.msg})") from None
+        except RecursionError:
+            raise DataFormatError(f"{file}: nested too deeply to be a JSON list of claim "
+                                  f"objects") from None
+        except ValueError as exc:
+            raise DataFormatError(f"{file}: {exc} in a claim object") from None
         items = [(f"{file}: item {i}", r) for i, r in enumerate(rows)]
     else:
         items = []
@@ -73,9 +95,13 @@ def read_rows(file: Path, bad: BadRows) -> list[tuple[str, dict]]:
             if not line.strip():
                 continue
             try:
-                items.append((f"{file}: line {i}", json.loads(line)))
+                items.append((f"{file}: line {i}", _loads(line)))
             except json.JSONDecodeError as exc:
                 bad.bad(f"{file}: line {i}: not a JSON object ({exc.msg})")
+            except RecursionError:
+                bad.bad(f"{file}: line {i}: nested too deeply")
+            except ValueError as exc:
+                bad.bad(f"{file}: line {i}: {exc}")
     out = []
     for where, row in items:
         if not isinstance(row, dict):
@@ -99,7 +125,17 @@ def parse_row(where: str, row: dict, default_persona: str | None) -> dict:
         gold = bool(label)
     else:
         raise DataFormatError(f"{where}: label={label!r}; expected 0, 1, true or false")
-    question, choice = str(row["question"]).strip(), str(row["choice"]).strip()
+    for key in ("question", "choice"):
+        if not isinstance(row[key], str):
+            raise DataFormatError(f"{where}: {key} is a {type(row[key]).__name__}; expected a "
+                                  f"string")
+    if not isinstance(persona, str):
+        raise DataFormatError(f"{where}: persona is a {type(persona).__name__}; expected a string")
+    for key in ("consistency_id", "question_id"):
+        if isinstance(row.get(key), (dict, list, float)):
+            raise DataFormatError(f"{where}: {key}={str(row[key])[:40]!r}; expected a string or "
+                                  f"an integer")
+    question, choice = row["question"].strip(), row["choice"].strip()
     if not question or not choice:
         raise DataFormatError(f"{where}: empty question or choice")
     return {"persona": str(persona).strip(), "question": question, "choice": choice,
@@ -129,12 +165,33 @@ def _group_problem(rows: list[dict]) -> str | None:
     return None
 
 
+def _check_group_question(persona: str, cid: str, rows: list[dict]) -> None:
+    """The claims of one consistency group answer one question: two question texts under one
+    ``consistency_id`` would become one exactly-one group (and, under ``folds=halves``, move test
+    claims into training). An error naming both."""
+    texts = {" ".join(r["question"].split()).casefold(): r for r in rows}
+    if len(texts) > 1:
+        a, b = list(texts.values())[:2]
+        raise DataFormatError(
+            f"claims: consistency_id {cid!r} of persona {persona!r} holds {len(texts)} different "
+            f"questions: {a['question'][:80]!r} ({a['where']}) and {b['question'][:80]!r} "
+            f"({b['where']}); the claims of one group must answer one question")
+
+
 def load_claims(cfg: Any, data_dir: str | Path | None = None) -> ClaimSet:
+    from plural_icm.errors import ConfigError
+
     opts = cfg_options(cfg)
-    rule = ConsistencyRule(str(opts.get("rule", "exactly_one")))
+    rules = [r.value for r in ConsistencyRule]
+    try:
+        rule = ConsistencyRule(str(opts.get("rule", "exactly_one")))
+    except ValueError:
+        raise ConfigError(f"claims: dataset.options.rule={opts.get('rule')!r}; expected one of "
+                          f"{rules}") from None
     folds_mode = str(opts.get("folds", "cv"))
     if folds_mode not in ("cv", "halves"):
-        raise ValueError(f"claims: dataset.options.folds={folds_mode!r}; expected cv or halves")
+        raise ConfigError(f"claims: dataset.options.folds={folds_mode!r}; expected one of "
+                          f"['cv', 'halves']")
     template = str(opts.get("persona_template", "{persona}"))
     default_persona = opts.get("persona")
     name = str(cfg_get(cfg, "name", "claims"))
@@ -164,6 +221,7 @@ def load_claims(cfg: Any, data_dir: str | Path | None = None) -> ClaimSet:
     claims: list[Claim] = []
     folds: dict[str, int] = {}
     for (persona, cid), rows in groups.items():
+        _check_group_question(persona, cid, rows)
         problem = _group_problem(rows) if rule is ConsistencyRule.EXACTLY_ONE else None
         if problem:
             skipped[problem] += 1
@@ -181,7 +239,8 @@ def load_claims(cfg: Any, data_dir: str | Path | None = None) -> ClaimSet:
                 group_id=f"{name}/{persona}/{cid}", question_id=qid, option_key=str(j),
                 question=r["question"], claim=r["choice"], gold=r["gold"],
                 meta={"options": options, "option_index": j, "file": r["file"],
-                      "uid": r["uid"], "consistency_id": cid}))
+                      "uid": r["uid"], "consistency_id": cid,
+                      "options_are_claims": not rows[0]["raw_choices"]}))
     personas = {p: Persona(p, template.replace("{persona}", p))
                 for p in sorted({c.persona_id for c in claims})}
     bad.finish()

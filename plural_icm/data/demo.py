@@ -86,10 +86,21 @@ class DemoOptions:
 def load_demo(cfg: Any = None, data_dir: str | Path | None = None) -> ClaimSet:
     """The shipped demo claims; folds from ``dataset.n_folds`` and ``split_seed`` (the file's
     own folds when it carries some)."""
+    from plural_icm.errors import ConfigError
+
+    if cfg_get(cfg, "path", None):
+        # Reading the shipped file anyway would give demo numbers for a forgotten dataset=...
+        raise ConfigError(f"demo: dataset.path={cfg_get(cfg, 'path', None)!r} is set, but the demo "
+                          f"dataset reads only its shipped file; choose the dataset that reads "
+                          f"this path (e.g. dataset=gqa dataset.path=...), or leave the path unset")
+    n_folds = cfg_get(cfg, "n_folds", 4)
+    n_folds = 4 if n_folds is None else n_folds
+    if isinstance(n_folds, bool) or not isinstance(n_folds, int) or n_folds < 2:
+        raise ConfigError(f"demo: dataset.n_folds={n_folds!r}; expected an integer >= 2 (one fold "
+                          f"is held out, the others are searched)")
     cs = ClaimSet.load_jsonl(demo_path())
     if not cs.folds:
-        cs.folds = assign_folds(cs.claims, int(cfg_get(cfg, "n_folds", 4) or 4),
-                                int(cfg_get(cfg, "split_seed", 0) or 0))
+        cs.folds = assign_folds(cs.claims, n_folds, int(cfg_get(cfg, "split_seed", 0) or 0))
     return cs
 
 

@@ -21,6 +21,11 @@ def _statement_options(claim: Claim) -> str | None:
     """The option list as a key when the options are statements (some option has >= 5 words):
     such a list names the question even under another stem (OpinionQA's ``MARRFAM2_W32`` and
     ``MARRFAM_W92``: "Which statement comes closer..." / "Please choose the statement...")."""
+    if claim.meta.get("options_are_claims"):
+        # Claim texts standing in for missing option lists (claim files without raw_choice_*)
+        # share their wording across questions ("People from X would answer ... 'Agree'"): as a
+        # key they would merge every Agree/Disagree question into one unit, i.e. one fold.
+        return None
     options = [" ".join(str(o).split()).casefold() for o in claim.meta.get("options") or []]
     if len(options) < 2 or max(len(o.split()) for o in options) < 5:
         return None

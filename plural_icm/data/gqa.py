@@ -334,9 +334,14 @@ def _settings(cfg: Any) -> tuple[list[str], bool, int, str]:
 
 
 def _tolerance(cfg: Any) -> float:
-    tol = float(cfg_options(cfg).get("share_sum_tolerance", 0.05))
-    if not 0 <= tol < 1:
-        raise ValueError(f"gqa: dataset.options.share_sum_tolerance={tol}; expected 0 <= x < 1")
+    raw = cfg_options(cfg).get("share_sum_tolerance", 0.05)
+    try:
+        tol = float(raw)
+    except (TypeError, ValueError):
+        tol = float("nan")
+    if isinstance(raw, bool) or not 0 <= tol < 1:  # nan fails too
+        raise ConfigError(f"gqa: dataset.options.share_sum_tolerance={raw!r}; expected a number "
+                          f"in [0, 1)")
     return tol
 
 

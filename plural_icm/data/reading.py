@@ -68,10 +68,21 @@ def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a number JSON data may hold here")
 
 
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict:
+    out: dict = {}
+    for k, v in pairs:
+        if k in out:
+            raise ValueError(f"duplicate key {k!r} in one object (JSON readers disagree on which "
+                             f"value wins; the file is ambiguous)")
+        out[k] = v
+    return out
+
+
 def parse_json(text: str, where: str) -> Any:
-    """JSON without NaN/Infinity, with nesting too deep for Python reported as an error."""
+    """JSON without NaN/Infinity or duplicate keys, with nesting too deep for Python reported as
+    an error."""
     try:
-        return json.loads(text, parse_constant=_no_constant)
+        return json.loads(text, parse_constant=_no_constant, object_pairs_hook=_unique_keys)
     except json.JSONDecodeError as exc:
         raise DataFormatError(f"{where}: invalid JSON ({exc.msg} at line {exc.lineno}, column "
                               f"{exc.colno})") from None
@@ -91,12 +102,37 @@ def read_json(path: str | Path) -> Any:
     return parse_json(read_text(path), str(path))
 
 
+def check_rectangular(path: Path) -> None:
+    """Every data row has as many fields as the header: pandas fills a short row with NaN and,
+    when the first data row is longer, silently takes the extra field as an index, shifting the
+    columns (a weight read from the wrong column). An error naming the row."""
+    import csv
+
+    with open(path, encoding="utf-8", newline="") as fh:
+        reader = csv.reader(fh)
+        try:
+            header = next(reader, None)
+        except csv.Error:
+            return
+        if header is None:
+            return
+        try:
+            for n, row in enumerate(reader, start=1):
+                if row and len(row) != len(header):
+                    raise DataFormatError(f"{path}: data row {n} has {len(row)} fields, the "
+                                          f"header {len(header)}; expected one field per column")
+        except csv.Error:
+            return  # a malformed file: pandas' own reading names the problem
+
+
 def read_csv(path: str | Path, **kwargs: Any) -> pd.DataFrame:
-    """``pandas.read_csv`` of a regular UTF-8 file; empty, binary or malformed files are errors
-    naming the file."""
+    """``pandas.read_csv`` of a regular UTF-8 file; empty, binary, malformed or ragged files are
+    errors naming the file."""
     path = Path(path)
     check_regular_file(path)
     try:
+        if kwargs.get("nrows") is None:
+            check_rectangular(path)
         return pd.read_csv(path, encoding="utf-8", **kwargs)
     except UnicodeDecodeError as exc:
         raise DataFormatError(f"{path}: byte {exc.start} is not UTF-8 text; expected a UTF-8 "

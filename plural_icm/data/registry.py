@@ -46,7 +46,8 @@ class LoaderSpec(NamedTuple):
     kfold: bool = False
     """Its questions are split here into ``dataset.n_folds`` >= 2 folds, so the config check
     refuses ``fold >= n_folds`` before a job runs (:func:`plural_icm.config.checks.validate_config`).
-    False: the loader brings its own split (OT), or one fold is allowed (demo, a claims file)."""
+    False: the loader brings its own split (OT). The demo and claim files are k-fold too: with one
+    fold a cell would search on nothing and score its test fold against no examples."""
     stats: str | None = None
     """A function of ``module``, ``stats(cfg, data_dir) -> str``: what ``stage=data_stats`` prints
     for this dataset after the common table (:func:`plural_icm.data.stats.data_stats_report`)."""
@@ -59,8 +60,8 @@ LOADERS: dict[str, LoaderSpec] = {
     "oqa": LoaderSpec("plural_icm.data.oqa", "load_oqa", "OQAOptions", kfold=True),
     "pt": LoaderSpec("plural_icm.data.pt", "load_pt", "PTOptions", kfold=True, stats="stats_text"),
     "ot": LoaderSpec("plural_icm.data.ot", "load_ot", "OTOptions"),
-    "demo": LoaderSpec("plural_icm.data.demo", "load_demo", "DemoOptions"),
-    "claims": LoaderSpec("plural_icm.data.claims", "load_claims", "ClaimsOptions"),
+    "demo": LoaderSpec("plural_icm.data.demo", "load_demo", "DemoOptions", kfold=True),
+    "claims": LoaderSpec("plural_icm.data.claims", "load_claims", "ClaimsOptions", kfold=True),
 }
 
 

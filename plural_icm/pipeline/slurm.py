@@ -13,10 +13,11 @@ How requeue works (hydra-submitit-launcher 1.2.0 + submitit 1.5, read from their
   timeout budget ``max_num_timeout`` lasts (0, the plugin's default, means never).
 * The requeued job runs the cell from the top: complete searches and cells are skipped and an
   unfinished search continues from its ``checkpoint.json``.
-* ``plural_icm.search.store.StopRequest`` turns SIGTERM/SIGUSR2 into a stop flag polled at search
-  iteration boundaries, writes the checkpoint, then restores submitit's handler and re-sends the
-  signal, so the requeue above still happens (USR2) or the job ends with an error (SIGTERM, e.g.
-  ``scancel``), which the launcher reports at once.
+* ``plural_icm.utils.stop.StopRequest`` turns SIGTERM/SIGINT/SIGUSR2 into a stop flag polled
+  before every scoring batch; the searches checkpoint their last iteration boundary, release their
+  claims, print one line, then submitit's handler is restored and the signal re-sent, so the
+  requeue above still happens (USR2) or the job ends (SIGTERM, e.g. ``scancel``), which the
+  launcher reports at once.
 
 What this module adds: a record of the job (:func:`slurm_job_info`) and a check that the job got
 the resources its model needs (:func:`check_allocation`): the project's launcher

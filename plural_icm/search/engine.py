@@ -19,6 +19,7 @@ import logging
 import math
 import time
 from collections import OrderedDict
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any, Callable, Generator, Iterable, Mapping, Sequence
 
@@ -31,6 +32,7 @@ from plural_icm.search.consistency import group_inconsistencies, repair_options
 from plural_icm.search.layout import FixedLayout, TreeTailLayout, layout_from_dict
 from plural_icm.search.prompts import ClaimRenderer
 from plural_icm.search.schedule import temperature, temperature_index
+from plural_icm.utils.stop import ScoringStopped
 from plural_icm.utils.values import plain
 
 log = logging.getLogger(__name__)
@@ -155,7 +157,15 @@ class SearchState:
 
 
 class SearchInterrupted(Exception):
-    """A stop was requested (SIGTERM/SIGUSR2); the search wrote its checkpoint first."""
+    """A stop was requested (SIGTERM/SIGINT/SIGUSR2); the search wrote its checkpoint first.
+
+    ``kept`` lists, per interrupted search, the iteration its checkpoint holds (None: it was
+    still starting, nothing was kept)."""
+
+    def __init__(self, message: str, kept: list | None = None):
+        super().__init__(message)
+        self.kept = list(kept or [])
+        self.finished: list = []
 
 
 class ICMSearch:
@@ -298,10 +308,29 @@ class ICMSearch:
         while not self._finished(st):
             if self._should_stop():
                 self._save(st, t_start)
-                raise SearchInterrupted(f"stop requested at iteration {st.iteration}")
+                raise SearchInterrupted(f"stop requested at iteration {st.iteration}",
+                                        [st.iteration])
+            # What a stop in the middle of this iteration keeps (:meth:`interrupt`): the state
+            # is only replaced once the iteration's scores are in, except the generator's draws.
+            self._boundary = (st, st.rng.bit_generator.state, t_start)
             yield from self._step(st)
             self._record(st, t_start)
+        self._boundary = (st, st.rng.bit_generator.state, t_start)  # _finish changes no state
         return (yield from self._finish(st, t_start))
+
+    _boundary: tuple | None = None
+
+    def interrupt(self) -> int | None:
+        """Checkpoint the state of the last iteration boundary (a stop between two scoring
+        batches: the unfinished iteration's work is dropped and redone on resume, so the resumed
+        search is the one that was never stopped). The iteration kept, or None while the search
+        was still starting (nothing to keep)."""
+        if self._boundary is None:
+            return None
+        st, rng_state, t_start = self._boundary
+        st.rng.bit_generator.state = rng_state
+        self._save(st, t_start)
+        return st.iteration
 
     def _start(self) -> Step:
         """Fresh state: seed labels on ``num_seed`` random claims, their scores, U."""
@@ -516,31 +545,48 @@ def _log_softmax2(s: tuple[float, float]) -> tuple[float, float]:
 
 
 def run_searches(searches: Sequence[ICMSearch], backend: LMBackend,
-                 labels: Sequence[str]) -> list[SearchResult]:
+                 labels: Sequence[str],
+                 should_stop: Callable[[], bool] | None = None) -> list[SearchResult]:
     """Run several searches against one model, sending their prompts in shared batches.
 
     Every round, each active search contributes the prompts it is waiting for; one
     ``label_logprobs`` call scores them all (a GPU stays busy; on CPU the prefix cache still
     sees every search's shared prefixes). Progress is reported through each search's
     ``on_iteration`` callback. Results are in the order of ``searches``.
+
+    ``should_stop`` is polled before every scoring batch: when it holds, every unfinished search
+    checkpoints its last iteration boundary (:meth:`ICMSearch.interrupt`) and
+    :class:`SearchInterrupted` is raised, so a stop waits for one batch, not one iteration. When
+    ``should_stop`` also has a ``scoring()`` context (:class:`plural_icm.utils.stop.StopRequest`),
+    a stop raised inside a batch (:class:`~plural_icm.utils.stop.ScoringStopped`) does not wait
+    for the batch either.
     """
+    scoring = getattr(should_stop, "scoring", None) or nullcontext
     gens = [s.run() for s in searches]
     pending: dict[int, Request] = {}
     results: list[SearchResult | None] = [None] * len(gens)
-    interrupted: list[SearchInterrupted] = []
+    interrupted: list[tuple[int, SearchInterrupted]] = []
     for k, g in enumerate(gens):
         try:
             pending[k] = next(g)
         except StopIteration as stop:
             results[k] = stop.value
         except SearchInterrupted as exc:
-            interrupted.append(exc)
+            interrupted.append((k, exc))
     while pending:
+        if should_stop is not None and should_stop():
+            raise _interrupted(interrupted, searches, {k: searches[k].interrupt() for k in pending},
+                               results)
         order = sorted(pending)
         flat = [p for k in order for p in pending[k]]
         for p in flat:
             backend.check_length(p, what="an ICM search prompt")
-        arr = backend.label_logprobs(flat, labels)
+        try:
+            with scoring():
+                arr = backend.label_logprobs(flat, labels)
+        except ScoringStopped:
+            raise _interrupted(interrupted, searches,
+                               {k: searches[k].interrupt() for k in pending}, results) from None
         pos = 0
         for k in order:
             n = len(pending[k])
@@ -553,11 +599,28 @@ def run_searches(searches: Sequence[ICMSearch], backend: LMBackend,
                 del pending[k]
             except SearchInterrupted as exc:
                 # Keep serving the others until each reaches its boundary and checkpoints too.
-                interrupted.append(exc)
+                interrupted.append((k, exc))
                 del pending[k]
     if interrupted:
-        raise interrupted[0]
+        raise _interrupted(interrupted, searches, {}, results)
     return [r for r in results if r is not None]
+
+
+def _interrupted(at_boundary: list[tuple[int, SearchInterrupted]], searches: Sequence[ICMSearch],
+                 mid_batch: dict[int, int | None],
+                 results: Sequence[SearchResult | None]) -> SearchInterrupted:
+    """One :class:`SearchInterrupted` whose ``kept`` is aligned with ``searches`` (None for a
+    search that finished or kept nothing) and whose ``finished`` holds the results of the
+    searches that finished before the stop (None for the others), for the caller to write."""
+    kept: list[int | None] = [None] * len(searches)
+    for k, exc in at_boundary:
+        kept[k] = exc.kept[0] if exc.kept else None
+    for k, v in mid_batch.items():
+        kept[k] = v
+    n = sum(v is not None for v in kept)
+    exc = SearchInterrupted(f"stop requested: {n} of {len(searches)} search(es) checkpointed", kept)
+    exc.finished = list(results)
+    return exc
 
 
 def drive(step: Step, backend: LMBackend, labels: Sequence[str]) -> Any:

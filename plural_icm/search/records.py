@@ -268,8 +268,9 @@ CHECKPOINT_KEYS = {"rng": dict, "labels": dict, "layout": dict, "scores": dict, 
                    "accepted": int, "since_accept": int, "trajectory": list}
 
 
-def checkpoint_problem(state: Any) -> str | None:
-    """Why ``state`` cannot be resumed from (None when it can)."""
+def checkpoint_problem(state: Any, item_ids: Any = None) -> str | None:
+    """Why ``state`` cannot be resumed from (None when it can). With ``item_ids`` (the search's
+    claims), its labels must be booleans of those claims and its scores finite pairs for them."""
     import numpy as np
 
     from plural_icm.search.layout import layout_from_dict
@@ -285,6 +286,18 @@ def checkpoint_problem(state: Any) -> str | None:
         for v in state["scores"].values():
             if len(v) != 2 or not all(isinstance(x, (int, float)) for x in v):
                 return "scores must be pairs of numbers"
+        if state["iteration"] < 0 or state["accepted"] < 0 or state["since_accept"] < 0:
+            return "negative counters"
+        bad = next((j for j, y in state["labels"].items() if not isinstance(y, bool)), None)
+        if bad is not None:
+            return f"label of {bad!r} is {state['labels'][bad]!r}, not true or false"
+        if item_ids is not None:
+            ids = set(item_ids)
+            other = next((j for j in [*state["labels"], *state["scores"]] if j not in ids), None)
+            if other is not None:
+                return f"item {str(other)[:60]!r} is not a claim of this search"
+            if not all(math.isfinite(x) for v in state["scores"].values() for x in v):
+                return "scores must be finite"
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         return f"{type(exc).__name__}: {str(exc)[:100]}"
     return None
@@ -295,14 +308,14 @@ def write_checkpoint(path: str | Path, state: dict) -> None:
     atomic_write_json(path, state)
 
 
-def read_checkpoint(path: str | Path) -> dict | None:
+def read_checkpoint(path: str | Path, item_ids: Any = None) -> dict | None:
     """The resumable state in ``path`` (None when there is none); :class:`SearchRecordError`
     when it cannot be resumed from (unreadable JSON, wrong shape: :func:`checkpoint_problem`)."""
     path = Path(path)
     if not path.is_file():
         return None
     state = _read_json(path)
-    problem = checkpoint_problem(state)
+    problem = checkpoint_problem(state, item_ids)
     if problem is not None:
         raise SearchRecordError(f"{path}: {problem}")
     return state

@@ -19,7 +19,6 @@ import hashlib
 import json
 import logging
 import os
-import signal
 import time
 from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field
@@ -28,12 +27,15 @@ from typing import Any, Callable, Iterator, Sequence
 
 from plural_icm.data.records import Claim, ConsistencyRule
 from plural_icm.layout import SEARCH_FILES, is_complete, search_dir
-from plural_icm.search.engine import ICMSearch, SearchParams, SearchResult, run_searches
+from plural_icm.search.engine import (ICMSearch, SearchInterrupted, SearchParams, SearchResult,
+                                      run_searches)
 from plural_icm.search.prompts import PROMPT_ENCODING, ClaimRenderer
-from plural_icm.search.records import (CHECKPOINT, CHECKPOINT_KEYS, LabelRow, SearchComplete,
+from plural_icm.search.records import (CHECKPOINT, CHECKPOINT_KEYS, LABELS, SEARCH_COMPLETE,
+                                       SEARCH_SUMMARY, LabelRow, SearchComplete,
                                        SearchRecordError, SearchSpec, SearchSummary,
                                        checkpoint_problem, read_checkpoint, read_labels,
                                        write_checkpoint, write_labels, write_trajectory)
+from plural_icm.utils.stop import StopRequest, report_stop
 
 # CHECKPOINT_KEYS and checkpoint_problem live with the records; kept importable from here.
 __all__ = ["SearchTask", "StoredSearch", "StopRequest", "load_search", "load_checkpoint",
@@ -98,48 +100,6 @@ class StoredSearch:
     """True when this process ran (or finished) the search, False when it was loaded."""
 
 
-class StopRequest:
-    """Turns SIGTERM/SIGUSR2 into a flag polled at iteration boundaries.
-
-    After the search saved its checkpoint, :meth:`reraise` restores the previous handler and sends
-    the signal again, so submitit's own handler (requeue on timeout/preemption) or the default
-    action still happens.
-    """
-
-    SIGNALS = (signal.SIGTERM, signal.SIGUSR2)
-
-    def __init__(self) -> None:
-        self.received: int | None = None
-        self._previous: dict[int, Any] = {}
-
-    def __enter__(self) -> "StopRequest":
-        try:
-            for sig in self.SIGNALS:
-                self._previous[sig] = signal.signal(sig, self._handle)
-        except ValueError:  # not the main thread: no signal handling
-            self._previous = {}
-        return self
-
-    def _handle(self, signum, frame) -> None:
-        log.warning("signal %d received: checkpointing at the next iteration boundary", signum)
-        self.received = signum
-
-    def __call__(self) -> bool:
-        return self.received is not None
-
-    def __exit__(self, *exc) -> None:
-        for sig, prev in self._previous.items():
-            signal.signal(sig, prev)
-
-    def reraise(self) -> None:
-        if self.received is None:
-            return
-        sig = self.received
-        prev = self._previous.get(sig, signal.SIG_DFL)
-        signal.signal(sig, prev if prev is not None else signal.SIG_DFL)
-        os.kill(os.getpid(), sig)
-
-
 @contextmanager
 def _locked(path: Path) -> Iterator[None]:
     from plural_icm.utils.claim import Claim
@@ -155,17 +115,77 @@ def _locked(path: Path) -> Iterator[None]:
 
 
 def load_search(task: SearchTask, path: Path) -> StoredSearch:
+    """A finished search from disk through its records, checked against the task as well: the
+    marker and summary name this search's hash, every claim has exactly one label and no other
+    item has one (:class:`SearchRecordError` names the file and the first problem)."""
+    marker = path / SEARCH_COMPLETE
+    try:
+        stamp = json.loads(marker.read_text(encoding="utf-8"))
+    except (ValueError, RecursionError, OSError):
+        stamp = None
+    if not isinstance(stamp, dict) or stamp.get("hash", path.name) != path.name:
+        raise SearchRecordError(f"{marker}: not this search's marker (expected a JSON object with "
+                                f"hash {path.name!r})")
     rows = read_labels(path)
+    expected = [c.item_id for c in task.claims]
+    known, seen = set(expected), set()
+    labels_file = path / LABELS
+    if not rows:
+        raise SearchRecordError(f"{labels_file}: empty file")
+    for n, r in enumerate(rows, start=1):
+        if r.item_id not in known:
+            raise SearchRecordError(f"{labels_file}:{n}: item_id {r.item_id[:80]!r} is not a "
+                                    f"claim of this search")
+        if r.item_id in seen:
+            raise SearchRecordError(f"{labels_file}:{n}: item_id {r.item_id!r} appears twice")
+        seen.add(r.item_id)
+    missing = [j for j in expected if j not in seen]
+    if missing:
+        raise SearchRecordError(f"{labels_file}: {len(missing)} of {len(expected)} claims have no "
+                                f"label (first: {missing[0]!r})")
+    summary = SearchSummary.read(path)
+    if summary.hash is not None and summary.hash != path.name:
+        raise SearchRecordError(f"{path / SEARCH_SUMMARY}: belongs to search {summary.hash[:40]!r}, "
+                                f"not {path.name!r}")
     return StoredSearch(task=task, path=path, labels={r.item_id: r.label for r in rows},
                         confidence={r.item_id: r.confidence for r in rows},
-                        summary=SearchSummary.read(path), computed=False)
+                        summary=summary, computed=False)
 
 
-def load_checkpoint(path: Path) -> dict | None:
-    """The checkpoint to resume from, or None. A corrupt or wrong-shape one (a disk filled up,
-    another version's file) is moved aside with a warning, and the search restarts from scratch."""
+def set_aside(path: Path, problem: str) -> None:
+    """Move a finished search's result files aside (``<name>.corrupt-<time>``), so it is
+    recomputed; the warning names the file and what was wrong."""
+    stamp = int(time.time())
+    moved = []
+    for name in (SEARCH_COMPLETE, LABELS, SEARCH_SUMMARY):
+        f = path / name
+        if f.exists():
+            os.replace(f, f.with_name(f"{name}.corrupt-{stamp}"))
+            moved.append(name)
+    log.warning("%s; set aside (%s -> *.corrupt-%d): the search is computed again", problem,
+                ", ".join(moved), stamp)
+
+
+def _load_or_set_aside(task: SearchTask, path: Path) -> StoredSearch | None:
+    """The finished search at ``path``, or None after setting aside files that do not hold up."""
+    if not is_complete(path, SEARCH_FILES):
+        if (path / SEARCH_COMPLETE).exists():
+            set_aside(path, f"{path / SEARCH_COMPLETE}: not a JSON object or its results are "
+                            f"missing")
+        return None
     try:
-        return read_checkpoint(path)
+        return load_search(task, path)
+    except SearchRecordError as exc:
+        set_aside(path, str(exc))
+        return None
+
+
+def load_checkpoint(path: Path, item_ids: Sequence[str] | None = None) -> dict | None:
+    """The checkpoint to resume from, or None. A corrupt or wrong-shape one (a disk filled up,
+    another version's file, labels of other claims) is moved aside with a warning, and the
+    search restarts from scratch."""
+    try:
+        return read_checkpoint(path, item_ids)
     except SearchRecordError as exc:
         problem = str(exc).removeprefix(f"{path}: ")
     aside = path.with_name(f"{path.name}.corrupt-{int(time.time())}")
@@ -192,28 +212,33 @@ def run_or_load(tasks: Sequence[SearchTask], searches_dir: str | Path,
     out: dict[int, StoredSearch] = {}
     for k, (t, p) in enumerate(zip(tasks, paths)):
         if is_complete(p, SEARCH_FILES):
-            out[k] = load_search(t, p)
+            loaded = _load_or_set_aside(t, p)
+            if loaded is not None:
+                out[k] = loaded
     todo = [k for k in range(len(tasks)) if k not in out]
     if not todo:
         return [out[k] for k in range(len(tasks))]
+    stop = StopRequest()
+    interrupted: SearchInterrupted | None = None
     with ExitStack() as stack:
         for k in sorted(todo, key=lambda k: str(paths[k])):
             stack.enter_context(_locked(paths[k]))
         # Another job may have finished some while we waited for the locks.
         for k in list(todo):
-            if is_complete(paths[k], SEARCH_FILES):
-                out[k] = load_search(tasks[k], paths[k])
+            loaded = _load_or_set_aside(tasks[k], paths[k])
+            if loaded is not None:
+                out[k] = loaded
                 todo.remove(k)
         if todo:
             backend = backend_factory()
             renderer_cache: dict = {}
-            stop = stack.enter_context(StopRequest())
+            stack.enter_context(stop)
             searches = []
             for k in todo:
                 t, p = tasks[k], paths[k]
                 t.search_spec().write(p)
                 ck = p / CHECKPOINT
-                state = load_checkpoint(ck)
+                state = load_checkpoint(ck, [c.item_id for c in t.claims])
                 key = (t.template, t.labels)
                 renderer = renderer_cache.setdefault(key, ClaimRenderer(backend, t.template, t.labels))
                 searches.append(ICMSearch(
@@ -223,15 +248,31 @@ def run_or_load(tasks: Sequence[SearchTask], searches_dir: str | Path,
                     should_stop=stop,
                     on_iteration=(lambda row, t=t: on_iteration(t, row)) if on_iteration else None))
             try:
-                results = run_searches(searches, backend, list(tasks[todo[0]].labels))
+                results = run_searches(searches, backend, list(tasks[todo[0]].labels),
+                                       should_stop=stop)
+            except SearchInterrupted as exc:
+                if stop.received is None:
+                    raise
+                interrupted = exc
+                for k, res in zip(todo, exc.finished):  # finished before the stop: kept whole
+                    if res is not None:
+                        _write_result(tasks[k], paths[k], res, backend)
             except Exception:
-                if stop.received is not None:
+                if stop.received is not None:  # the stop came while this failed: still honour it
                     stop.reraise()
                 raise
-            for k, res in zip(todo, results):
-                _write_result(tasks[k], paths[k], res, backend)
-                out[k] = load_search(tasks[k], paths[k])
-                out[k].computed = True
+            else:
+                for k, res in zip(todo, results):
+                    _write_result(tasks[k], paths[k], res, backend)
+                    out[k] = load_search(tasks[k], paths[k])
+                    out[k].computed = True
+    if interrupted is not None:  # the claims are released: another job may take over at once
+        kept = interrupted.kept + [None] * (len(todo) - len(interrupted.kept))
+        report_stop(int(stop.received), [(str(paths[k] / CHECKPOINT), i)
+                                          for k, i in zip(todo, kept)],
+                    finished=sum(r is not None for r in interrupted.finished))
+        stop.reraise()
+        raise interrupted
     return [out[k] for k in range(len(tasks))]
 
 
@@ -250,5 +291,6 @@ def _write_result(task: SearchTask, path: Path, res: SearchResult, backend: Any)
 
 
 def best_of_restarts(results: Sequence[StoredSearch]) -> StoredSearch:
-    """The highest-U assignment among restarts of one search set."""
+    """The highest-U assignment among restarts of one search set (each summary's U was checked
+    finite when it was read)."""
     return max(results, key=lambda r: r.summary.U)

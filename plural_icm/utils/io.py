@@ -3,6 +3,7 @@ SLURM job, a relaunch, the analysis) never sees a half-written file."""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import tempfile
@@ -25,10 +26,28 @@ def current_umask() -> int:
     return mask
 
 
+#: Errors of the file system rather than of the program: a full disk or quota, a read-only or
+#: forbidden folder. They become a :class:`WriteError` naming the file.
+_STORAGE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM,
+                   errno.ENOTDIR, errno.EISDIR, errno.ENAMETOOLONG}
+
+
+def _write_error(path: Path, exc: OSError) -> Exception:
+    from plural_icm.errors import WriteError
+
+    return WriteError(f"cannot write {path}: {exc.strerror or exc} (errno {exc.errno}); nothing "
+                      f"half-written was left (the file, if it existed, is unchanged)")
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        if exc.errno in _STORAGE_ERRNOS or isinstance(exc, FileExistsError):
+            raise _write_error(path, exc) from None
+        raise
     try:
         # mkstemp creates 0600 whatever the umask; results shared by a group must be readable
         # as any file the user creates would be.
@@ -38,9 +57,11 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(exc, OSError) and exc.errno in _STORAGE_ERRNOS:
+            raise _write_error(path, exc) from None
         raise
 
 
