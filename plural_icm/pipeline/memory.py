@@ -110,8 +110,8 @@ def size_prefix_cache(backend: Any, tasks: Sequence[Any]) -> str | None:
         limits[f"{AVAILABLE_FRACTION:.0%} of {avail / GIB:.1f} GiB {where}"] = int(AVAILABLE_FRACTION * avail)
     why, budget = min(limits.items(), key=lambda kv: kv[1])
     cache.max_bytes = budget
-    return (f"prefix cache: {budget / GIB:.2f} GiB, the least of " +
-            ", ".join(f"{k} ({v / GIB:.2f} GiB)" for k, v in limits.items()) + f" (binding: {why})")
+    others = "; ".join(f"{k}: {v / GIB:.2f} GiB" for k, v in limits.items() if k != why)
+    return f"prefix cache budget {budget / GIB:.2f} GiB = {why} (the least of it and {others})"
 
 
 __all__ = ["AVAILABLE_FRACTION", "WORKING_SET_FACTOR", "kv_bytes_per_position", "available_bytes",

@@ -76,8 +76,14 @@ def format_overview(jobs: Sequence[SweepJob], max_rows: int = 200) -> str:
     order = {o: k for k, o in enumerate(("failed", "not run", "running", "done", "skipped"))}
     rows = [_score_row(j) for j in sorted(jobs, key=lambda j: order.get(j.outcome, 9))]
     df = pd.DataFrame(rows)
-    df = df[[c for c in df.columns if df[c].notna().any() and (df[c] != "").any()]]
+    order = ["outcome", "job", "claim_acc", "±se", "pred_True", "majority", "icm_label_acc", "note"]
+    df = df[[c for c in order if c in df.columns and df[c].notna().any() and (df[c] != "").any()]]
     shown = df.head(max_rows).astype(object).apply(lambda col: col.map(_fmt))
+    for c in ("outcome", "job", "note"):  # text reads left-aligned
+        if c in shown:
+            width = max(len(c), *(len(v) for v in shown[c]))
+            shown[c] = shown[c].str.ljust(width)
+            shown = shown.rename(columns={c: c.ljust(width)})
     lines = [head, shown.to_string(index=False)]
     if len(df) > max_rows:
         lines.append(f"... {len(df) - max_rows} more rows")

@@ -109,7 +109,8 @@ class SearchProgress:
 
     def starting(self, phase: str = "loading the model, first evaluation") -> None:
         """Show the bar before the first iteration, naming what runs meanwhile."""
-        self._open()
+        if not self._counted:  # the store calls for the model after it took the searches' locks
+            self._count()
         self.bar.set_postfix_str(phase)
 
     def _count(self) -> None:
