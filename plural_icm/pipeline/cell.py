@@ -40,7 +40,7 @@ from plural_icm.layout import (CELL_FILES, COMPLETE, CONFIG, EXAMPLES, GENERATIO
                                cell_path, fingerprint, is_complete)
 from plural_icm.metrics.aggregate import perturbation_mean_metrics, representation_summary
 from plural_icm.metrics.finite import check_metrics_finite
-from plural_icm.pipeline.memory import size_prefix_cache
+from plural_icm.pipeline.search_start import base_model_for_searches
 from plural_icm.pipeline.slurm import slurm_job_info
 from plural_icm.search.engine import SearchParams
 from plural_icm.search.store import SearchTask, all_on_disk, run_or_load
@@ -133,19 +133,14 @@ def run_searches_for(cfg: DictConfig, claimset: ClaimSet, personas: list[str], b
         progress(task, row)
         tracker.on_iteration(task, row)
 
-    def base_model():  # called only when a search must be computed
-        progress.starting()
-        backend = backends.get("base")
-        budget = size_prefix_cache(backend, tasks)  # plural_icm.pipeline.memory: one line
-        if budget:
-            log.info("%s", budget)
-        progress.starting("first evaluation (seed labels)")
-        return backend
+    # the bar names the phase, the prefix cache is sized (one line): pipeline/search_start.py
+    base_model, release = base_model_for_searches(lambda: backends.get("base"), tasks, progress)
 
     try:
         stored = run_or_load(tasks, cfg.paths.searches_dir, base_model, on_iteration)
     finally:
         progress.close()
+        release()
     tracker.finished(stored)
     by_persona: dict[str, list] = {}
     for s in stored:

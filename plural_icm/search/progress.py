@@ -65,6 +65,26 @@ def work_left(n_now: int, n_claims: int, growth: float, iterations: int, engine:
     return total
 
 
+def count_prompts(backend: Any, on_scored: Any) -> None:
+    """Report every ``label_logprobs`` call's prompt count to ``on_scored`` (an attribute of this
+    backend instance, removed by :func:`stop_counting`; the scores are untouched)."""
+    stop_counting(backend)
+    scorer = backend.label_logprobs
+
+    def counted(prompts, labels):
+        out = scorer(prompts, labels)
+        on_scored(len(prompts))
+        return out
+
+    backend.label_logprobs = counted
+
+
+def stop_counting(backend: Any) -> None:
+    """Undo :func:`count_prompts` (the backend serves inference next)."""
+    if "label_logprobs" in getattr(backend, "__dict__", {}):
+        del backend.__dict__["label_logprobs"]
+
+
 def _fmt_time(s: float) -> str:
     s = int(round(max(s, 0.0)))
     return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60:02d}:{s % 60:02d}"
@@ -98,6 +118,9 @@ class SearchProgress:
         self._work = 0.0
         self._t_first: float | None = None
         self._counted = False
+        self._phase: str | None = None  # a phase between iterations (prompts are counted)
+        self._phase_t0 = 0.0
+        self._phase_prompts = 0
 
     def _engine(self, task: Any) -> str:
         return "reference" if getattr(task.params, "layout", "") == "fixed" else "fast"
@@ -111,7 +134,19 @@ class SearchProgress:
         """Show the bar before the first iteration, naming what runs meanwhile."""
         if not self._counted:  # the store calls for the model after it took the searches' locks
             self._count()
+        self._phase, self._phase_t0, self._phase_prompts = phase, time.perf_counter(), 0
         self.bar.set_postfix_str(phase)
+
+    def scored(self, n_prompts: int) -> None:
+        """``n_prompts`` were scored: between iterations (the first evaluation with its seed
+        repair, the final labels) the bar counts them with their rate, so a long phase shows it
+        is moving."""
+        if self.bar is None or getattr(self, "_phase", None) is None:
+            return
+        self._phase_prompts += int(n_prompts)
+        rate = self._phase_prompts / max(time.perf_counter() - self._phase_t0, 1e-9)
+        self.bar.set_postfix_str(f"{self._phase}: {self._phase_prompts} prompts scored, "
+                                 f"{rate:.1f} prompts/s")
 
     def _count(self) -> None:
         for t in self.tasks:
@@ -162,8 +197,10 @@ class SearchProgress:
             self.bar.total = self.total
             self.bar.refresh()
         self.eta_s = self._eta()
+        self._phase = None  # iterations: the bar's own count and time left
         if not any(self._left.values()):
             phase = "final labels"
+            self._phase, self._phase_t0, self._phase_prompts = phase, time.perf_counter(), 0
         else:
             phase = "left " + (_fmt_time(self.eta_s) if self.eta_s is not None else "?")
         self.bar.set_postfix_str(f"{phase}, {task.persona} U={row['U']:.1f} "
