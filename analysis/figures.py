@@ -108,7 +108,7 @@ def _mark_missing(ax, xs, values, label: bool = False) -> bool:
                     fontsize=11, color="#b00000", zorder=6)
             drew = True
     if drew and label:
-        ax.plot([], [], ls="none", marker="x", color="#b00000", label="× missing cell")
+        ax.plot([], [], ls="none", marker="x", color="#b00000", label="missing cell")
     return drew
 
 

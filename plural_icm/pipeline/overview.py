@@ -84,7 +84,7 @@ def format_overview(jobs: Sequence[SweepJob], max_rows: int = 200) -> str:
             width = max(len(c), *(len(v) for v in shown[c]))
             shown[c] = shown[c].str.ljust(width)
             shown = shown.rename(columns={c: c.ljust(width)})
-    lines = [head, shown.to_string(index=False)]
+    lines = [head, *(line.rstrip() for line in shown.to_string(index=False).splitlines())]
     if len(df) > max_rows:
         lines.append(f"... {len(df) - max_rows} more rows")
     return "\n".join(lines)
