@@ -145,8 +145,8 @@ class SearchProgress:
             return
         self._phase_prompts += int(n_prompts)
         rate = self._phase_prompts / max(time.perf_counter() - self._phase_t0, 1e-9)
-        self.bar.set_postfix_str(f"{self._phase}: {self._phase_prompts} prompts scored, "
-                                 f"{rate:.1f} prompts/s")
+        speed = f"{rate:.1f} prompts/s" if rate >= 1 else f"{1 / rate:.1f} s/prompt"
+        self.bar.set_postfix_str(f"{self._phase}: {self._phase_prompts} prompts scored, {speed}")
 
     def _count(self) -> None:
         for t in self.tasks:
