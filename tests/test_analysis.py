@@ -500,7 +500,12 @@ def test_figures_show_the_paper_zero_bars_axis_start_and_model_order(report, cap
     tr = captured["search_trajectories.png"]
     titles = [ax.get_title() for ax in tr.axes]
     assert "llama70b / gqa / fold 0" in titles and "llama70b / gqa / fold 1" in titles
-    assert len(tr.legends[0].get_texts()) == 13
+    # (13 personas, then the mark of each search's final U: issue #29)
+    texts = [t.get_text() for t in tr.legends[0].get_texts()]
+    assert len(texts) == 14 and texts[-1] == "final U of a search"
+    # the final U (10.0 in the searches' summaries) is marked at each search's last iteration
+    assert any(list(l.get_xdata()) == [2] and list(l.get_ydata()) == [10.0]
+               for l in tr.axes[0].get_lines())
 
 
 def _patch_cell(d: Path, per_persona_update=None, overall_update=None, pred_update=None):
