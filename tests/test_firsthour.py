@@ -226,21 +226,24 @@ def fake_backend(cap_gb=4.0, layers=30, kv_heads=3, head_dim=64):
                            prefix_cache_gb=cap_gb, prefix_cache=True, device="cpu", tokenizer=None)
 
 
-def search_task(n):
+def search_task(n, max_iters=3000):
     claim = SimpleNamespace(question="Q" * 40, claim="C" * 80)
     return SimpleNamespace(claims=[claim] * n, template="Question: {question}\nClaim: {claim}",
-                           params=SimpleNamespace(layout="tree_tail"))
+                           params=SimpleNamespace(layout="tree_tail", max_iters=max_iters))
 
 
 def test_prefix_cache_budget_follows_the_searches(monkeypatch):
     from plural_icm.pipeline import memory
+    from plural_icm.search.cost import search_tokens
 
     monkeypatch.setattr(memory, "available_bytes", lambda device: (64 * 2**30, "available RAM"))
     be = fake_backend()
     assert memory.kv_bytes_per_position(be) == 2 * 30 * 3 * 64 * 4  # SmolLM2-135M in fp32: 45 KiB
-    line = memory.size_prefix_cache(be, [search_task(12)] * 3)
-    assert be.kv_cache.max_bytes < 1 * 2**30  # three 12-claim searches need far less than 4 GiB
-    assert line.startswith("prefix cache budget 0.") and "= what 3 search(es) can use" in line
+    # three 4-claim searches of 10 iterations compute 38,766 positions of 45 KiB: 1.66 GiB < 4 GiB
+    line = memory.size_prefix_cache(be, [search_task(4, max_iters=10)] * 3)
+    L = memory.tokens_per_claim([search_task(4)])
+    assert be.kv_cache.max_bytes == 3 * int(search_tokens(4, L, 10)) * 2 * 30 * 3 * 64 * 4
+    assert line.startswith("prefix cache budget 1.66 GiB = what 3 search(es) can use")
     big = fake_backend()
     memory.size_prefix_cache(big, [search_task(340)] * 13)
     assert big.kv_cache.max_bytes == 4 * 2**30  # the cap binds for the paper's sizes

@@ -8,12 +8,15 @@ there is. So before the searches start the budget becomes the smallest of
 * ``model.prefix_cache_gb`` (the cap; ``null`` keeps the cache unbounded and nothing is sized),
 * :data:`AVAILABLE_FRACTION` of the memory available at that moment (free GPU memory on a GPU,
   available RAM on CPU),
-* what the searches can use: :data:`WORKING_SET_FACTOR` x the positions of one full evaluation of
-  each search (the fast engine's recursive-halving tree, ``search.cost``), times the key/value
-  bytes of one position of this model,
+* what the searches can use: the positions they compute at most (the first evaluation and
+  ``max_iters`` proposals of each, from the engine's cost model ``search.cost``; an unbounded cache
+  never holds more), times the key/value bytes of one position of this model,
 
 and one line states it. An evicted prefix is recomputed, so the budget never changes a result,
-only compute (docs/benchmark.md, "Memory of the transformers backend's prefix cache").
+only compute (docs/benchmark.md, "Memory of the transformers backend's prefix cache"). The third
+bound evicts nothing the searches could reuse; a tighter one (a few full evaluations' worth) was
+not chosen because docs/benchmark.md measured that a budget of ~4 evaluations at n = 64 made the
+first proposal recompute 4.7x the positions.
 """
 
 from __future__ import annotations
@@ -21,16 +24,12 @@ from __future__ import annotations
 import logging
 from typing import Any, Sequence
 
-from plural_icm.search.cost import full_evaluation_tokens
+from plural_icm.search.cost import search_tokens
 
 log = logging.getLogger(__name__)
 
 #: Share of the memory available when the searches start that the prefix cache may take.
 AVAILABLE_FRACTION = 0.25
-#: Positions the cache may hold per search, in full evaluations: the evaluation tree plus the
-#: proposals' re-laid-out contexts (docs/benchmark.md: after one evaluation and three proposals
-#: the positions of the current layout are a few evaluations' worth; older ones are dead weight).
-WORKING_SET_FACTOR = 4
 GIB = 2 ** 30
 
 
@@ -86,8 +85,8 @@ def tokens_per_claim(tasks: Sequence[Any], tokenizer: Any = None, sample: int = 
 
 
 def search_working_set(tasks: Sequence[Any], tokens: int, engine: str = "fast") -> int:
-    """Cached positions the searches can use (upper bound, see the module doc)."""
-    return int(sum(WORKING_SET_FACTOR * full_evaluation_tokens(len(t.claims), tokens, engine)
+    """Positions the searches compute at most (what their cache can ever hold; module doc)."""
+    return int(sum(search_tokens(len(t.claims), tokens, int(t.params.max_iters), engine)
                    for t in tasks))
 
 
@@ -114,5 +113,5 @@ def size_prefix_cache(backend: Any, tasks: Sequence[Any]) -> str | None:
     return f"prefix cache budget {budget / GIB:.2f} GiB = {why} (the least of it and {others})"
 
 
-__all__ = ["AVAILABLE_FRACTION", "WORKING_SET_FACTOR", "kv_bytes_per_position", "available_bytes",
+__all__ = ["AVAILABLE_FRACTION", "kv_bytes_per_position", "available_bytes",
            "tokens_per_claim", "search_working_set", "size_prefix_cache"]
