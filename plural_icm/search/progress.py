@@ -203,7 +203,9 @@ class SearchProgress:
             self._phase, self._phase_t0, self._phase_prompts = phase, time.perf_counter(), 0
         else:
             phase = "left " + (_fmt_time(self.eta_s) if self.eta_s is not None else "?")
-        self.bar.set_postfix_str(f"{phase}, {task.persona} U={row['U']:.1f} "
+        restart = int(getattr(task, "seed", 0)) % 1000  # search_tasks: seed = 1000 x seed + restart
+        who = f"{task.persona}-r{restart}" if restart else str(task.persona)
+        self.bar.set_postfix_str(f"{phase}, {who} U={row['U']:.1f} "
                                  f"labelled={n_lab}/{len(task.claims)}")
 
     def close(self) -> None:
