@@ -14,6 +14,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from analysis import paper_numbers as paper  # noqa: E402
@@ -73,11 +74,42 @@ def _paper_points(ax, xs, values, labelled: bool) -> bool:
 
 
 def _note_axis_start(ax) -> None:
-    """Say so when a bar axis does not start at 0 (bar heights are then not proportional)."""
+    """Say so when a bar axis does not start at 0 (bar heights are then not proportional): in
+    the axis label, where it cannot overlap a title or a subtitle."""
     lo = ax.get_ylim()[0]
     if lo > 0:
-        ax.text(1.0, 1.01, f"y-axis starts at {lo:g}, not 0", transform=ax.transAxes,
-                fontsize=7, color="#b00000", ha="right", va="bottom")
+        ax.set_ylabel(f"{ax.get_ylabel()}\n(axis starts at {lo:g}, not 0)")
+        ax.yaxis.label.set_color("#b00000")
+
+
+#: The one error-bar rule of every bar figure: SE over folds (sample SD / sqrt(k)) with two or
+#: more folds; with one fold, the cell's own binomial SE (``score_se``), as Table 6's ± column.
+SE_RULE = "SE over folds; one fold: the cell's binomial SE"
+
+
+def fold_se(scores: pd.Series, cell_se: pd.Series | None = None) -> float:
+    """:data:`SE_RULE` for the scores of one bar (NaN when it cannot be given)."""
+    vals = scores.dropna()
+    if len(vals) >= 2:
+        return float(vals.std(ddof=1) / math.sqrt(len(vals)))
+    if len(vals) == 1 and cell_se is not None:
+        se = cell_se.reindex(vals.index).dropna()
+        return float(se.iloc[0]) if len(se) else np.nan
+    return np.nan
+
+
+def _mark_missing(ax, xs, values, label: bool = False) -> bool:
+    """An "×" on the x axis where a cell is missing (NaN), so that no bar never reads as a
+    silent 0 or as a forgotten condition; returns whether any was drawn."""
+    drew = False
+    for x, v in zip(xs, values):
+        if v is None or (isinstance(v, float) and np.isnan(v)):
+            ax.text(x, 0.02, "×", transform=ax.get_xaxis_transform(), ha="center", va="bottom",
+                    fontsize=11, color="#b00000", zorder=6)
+            drew = True
+    if drew and label:
+        ax.plot([], [], ls="none", marker="x", color="#b00000", label="missing cell")
+    return drew
 
 
 def _mark_zero_bars(ax, xs, values, width: float, text: bool = True) -> None:
@@ -159,6 +191,7 @@ def fig2_dataset_condition(folds: pd.DataFrame, path: Path) -> Path | None:
     if folds.empty:
         return None
     datasets = sorted(folds.dataset.unique())
+    all_conds = sort_conditions(folds.condition)
     fig, axes = _grid(len(datasets))
     for ax, d in zip(axes, datasets):
         sub = folds[folds.dataset == d]
@@ -167,13 +200,13 @@ def fig2_dataset_condition(folds: pd.DataFrame, path: Path) -> Path | None:
         else:
             who = f"no {paper.PAPER_MODEL_KEY} results: mean of {sub.model.nunique()} model(s)"
         s = display_scale(d, declared_metric(sub))
-        conds = sort_conditions(sub.condition)
+        conds = all_conds  # a condition this dataset lacks is marked missing, not left out
         # mean over models of the model's mean over folds; SE over all (model, fold) scores
         means, ses = [], []
         for c in conds:
             g = sub[sub.condition == c].dropna(subset=["score"])
-            means.append(g.groupby("model").score.mean().mean() * s)
-            ses.append(g.score.std(ddof=1) / math.sqrt(len(g)) * s if len(g) >= 2 else np.nan)
+            means.append(g.groupby("model").score.mean().mean() * s if len(g) else np.nan)
+            ses.append(fold_se(g.score, g.get("score_se")) * s)
         x = np.arange(len(conds))
         ax.bar(x, means, yerr=[0 if np.isnan(e) else e for e in ses], capsize=4,
                color=[_color(c, i) for i, c in enumerate(conds)], edgecolor="black")
@@ -186,6 +219,7 @@ def fig2_dataset_condition(folds: pd.DataFrame, path: Path) -> Path | None:
         pub = [None if paper_score(d, c) is None else paper_score(d, c) * s for c in conds]
         drew = _paper_points(ax, x + 0.3, pub, labelled=True)  # beside the bar's value label
         ax.set_xticks(x, [_label(c) for c in conds], rotation=30, ha="right", fontsize=8)
+        ax.set_xlim(-0.6, len(conds) - 0.4)  # a missing condition keeps its slot (and its ×)
         ax.set_ylabel(_ylabel(d, metric=declared_metric(sub)))
         ax.set_title(f"{d} ({who})", fontsize=9)
         ax.grid(axis="y", alpha=0.3)
@@ -195,11 +229,12 @@ def fig2_dataset_condition(folds: pd.DataFrame, path: Path) -> Path | None:
             tops = np.array(means) + np.nan_to_num(np.array(ses, dtype=float))
             ax.set_ylim(max(0, np.nanmin(vals) - 15), max(np.nanmax(tops), np.nanmax(vals)) + 10)
         _mark_zero_bars(ax, x, means, 0.8, text=False)
+        missing = _mark_missing(ax, x, means, label=True)
         _note_axis_start(ax)
-        if drew:
+        if drew or missing:
             ax.legend(fontsize=7, loc="upper left")
-    fig.suptitle(f"Fig. 2 — Score per dataset and condition, {paper.PAPER_MODEL} as in the paper "
-                 "(error bars: SE over folds)", fontsize=11)
+    fig.suptitle(f"Fig. 2 — Score per dataset and condition, {paper.PAPER_MODEL} as in the paper\n"
+                 f"(error bars: {SE_RULE})", fontsize=11)
     fig.tight_layout()
     return _save(fig, path)
 
@@ -275,6 +310,7 @@ def fig8_absolute(means: pd.DataFrame, path: Path) -> Path | None:
                 if part:
                     b.set_hatch("//")
             _mark_zero_bars(ax, x, vals, w)
+            _mark_missing(ax, x, vals)
             if paper.PAPER_MODEL_KEY in models and paper_score(d, c) is not None:
                 k = models.index(paper.PAPER_MODEL_KEY)
                 _paper_points(ax, [x[k]], [paper_score(d, c) * s],
@@ -290,8 +326,8 @@ def fig8_absolute(means: pd.DataFrame, path: Path) -> Path | None:
     handles, labels = axes[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="upper center", ncol=len(labels), fontsize=8,
                bbox_to_anchor=(0.5, 0.0), frameon=False)
-    fig.suptitle("Fig. 8 — Absolute scores, all models, datasets and conditions\n(error bars: SE "
-                 "over folds; hatched: not all folds present; no bar: cell missing; diamonds: "
+    fig.suptitle("Fig. 8 — Absolute scores, all models, datasets and conditions\n(error bars: "
+                 f"{SE_RULE}; hatched: not all folds present; ×: cell missing; diamonds: "
                  f"the paper, {paper.PAPER_MODEL}, at our {paper.PAPER_MODEL_KEY})", fontsize=11)
     fig.tight_layout()
     return _save(fig, path)
@@ -386,6 +422,8 @@ def fig7_sample_efficiency(eff: pd.DataFrame, path: Path) -> Path | None:
         if unknown_all.any():
             ticks = sorted(set(numeric.round().astype(int))) + [x_all]
             ax.set_xticks(ticks, [str(t) for t in ticks[:-1]] + ["all"])
+        else:
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # example counts
         for n in (20, 30):
             ax.axvline(n, color="grey", ls=":", lw=0.8)
         ax.set_xlabel("In-context examples per prompt (n)")
@@ -399,16 +437,23 @@ def fig7_sample_efficiency(eff: pd.DataFrame, path: Path) -> Path | None:
     return _save(fig, path)
 
 
-def fig_trajectories(traj: pd.DataFrame, path: Path, max_rows: int = 6) -> Path | None:
+def fig_trajectories(traj: pd.DataFrame, path: Path, max_rows: int = 6,
+                     searches: pd.DataFrame | None = None) -> Path | None:
     """ICM search score U over iterations: one row of panels per (model, dataset), one panel per
     fold, one line per persona (one colour per persona in every panel, up to 20 distinct; one
-    legend beside the figure, so GQA's 13 countries are all named)."""
+    legend beside the figure, so GQA's 13 countries are all named). A dot marks each search's
+    final U (``searches``' summary U, the U of the labels handed out, which differs from the last
+    iteration's when claims the search never reached were labelled at the end; else the last
+    iteration's U)."""
     if traj.empty or "U" not in traj.columns:
         return None
     pairs = sorted(traj.groupby(["model", "dataset"]).groups.keys())[:max_rows]
     folds = sorted(traj.fold.unique())
     personas = sorted(traj.persona.unique())
     colors = {p: plt.cm.tab20(i % 20) for i, p in enumerate(personas)}
+    final_u = {}
+    if searches is not None and not searches.empty and {"hash", "U"} <= set(searches.columns):
+        final_u = {str(h): float(u) for h, u in zip(searches.hash, searches.U) if pd.notna(u)}
     fig, axes = plt.subplots(len(pairs), len(folds), figsize=(4.2 * len(folds), 3.2 * len(pairs)),
                              squeeze=False)
     for r, (m, d) in enumerate(pairs):
@@ -416,8 +461,12 @@ def fig_trajectories(traj: pd.DataFrame, path: Path, max_rows: int = 6) -> Path 
             ax = axes[r][k]
             sub = traj[(traj.model == m) & (traj.dataset == d) & (traj.fold == fold)]
             for p, g in sub.groupby("persona"):
-                for _, gg in g.groupby("hash"):  # restarts: one line each
+                for h, gg in g.groupby("hash"):  # restarts: one line each
+                    gg = gg.sort_values("iteration")
                     ax.plot(gg.iteration, gg.U, lw=1, color=colors[p])
+                    ax.plot([gg.iteration.iloc[-1]], [final_u.get(h, gg.U.iloc[-1])], "o",
+                            color=colors[p], markeredgecolor="black", markersize=5, zorder=4)
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # iterations are counts
             ax.set_title(f"{m} / {d} / fold {fold}", fontsize=9)
             ax.set_xlabel("Iteration")
             ax.set_ylabel("Search objective U")
@@ -425,6 +474,8 @@ def fig_trajectories(traj: pd.DataFrame, path: Path, max_rows: int = 6) -> Path 
             if sub.empty:
                 ax.text(0.5, 0.5, "no search", transform=ax.transAxes, ha="center")
     handles = [plt.Line2D([], [], color=colors[p], lw=2) for p in personas]
+    handles.append(plt.Line2D([], [], ls="none", marker="o", color="grey", markeredgecolor="black"))
+    personas = personas + ["final U of a search"]
     fig.legend(handles, personas, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8,
                title="Persona", ncol=1 if len(personas) <= 16 else 2, frameon=False)
     fig.suptitle("ICM search trajectories (every fold; one line per persona and restart)",

@@ -18,7 +18,6 @@ that run tag without an ``experiment``; ``--wandb-group`` names another, e.g.
 from __future__ import annotations
 
 import argparse
-import html
 import re
 import sys
 from pathlib import Path
@@ -105,7 +104,7 @@ def build_report(outputs: str | Path, out: str | Path | None = None,
         "fig6": figures.fig6_stability(stab, out / "fig6_stability.png"),
         "fig7": figures.fig7_sample_efficiency(eff, out / "fig7_sample_efficiency.png"),
         "fig8": figures.fig8_absolute(means, out / "fig8_absolute_scores.png"),
-        "traj": figures.fig_trajectories(traj, out / "search_trajectories.png"),
+        "traj": figures.fig_trajectories(traj, out / "search_trajectories.png", searches=searches),
     }
     written += [p for p in figs.values() if p is not None]
 
@@ -320,38 +319,36 @@ def _judge_section(headline: pd.DataFrame) -> str:
             "`inference.judge_api_base`) for comparable scores.\n")
 
 
+#: The page's style: readable tables and figures, nothing fetched from the network.
+_CSS = """
+body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;line-height:1.45;color:#222}
+table{border-collapse:collapse;margin:.8em 0;font-size:.9em;display:block;overflow-x:auto}
+th,td{border:1px solid #ccc;padding:.25em .6em;text-align:right;white-space:nowrap}
+th{background:#f3f3f3} td:first-child,th:first-child{text-align:left}
+tr:nth-child(even) td{background:#fafafa}
+img{max-width:100%;height:auto;display:block;margin:.5em 0}
+code{background:#f3f3f3;padding:0 .25em;border-radius:3px}
+h1,h2{border-bottom:1px solid #eee;padding-bottom:.2em}
+"""
+
+
 def _html(md: str) -> str:
-    """Minimal HTML view of the Markdown (tables and images), no extra dependency."""
-    out, in_table = [], False
-    for line in md.splitlines():
-        if line.startswith("|"):
-            cells = [c.strip().replace("\\|", "|")
-                     for c in re.split(r"(?<!\\)\|", line.strip().strip("|"))]
-            if all(set(c) <= {"-"} and c for c in cells):
-                continue
-            if not in_table:
-                out.append("<table border=1 cellspacing=0 cellpadding=3>")
-                in_table, tag = True, "th"
-            else:
-                tag = "td"
-            out.append("<tr>" + "".join(f"<{tag}>{html.escape(c)}</{tag}>" for c in cells) + "</tr>")
-            continue
-        if in_table:
-            out.append("</table>")
-            in_table = False
-        if line.startswith("!["):
-            src = line[line.index("(") + 1:line.rindex(")")]
-            out.append(f'<p><img src="{html.escape(src)}" style="max-width:100%"></p>')
-        elif line.startswith("## "):
-            out.append(f"<h2>{html.escape(line[3:])}</h2>")
-        elif line.startswith("# "):
-            out.append(f"<h1>{html.escape(line[2:])}</h1>")
-        elif line.strip():
-            out.append(f"<p>{html.escape(line)}</p>")
-    if in_table:
-        out.append("</table>")
-    return ("<!doctype html><html><head><meta charset='utf-8'><title>Report</title></head>"
-            "<body style='font-family:sans-serif'>" + "\n".join(out) + "</body></html>\n")
+    """The report's Markdown rendered as a page by markdown-it-py (CommonMark with tables)."""
+    from markdown_it import MarkdownIt
+
+    body = MarkdownIt("commonmark", {"html": False}).enable("table").render(md)
+    return ("<!doctype html><html><head><meta charset='utf-8'><title>plural_icm report</title>"
+            f"<style>{_CSS}</style></head><body>\n{body}</body></html>\n")
+
+
+def no_cells_message(outputs: str | Path) -> str | None:
+    """Why ``outputs`` holds nothing to report (None when it holds at least one cell)."""
+    cells = load.load_cells(outputs, include_incomplete=True)
+    if not cells.empty:
+        return None
+    return (f"{outputs} holds no result cells (expected results/<run_tag>/<model>/<dataset>/"
+            f"<condition>/n<n>/fold<k>/seed<s>/metrics.json under it); point the report at the "
+            f"outputs directory of a run (the one holding results/ and searches/, e.g. outputs/)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -372,6 +369,10 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if not Path(args.outputs).is_dir():
         print(f"error: {args.outputs} is not a directory", file=sys.stderr)
+        return 2
+    empty = no_cells_message(args.outputs)
+    if empty:
+        print(f"error: {empty}", file=sys.stderr)
         return 2
     written = build_report(args.outputs, args.out, args.run_tag)
     out_dir = written[-1].parent if written else None

@@ -557,6 +557,17 @@ def fmt_p(v) -> str:
     return f"{v:.1e}" if v < 1e-3 else f"{v:.3f}"
 
 
+#: Columns holding counts (printed as integers, never "12.00").
+COUNT_COLUMNS = {"n_folds", "n_questions", "A_only", "B_only", "n_seeds", "fold", "k", "n",
+                 "iterations", "accepted", "asked", "elicited", "inconsistencies", "I",
+                 "n_claims", "n_examples", "n_labelled", "n_personas", "n_cells", "seed"}
+
+
+def is_count_column(name: str) -> bool:
+    """Whether a table column holds counts: a known count, or ``n_<what>``/``<what>_count``."""
+    return name in COUNT_COLUMNS or name.startswith("n_") or name.endswith("_count")
+
+
 def to_markdown(df: pd.DataFrame, digits: int | dict[str, int] = 2) -> str:
     """A GitHub Markdown table; NaN as "—"; columns starting with ``p_`` as p-values."""
     if df is None or df.empty:
@@ -569,8 +580,11 @@ def to_markdown(df: pd.DataFrame, digits: int | dict[str, int] = 2) -> str:
             v = r[c]
             if c.startswith("p_"):
                 cells.append(fmt_p(v))
-            elif c in ("n_folds", "n_questions", "A_only", "B_only", "n_seeds", "fold", "k"):
-                cells.append(fmt(v, 0))
+            elif is_count_column(c):
+                # a mean of counts over folds may be fractional: then one decimal, never hidden
+                frac = isinstance(v, (float, np.floating)) and not math.isnan(v) \
+                    and not float(v).is_integer()
+                cells.append(fmt(v, 1 if frac else 0))
             else:
                 d = digits.get(c, 2) if isinstance(digits, dict) else digits
                 cells.append(fmt(v, d))

@@ -476,7 +476,11 @@ def test_figures_show_the_paper_zero_bars_axis_start_and_model_order(report, cap
     assert any(c.get_segments() and c.get_segments()[0][0][1] == 0 for c in gqa.collections
                if hasattr(c, "get_segments"))
     oqa = f2.axes[1]
-    assert oqa.get_ylim()[0] > 0 and any("starts at" in t.get_text() for t in oqa.texts)
+    # the axis note sits in the y label (issue #29: as a text above the axes it overlapped the
+    # panel title); oqa's missing zero-shot (base) cell keeps its slot, marked with an x
+    assert oqa.get_ylim()[0] > 0 and "starts at" in oqa.get_ylabel()
+    assert not any("starts at" in t.get_text() for t in oqa.texts)
+    assert any(t.get_text() == "×" for t in oqa.texts)
     # Figures 1, 3, 8 carry the paper's values too
     for name in ("fig1_percent_of_gold.png", "fig3_improvement_over_zero_shot.png",
                  "fig8_absolute_scores.png"):
@@ -496,7 +500,12 @@ def test_figures_show_the_paper_zero_bars_axis_start_and_model_order(report, cap
     tr = captured["search_trajectories.png"]
     titles = [ax.get_title() for ax in tr.axes]
     assert "llama70b / gqa / fold 0" in titles and "llama70b / gqa / fold 1" in titles
-    assert len(tr.legends[0].get_texts()) == 13
+    # (13 personas, then the mark of each search's final U: issue #29)
+    texts = [t.get_text() for t in tr.legends[0].get_texts()]
+    assert len(texts) == 14 and texts[-1] == "final U of a search"
+    # the final U (10.0 in the searches' summaries) is marked at each search's last iteration
+    assert any(list(l.get_xdata()) == [2] and list(l.get_ydata()) == [10.0]
+               for l in tr.axes[0].get_lines())
 
 
 def _patch_cell(d: Path, per_persona_update=None, overall_update=None, pred_update=None):

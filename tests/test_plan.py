@@ -45,7 +45,7 @@ def test_paper_model_with_collaborative_experiment_gets_the_paper_search():
 
 
 def test_explicit_icm_choice_wins():
-    assert _compose(["model=llama8b", "icm=demo"]).icm.max_iters == 25
+    assert _compose(["model=llama8b", "icm=demo"]).icm.max_iters == 40  # the demo preset (#29: was 25)
     assert _compose(["icm=fork"]).icm.preset == "fork"
     # the paper presets force the paper's settings, also for a demo model
     assert _compose(["experiment=paper", "model=smollm2"]).icm.preset == "paper"

@@ -179,7 +179,33 @@ class PluralBasicLauncher(BasicLauncher):
             print(format_plan(plan), flush=True)
             _refuse_if_infeasible(plan)
             return []
-        return super().launch(job_overrides, initial_job_idx)
+        launched_at = time.time()
+        returns = super().launch(job_overrides, initial_job_idx)
+        try:
+            print(_local_overview(returns, launched_at), flush=True)
+        except Exception as e:  # the overview must never hide the sweep's own outcome
+            log.warning("no sweep overview: %s: %s", type(e).__name__, e)
+        return returns
+
+
+def _local_overview(returns: Sequence[JobReturn], launched_at: float) -> str:
+    """The sweep overview (plural_icm.pipeline.overview) of the in-process launcher's jobs."""
+    from plural_icm.layout import cell_name, cell_path
+    from plural_icm.pipeline.overview import SweepJob, failure_reason, format_overview, skipped_before
+
+    jobs = []
+    for ret in returns:
+        cfg = ret.cfg
+        stage = str(getattr(cfg.stage, "value", cfg.stage))
+        is_cell = stage == "cell"
+        label = cell_name(cfg) if is_cell else f"{stage} {cfg.model.name}/{cfg.dataset.name}/fold{cfg.fold}"
+        out = cell_path(cfg) if is_cell else None
+        if ret.status == JobStatus.COMPLETED:
+            outcome = "skipped" if skipped_before(out, launched_at) else "done"
+            jobs.append(SweepJob(label, outcome, cell_dir=out))
+        else:
+            jobs.append(SweepJob(label, "failed", failure_reason(ret._return_value), cell_dir=out))
+    return format_overview(jobs)
 
 
 # -- SLURM -----------------------------------------------------------------------------------------
@@ -384,7 +410,7 @@ class PluralSlurmLauncher(SlurmLauncher):
                     time.sleep(self.poll_s)
         finally:
             signal.signal(signal.SIGTERM, previous)
-            self._summary(tracked, n_skipped)
+            self._summary(tracked, n_skipped, [c for c in plan.cells if c.complete])
         bad = [t for t in tracked if t.outcome != "done"]
         if bad:
             raise SweepFailed(f"{len(bad)} of {total} jobs failed or were not run (see the summary above)")
@@ -416,7 +442,7 @@ class PluralSlurmLauncher(SlurmLauncher):
                       t.job.job_id, t.reason)
         return len(readers)
 
-    def _summary(self, tracked: List[_Tracked], n_skipped: int) -> None:
+    def _summary(self, tracked: List[_Tracked], n_skipped: int, skipped: Sequence[Any] = ()) -> None:
         by = lambda o: [t for t in tracked if t.outcome == o]
         running = [t for t in tracked if not t.outcome]
         lines = [f"sweep summary: {len(by('done'))} done, {n_skipped} skipped (complete before the "
@@ -430,6 +456,24 @@ class PluralSlurmLauncher(SlurmLauncher):
             lines.append("  the launcher exits but these jobs keep running (scancel them, or relaunch the "
                          "same command: it waits for them instead of submitting them again)")
         log.warning("\n".join(lines)) if (running or by("failed") or by("not run")) else log.info("\n".join(lines))
+        try:
+            print(_slurm_overview(tracked, skipped), flush=True)
+        except Exception as e:  # the overview must never hide the sweep's own outcome
+            log.warning("no sweep overview: %s: %s", type(e).__name__, e)
+
+
+def _slurm_overview(tracked: Sequence[_Tracked], skipped: Sequence[Any]) -> str:
+    """The sweep overview (plural_icm.pipeline.overview) of the SLURM launcher's jobs: cells
+    with their scores, searches with their outcome, complete cells as skipped."""
+    from plural_icm.layout import cell_path
+    from plural_icm.pipeline.overview import SweepJob, format_overview
+
+    def cell_dir(planned: Any) -> Optional[Path]:
+        return cell_path(planned.cfg) if planned.stage == "cell" else None
+
+    jobs = [SweepJob(t.label, t.outcome or "running", t.reason, cell_dir(t.planned)) for t in tracked]
+    jobs += [SweepJob(p.label, "skipped", cell_dir=cell_dir(p)) for p in skipped]
+    return format_overview(jobs)
 
 
 def _exception_line(message: str) -> str:

@@ -28,4 +28,7 @@ class ICM(Condition):
         return ConditionLabels(examples=[(c, labels[c.item_id]) for c in chosen if c.item_id in labels],
                                metrics=search_metrics(search),
                                details={"search": str(search.path), "icm_U": search.summary.U,
-                                        "icm_inconsistencies": search.summary.I})
+                                        "icm_inconsistencies": search.summary.I,
+                                        # claims the search never reached (labelled by one final
+                                        # prediction): the summary says so beside the score
+                                        "icm_unreached_claims": search.summary.n_predicted_unlabelled})

@@ -78,12 +78,71 @@ def _parse(overrides: Sequence[str]):
     return OverridesParser.create().parse_overrides(list(overrides))
 
 
+#: The project's config directory (the groups' choices are its YAML files).
+CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+
+
+def group_choices(group: str, conf_dir: Path = CONF_DIR) -> list[str]:
+    """The choices of a config group: the names of its YAML files."""
+    return sorted(p.stem for p in (conf_dir / group).glob("*.yaml"))
+
+
+def _suggest(bad: str, valid: Sequence[str]) -> str:
+    close = difflib.get_close_matches(bad, list(valid), n=2, cutoff=0.6)
+    return f"; did you mean {' or '.join(close)}?" if close else ""
+
+
+def _choice_values(o: Any) -> list[str]:
+    """The choice(s) an override of a group selects (each value of a ``a,b`` sweep); [] for what
+    cannot be listed (ranges, globs, null)."""
+    from hydra.core.override_parser.types import ChoiceSweep
+
+    value = o.value()
+    if isinstance(value, ChoiceSweep):
+        return [str(v) for v in value.list]
+    if o.is_sweep_override() or value is None:
+        return []
+    return [str(value)]
+
+
+def check_group_choice(text: str, o: Any, conf_dir: Path = CONF_DIR) -> None:
+    """A choice of one of the project's groups (``model=llama7b``) that has no YAML file: an
+    error naming the valid choices and the closest one (Hydra's own message offers no guess)."""
+    group = o.key_or_group
+    valid = group_choices(group, conf_dir)
+    if not valid:
+        return
+    for v in _choice_values(o):
+        if v not in valid:
+            raise ConfigError(f"command line: {text!r}: {group} has no choice {v!r} (choices: "
+                              f"{', '.join(valid)}){_suggest(v, valid)}")
+
+
+def check_key(text: str, key: str) -> None:
+    """A key set without ``+`` that the schema does not have (``icm.alpah=1``): an error naming
+    the closest key (Hydra's own message suggests adding it with ``+``, which is wrong here)."""
+    found = unknown_key(key)
+    if found is None:
+        return
+    bad, valid = found
+    parent = bad.rsplit(".", 1)[0] + "." if "." in bad else ""
+    close = difflib.get_close_matches(bad.rsplit(".", 1)[-1], valid, n=2, cutoff=0.6)
+    hint = f"; did you mean {' or '.join(parent + c for c in close)}?" if close else ""
+    raise ConfigError(f"command line: {text!r} sets {bad}, which the config schema does not "
+                      f"have (valid keys there: {valid}){hint}")
+
+
 def check_overrides(overrides: Sequence[str]) -> None:
-    """Raise :class:`ConfigError` for an unknown ``+`` key, a secret or an empty path setting."""
+    """Raise :class:`ConfigError` for an unknown ``+`` key, a secret or an empty path setting,
+    an unknown choice of a group or an unknown key set without ``+`` (with the closest valid
+    one)."""
     for text, o in zip(overrides, _parse(overrides)):
         key = o.key_or_group
         check_no_secret(text, key, _override_value(o))
         if key.startswith("hydra/") or key.startswith("hydra."):
+            continue
+        if key in GROUP_NAMES and not o.is_delete():
+            check_group_choice(text, o)
             continue
         if (o.is_add() or o.is_force_add()) and key not in GROUP_NAMES and "/" not in key:
             found = unknown_key(key)
@@ -94,6 +153,8 @@ def check_overrides(overrides: Sequence[str]) -> None:
                        f"{close[0]}?" if close else ""
                 raise ConfigError(f"command line: {text!r} adds the key {bad}, which the config "
                                   f"schema does not have (valid keys there: {valid}){hint}")
+        if not (o.is_add() or o.is_force_add() or o.is_delete()) and "/" not in key:
+            check_key(text, key)
         if key.startswith("paths.") and not o.is_sweep_override() and \
                 not str(o.get_value_element_as_str()).strip().strip("'\""):
             raise ConfigError(f"command line: {key} is empty; expected a directory (leave it out "
@@ -295,5 +356,5 @@ def output_folder_error(argv: Sequence[str] | None = None) -> str | None:
     return None
 
 
-__all__ = ["check_overrides", "output_folders", "folder_problem", "output_folder_error", "unknown_key", "explain_parse_error", "command_line_error",
+__all__ = ["check_overrides", "check_group_choice", "check_key", "group_choices", "output_folders", "folder_problem", "output_folder_error", "unknown_key", "explain_parse_error", "command_line_error",
            "hydra_overrides", "GuardCallback"]

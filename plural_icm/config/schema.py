@@ -292,6 +292,12 @@ def _env_path(name: str, default: Any = None) -> Any:
     return value if value.strip() else default
 
 
+def _group_schemas() -> dict[str, Any]:
+    return {"model_schema": ModelConfig, "dataset_schema": DatasetConfig,
+            "condition_schema": ConditionConfig, "icm_schema": ICMConfig,
+            "inference_schema": InferenceConfig, "logger_schema": LoggerConfig}
+
+
 def register_configs() -> None:
     import os
 
@@ -305,9 +311,8 @@ def register_configs() -> None:
     OmegaConf.register_new_resolver("env_path", _env_path, replace=True)
     cs = ConfigStore.instance()
     cs.store(name="config_schema", node=Config)
-    cs.store(group="model", name="model_schema", node=ModelConfig)
-    cs.store(group="dataset", name="dataset_schema", node=DatasetConfig)
-    cs.store(group="condition", name="condition_schema", node=ConditionConfig)
-    cs.store(group="icm", name="icm_schema", node=ICMConfig)
-    cs.store(group="inference", name="inference_schema", node=InferenceConfig)
-    cs.store(group="logger", name="logger_schema", node=LoggerConfig)
+    # The groups' schemas live at the root of the config tree, outside the groups, so that Hydra
+    # never offers them as a choice (``model=model_schema`` ended in an omegaconf traceback): a
+    # group's YAML extends its schema with ``- /<group>_schema@_here_`` in its defaults.
+    for name, node in _group_schemas().items():
+        cs.store(name=name, node=node)

@@ -74,11 +74,14 @@ def run_cell(cfg: DictConfig, wb: Any = None) -> dict:
     done = load_if_complete(cfg, out, fp)
     if done is not None:
         return done
+    # the data and the fold are checked before the W&B run exists: an error that needs no model
+    # (fold=7, a dataset without its data) leaves no failed run behind
+    data = cell_data(cfg)
     if wb is not None:
         wb.start()  # the W&B run begins with the work (a skipped cell, above, starts none)
     t0 = time.perf_counter()
     print(f"[plural_icm] cell {cell_name(cfg)} -> {out}", flush=True)
-    result = compute_cell(cfg, get_condition(plain(cfg.condition.name)), wb)
+    result = compute_cell(cfg, get_condition(plain(cfg.condition.name)), wb, data=data)
     result.metrics["meta"]["wall_time_s"] = time.perf_counter() - t0
     # a NaN fails the cell, never completes it; checked before the directory exists, so a failed
     # (or invalid, e.g. fold=7) cell leaves nothing behind
@@ -116,9 +119,11 @@ def prepare_cell_dir(cfg: DictConfig, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
 
 
-def compute_cell(cfg: DictConfig, condition: Condition, wb: Any = None) -> CellOutput:
-    """Searches (if the condition needs them), the condition's examples, inference, metrics."""
-    claimset, personas = cell_data(cfg)
+def compute_cell(cfg: DictConfig, condition: Condition, wb: Any = None,
+                 data: tuple[ClaimSet, list[str]] | None = None) -> CellOutput:
+    """Searches (if the condition needs them), the condition's examples, inference, metrics
+    (``data``: :func:`cell_data`, when the caller loaded it already)."""
+    claimset, personas = data or cell_data(cfg)
     role = condition.model_role(cfg)
     backends = Backends(cfg)
     try:

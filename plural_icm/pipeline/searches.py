@@ -15,6 +15,7 @@ from plural_icm.conditions.labels import cap_search_claims
 from plural_icm.data.records import ClaimSet
 from plural_icm.pipeline.models import Backends
 from plural_icm.search.engine import SearchParams
+from plural_icm.pipeline.search_start import base_model_for_searches
 from plural_icm.search.progress import SearchProgress
 from plural_icm.search.store import SearchTask, all_on_disk, run_or_load
 from plural_icm.search.units import best_per_persona, search_sets
@@ -73,10 +74,14 @@ def run_searches_for(cfg: DictConfig, claimset: ClaimSet, personas: list[str], b
         progress(task, row)
         tracker.on_iteration(task, row)
 
+    # the bar names the phase, the prefix cache is sized (one line): pipeline/search_start.py
+    base_model, release = base_model_for_searches(lambda: backends.get("base"), tasks, progress)
+
     try:
-        stored = run_or_load(tasks, cfg.paths.searches_dir, lambda: backends.get("base"), on_iteration)
+        stored = run_or_load(tasks, cfg.paths.searches_dir, base_model, on_iteration)
     finally:
         progress.close()
+        release()
     tracker.finished(stored)
     by_persona: dict[str, list] = {}
     for s in stored:

@@ -398,11 +398,16 @@ class CellRun(NullCellRun):
     def finish(self, exit_code: int = 0, error: BaseException | None = None) -> None:
         """Finish the run; on failure record ``status``, ``error``, ``error_type`` first (a run
         that never started is started for that). A run that never started and did not fail
-        (a skipped cell) stays unstarted: no W&B run at all."""
+        (a skipped cell) stays unstarted: no W&B run at all; nor does one that never started and
+        failed with a :class:`~plural_icm.errors.UserError` (``fold=7``, a dataset without its
+        data: raised before any work, printed as its message; a failed run would only be one
+        more thing for ``wandb sync`` to upload)."""
+        from plural_icm.errors import UserError
+
         if self._finished:
             return
         self._finished = True
-        if self._run is None and error is None:
+        if self._run is None and (error is None or isinstance(error, UserError)):
             return
         if error is not None:
             tb = "".join(traceback.format_exception(type(error), error, error.__traceback__))
