@@ -106,6 +106,8 @@ def make_app(study: str | Path, max_body: int = MAX_BODY_BYTES) -> Flask:
         inv = invitation(token)
         if inv.finished_at is not None:
             return redirect(url_for("thanks", token=token), 303)
+        if inv.opened_at is None:  # a question's link opened directly
+            store.mark_opened(token)
         qs = persona_questions(inv)
         pos = next((i for i, q in enumerate(qs) if q.id == qid), None)
         if pos is None:
@@ -114,7 +116,9 @@ def make_app(study: str | Path, max_body: int = MAX_BODY_BYTES) -> Flask:
         return render_template("question.html", token=token, q=qs[pos], index=pos + 1, n=len(qs),
                                prev=qs[pos - 1] if pos else None, chosen=answers.get(qid),
                                answered=len(answers), persona=store.personas()[inv.persona_id],
-                               csrf=store.issue_nonce(inv.id), error=error), status
+                               csrf=store.issue_nonce(inv.id), error=error,
+                               back_to_review=request.args.get("from") == "review"
+                               or request.form.get("go") == "review"), status
 
     @app.post("/a/<token>/q/<int:qid>")
     def answer(token: str, qid: int):
