@@ -13,8 +13,7 @@ import pytest
 from elicitation_support import CSRF, answer_counts, synthetic_study
 from plural_icm.elicitation.agreement import QuestionVotes, fleiss_kappa, persona_kappa
 
-flask = pytest.importorskip("flask", reason="the elicitation extra is not installed: "
-                                            "pip install -e '.[elicitation]'")
+NO_EXTRA = "the elicitation extra is not installed: pip install -e '.[elicitation]'"
 
 
 # -- agreement --------------------------------------------------------------------------------------
@@ -68,6 +67,7 @@ def test_store_keeps_hashes_not_tokens_and_runs_in_wal(tmp_path):
 
 @pytest.fixture
 def study(tmp_path):
+    pytest.importorskip("flask", reason=NO_EXTRA)
     from plural_icm.elicitation.server import make_app
 
     db = tmp_path / "s.db"
