@@ -43,11 +43,11 @@ class Server:
     def start(self, timeout: float = 60.0) -> str:
         seen = len(re.findall(rb"listening on", self.log.read_bytes())) if self.log.exists() else 0
         env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-        out = open(self.log, "ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "plural_icm.elicitation", "serve", "--study", str(self.study),
-             "--port", "0", "--threads", "8"], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
-            start_new_session=True)
+        with open(self.log, "ab") as out:  # the child keeps its own copy of the descriptor
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "plural_icm.elicitation", "serve", "--study", str(self.study),
+                 "--port", "0", "--threads", "8"], cwd=ROOT, env=env, stdout=out,
+                stderr=subprocess.STDOUT, start_new_session=True)
         t0 = time.time()
         while time.time() - t0 < timeout:
             m = re.findall(rb"listening on (http://127\.0\.0\.1:\d+)", self.log.read_bytes())

@@ -9,8 +9,8 @@ import re
 import sqlite3
 
 import pytest
-
 from elicitation_support import CSRF, answer_counts, synthetic_study
+
 from plural_icm.elicitation.agreement import QuestionVotes, fleiss_kappa, persona_kappa
 
 NO_EXTRA = "the elicitation extra is not installed: pip install -e '.[elicitation]'"
@@ -208,3 +208,66 @@ def test_export_refuses_ties_unless_asked(tmp_path):
     (row,) = answer_rows(store, on_tie="first")
     assert (row["option_key"], row["tie"], row["n_annotators"]) == ("0", True, 2)
     assert row["fleiss_kappa"] == pytest.approx(-1.0)  # two raters, one item, disagreeing
+
+
+# -- the collaborative stage's side ---------------------------------------------------------------
+
+def _claims():
+    from plural_icm.data.records import Claim
+
+    return [Claim(f"d/p/q0/o{j}", "p", "p/q0", "q0", str(j), "Q?", f"claim {j}", gold=j == 1,
+                  meta={"options": ["A", "B"], "option_index": j}) for j in range(2)]
+
+
+def test_answers_file_is_checked_against_the_options_and_kept_beside_the_summary(tmp_path):
+    from plural_icm.errors import ConfigError
+    from plural_icm.pipeline.collaborative import answers_for
+
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"group_id": "p/q0", "option_key": "9"}) + "\n")
+    with pytest.raises(ConfigError, match=r"p/q0 is option_key '9', which is not one of .*\['0', '1'\]"):
+        answers_for(["p/q0"], _claims(), tmp_path / "run", str(bad))
+    good = tmp_path / "good.jsonl"
+    good.write_text(json.dumps({"group_id": "p/q0", "option_key": "0", "source": "human",
+                                "n_annotators": 3}) + "\n")
+    fixed = answers_for(["p/q0"], _claims(), tmp_path / "run", str(good))
+    assert fixed == {"d/p/q0/o0": True, "d/p/q0/o1": False}  # the person's answer, not gold
+    used = [json.loads(x) for x in (tmp_path / "run" / "answers_used.jsonl").read_text().splitlines()]
+    assert used == [{"group_id": "p/q0", "option_key": "0", "source": "human", "n_annotators": 3}]
+    assert not (tmp_path / "run" / "answers.jsonl").exists()  # never taken as a simulated run's input
+
+
+def test_create_refuses_searches_that_are_not_finished(tmp_path, monkeypatch):
+    from plural_icm.elicitation.study import create_study
+    from plural_icm.errors import ConfigError
+
+    monkeypatch.setenv("PLURAL_ICM_OUTPUT", str(tmp_path / "out"))
+    with pytest.raises(ConfigError, match=r"searches of fold 0 are not finished.*--run-searches"):
+        create_study(tmp_path / "s.db", ["logger=none", "progress=false"], "confidence", 2)
+    assert not (tmp_path / "s.db").exists()
+    with pytest.raises(ConfigError, match="--method 'sure'"):
+        create_study(tmp_path / "s.db", ["logger=none"], "sure", 2)
+
+
+def test_study_questions_carry_the_surveys_options(tmp_path):
+    from plural_icm.elicitation.study import build_questions, option_text
+
+    claims = _claims()
+    assert [option_text(c) for c in claims] == ["A", "B"]
+    (q,) = build_questions({"p": [(0, claims), (2, claims)]})  # chosen by two folds: asked once
+    assert (q.group_id, q.folds, q.gold_key) == ("p/q0", [0, 2], "1")
+    assert [(o.key, o.text) for o in q.options] == [("0", "A"), ("1", "B")]
+
+
+def test_a_crash_is_logged_without_the_token(study, caplog):
+    app = study["client"].application
+
+    def boom(token):
+        raise RuntimeError("a bug")
+
+    app.add_url_rule("/a/<token>/boom", "boom", boom)
+    caplog.set_level(logging.INFO)
+    r = study["client"].get(f"/a/{study['north']}/boom")
+    assert r.status_code == 500
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    assert "Exception on /a/<token>/boom [GET]" in logged and study["north"] not in logged

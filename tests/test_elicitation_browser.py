@@ -18,8 +18,8 @@ import shutil
 from pathlib import Path
 
 import pytest
-
 from elicitation_support import CSRF, Server
+
 from plural_icm.elicitation.agreement import fleiss_kappa
 from plural_icm.elicitation.store import StudyStore
 

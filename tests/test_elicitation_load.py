@@ -11,7 +11,6 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-
 from elicitation_support import CSRF, Server, answer_counts, synthetic_study
 
 pytest.importorskip("flask", reason="the elicitation extra is not installed: pip install -e '.[elicitation]'")

@@ -11,8 +11,8 @@ Fleiss' kappa, from its definition (Fleiss 1971): with ``n`` raters per item, ``
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 
 @dataclass

@@ -19,10 +19,10 @@ import json
 import secrets
 import sqlite3
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 from plural_icm.errors import ConfigError
 
@@ -144,7 +144,7 @@ class StudyStore:
     # -- creation --------------------------------------------------------------------------------
     @classmethod
     def create(cls, path: str | Path, meta: dict, personas: dict[str, str],
-               questions: list[Question]) -> "StudyStore":
+               questions: list[Question]) -> StudyStore:
         """A new study file (refuses to overwrite one); returns its store."""
         path = Path(path)
         if path.exists():
@@ -175,7 +175,7 @@ class StudyStore:
         tmp.replace(path)
         return cls(path)
 
-    def open_checked(self) -> "StudyStore":
+    def open_checked(self) -> StudyStore:
         """This store, after checking the file is a study of a schema this code reads."""
         if not self.path.is_file():
             raise ConfigError(f"{self.path}: no such study file (create one with "

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -20,8 +20,17 @@ from plural_icm.data.records import Claim, ClaimSet
 from plural_icm.data.registry import load_claimset
 from plural_icm.elicitation.store import Option, Question, StudyStore
 from plural_icm.errors import ConfigError
-from plural_icm.pipeline.cell import Backends, model_identity, run_searches_for, search_tasks
-from plural_icm.pipeline.collaborative import fewshot_confidence, round_questions, search_set
+from plural_icm.pipeline.cell import (
+    Backends,
+    model_identity,
+    run_searches_for,
+    search_tasks,
+)
+from plural_icm.pipeline.collaborative import (
+    fewshot_confidence,
+    round_questions,
+    search_set,
+)
 from plural_icm.search.store import all_on_disk
 
 log = logging.getLogger(__name__)
