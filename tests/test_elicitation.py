@@ -271,3 +271,28 @@ def test_a_crash_is_logged_without_the_token(study, caplog):
     assert r.status_code == 500
     logged = "\n".join(r.getMessage() for r in caplog.records)
     assert "Exception on /a/<token>/boom [GET]" in logged and study["north"] not in logged
+
+
+def test_command_line_invite_status_export(tmp_path, capsys):
+    from plural_icm.elicitation.__main__ import main
+
+    db = tmp_path / "s.db"
+    store, _ = synthetic_study(db, n_questions=1, personas=("north",))
+    assert main(["invite", "--study", str(db), "--persona", "north", "--annotators", "2"]) == 0
+    links = re.findall(r"north\s+a-[0-9a-f]{8}\s+http://127\.0\.0\.1:8765/a/(\S+)", capsys.readouterr().out)
+    assert len(links) == 2
+    qid = store.questions("north")[0].id
+    for tok in links:
+        store.save_answer(tok, qid, "2", store.issue_nonce(store.invitation(tok).id))
+        store.submit(tok, store.issue_nonce(store.invitation(tok).id))
+    assert main(["status", "--study", str(db)]) == 0
+    out = capsys.readouterr().out
+    assert "north: invited 2, opened 0, started 2, finished 2" in out and "majority 2" in out
+    assert main(["export", "--study", str(db), "--out", str(tmp_path / "a.jsonl")]) == 0
+    (row,) = [json.loads(x) for x in (tmp_path / "a.jsonl").read_text().splitlines()]
+    assert (row["group_id"], row["option_key"], row["majority_share"]) == ("north/q0", "2", 1.0)
+    assert "collaborative.answers_file=" in capsys.readouterr().out
+    assert main(["invite", "--study", str(db), "--persona", "west"]) == 2  # a clear error
+    assert "persona 'west' is not in this study" in capsys.readouterr().err
+    assert main(["status", "--study", str(tmp_path / "none.db")]) == 2
+    assert "no such study file" in capsys.readouterr().err
