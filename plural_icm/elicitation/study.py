@@ -9,12 +9,13 @@ answered, exactly these questions.
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 from collections.abc import Sequence
 from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from plural_icm.data.records import Claim, ClaimSet
 from plural_icm.data.registry import load_claimset
@@ -69,7 +70,8 @@ def option_text(claim: Claim) -> str:
 
 
 def _fold_cfg(cfg: DictConfig, fold: int) -> DictConfig:
-    c = OmegaConf.create(OmegaConf.to_container(cfg, resolve=False))
+    """The same config (schema and interpolations kept) for another fold."""
+    c = copy.deepcopy(cfg)
     c.fold = int(fold)
     return c
 
