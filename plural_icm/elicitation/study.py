@@ -21,18 +21,13 @@ from plural_icm.data.records import Claim, ClaimSet
 from plural_icm.data.registry import load_claimset
 from plural_icm.elicitation.store import Option, Question, StudyStore
 from plural_icm.errors import ConfigError
-from plural_icm.pipeline.cell import (
-    Backends,
-    model_identity,
-    run_searches_for,
-    search_tasks,
-)
 from plural_icm.pipeline.collaborative import (
     fewshot_confidence,
     round_questions,
     search_set,
 )
-from plural_icm.search.store import all_on_disk
+from plural_icm.pipeline.models import Backends
+from plural_icm.pipeline.searches import run_searches_for, searches_on_disk
 
 log = logging.getLogger(__name__)
 
@@ -90,8 +85,7 @@ def select_for_study(cfg: DictConfig, method: str, k: int, folds: Sequence[int],
     for fold in folds:
         fcfg = _fold_cfg(cfg, fold)
         claimset.split(int(fold))  # a fold the dataset does not have: its clear error, now
-        tasks = search_tasks(fcfg, claimset, model_identity(fcfg), personas, int(fold))
-        if not run_searches and not all_on_disk(tasks, fcfg.paths.searches_dir):
+        if not run_searches and not searches_on_disk(fcfg, claimset, personas):
             raise ConfigError(
                 f"the ICM searches of fold {fold} are not finished under {fcfg.paths.searches_dir}: "
                 f"run them first (`python launch.py stage=search fold={fold} <same overrides>`), "
