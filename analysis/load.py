@@ -269,6 +269,38 @@ def load_collaborative(outputs: str | Path) -> pd.DataFrame:
         before = s.get("before") or {}
         for k in vals:
             row[f"before_{k}"] = _num(before.get(k))
+        row.update(answers_provenance(f.parent))
         rows.append(row)
     return pd.DataFrame(rows, columns=["model", "dataset", "persona", "method", "fold", "k"] + vals
-                        + [f"before_{k}" for k in vals])
+                        + [f"before_{k}" for k in vals] + list(ANSWER_COLUMNS))
+
+
+ANSWER_COLUMNS = ("answers", "annotators", "majority_share", "fleiss_kappa", "answers_match_gold")
+"""Where a collaborative run's answers came from (``human``: an answers file exported from a web
+study; ``simulated_gold``: the gold option), the mean annotators per question, the mean share of
+the majority, the persona's Fleiss' kappa, and the share of answers equal to the gold option that
+the simulated run uses (1.0 for the simulated run itself)."""
+
+
+def answers_provenance(directory: Path) -> dict:
+    """:data:`ANSWER_COLUMNS` of one collaborative run directory (NaN where unknown)."""
+    path = directory / "answers_used.jsonl"
+    if not path.is_file():
+        path = directory / "answers.jsonl"
+    out = {c: np.nan for c in ANSWER_COLUMNS}
+    out["answers"] = None
+    if not path.is_file():
+        return out
+    rows = read_jsonl(path)
+    if not rows:
+        return out
+    sources = sorted({str(r.get("source", "file")) for r in rows})
+    out["answers"] = "+".join(sources)
+    if sources == ["simulated_gold"]:
+        out["answers_match_gold"] = 1.0
+    for col, key in (("annotators", "n_annotators"), ("majority_share", "majority_share"),
+                     ("fleiss_kappa", "fleiss_kappa"), ("answers_match_gold", "matches_gold")):
+        vals = [_num(r[key]) for r in rows if r.get(key) is not None]
+        if vals:
+            out[col] = float(np.mean(vals))
+    return out

@@ -278,6 +278,12 @@ def _markdown(outputs, tag, other_tags, n_main, all_cells, folds, headline, per_
          tables.to_markdown(eff), _img(figs, "fig7", "Figure 7: sample efficiency"),
          "## Table 1: collaborative elicitation\n",
          f"Paper: GQA, k = 4 human labels (one per fold), {P}.\n",
+         "`answers`: `simulated_gold` (the gold option answers, as the paper simulated its "
+         "humans) or `human` (people's answers exported from a web study, `python -m "
+         "plural_icm.elicitation`); for people: annotators per question, the majority's share, "
+         "Fleiss' kappa between annotators, and the share of their answers equal to the gold "
+         "option the simulated row used (`answers_match_gold`). The paper's numbers sit beside "
+         "simulated rows only.\n",
          tables.to_markdown(collab_t, digits=2),
          "## ICM search trajectories\n", _img(figs, "traj", "Search trajectories"),
          ]

@@ -519,14 +519,23 @@ def collaborative_table(collab: pd.DataFrame) -> pd.DataFrame:
         return pd.DataFrame()
     keys = ["model", "dataset", "persona", "method"]
     vals = [c for c in collab.columns if c.endswith(("test_accuracy", "label_accuracy", "U"))]
+    # people's answers (an exported web study) and the simulated-gold run: separate rows, side by
+    # side, with the people's agreement (columns absent in frames built before they existed)
+    if "answers" in collab.columns:
+        keys.append("answers")
+        collab = collab.assign(answers=collab["answers"].fillna("—"))
+    agree = [c for c in ("annotators", "majority_share", "fleiss_kappa", "answers_match_gold")
+             if c in collab.columns]
     t = collab.groupby(keys).agg(k=("k", "sum"), n_folds=("fold", "nunique"),
-                                 **{v: (v, "mean") for v in vals}).reset_index()
+                                 **{v: (v, "mean") for v in vals + agree}).reset_index()
     t["k"] = t["k"].round().astype("Int64")
     pub = {(r.persona, r.method): r for r in paper.TABLE1_COLLABORATIVE}
+    human = t["answers"].eq("human") if "answers" in t.columns else pd.Series(False, index=t.index)
     for k in ("test_accuracy", "label_accuracy", "U"):
+        # the paper simulated its humans with gold: its numbers sit beside simulated runs only
         t[f"paper_{k}"] = [getattr(pub[(r.persona, r.method)], k)
                            if r.dataset == paper.COLLABORATIVE_DATASET and (r.persona, r.method) in pub
-                           else np.nan for r in t.itertuples()]
+                           and not h else np.nan for r, h in zip(t.itertuples(), human)]
         t[f"diff_{k}"] = t[k] - t[f"paper_{k}"]
     return t.sort_values(keys).reset_index(drop=True)
 

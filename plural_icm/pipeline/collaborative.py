@@ -9,9 +9,12 @@ label accuracy, ``U`` (the paper's "coherence", alpha * P - I), ``mutual_predict
 ``inconsistencies`` (I); the record is :class:`plural_icm.layout.CollaborativeSummary`.
 
 The person is reached through files a real annotator can take over:
-``.../questions.jsonl`` lists what to answer; ``.../answers.jsonl`` (``question_id``,
-``option_index``) is read back on the next run. With no answers file, the gold label answers
-(simulated human, ``"source": "simulated_gold"`` in the file).
+``.../questions.jsonl`` lists what to answer; an answers file (``group_id``, ``option_key`` per
+line; ``collaborative.answers_file``, e.g. exported from a web study of
+:mod:`plural_icm.elicitation`) is read back; its rows for the asked questions are kept beside the
+summary as ``answers_used.jsonl`` and the summary goes under ``<method>-answers``. With no answers
+file, the gold label answers (simulated human, ``"source": "simulated_gold"`` in
+``.../answers.jsonl``).
 """
 
 from __future__ import annotations
@@ -67,6 +70,17 @@ def select_questions(method: str, claims: list[Claim], k: int, seed: int, confid
     raise ValueError(f"unknown selection method {method!r}: use confidence, random or active")
 
 
+def round_questions(method: str, train: list[Claim], k: int, seed: int, round_index: int,
+                    confidence: dict[str, float], fixed: dict[str, bool],
+                    fewshot_confidence: dict[str, float] | None, asked: list[str]) -> list[str]:
+    """The questions round ``round_index`` asks (already-fixed labels' confidences read 0.0; their
+    groups are excluded through ``asked``; the seed differs per round). One function, so a study
+    of real people (:mod:`plural_icm.elicitation`) asks exactly what this stage would ask."""
+    conf = {j: 0.0 if j in fixed else v for j, v in confidence.items()}
+    return select_questions(method, train, k, seed * 7919 + round_index, conf, fewshot_confidence,
+                            set(asked))
+
+
 def answers_for(groups: list[str], claims: list[Claim], directory: Path,
                 answers_file: str | None) -> dict[str, bool]:
     """Fixed labels from the person's answers (or gold, simulated), via the files."""
@@ -79,12 +93,18 @@ def answers_for(groups: list[str], claims: list[Claim], directory: Path,
         for g in groups])
     path = Path(answers_file) if answers_file else directory / "answers.jsonl"
     answers: dict[str, str] = {}
+    rows: dict[str, dict] = {}
     if path.is_file():
         for i, row in enumerate(read_jsonl(path), start=1):
             if "group_id" not in row or "option_key" not in row:
                 raise ConfigError(f"{path}:{i}: expected keys group_id and option_key, got {sorted(row)}")
             answers[row["group_id"]] = str(row["option_key"])
+            rows[row["group_id"]] = row
     missing = [g for g in groups if g not in answers]
+    if answers_file and not missing:
+        # what was used, with its provenance (source, annotators, agreement), beside the summary:
+        # the report reads it (a separate name, so a later simulated run never takes it as input)
+        atomic_write_jsonl(directory / "answers_used.jsonl", [rows[g] for g in groups])
     if missing:
         if answers_file:
             raise ConfigError(f"{path} has no answer for {missing}; answer them (option_key of the "
@@ -96,6 +116,10 @@ def answers_for(groups: list[str], claims: list[Claim], directory: Path,
                                    "source": "simulated_gold"} for g in groups])
     fixed = {}
     for g in groups:
+        keys = [c.option_key for c in by_group[g]]
+        if answers[g] not in keys:
+            raise ConfigError(f"{path}: the answer to {g} is option_key {answers[g]!r}, which is not "
+                              f"one of that question's options {keys}")
         for c in by_group[g]:
             fixed[c.item_id] = c.option_key == answers[g]
     return fixed
@@ -115,7 +139,7 @@ def _evaluate(cfg: DictConfig, claimset: ClaimSet, pid: str, labels: dict[str, b
                           inconsistencies=summary.I).as_dict()
 
 
-def _fewshot_confidence(cfg, claimset, pid, train: list[Claim], labels, backends) -> dict[str, float]:
+def fewshot_confidence(cfg, claimset, pid, train: list[Claim], labels, backends) -> dict[str, float]:
     """Confidence of the few-shot instruct model on each searched training item, with the ICM
     labels of the OTHER questions as examples (the item's own label is never in its context)."""
     by_question: dict[str, list[Claim]] = {}
@@ -129,10 +153,17 @@ def _fewshot_confidence(cfg, claimset, pid, train: list[Claim], labels, backends
     return out
 
 
-def _search_set(cfg: DictConfig, claimset: ClaimSet, pid: str) -> list[Claim]:
+def search_set(cfg: DictConfig, claimset: ClaimSet, pid: str) -> list[Claim]:
     """The training claims the search labels (capped by dataset.max_search_claims, as in cells)."""
     train, _ = claimset.split(cfg.fold, pid)
     return cap_search_claims(train, cfg.dataset.max_search_claims, int(cfg.seed))
+
+
+def method_dir(cfg: DictConfig, method: str) -> str:
+    """The summary's method directory: ``<method>`` with simulated (gold) answers,
+    ``<method>-answers`` with an answers file (people's answers), so both sit side by side in one
+    output tree and the report shows them together (the summary's ``method`` stays ``<method>``)."""
+    return f"{method}-answers" if cfg.collaborative.answers_file else method
 
 
 def collaborative_fingerprint(cfg: DictConfig, method: str) -> str:
@@ -184,13 +215,13 @@ def run_collaborative(cfg: DictConfig, wb: Any = None) -> dict:
     try:
         base = run_searches_for(cfg, claimset, personas, backends, desc="ICM search (before)", wb=wb)
         for pid in personas:
-            train = _search_set(cfg, claimset, pid)  # questions are asked from this set only
+            train = search_set(cfg, claimset, pid)  # questions are asked from this set only
             s0 = base[pid]
             before = _evaluate(cfg, claimset, pid, s0.labels, s0.summary, backends)
             fewshot = None
             for method in cfg.collaborative.selection:
                 d = collaborative_dir(cfg.paths.output_dir, cfg.model.name, cfg.dataset.name, pid,
-                                      method, cfg.fold)
+                                      method_dir(cfg, method), cfg.fold)
                 done = d / "summary.json"
                 fp = collaborative_fingerprint(cfg, method)
                 if reusable_summary(done, fp, bool(cfg.force)):
@@ -198,14 +229,14 @@ def run_collaborative(cfg: DictConfig, wb: Any = None) -> dict:
                     log.info("skip complete %s", done)
                     continue
                 if method == "active" and fewshot is None:
-                    fewshot = _fewshot_confidence(cfg, claimset, pid, train, s0.labels, backends)
+                    fewshot = fewshot_confidence(cfg, claimset, pid, train, s0.labels, backends)
                 fixed: dict[str, bool] = {}
                 labels, summary, asked = s0.labels, s0.summary, []
                 current = s0  # the latest search: round r > 1 asks where the re-run is unsure
                 for r in range(int(cfg.collaborative.rounds)):
-                    conf = {j: 0.0 if j in fixed else v for j, v in current.confidence.items()}
-                    groups = select_questions(method, train, int(cfg.collaborative.k_per_fold),
-                                              int(cfg.seed) * 7919 + r, conf, fewshot, set(asked))
+                    groups = round_questions(method, train, int(cfg.collaborative.k_per_fold),
+                                             int(cfg.seed), r, current.confidence, fixed, fewshot,
+                                             asked)
                     asked += groups
                     fixed.update(answers_for(asked, train, d, cfg.collaborative.answers_file))
                     after = run_searches_for(cfg, claimset, [pid], backends, fixed={pid: fixed},
@@ -230,7 +261,7 @@ def run_collaborative(cfg: DictConfig, wb: Any = None) -> dict:
         wb.log_table("collaborative", pd.DataFrame(rows))
         wb.log_files_artifact(  # the before/after summaries of this fold, named by their paths
             f"collaborative-{cfg.model.name}-{cfg.dataset.name}-fold{cfg.fold}", "collaborative",
-            [collaborative_dir(cfg.paths.output_dir, cfg.model.name, cfg.dataset.name, pid, m,
-                               cfg.fold) / "summary.json" for pid, ms in results.items() for m in ms],
+            [collaborative_dir(cfg.paths.output_dir, cfg.model.name, cfg.dataset.name, pid,
+                               method_dir(cfg, m), cfg.fold) / "summary.json" for pid, ms in results.items() for m in ms],
             root=root)
     return results
