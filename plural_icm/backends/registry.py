@@ -19,6 +19,14 @@ BACKENDS: dict[str, tuple[str, str, str]] = {
 }
 
 
+# Embedding backends (retrieval of in-context examples, plural_icm.selection): kind -> class name in
+# plural_icm.backends.embeddings, and what to install when its dependency is missing.
+EMBEDDING_BACKENDS: dict[str, tuple[str, str]] = {
+    "sentence_transformers": ("SentenceTransformerEmbedder", "pip install 'plural_icm[embeddings]'"),
+    "openai": ("OpenAIEmbedder", "pip install requests"),
+}
+
+
 class BackendUnavailableError(ImportError):
     """The backend's module or one of its dependencies is not installed."""
 
@@ -38,6 +46,16 @@ def backend_class(kind: str) -> type[LMBackend]:
         return getattr(module, class_name)
     except AttributeError as e:
         raise BackendUnavailableError(f"{module_name} defines no {class_name}") from e
+
+
+def embedding_backend_class(kind: str) -> type:
+    """The embedder class registered as ``kind`` (:data:`EMBEDDING_BACKENDS`)."""
+    kind = getattr(kind, "value", kind)
+    if kind not in EMBEDDING_BACKENDS:
+        raise ValueError(f"unknown embedding backend {kind!r}; valid: {', '.join(sorted(EMBEDDING_BACKENDS))}")
+    from plural_icm.backends import embeddings
+
+    return getattr(embeddings, EMBEDDING_BACKENDS[kind][0])
 
 
 def make_backend(kind: str, **kwargs: Any) -> LMBackend:

@@ -28,4 +28,6 @@ class ICM(Condition):
         return ConditionLabels(examples=[(c, labels[c.item_id]) for c in chosen if c.item_id in labels],
                                metrics=search_metrics(search),
                                details={"search": str(search.path), "icm_U": search.summary.get("U"),
-                                        "icm_inconsistencies": search.summary.get("I")})
+                                        "icm_inconsistencies": search.summary.get("I")},
+                               confidence={j: float(search.confidence[j]) for j in labels
+                                           if j in search.confidence})

@@ -83,6 +83,7 @@ class ScoreMetric(str, Enum):
 NON_RESULT_KEYS: tuple[str, ...] = (
     "paths", "logger", "progress", "force", "stage", "collaborative",
     "icm.checkpoint_every", "dataset.score_metric",
+    "selection.embedding_device", "selection.embedding_batch_size", "selection.embedding_api_key_env",
     "model.gpus", "model.cpus", "model.mem_gb", "model.time_min", "model.api_key_env",
     "model.tensor_parallel_size", "model.gpu_memory_utilization", "model.batch_size",
     "model.prefix_cache_gb", "model.request_cache", "model.engine_per_process",
@@ -112,6 +113,10 @@ def drop_non_result_keys(d: dict) -> dict:
         model["vllm"] = {k: v for k, v in model["vllm"].items() if v is not None}
         if not model["vllm"]:
             del model["vllm"]
+    # selection=all is today's behaviour: such a cell fingerprints as it did before the axis existed
+    sel = d.get("selection")
+    if sel is None or (isinstance(sel, dict) and sel.get("name", "all") == "all"):
+        d.pop("selection", None)
     return d
 
 
@@ -299,6 +304,37 @@ class InferenceConfig:
 
 
 @dataclass
+class SelectionConfig:
+    """Which training examples each query sees (plural_icm.selection). ``all`` keeps today's
+    behaviour (every example of the condition, or the shared ``inference.n_examples`` subset);
+    the others pick ``inference.n_examples`` examples per held-out question from all of them."""
+
+    name: str = "all"
+    """``all`` | ``random`` (per question, seeded) | ``nearest`` (SPICA's BASELINE: cosine
+    similarity of the question texts) | ``spica`` (similarity and the group terms, weights fitted
+    per persona on an inner dev split of the training folds)."""
+    prompt: str = "contrastive"
+    """Which claims of a retrieved question are shown: ``contrastive`` (all of them, True and
+    False, as under ``all``) or ``positive`` (only those labelled True)."""
+    group_source: str = "auto"
+    """What SPICA's group terms read: ``gold`` (the data's ratings/labels: supervised), ``icm`` (the
+    ICM search's per-label confidence: no human label) or ``auto`` (``icm`` for conditions with an
+    ICM search, else ``gold``)."""
+    contrast_mean: str = "members"
+    """g_contrast: the mean over the group's members of their contrast (``members``, the paper's
+    formula) or the contrast of the group's mean rating (``group``, its prose)."""
+    dev_fraction: float = 0.3
+    """Share of a persona's training questions held out to fit the weights (the inner dev split)."""
+    embedding_backend: str = "sentence_transformers"
+    """``sentence_transformers`` (local, CPU/GPU) or ``openai`` (an OpenAI-compatible endpoint)."""
+    embedding_model: str = "packaged:all-minilm-l6-v2"
+    embedding_api_base: Optional[str] = None
+    embedding_api_key_env: str = "OPENAI_API_KEY"
+    embedding_device: Optional[str] = None
+    embedding_batch_size: int = 64
+
+
+@dataclass
 class LoggerConfig:
     name: str = "wandb"
     mode: str = "offline"
@@ -347,6 +383,7 @@ class Config:
     condition: ConditionConfig = MISSING
     icm: ICMConfig = MISSING
     inference: InferenceConfig = MISSING
+    selection: SelectionConfig = field(default_factory=SelectionConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
     collaborative: CollaborativeConfig = field(default_factory=CollaborativeConfig)
@@ -387,3 +424,4 @@ def register_configs() -> None:
     cs.store(group="icm", name="icm_schema", node=ICMConfig)
     cs.store(group="inference", name="inference_schema", node=InferenceConfig)
     cs.store(group="logger", name="logger_schema", node=LoggerConfig)
+    cs.store(group="selection", name="selection_schema", node=SelectionConfig)
