@@ -304,3 +304,68 @@ def test_per_query_selection_needs_n_examples(tmp_path, tiny_cfg, word_embedder)
     with pytest.raises(ValueError, match="selection.prompt"):
         run_cell(tiny_cfg(["condition=gold", "selection=nearest", "inference.n_examples=2",
                            "selection.prompt=both"]))
+
+
+def test_plan_counts_the_embedding_work(compose_config):
+    from plural_icm.pipeline.plan import build_plan, cell_tokens, embedding_work, format_plan
+
+    grid = [(o, compose_config(o)) for o in (
+        ["condition=gold", "inference.n_examples=4", "selection=spica"],
+        ["condition=icm", "inference.n_examples=4", "selection=nearest"],
+        ["condition=gold", "inference.n_examples=4"])]
+    plan = build_plan(grid)
+    work = embedding_work(plan)
+    cfg = grid[0][1]
+    key = f"demo x {cfg.selection.embedding_model}"
+    size = cfg.dataset.size
+    assert work == {key: (int(size.claims_per_persona) * int(size.personas), 2)}
+    text = format_plan(plan)
+    assert "embeddings (selection=nearest|spica" in text and f"{key}: <= " in text
+    assert "gold+spica" in text and "icm+nearest" in text
+    # a prefix per held-out question costs more prompt tokens than one shared prefix
+    assert cell_tokens(grid[0][1]) > cell_tokens(grid[2][1])
+
+
+def _write_cell(root, condition, per_persona, overall, meta=None, fold=0):
+    from plural_icm.layout import cell_dir
+
+    d = cell_dir(root / "results", "main", "m", "gqa_claims", condition, 6, fold, 0)
+    d.mkdir(parents=True)
+    (d / "metrics.json").write_text(json.dumps({
+        "overall": overall, "per_persona": per_persona,
+        "meta": {"score_metric": "claim_accuracy", "n_examples": 6, **(meta or {})}}))
+    (d / "predictions.jsonl").write_text("")
+    (d / "COMPLETE.json").write_text(json.dumps({"fingerprint": "x", "finished": 0, "wall_time_s": 1}))
+
+
+def test_report_section_tables_gains_equity_and_figure(tmp_path):
+    from analysis import load, selection
+
+    for fold in (0, 1):
+        _write_cell(tmp_path, "zero_shot", {"A": {"claim_accuracy": 0.5}, "B": {"claim_accuracy": 0.6}},
+                    {"claim_accuracy": 0.55}, fold=fold)
+        _write_cell(tmp_path, "icm+spica",
+                    {"A": {"claim_accuracy": 0.7 + 0.1 * fold, "retrieval_error": 0.4, "spica_w_sim": -1.0,
+                           "selection_group_source": "icm"},
+                     "B": {"claim_accuracy": 0.5, "retrieval_error": 0.8, "spica_w_sim": -0.5,
+                           "selection_group_source": "icm"}},
+                    {"claim_accuracy": 0.6 + 0.05 * fold, "retrieval_error": 0.6},
+                    {"selection": "spica", "selection_supervised": False}, fold=fold)
+        _write_cell(tmp_path, "gold+nearest", {"A": {"claim_accuracy": 0.9, "retrieval_error": 0.5}},
+                    {"claim_accuracy": 0.9, "retrieval_error": 0.5},
+                    {"selection": "nearest", "selection_supervised": False}, fold=fold)
+    cells = load.load_cells(tmp_path)
+    table = selection.selection_table(cells).set_index(["condition", "selection"])
+    assert table.loc[("icm", "spica"), "score"] == pytest.approx(0.625)
+    assert table.loc[("icm", "spica"), "retrieval_error"] == pytest.approx(0.6)
+    assert not table.loc[("icm", "spica"), "supervised"] and table.loc[("gold", "nearest"), "supervised"]
+    gains = selection.persona_gains(cells)
+    a = gains[(gains.condition == "icm") & (gains.persona_id == "A")].sort_values("fold")
+    assert a.gain.tolist() == pytest.approx([0.2, 0.3])
+    eq = selection.equity_table(gains).set_index(["condition", "selection"])
+    # icm x spica: A gains 0.25 on average, B loses 0.1 -> 1 of 2 personas gain, gap 0.35
+    assert eq.loc[("icm", "spica"), "gaining"] == 1 and eq.loc[("icm", "spica"), "gap"] == pytest.approx(0.35)
+    assert 0 < eq.loc[("icm", "spica"), "gap_p"] < 1
+    md, files = selection.section(cells, tmp_path)
+    assert "Example selection (SPICA)" in md and "spica *" not in md and "nearest *" in md
+    assert (tmp_path / "selection_retrieval_gain.png").is_file() and "spica_w_sim" in md
