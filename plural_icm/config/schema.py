@@ -83,7 +83,6 @@ class ScoreMetric(str, Enum):
 NON_RESULT_KEYS: tuple[str, ...] = (
     "paths", "logger", "progress", "force", "stage", "collaborative",
     "icm.checkpoint_every", "dataset.score_metric",
-    "selection.embedding_device", "selection.embedding_batch_size", "selection.embedding_api_key_env",
     "model.gpus", "model.cpus", "model.mem_gb", "model.time_min", "model.api_key_env",
     "model.tensor_parallel_size", "model.gpu_memory_utilization", "model.batch_size",
     "model.prefix_cache_gb", "model.request_cache", "model.engine_per_process",
@@ -117,7 +116,14 @@ def drop_non_result_keys(d: dict) -> dict:
     sel = d.get("selection")
     if sel is None or (isinstance(sel, dict) and sel.get("name", "all") == "all"):
         d.pop("selection", None)
+    elif isinstance(sel, dict):
+        for key in SELECTION_SPEED_ONLY_KEYS:  # where and how fast vectors are computed
+            sel.pop(key, None)
     return d
+
+
+#: Selection keys that never change a result (device, batching, the env var holding a key).
+SELECTION_SPEED_ONLY_KEYS = ("embedding_device", "embedding_batch_size", "embedding_api_key_env")
 
 
 def check_config(cfg: Any) -> None:

@@ -48,7 +48,7 @@ from plural_icm.search.progress import SearchProgress
 from plural_icm.search.units import best_per_persona, search_sets
 from plural_icm.selection import per_query
 from plural_icm.selection.apply import (PersonaQueries, check_selection, embedder_from_config,
-                                        group_source, needs_embeddings, select_for_cell,
+                                        needs_embeddings, reads_gold, select_for_cell,
                                         selection_rows)
 from plural_icm.tracking.results import log_cell_result
 from plural_icm.tracking.searches import SearchTracker
@@ -293,8 +293,7 @@ def selection_meta(cfg: DictConfig, condition: Condition) -> dict:
     tag = selection_tag(cfg)
     if tag is None:
         return {}
-    supervised = tag.startswith("spica") and group_source(cfg, condition.needs_search) == "gold"
-    return {"selection": tag, "selection_supervised": supervised}
+    return {"selection": tag, "selection_supervised": reads_gold(cfg, condition.needs_search)}
 
 
 def add_selection_metrics(metrics: dict, queries: dict[str, PersonaQueries]) -> None:

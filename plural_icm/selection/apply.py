@@ -64,6 +64,12 @@ def group_source(cfg: Any, condition_has_search: bool) -> str:
     return src
 
 
+def reads_gold(cfg: Any, condition_has_search: bool) -> bool:
+    """Whether the selection itself reads gold labels (``spica`` with the gold group source):
+    such cells are marked supervised in the report."""
+    return selection_name(cfg) == "spica" and group_source(cfg, condition_has_search) == "gold"
+
+
 def needs_embeddings(cfg: Any) -> bool:
     return selection_name(cfg) in ("nearest", "spica")
 
