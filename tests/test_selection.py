@@ -272,6 +272,7 @@ def test_selection_composes_with_conditions(tmp_path, tiny_model_dir, tiny_cfg, 
     meta = metrics["meta"]
     if condition == "zero_shot":  # no examples to select from: every query is shown none
         assert metrics["overall"]["selection_examples_per_query"] == 0
+        assert word_embedder.calls == 0  # and no embedding model was needed
         return
     rows = [json.loads(x) for x in (out / "selection.jsonl").read_text().splitlines()]
     assert len(rows) == 3 * 2  # 3 personas x 2 held-out questions of fold 0

@@ -92,7 +92,10 @@ def select_for_cell(cfg: Any, claimset: ClaimSet, labelled: Mapping[str, Any],
     prompt = plain(cfg.selection.prompt)
     personas = sorted(labelled)
     source = group_source(cfg, condition_has_search)
-    sims = _similarities(cfg, claimset, personas, embedder) if needs_embeddings(cfg) else None
+    # a condition without examples (zero-shot) has nothing to rank: no embedding model is loaded
+    has_pool = any(labelled[p].examples for p in personas)
+    sims = (_similarities(cfg, claimset, personas, embedder)
+            if needs_embeddings(cfg) and has_pool else None)
 
     # ratings of every persona's training questions (the bank), from the group source
     ratings: dict[str, dict[str, np.ndarray]] = {}
