@@ -193,8 +193,8 @@ def _similarities(cfg: Any, claimset: ClaimSet, personas: list[str],
         raise ValueError(f"selection={selection_name(cfg)} needs an embedding model")
     texts = question_texts(claimset, cfg.fold, personas)
     ids = sorted(texts)
+    emb = embedder()  # loading the model is logged by the backend, not timed here
     t0 = time.perf_counter()
-    emb = embedder()
     vecs = emb.embed([texts[q] for q in ids])
     log.info("embedded %d question texts in %.1f s (%d computed, %d from the cache)", len(ids),
              time.perf_counter() - t0, getattr(emb, "texts_computed", -1), getattr(emb, "texts_cached", -1))
