@@ -370,3 +370,35 @@ def test_report_section_tables_gains_equity_and_figure(tmp_path):
     md, files = selection.section(cells, tmp_path)
     assert "Example selection (SPICA)" in md and "spica *" not in md and "nearest *" in md
     assert (tmp_path / "selection_retrieval_gain.png").is_file() and "spica_w_sim" in md
+
+
+def test_overtonbench_ratings_give_spica_terms_and_per_question_steering(tmp_path, tiny_cfg, word_embedder):
+    """OT keeps each answer's raters: the group's mean 1-5 rating and its spread are SPICA's
+    ratings and stability; each held-out question is steered by its own retrieved answers."""
+    from pathlib import Path
+
+    from plural_icm.data.registry import load_claimset
+    from plural_icm.pipeline.cell import cell_path, run_cell
+    from plural_icm.selection.retrieve import by_question, gold_ratings, gold_variance
+
+    fixture = Path(__file__).parent / "fixtures" / "datasets" / "ot"
+    cfg = tiny_cfg(["dataset=ot", f"dataset.path={fixture}", "condition=gold", "selection=spica",
+                    "inference.n_examples=2", "inference.max_new_tokens=4"])
+    claimset = load_claimset(cfg.dataset, cfg.paths.data_dir)
+    c = next(c for c in claimset.claims if len(c.meta["ratings"]) > 1)
+    assert c.meta["mean_rating"] == pytest.approx(np.mean(c.meta["ratings"]))
+    q = by_question(x for x in claimset.claims if x.persona_id == c.persona_id
+                    and x.question_id == c.question_id)[c.question_id]
+    r = gold_ratings(q)
+    assert r[[x.item_id for x in q].index(c.item_id)] == pytest.approx(c.meta["mean_rating"])
+    assert gold_variance(q, r)[[x.item_id for x in q].index(c.item_id)] == pytest.approx(np.var(c.meta["ratings"]))
+    metrics = run_cell(cfg)
+    out = cell_path(cfg)
+    gens = [json.loads(x) for x in (out / "generations.jsonl").read_text().splitlines()]
+    _, test = claimset.split(0)
+    assert len(gens) == len({(t.persona_id, t.question_id) for t in test})
+    sel = {(r["persona_id"], r["question_id"]): r["retrieved"]
+           for r in map(json.loads, (out / "selection.jsonl").read_text().splitlines())}
+    assert set(sel) == {(g["persona_id"], g["question_id"]) for g in gens}
+    assert metrics["meta"]["selection_supervised"] is True
+    assert any(pm.get("retrieval_error") is not None for pm in metrics["per_persona"].values())

@@ -241,7 +241,8 @@ def compute_cell(cfg: DictConfig, condition: Condition, wb: Any = None) -> CellO
             queries = select_queries(cfg, claimset, labelled, condition)
         backend = backends.get(role)
         rows = predict_personas(cfg, claimset, labelled, backend, base=role == "base", queries=queries)
-        generations = steered_generation(cfg, claimset, labelled, backend) if cfg.dataset.open_ended else []
+        generations = (steered_generation(cfg, claimset, labelled, backend, queries)
+                       if cfg.dataset.open_ended else [])
         stats = backend.stats.as_dict()
     finally:
         backends.close()
@@ -440,7 +441,7 @@ def add_condition_metrics(metrics: dict, labelled: dict[str, ConditionLabels]) -
 
 
 def steered_generation(cfg: DictConfig, claimset: ClaimSet, labelled: dict[str, ConditionLabels],
-                       backend: Any) -> list[dict]:
+                       backend: Any, queries: dict[str, PersonaQueries] | None = None) -> list[dict]:
     """Open-ended data: an answer per held-out question, steered by the condition's
     representative examples, rated 1-5 by the judge (:func:`judge_backend`). ``acc_matched``
     generates and judges with every perturbation (rows carry ``perturbation``), as its claim
@@ -452,8 +453,15 @@ def steered_generation(cfg: DictConfig, claimset: ClaimSet, labelled: dict[str, 
             _, test = claimset.split(cfg.fold, pid)
             cl = labelled[pid]
             for k, examples in enumerate(cl.perturbations or [cl.examples]):
-                got = generate_and_judge(backend, judge, cfg.inference, claimset.personas[pid],
-                                         examples, test, int(cfg.seed))
+                if queries is None:
+                    got = generate_and_judge(backend, judge, cfg.inference, claimset.personas[pid],
+                                             examples, test, int(cfg.seed))
+                else:  # a per-query selection: each held-out question steered by its own examples
+                    got = []
+                    for q, ex in sorted(queries[pid].sets[k].items()):
+                        got += generate_and_judge(backend, judge, cfg.inference, claimset.personas[pid],
+                                                  ex, [c for c in test if c.question_id == q],
+                                                  int(cfg.seed))
                 rows += [r | {"perturbation": k if cl.perturbations else None} for r in got]
     finally:
         if judge is not backend:

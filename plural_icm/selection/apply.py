@@ -16,8 +16,8 @@ import numpy as np
 
 from plural_icm.data.records import Claim, ClaimSet
 from plural_icm.selection import GROUP_SOURCES, PROMPTS, SELECTIONS, selection_name
-from plural_icm.selection.group_terms import composite_distance, terms_from_shares
-from plural_icm.selection.retrieve import (Examples, by_question, dev_split, fit_spica, gold_ratings,
+from plural_icm.selection.group_terms import composite_distance, terms_from_moments
+from plural_icm.selection.retrieve import (Examples, by_question, dev_split, fit_spica, gold_ratings, gold_variance,
                                            icm_ratings, option_order, population_means, random_order,
                                            retrieval_error, take_k)
 from plural_icm.utils.values import plain
@@ -50,9 +50,6 @@ def check_selection(cfg: Any) -> None:
     if cfg.inference.n_examples is None:
         raise ValueError(f"selection={name} shows inference.n_examples examples per held-out "
                          "question: set inference.n_examples=<k>")
-    if cfg.dataset.get("open_ended"):
-        raise ValueError(f"selection={name} is not available for open-ended datasets "
-                         f"({cfg.dataset.name}: steered generation uses one example set per persona)")
 
 
 def group_source(cfg: Any, condition_has_search: bool) -> str:
@@ -100,6 +97,7 @@ def select_for_cell(cfg: Any, claimset: ClaimSet, labelled: Mapping[str, Any],
     # ratings of every persona's training questions (the bank), from the group source
     ratings: dict[str, dict[str, np.ndarray]] = {}
     gold_bank: dict[str, dict[str, np.ndarray]] = {}
+    variances: dict[str, dict[str, np.ndarray]] = {}
     for pid in personas:
         bank = by_question(c for c, _ in labelled[pid].examples)
         labels = {c.item_id: y for c, y in labelled[pid].examples}
@@ -107,8 +105,11 @@ def select_for_cell(cfg: Any, claimset: ClaimSet, labelled: Mapping[str, Any],
         gold_bank[pid] = {q: r for q, cs in bank.items() if (r := gold_ratings(cs)) is not None}
         if source == "icm":
             ratings[pid] = {q: r for q, cs in bank.items() if (r := icm_ratings(cs, labels, conf)) is not None}
+            # ICM's P(True) read as a share: a member's 0/1 answer has variance p (1 - p)
+            variances[pid] = {q: r * (1 - r) for q, r in ratings[pid].items()}
         else:
             ratings[pid] = gold_bank[pid]
+            variances[pid] = {q: gold_variance(bank[q], r) for q, r in ratings[pid].items()}
     if source == "gold":  # the population: every persona of the dataset on that question
         pop = population_means(
             (q, r) for q, cs in by_question(claimset.claims).items() for r in _per_persona_gold(cs))
@@ -124,7 +125,7 @@ def select_for_cell(cfg: Any, claimset: ClaimSet, labelled: Mapping[str, Any],
         queries = by_question(test)
         metrics: dict[str, Any] = {"selection_group_source": source if name == "spica" else None}
         if name == "spica":
-            terms = {q: _terms(r, pop.get(q), plain(cfg.selection.contrast_mean))
+            terms = {q: _terms(r, variances[pid][q], pop.get(q), plain(cfg.selection.contrast_mean))
                      for q, r in ratings[pid].items()}
             dev, rest = dev_split(list(bank), float(cfg.selection.dev_fraction), seed, pid)
             fit = fit_spica(dev, rest, ratings[pid], terms, sims)
@@ -177,8 +178,8 @@ def _per_persona_gold(claims: list[Claim]) -> list[np.ndarray]:
     return [r for r in rs if r is not None]
 
 
-def _terms(r: np.ndarray, pop: np.ndarray | None, contrast_mean: str) -> tuple[float, float]:
-    t = terms_from_shares(r, r if pop is None else _pad(pop, r.size), contrast_mean)
+def _terms(r: np.ndarray, var: np.ndarray, pop: np.ndarray | None, contrast_mean: str) -> tuple[float, float]:
+    t = terms_from_moments(r, var, r if pop is None else _pad(pop, r.size), contrast_mean)
     return (t.g_stability, t.g_contrast)
 
 

@@ -20,7 +20,9 @@ Terms (the paper's definitions):
 * ``L(r(x), r(x')) = sqrt(sum_y (r(x, y) - r(x', y))^2)``: the mismatch the weights are fitted to
   and the retrieval error.
 
-Where a dataset has only a group's answer distribution (shares ``p_y`` of the group choosing each
+Where per-member ratings exist but not aligned across responses (OvertonBench: each answer's
+raters), each response's mean and variance suffice (:func:`terms_from_moments`). Where a dataset
+has only a group's answer distribution (shares ``p_y`` of the group choosing each
 option), each member's answer is an indicator, so the same terms follow in closed form without
 members: ``Var = p_y (1 - p_y)``, ``members contrast = mean_y [p_y (1 - p_y) + (p_y - pbar_y)^2]``
 (:func:`terms_from_shares`). A gold 0/1 label is a share of 0 or 1 (no variance: stability 0).
@@ -70,19 +72,25 @@ def terms_from_members(member_ratings: np.ndarray, population_mean: np.ndarray,
     return GroupTerms(g_stab, g_con)
 
 
+def terms_from_moments(mean: np.ndarray, variance: np.ndarray, population_mean: np.ndarray,
+                       contrast_mean: str = "members") -> GroupTerms:
+    """The terms from each response's mean rating and variance across the group's members (no
+    member rows needed): ``g_stability = -mean_y Var``; members' mean contrast
+    ``= mean_y [Var + (mean - pbar)^2]`` (bias-variance identity); the group's ``mean_y (mean - pbar)^2``."""
+    _check_mean(contrast_mean)
+    m, var = np.asarray(mean, dtype=float), np.asarray(variance, dtype=float)
+    gap = (m - np.asarray(population_mean, dtype=float)) ** 2
+    g_con = float(np.mean(var + gap)) if contrast_mean == "members" else float(np.mean(gap))
+    return GroupTerms(float(np.mean(-var)), g_con)
+
+
 def terms_from_shares(shares: np.ndarray, population_mean: np.ndarray,
                       contrast_mean: str = "members") -> GroupTerms:
     """The same terms from the group's answer shares (each member answers one option: a 0/1
-    indicator per option), in closed form; equal to :func:`terms_from_members` on the expanded
-    indicator matrix."""
-    _check_mean(contrast_mean)
+    indicator per option, variance ``p (1 - p)``), in closed form; equal to
+    :func:`terms_from_members` on the expanded indicator matrix."""
     p = np.asarray(shares, dtype=float)
-    pbar = np.asarray(population_mean, dtype=float)
-    var = p * (1.0 - p)
-    g_stab = float(np.mean(-var))
-    gap = (p - pbar) ** 2
-    g_con = float(np.mean(var + gap)) if contrast_mean == "members" else float(np.mean(gap))
-    return GroupTerms(g_stab, g_con)
+    return terms_from_moments(p, p * (1.0 - p), population_mean, contrast_mean)
 
 
 def mismatch(r_query: np.ndarray, r_other: np.ndarray) -> float:

@@ -13,8 +13,10 @@ shown (the framework's count of examples; a question's claims are never split, a
 
 Ratings of a question for a persona are a vector over its options in option order:
 
-* ``gold`` source (supervised): the persona's answer share of each option where the data has a
-  distribution (``meta["distribution"]``), else the 0/1 gold label (a share of 0 or 1);
+* ``gold`` source (supervised): OvertonBench's mean 1-5 rating of each answer by the persona's
+  raters (answers aligned by the model that wrote them: option keys start with it), the persona's
+  answer share of each option where the data has a distribution (``meta["distribution"]``), else
+  the 0/1 gold label (a share of 0 or 1);
 * ``icm`` source (label-free): ICM's probability that each claim is True (its label's confidence,
   or one minus it for a False label), read as the share: no human label is used.
 
@@ -70,18 +72,31 @@ def by_question(claims: Iterable[Claim]) -> dict[str, list[Claim]]:
 
 
 def gold_ratings(claims: Sequence[Claim]) -> np.ndarray | None:
-    """The persona's share of each option (its distribution when the data has one, else the 0/1
-    gold label); None when a claim has neither."""
+    """The persona's rating of each response: its mean rating where the data has raters
+    (OvertonBench's 1-5 ``mean_rating``), its share of each option where it has a distribution,
+    else the 0/1 gold label (a share of 0 or 1); None when a claim has none of them."""
     out = []
     for c in claims:
         dist, idx = c.meta.get("distribution"), c.meta.get("option_index")
-        if isinstance(dist, (list, tuple)) and isinstance(idx, int) and 0 <= idx < len(dist):
+        if c.meta.get("mean_rating") is not None:
+            out.append(float(c.meta["mean_rating"]))
+        elif isinstance(dist, (list, tuple)) and isinstance(idx, int) and 0 <= idx < len(dist):
             total = float(sum(float(v) for v in dist)) or 1.0
             out.append(float(dist[idx]) / total)
         elif c.gold is not None:
             out.append(float(bool(c.gold)))
         else:
             return None
+    return np.array(out)
+
+
+def gold_variance(claims: Sequence[Claim], ratings: np.ndarray) -> np.ndarray:
+    """Per response, the variance of the group's members' ratings: of the raters' ratings where
+    the data keeps them (``meta["ratings"]``), else of a 0/1 answer, ``p (1 - p)``."""
+    out = []
+    for c, r in zip(claims, ratings):
+        raters = c.meta.get("ratings")
+        out.append(float(np.var(np.asarray(raters, dtype=float))) if raters else float(r * (1 - r)))
     return np.array(out)
 
 
