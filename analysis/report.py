@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis import figures, load, tables
+from analysis import figures, load, selection, tables
 from analysis import paper_numbers as paper
 
 
@@ -113,6 +113,9 @@ def build_report(outputs: str | Path, out: str | Path | None = None,
                    label_acc, pp_table, ece, stab, eff, collab_t, sig, figs)
     md = md.replace(_PROTOCOL_SLOT, _protocol_section(cells_tag, searches), 1)
     md += _js_section(js_table, js_dists) + _judge_section(headline)
+    sel_md, sel_files = selection.section(cells_tag, out)
+    md += sel_md
+    written += sel_files
     (out / "report.md").write_text(md, encoding="utf-8")
     written.append(out / "report.md")
     (out / "report.html").write_text(_html(md), encoding="utf-8")

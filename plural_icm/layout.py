@@ -53,6 +53,8 @@ PREDICTIONS = "predictions.jsonl"
 EXAMPLES = "examples.jsonl"
 GENERATIONS = "generations.jsonl"
 CONFIG = "config.yaml"
+SELECTION = "selection.jsonl"
+"""Per-query selections only: per persona and held-out question, the training questions shown."""
 SUMMARY = "summary.json"
 
 CELL_KEYS = ("run_tag", "model", "dataset", "condition", "n", "fold", "seed")
@@ -114,11 +116,34 @@ def name_of_component(component: str) -> str:
 
 
 def cell_dir(results_dir: str | Path, run_tag: str, model: str, dataset: str, condition: str,
-             n_examples: int | None, fold: int, seed: int) -> Path:
+             n_examples: int | None, fold: int, seed: int, selection: str | None = None) -> Path:
+    """A cell's directory; a non-default ``selection`` joins the condition's part as
+    ``<condition>+<selection>`` (the default, ``all``, leaves existing paths as they were)."""
     n = "all" if n_examples is None else str(int(n_examples))
+    cond = condition if not selection else f"{condition}{SELECTION_SEP}{selection}"
     c = path_component
-    return (Path(results_dir) / c(run_tag) / c(model) / c(dataset) / c(condition) / f"n{n}"
+    return (Path(results_dir) / c(run_tag) / c(model) / c(dataset) / c(cond) / f"n{n}"
             / f"fold{int(fold)}" / f"seed{int(seed)}")
+
+
+SELECTION_SEP = "+"
+"""Joins the condition and a non-default selection in a cell's path (condition names are
+identifiers, so the split is unambiguous)."""
+
+
+def selection_tag(cfg: DictConfig) -> str | None:
+    """The selection part of a cell's path: None for ``selection=all`` (or no selection key),
+    else its name, with ``-positive`` for positive prompts and ``-<source>`` for an explicit
+    ``group_source`` (so settings that change results get their own directory)."""
+    sel = cfg.get("selection") if hasattr(cfg, "get") else None
+    if sel is None or plain(sel.get("name", "all")) == "all":
+        return None
+    tag = plain(sel.name)
+    if plain(sel.get("prompt", "contrastive")) == "positive":
+        tag += "-positive"
+    if tag.startswith("spica") and plain(sel.get("group_source", "auto")) != "auto":
+        tag += f"-{plain(sel.group_source)}"
+    return tag
 
 
 def search_dir(searches_dir: str | Path, model: str, dataset: str, fold: int, persona: str,
@@ -167,8 +192,17 @@ def parse_cell_dir(results_root: Path, path: Path) -> dict[str, Any] | None:
     n = n_part[1:] if n_part.startswith("n") else ""
     if fold is None or seed is None or not (n == "all" or n.isdigit()):
         return None
+    # ``condition`` stays the directory's part (``icm+spica``), so tables that group by condition
+    # keep a selection's cells apart from the default's (split_condition separates them)
     return {"run_tag": run_tag, "model": model, "dataset": dataset, "condition": condition,
             "n": n, "fold": fold, "seed": seed}
+
+
+def split_condition(part: str) -> tuple[str, str]:
+    """(condition, selection) of a cell path's condition part: ``icm+spica`` -> (icm, spica),
+    ``icm`` -> (icm, all)."""
+    cond, _, sel = str(part).partition(SELECTION_SEP)
+    return cond, sel or "all"
 
 
 def parse_search_dir(searches_root: Path, path: Path) -> dict[str, Any] | None:
@@ -228,7 +262,18 @@ def drop_non_result_keys(d: dict) -> dict:
         model["vllm"] = {k: v for k, v in model["vllm"].items() if v is not None}
         if not model["vllm"]:
             del model["vllm"]
+    # selection=all is today's behaviour: such a cell fingerprints as it did before the axis existed
+    sel = d.get("selection")
+    if sel is None or (isinstance(sel, dict) and sel.get("name", "all") == "all"):
+        d.pop("selection", None)
+    elif isinstance(sel, dict):
+        for key in SELECTION_SPEED_ONLY_KEYS:  # where and how fast vectors are computed
+            sel.pop(key, None)
     return d
+
+
+#: Selection keys that never change a result (device, batching, the env var holding a key).
+SELECTION_SPEED_ONLY_KEYS = ("embedding_device", "embedding_batch_size", "embedding_api_key_env")
 
 
 # -- a cell from its config -------------------------------------------------------------------
@@ -236,12 +281,20 @@ def drop_non_result_keys(d: dict) -> dict:
 def cell_name(cfg: DictConfig) -> str:
     """``<model>/<dataset>/<condition>/n<n|all>/fold<k>/seed<s>`` (logs, W&B run names)."""
     n = "all" if cfg.inference.n_examples is None else cfg.inference.n_examples
-    return f"{cfg.model.name}/{cfg.dataset.name}/{plain(cfg.condition.name)}/n{n}/fold{cfg.fold}/seed{cfg.seed}"
+    return f"{cfg.model.name}/{cfg.dataset.name}/{condition_part(cfg)}/n{n}/fold{cfg.fold}/seed{cfg.seed}"
+
+
+def condition_part(cfg: DictConfig) -> str:
+    """The condition's part of the cell's path and rows: ``<condition>`` or
+    ``<condition>+<selection tag>`` (:func:`selection_tag`)."""
+    sel = selection_tag(cfg)
+    return plain(cfg.condition.name) + (f"{SELECTION_SEP}{sel}" if sel else "")
 
 
 def cell_path(cfg: DictConfig) -> Path:
     return cell_dir(cfg.paths.results_dir, cfg.run_tag, cfg.model.name, cfg.dataset.name,
-                    plain(cfg.condition.name), cfg.inference.n_examples, cfg.fold, cfg.seed)
+                    plain(cfg.condition.name), cfg.inference.n_examples, cfg.fold, cfg.seed,
+                    selection_tag(cfg))
 
 
 def fingerprint(cfg: DictConfig) -> str:
@@ -347,6 +400,10 @@ class CellMeta(_Record):
     behind the examples (``gold`` seeds are marked in the report)."""
     search_unit: Optional[str] = None
     seed_labels: Optional[str] = None
+    selection: Optional[str] = None
+    """Non-default example selection (``plural_icm.selection``): its path tag, e.g. ``spica``."""
+    selection_supervised: Optional[bool] = None
+    """Whether the selection read gold labels (``spica`` with ``group_source=gold``)."""
     wall_time_s: float = 0.0
     backend_stats: dict = field(default_factory=dict)
 

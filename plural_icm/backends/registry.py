@@ -42,6 +42,12 @@ BACKENDS: dict[str, tuple] = {
 }
 
 
+# Embedding backends (retrieval of in-context examples, plural_icm.selection): kind -> class name in
+# plural_icm.backends.embeddings, and what to install when its dependency is missing.
+EMBEDDING_BACKENDS: dict[str, tuple[str, str]] = {
+    "sentence_transformers": ("SentenceTransformerEmbedder", "pip install 'plural_icm[embeddings]'"),
+    "openai": ("OpenAIEmbedder", "pip install requests"),
+}
 def backend_info(kind: Any) -> BackendInfo:
     """The declaration of backend ``kind`` (a name or the config schema's enum member)."""
     kind = getattr(kind, "value", kind)
@@ -67,6 +73,16 @@ def backend_class(kind: str) -> type[LMBackend]:
         return getattr(module, class_name)
     except AttributeError as e:
         raise BackendUnavailableError(f"{module_name} defines no {class_name}") from e
+
+
+def embedding_backend_class(kind: str) -> type:
+    """The embedder class registered as ``kind`` (:data:`EMBEDDING_BACKENDS`)."""
+    kind = getattr(kind, "value", kind)
+    if kind not in EMBEDDING_BACKENDS:
+        raise ValueError(f"unknown embedding backend {kind!r}; valid: {', '.join(sorted(EMBEDDING_BACKENDS))}")
+    from plural_icm.backends import embeddings
+
+    return getattr(embeddings, EMBEDDING_BACKENDS[kind][0])
 
 
 def make_backend(kind: str, **kwargs: Any) -> LMBackend:

@@ -15,6 +15,7 @@ from omegaconf import DictConfig
 
 from plural_icm.conditions.labels import cap_search_claims, subset_for_n_examples
 from plural_icm.data.records import Claim, ClaimSet
+from plural_icm.selection import per_query
 from plural_icm.utils.values import plain
 
 Examples = list[tuple[Claim, bool]]
@@ -32,6 +33,9 @@ class ConditionLabels:
     """Scalar values reported per persona and averaged over personas (e.g. ``icm_label_accuracy``)."""
     details: dict[str, Any] = field(default_factory=dict)
     """Per-persona records written beside the metrics, not averaged (e.g. the perturbations)."""
+    confidence: dict[str, float] = field(default_factory=dict)
+    """item id -> the probability the condition gives its label, where it has one (ICM's search):
+    SPICA's label-free group terms read it (plural_icm.selection)."""
 
 
 @dataclass
@@ -50,9 +54,11 @@ class CellInputs:
         return cap_search_claims(train, self.cfg.dataset.max_search_claims, int(self.cfg.seed))
 
     def chosen(self, persona_id: str) -> list[Claim]:
-        """The claims shown as examples: the same subset for every condition (``inference.n_examples``)."""
-        return subset_for_n_examples(self.search_claims(persona_id), self.cfg.inference.n_examples,
-                                     int(self.cfg.seed))
+        """The claims shown as examples: the same subset for every condition (``inference.n_examples``).
+        Under a per-query selection (``selection`` other than ``all``) every search claim is
+        labelled, and ``n_examples`` is the number each query is shown (plural_icm.selection)."""
+        n = None if per_query(self.cfg) else self.cfg.inference.n_examples
+        return subset_for_n_examples(self.search_claims(persona_id), n, int(self.cfg.seed))
 
 
 class Condition:

@@ -31,4 +31,6 @@ class ICM(Condition):
                                         "icm_inconsistencies": search.summary.I,
                                         # claims the search never reached (labelled by one final
                                         # prediction): the summary says so beside the score
-                                        "icm_unreached_claims": search.summary.n_predicted_unlabelled})
+                                        "icm_unreached_claims": search.summary.n_predicted_unlabelled},
+                               confidence={j: float(search.confidence[j]) for j in labels
+                                           if j in search.confidence})

@@ -223,6 +223,37 @@ class InferenceConfig:
 
 
 @dataclass
+class SelectionConfig:
+    """Which training examples each query sees (plural_icm.selection). ``all`` keeps today's
+    behaviour (every example of the condition, or the shared ``inference.n_examples`` subset);
+    the others pick ``inference.n_examples`` examples per held-out question from all of them."""
+
+    name: str = "all"
+    """``all`` | ``random`` (per question, seeded) | ``nearest`` (SPICA's BASELINE: cosine
+    similarity of the question texts) | ``spica`` (similarity and the group terms, weights fitted
+    per persona on an inner dev split of the training folds)."""
+    prompt: str = "contrastive"
+    """Which claims of a retrieved question are shown: ``contrastive`` (all of them, True and
+    False, as under ``all``) or ``positive`` (only those labelled True)."""
+    group_source: str = "auto"
+    """What SPICA's group terms read: ``gold`` (the data's ratings/labels: supervised), ``icm`` (the
+    ICM search's per-label confidence: no human label) or ``auto`` (``icm`` for conditions with an
+    ICM search, else ``gold``)."""
+    contrast_mean: str = "members"
+    """g_contrast: the mean over the group's members of their contrast (``members``, the paper's
+    formula) or the contrast of the group's mean rating (``group``, its prose)."""
+    dev_fraction: float = 0.3
+    """Share of a persona's training questions held out to fit the weights (the inner dev split)."""
+    embedding_backend: str = "sentence_transformers"
+    """``sentence_transformers`` (local, CPU/GPU) or ``openai`` (an OpenAI-compatible endpoint)."""
+    embedding_model: str = "packaged:all-minilm-l6-v2"
+    embedding_api_base: Optional[str] = None
+    embedding_api_key_env: str = "OPENAI_API_KEY"
+    embedding_device: Optional[str] = None
+    embedding_batch_size: int = 64
+
+
+@dataclass
 class LoggerConfig:
     name: str = "wandb"
     mode: str = "offline"
@@ -271,6 +302,7 @@ class Config:
     condition: ConditionConfig = MISSING
     icm: ICMConfig = MISSING
     inference: InferenceConfig = MISSING
+    selection: SelectionConfig = field(default_factory=SelectionConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
     collaborative: CollaborativeConfig = field(default_factory=CollaborativeConfig)
@@ -295,7 +327,8 @@ def _env_path(name: str, default: Any = None) -> Any:
 def _group_schemas() -> dict[str, Any]:
     return {"model_schema": ModelConfig, "dataset_schema": DatasetConfig,
             "condition_schema": ConditionConfig, "icm_schema": ICMConfig,
-            "inference_schema": InferenceConfig, "logger_schema": LoggerConfig}
+            "inference_schema": InferenceConfig, "logger_schema": LoggerConfig,
+            "selection_schema": SelectionConfig}
 
 
 def register_configs() -> None:

@@ -194,7 +194,9 @@ def load_ot(cfg: Any, data_dir: str | Path | None = None) -> ClaimSet:
                   f"'{answer}'",
             gold=mean >= threshold,
             meta={"answer": answer, "model": model, "mean_rating": mean,
-                  "n_ratings": len(values), "rating_threshold": threshold}))
+                  "n_ratings": len(values), "rating_threshold": threshold,
+                  # each rater's rating: SPICA's group stability (plural_icm.selection)
+                  "ratings": list(values)}))
     personas = {p: Persona(p, desc) for p, (_, desc) in PERSONAS.items()}
     description = (f"OvertonBench {split} from {where}: {len(questions)} questions, {len(claims)} "
                    f"(persona, question, answer) items, label = mean representation_rating >= "

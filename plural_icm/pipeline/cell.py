@@ -34,8 +34,9 @@ from plural_icm.inference.predict import predict
 from plural_icm.errors import ResultsConflictError
 from plural_icm.inference.steered import generate_and_judge
 from plural_icm.layout import (CELL_FILES, COMPLETE, CONFIG, EXAMPLES, GENERATIONS, METRICS, PREDICTIONS,
-                               CellMeta, CellResult, CompleteRecord, ExampleRow, PredictionRow, cell_name,
-                               cell_path, fingerprint, is_complete)
+                               SELECTION, CellMeta, CellResult, CompleteRecord, ExampleRow, PredictionRow,
+                               cell_name, cell_path, condition_part, fingerprint, is_complete,
+                               selection_tag)
 from plural_icm.metrics.aggregate import (add_persona_values, add_representation,
                                          perturbation_mean_metrics)
 from plural_icm.metrics.finite import check_metrics_finite
@@ -43,6 +44,10 @@ from plural_icm.pipeline.models import Backends
 from plural_icm.pipeline.searches import (icm_protocol, model_identity, run_searches_for,
                                           search_tasks, searches_on_disk)
 from plural_icm.pipeline.slurm import slurm_job_info
+from plural_icm.selection import per_query
+from plural_icm.selection.apply import (PersonaQueries, check_selection, embedder_from_config,
+                                        needs_embeddings, reads_gold, select_for_cell,
+                                        selection_rows)
 from plural_icm.tracking.results import log_cell_result
 from plural_icm.utils.io import atomic_write_json, atomic_write_jsonl, atomic_write_text
 from plural_icm.utils.values import plain
@@ -66,6 +71,8 @@ class CellOutput:
     examples: list[ExampleRow]
     metrics: dict
     generations: list[dict] = field(default_factory=list)
+    selection: list[dict] = field(default_factory=list)
+    """Per persona and held-out question, the training questions shown (per-query selection)."""
 
 
 def run_cell(cfg: DictConfig, wb: Any = None) -> dict:
@@ -124,8 +131,10 @@ def compute_cell(cfg: DictConfig, condition: Condition, wb: Any = None,
     """Searches (if the condition needs them), the condition's examples, inference, metrics
     (``data``: :func:`cell_data`, when the caller loaded it already)."""
     claimset, personas = data or cell_data(cfg)
+    check_selection(cfg)  # before any model work: a bad selection setting fails at once
     role = condition.model_role(cfg)
     backends = Backends(cfg)
+    queries: dict[str, PersonaQueries] | None = None
     try:
         if base_work_in_child_process(cfg, role) and base_model_work_due(cfg, condition, claimset,
                                                                           personas):
@@ -134,14 +143,19 @@ def compute_cell(cfg: DictConfig, condition: Condition, wb: Any = None,
                 run_searches_for(cfg, claimset, personas, backends, wb=wb)
         else:
             labelled = condition_examples(cfg, condition, claimset, personas, backends, wb)
+        if per_query(cfg):
+            queries = select_queries(cfg, claimset, labelled, condition)
         backend = backends.get(role)
-        rows = predict_personas(cfg, claimset, labelled, backend, base=role == "base")
-        generations = steered_generation(cfg, claimset, labelled, backend) if cfg.dataset.open_ended else []
+        rows = predict_personas(cfg, claimset, labelled, backend, base=role == "base", queries=queries)
+        generations = (steered_generation(cfg, claimset, labelled, backend, queries)
+                       if cfg.dataset.open_ended else [])
         stats = backend.stats.as_dict()
     finally:
         backends.close()
     metrics = perturbation_mean_metrics(pd.DataFrame([r.as_dict() for r in rows]), claimset.rule)
     add_condition_metrics(metrics, labelled)
+    if queries is not None:
+        add_selection_metrics(metrics, queries)
     if cfg.dataset.open_ended:
         add_representation(metrics, generations)
         metrics["overall"].update(judge_info(cfg))
@@ -150,11 +164,56 @@ def compute_cell(cfg: DictConfig, condition: Condition, wb: Any = None,
                     n_examples=cfg.inference.n_examples, run_tag=cfg.run_tag,
                     score_metric=plain(cfg.dataset.get("score_metric")), backend_stats=stats,
                     # which search protocol produced the examples (the report marks it)
-                    **(icm_protocol(cfg) if condition.needs_search else {}))
+                    **(icm_protocol(cfg) if condition.needs_search else {}),
+                    **selection_meta(cfg, condition))
     metrics = CellResult(metrics["overall"], metrics["per_persona"], meta.as_dict()).as_dict()
     examples = [ExampleRow(persona_id=pid, item_id=c.item_id, label=y, gold=c.gold)
                 for pid, cl in labelled.items() for c, y in cl.examples]
-    return CellOutput(rows, examples, metrics, generations)
+    return CellOutput(rows, examples, metrics, generations,
+                      selection_rows(queries) if queries is not None else [])
+
+
+def select_queries(cfg: DictConfig, claimset: ClaimSet, labelled: dict[str, ConditionLabels],
+                   condition: Condition) -> dict[str, PersonaQueries]:
+    """The examples of each held-out question (``selection`` other than ``all``); the embedding
+    model, when one is needed, is loaded here and released before inference."""
+    holder: list[Any] = []
+
+    def embedder():
+        if not holder:
+            holder.append(embedder_from_config(cfg))
+        return holder[0]
+
+    try:
+        return select_for_cell(cfg, claimset, labelled, embedder if needs_embeddings(cfg) else None,
+                               condition.needs_search)
+    finally:
+        for e in holder:
+            log.info("embeddings: %d model call(s), %d text(s) computed, %d from the cache",
+                     e.calls, e.texts_computed, e.texts_cached)
+            e.close()
+
+
+def selection_meta(cfg: DictConfig, condition: Condition) -> dict:
+    """The selection behind a cell's examples, for its meta (absent under ``selection=all``):
+    its path tag and whether it read gold (``spica`` with the gold group source)."""
+    tag = selection_tag(cfg)
+    if tag is None:
+        return {}
+    return {"selection": tag, "selection_supervised": reads_gold(cfg, condition.needs_search)}
+
+
+def add_selection_metrics(metrics: dict, queries: dict[str, PersonaQueries]) -> None:
+    """Per persona: the selection's scalars (retrieval error, fitted weights); overall: the mean
+    over the personas that have each numeric one."""
+    scalars: dict[str, list[float]] = {}
+    for pid, pq in queries.items():
+        metrics["per_persona"].setdefault(pid, {}).update(pq.metrics)
+        for key, v in pq.metrics.items():
+            if isinstance(v, (int, float)) and not isinstance(v, bool):
+                scalars.setdefault(key, []).append(float(v))
+    for key, vs in scalars.items():
+        metrics["overall"][key] = sum(vs) / len(vs)
 
 
 def cell_data(cfg: DictConfig) -> tuple[ClaimSet, list[str]]:
@@ -220,12 +279,14 @@ def _condition_examples_job(cfg: DictConfig) -> dict[str, ConditionLabels]:
 
 
 def predict_personas(cfg: DictConfig, claimset: ClaimSet, labelled: dict[str, ConditionLabels],
-                     backend: Any, base: bool = False) -> list[PredictionRow]:
+                     backend: Any, base: bool = False,
+                     queries: dict[str, PersonaQueries] | None = None) -> list[PredictionRow]:
     """Every persona's held-out claims, once per example set of its condition (``base``: the
-    backend is the base model, always prompted as plain text)."""
+    backend is the base model, always prompted as plain text). With ``queries`` (a per-query
+    selection) each held-out question is prompted with its own examples."""
     rows: list[PredictionRow] = []
     cell = {"model": cfg.model.name, "dataset": cfg.dataset.name,
-            "condition": plain(cfg.condition.name), "fold": cfg.fold, "seed": cfg.seed}
+            "condition": condition_part(cfg), "fold": cfg.fold, "seed": cfg.seed}
     n_claims = sum(len(claimset.split(cfg.fold, pid)[1]) * len(cl.perturbations or [0])
                    for pid, cl in labelled.items())
     bar = tqdm(total=n_claims, desc="inference", unit="claim", disable=not cfg.progress)
@@ -234,8 +295,12 @@ def predict_personas(cfg: DictConfig, claimset: ClaimSet, labelled: dict[str, Co
         cl = labelled[pid]
         bar.set_postfix_str(pid)
         for k, examples in enumerate(cl.perturbations or [cl.examples]):
-            preds, _ = predict(backend, cfg.inference, claimset.personas[pid], examples, test,
-                               base=base, progress=bar.update)
+            if queries is None:
+                preds, _ = predict(backend, cfg.inference, claimset.personas[pid], examples, test,
+                                   base=base, progress=bar.update)
+            else:
+                preds = predict_per_question(cfg, claimset, pid, queries[pid].sets[k], test, backend,
+                                             base, bar.update)
             for r in preds:
                 r.perturbation = k if cl.perturbations else None
                 for key, v in cell.items():
@@ -243,6 +308,21 @@ def predict_personas(cfg: DictConfig, claimset: ClaimSet, labelled: dict[str, Co
             rows += preds
     bar.close()
     return rows
+
+
+def predict_per_question(cfg: DictConfig, claimset: ClaimSet, pid: str, per_question: dict,
+                         test: list, backend: Any, base: bool, progress: Any) -> list[PredictionRow]:
+    """The held-out claims of each question with that question's examples (one prompt prefix per
+    question), in the order of ``test``."""
+    by_q: dict[str, list] = {}
+    for c in test:
+        by_q.setdefault(c.question_id, []).append(c)
+    got: dict[str, PredictionRow] = {}
+    for q, claims in by_q.items():
+        preds, _ = predict(backend, cfg.inference, claimset.personas[pid], per_question[q], claims,
+                           base=base, progress=progress)
+        got.update({r.item_id: r for r in preds})
+    return [got[c.item_id] for c in test]
 
 
 def add_condition_metrics(metrics: dict, labelled: dict[str, ConditionLabels]) -> None:
@@ -257,7 +337,7 @@ def add_condition_metrics(metrics: dict, labelled: dict[str, ConditionLabels]) -
 
 
 def steered_generation(cfg: DictConfig, claimset: ClaimSet, labelled: dict[str, ConditionLabels],
-                       backend: Any) -> list[dict]:
+                       backend: Any, queries: dict[str, PersonaQueries] | None = None) -> list[dict]:
     """Open-ended data: an answer per held-out question, steered by the condition's
     representative examples, rated 1-5 by the judge (:func:`judge_backend`). ``acc_matched``
     generates and judges with every perturbation (rows carry ``perturbation``), as its claim
@@ -269,8 +349,15 @@ def steered_generation(cfg: DictConfig, claimset: ClaimSet, labelled: dict[str, 
             _, test = claimset.split(cfg.fold, pid)
             cl = labelled[pid]
             for k, examples in enumerate(cl.perturbations or [cl.examples]):
-                got = generate_and_judge(backend, judge, cfg.inference, claimset.personas[pid],
-                                         examples, test, int(cfg.seed))
+                if queries is None:
+                    got = generate_and_judge(backend, judge, cfg.inference, claimset.personas[pid],
+                                             examples, test, int(cfg.seed))
+                else:  # a per-query selection: each held-out question steered by its own examples
+                    got = []
+                    for q, ex in sorted(queries[pid].sets[k].items()):
+                        got += generate_and_judge(backend, judge, cfg.inference, claimset.personas[pid],
+                                                  ex, [c for c in test if c.question_id == q],
+                                                  int(cfg.seed))
                 rows += [r | {"perturbation": k if cl.perturbations else None} for r in got]
     finally:
         if judge is not backend:
@@ -309,6 +396,8 @@ def write_cell(cfg: DictConfig, out: Path, fp: str, result: CellOutput, t0: floa
     atomic_write_jsonl(out / EXAMPLES, (e.as_dict() for e in result.examples))
     if cfg.dataset.open_ended:
         atomic_write_jsonl(out / GENERATIONS, result.generations)
+    if result.selection:
+        atomic_write_jsonl(out / SELECTION, result.selection)
     atomic_write_json(out / METRICS, result.metrics)
     atomic_write_json(out / COMPLETE, CompleteRecord(
         fingerprint=fp, finished=time.time(), wall_time_s=time.perf_counter() - t0,

@@ -31,8 +31,10 @@ from omegaconf import DictConfig, OmegaConf
 
 from plural_icm.backends.registry import backend_info
 from plural_icm.conditions.registry import get_condition
-from plural_icm.layout import CELL_FILES, COMPLETE, cell_path, fingerprint, is_complete
+from plural_icm.layout import CELL_FILES, COMPLETE, cell_path, condition_part, fingerprint, is_complete
 from plural_icm.pipeline.searches import model_identity
+from plural_icm.selection import per_query
+from plural_icm.selection.apply import needs_embeddings
 from plural_icm.utils.values import plain
 
 GIB = 1024 ** 3
@@ -102,6 +104,7 @@ class PlannedJob:
     complete: bool = False     # already done: not submitted
     prompt_tokens: float = 0.0
     gpu_hours: float = 0.0
+    embed: str | None = None   # (dataset, embedding model) whose question texts it embeds, if any
 
     @property
     def label(self) -> str:
@@ -109,7 +112,7 @@ class PlannedJob:
         if self.stage == "search":
             return f"search {c.model.name}/{c.dataset.name}/fold{c.fold}"
         n = "all" if c.inference.n_examples is None else c.inference.n_examples
-        cond = "collaborative" if self.stage == "collaborative" else plain(c.condition.name)
+        cond = "collaborative" if self.stage == "collaborative" else condition_part(c)
         return f"{c.model.name}/{c.dataset.name}/{cond}/n{n}/fold{c.fold}/seed{c.seed}"
 
 
@@ -238,7 +241,11 @@ def cell_tokens(cfg: DictConfig) -> float:
     if cfg.inference.n_examples is not None and n_ex:
         n_ex = min(n_ex, int(cfg.inference.n_examples))
     sets = condition.n_example_sets(cfg)
-    per_persona = sets * (n_ex * L + n_test * (L + 60))
+    if per_query(cfg) and n_ex:
+        # each held-out question has its own examples (one prefix per question, ~2 claims each)
+        per_persona = sets * (max(1, n_test // 2) * n_ex * L + n_test * (L + 60))
+    else:
+        per_persona = sets * (n_ex * L + n_test * (L + 60))
     tokens = per_persona * _personas(cfg)
     if planned_stage(cfg) == "collaborative":  # a constrained search per selection method and round
         tokens += search_job_tokens(cfg) * len(cfg.collaborative.selection) * int(cfg.collaborative.rounds)
@@ -307,6 +314,8 @@ def build_plan(jobs: Iterable[tuple[Sequence[str], DictConfig]]) -> Plan:
         cell = PlannedJob(stage=stage, overrides=list(overrides), cfg=cfg, resources=res,
                           key=cell_key(cfg), complete=_is_complete_cell(cfg))
         cell.prompt_tokens = cell_tokens(cfg)
+        if stage == "cell" and needs_embeddings(cfg):
+            cell.embed = f"{cfg.dataset.name} x {plain(cfg.selection.embedding_model)}"
         cell.gpu_hours = _gpu_hours(cell.prompt_tokens, cfg.model)
         if needs_search(cfg):
             sk = search_key(cfg)
@@ -329,6 +338,18 @@ def build_plan(jobs: Iterable[tuple[Sequence[str], DictConfig]]) -> Plan:
 
 
 # -- printing -------------------------------------------------------------------------------------
+def embedding_work(plan: Plan) -> dict[str, tuple[int, int]]:
+    """(dataset x embedding model) -> (texts to embed at most, cells reading them), for the cells
+    to run: the question texts of every persona (at most ``size.claims_per_persona`` x personas;
+    questions shared by personas are embedded once)."""
+    out: dict[str, tuple[int, int]] = {}
+    for j in plan.to_submit():
+        if j.embed:
+            n = int(j.cfg.dataset.size.claims_per_persona) * _personas(j.cfg)
+            out[j.embed] = (max(n, out.get(j.embed, (0, 0))[0]), out.get(j.embed, (0, 0))[1] + 1)
+    return out
+
+
 def _fmt_tokens(x: float) -> str:
     for unit, div in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
         if x >= div:
@@ -347,7 +368,7 @@ def format_plan(plan: Plan, max_num_timeout: int | None = None) -> str:
         c = j.cfg
         search = j.stage == "search"
         n = "-" if search else ("all" if c.inference.n_examples is None else str(c.inference.n_examples))
-        cond = "-" if search else ("collaborative" if j.stage == "collaborative" else plain(c.condition.name))
+        cond = "-" if search else ("collaborative" if j.stage == "collaborative" else condition_part(c))
         rows.append((ids[j.search] if search else "-", j.stage, c.model.name, c.dataset.name, str(c.fold),
                      cond, n, str(j.resources.gpus), str(j.resources.cpus), str(j.resources.mem_gb),
                      str(j.resources.time_min), ids[j.search] if (j.search and not search) else "-",
@@ -370,6 +391,12 @@ def format_plan(plan: Plan, max_num_timeout: int | None = None) -> str:
     out.append("memory (weights + KV cache of one max_context sequence + per-GPU overhead vs "
                "tensor_parallel_size x cluster.gpu_memory_gb x gpu_memory_utilization):")
     out += [f"  {m.line}" + (f"\n    change: {m.fix}" if m.fix else "") for m in plan.memory]
+    embeds = embedding_work(plan)
+    if embeds:
+        out.append("")
+        out.append("embeddings (selection=nearest|spica; each question text once per embedding model, "
+                   "cached on disk under paths.cache_dir/embeddings):")
+        out += [f"  {key}: <= {n} texts, read by {cells} cell(s)" for key, (n, cells) in embeds.items()]
     limits = time_limit_notes(plan, max_num_timeout)
     if limits:
         out.append("")

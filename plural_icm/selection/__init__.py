@@ -1,0 +1,29 @@
+"""Which training examples each held-out query sees: the ``selection`` axis (conf/selection).
+
+``all`` (default) is today's behaviour; ``random``, ``nearest`` and ``spica`` pick
+``inference.n_examples`` examples per held-out question from the condition's labelled examples
+(:mod:`plural_icm.selection.retrieve`), with SPICA's group terms in
+:mod:`plural_icm.selection.group_terms`. Selection is independent of the condition: the condition
+decides the labels, the selection which labelled examples a query is shown.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from plural_icm.utils.values import plain
+
+SELECTIONS = ("all", "random", "nearest", "spica")
+PROMPTS = ("contrastive", "positive")
+GROUP_SOURCES = ("auto", "gold", "icm")
+
+
+def selection_name(cfg: Any) -> str:
+    """``cfg.selection.name``, ``all`` when the config has no selection (older configs)."""
+    sel = cfg.get("selection") if hasattr(cfg, "get") else None
+    return "all" if sel is None else str(plain(sel.get("name", "all")))
+
+
+def per_query(cfg: Any) -> bool:
+    """Whether each held-out question gets its own examples (any selection but ``all``)."""
+    return selection_name(cfg) != "all"
