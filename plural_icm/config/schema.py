@@ -63,6 +63,13 @@ class Engine(str, Enum):
     reference = "reference"  # the published cost model: fixed order, full rescoring, no reuse
 
 
+class ContextOrder(str, Enum):
+    """The order of the other labelled claims in each leave-one-out context (part of the objective:
+    an LM's log-probabilities depend on it; docs/benchmark.md measures by how much)."""
+    published = "published"        # one global order, by uid grouped by consistency group (the published code)
+    halving_tail = "halving_tail"  # per-query recursive-halving orders over a seeded shuffle, recently changed claims last (ours, faster)
+
+
 class ContextPolicy(str, Enum):
     error = "error"              # refuse prompts longer than the context, naming item and sizes
     drop_oldest = "drop_oldest"  # drop in-context examples from the front until it fits (logged)
@@ -265,6 +272,11 @@ class ICMConfig:
     restarts: int = 1
     """Independent searches from different seeds; the highest-U assignment wins."""
     engine: Engine = Engine.fast
+    context_order: ContextOrder = ContextOrder.published
+    """The order of the other labelled claims in every leave-one-out context: ``published`` (one
+    global order, by uid grouped by consistency group, as the published code) or ``halving_tail``
+    (recursive halving over a seeded shuffle plus a tail of recently changed claims: fewer tokens,
+    a different objective). Part of every search's identity."""
     fix_max_rounds: int = 10
     unlabelled_weight: float = 100.0
     """Sampling weight of unlabelled claims whose group already holds a labelled claim."""

@@ -110,7 +110,8 @@ def _evaluate(cfg: DictConfig, claimset: ClaimSet, pid: str, labels: dict[str, b
                           test_question_accuracy=m.get("question_accuracy"),
                           label_accuracy=float(np.mean(gold)) if gold else None,
                           U=summary.get("U"), mutual_predictability=summary.get("P"),
-                          inconsistencies=summary.get("I")).as_dict()
+                          inconsistencies=summary.get("I"),
+                          context_order=summary.get("context_order")).as_dict()
 
 
 def _fewshot_confidence(cfg, claimset, pid, train: list[Claim], labels, backends) -> dict[str, float]:
