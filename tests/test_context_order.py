@@ -80,6 +80,17 @@ def _task(order, engine_memo=True):
                       template=TEMPLATE, labels=LABELS, model_identity={"model": "m"})
 
 
+def test_cost_model_knows_the_published_order():
+    from plural_icm.search.cost import cost_mode, full_evaluation_tokens, proposal_tokens
+
+    assert cost_mode("fast", "published") == "published" and cost_mode("fast", "halving_tail") == "fast"
+    assert cost_mode("reference", "published") == "reference"
+    n, L = 32, 48
+    assert (full_evaluation_tokens(n, L, "fast") < full_evaluation_tokens(n, L, "published")
+            < full_evaluation_tokens(n, L, "reference"))
+    assert proposal_tokens(n, L, "published") < proposal_tokens(n, L, "reference")
+
+
 def test_two_orders_never_share_a_search():
     assert _task("published").hash() != _task("halving_tail").hash()
     assert _task("published").spec()["params"]["context_order"] == "published"
