@@ -125,13 +125,16 @@ _PROTOCOL_SLOT = "<!-- icm protocol -->"
 
 
 def _with_protocol(headline: pd.DataFrame, cells: pd.DataFrame) -> pd.DataFrame:
-    """A ``protocol`` column (search_unit/seed_labels of the cells behind a row; GOLD SEEDS marked)."""
+    """A ``protocol`` column (search_unit/seed_labels[/context_order] of the cells behind a row;
+    GOLD SEEDS marked; the order where the cells recorded one)."""
     if headline.empty or "search_unit" not in cells.columns:
         return headline
     def describe(g: pd.DataFrame) -> str:
         g = g.dropna(subset=["search_unit"])
-        names = sorted({f"{u}/{s}" + (" GOLD SEEDS" if s == "gold" else "")
-                        for u, s in zip(g.search_unit, g.seed_labels)})
+        orders = g.context_order if "context_order" in g.columns else [None] * len(g)
+        names = sorted({f"{u}/{s}" + (f"/{o}" if isinstance(o, str) else "")
+                        + (" GOLD SEEDS" if s == "gold" else "")
+                        for u, s, o in zip(g.search_unit, g.seed_labels, orders)})
         return "; ".join(names)
     proto = {k: describe(g) for k, g in cells.groupby(["model", "dataset", "condition", "n"])}
     out = headline.copy()

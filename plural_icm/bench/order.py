@@ -159,16 +159,29 @@ def run_cell(backend, claims: list[Claim], seeds: Sequence[int], max_iters: int,
         return labelling_scores(claims, rule, backend, SearchParams(context_order=order), labels,
                                 TEMPLATE, LABELS)
 
-    out: dict = {"n_claims": len(claims), "orders": {}}
+    out: dict = {"n_claims": len(claims), "orders": {o: {} for o in ORDERS}}
     fixed_labellings = {"gold": gold, "random": rand}
     per_claim: dict = {}
     for order in ORDERS:
-        o: dict = {}
         for name, lab in fixed_labellings.items():
             s = signed(scores(order, lab), lab, ids)
             per_claim[(order, name)] = s
-            o[f"P_{name}"] = float(s.mean())
+            out["orders"][order][f"P_{name}"] = float(s.mean())
         prog.step(f"P of gold and random labels, {order}")
+    out["correlation"] = {}
+    for name in fixed_labellings:
+        x, y = per_claim[(ORDERS[0], name)], per_claim[(ORDERS[1], name)]
+        out["correlation"][name] = {"r": corr_interval(x, y),
+                                    "sign_disagreements": int(np.sum(np.sign(x) != np.sign(y))),
+                                    "mean_abs_difference": float(np.mean(np.abs(x - y))),
+                                    "P": {o: float(per_claim[(o, name)].mean()) for o in ORDERS}}
+        # printed now: the searches below take far longer, and a cut-short run keeps this
+        print(f"  {name} labels: P {out['correlation'][name]['P']}, per-claim correlation "
+              f"{fmt(out['correlation'][name]['r'])}, sign flips "
+              f"{out['correlation'][name]['sign_disagreements']}/{len(ids)}, mean |diff| "
+              f"{out['correlation'][name]['mean_abs_difference']:.3f}", flush=True)
+    for order in ORDERS:
+        o = out["orders"][order]
         t0 = time.perf_counter()
         searches = [ICMSearch(claims, rule, renderer, search_params(order, max_iters), seed=k,
                               max_context=backend.max_context) for k in seeds]
@@ -179,7 +192,6 @@ def run_cell(backend, claims: list[Claim], seeds: Sequence[int], max_iters: int,
         o["P_own"] = [r.P for r in results]
         o["I"] = [r.I for r in results]
         o["nearest_example"] = [r.nearest_example for r in results]
-        out["orders"][order] = o
         prog.step(f"{len(seeds)} searches, {order} ({o['search_wall_s'] / 60:.1f} min)")
     # Every search's labels under the other order (its own order's P is the search's).
     for order in ORDERS:
@@ -189,12 +201,6 @@ def run_cell(backend, claims: list[Claim], seeds: Sequence[int], max_iters: int,
         prog.step(f"{order} searches' labels scored under {other}")
     a, b = (out["orders"][x]["labels"] for x in ORDERS)
     out["agreement"] = [float(np.mean([la[j] == lb[j] for j in ids])) for la, lb in zip(a, b)]
-    out["correlation"] = {}
-    for name in fixed_labellings:
-        x, y = per_claim[(ORDERS[0], name)], per_claim[(ORDERS[1], name)]
-        out["correlation"][name] = {"r": corr_interval(x, y),
-                                    "sign_disagreements": int(np.sum(np.sign(x) != np.sign(y))),
-                                    "mean_abs_difference": float(np.mean(np.abs(x - y)))}
     return out
 
 
