@@ -14,11 +14,12 @@ from typing import Any, Callable
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from plural_icm.data.registry import kfold_loaders
 from plural_icm.errors import ConfigError
 
 #: Loaders whose folds are a k-fold split of ``dataset.n_folds`` (OvertonBench has one fixed
 #: search/test split: its only fold, 0, is checked against the data when it is loaded).
-KFOLD_LOADERS = ("gqa", "oqa", "pt")
+KFOLD_LOADERS = kfold_loaders()  # the loaders that declare k folds (LoaderSpec.kfold)
 PATH_KEYS = ("output_dir", "results_dir", "searches_dir", "cache_dir", "root_dir")
 SELECTIONS = ("confidence", "random", "active")
 

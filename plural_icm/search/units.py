@@ -16,8 +16,9 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any, Mapping, Sequence
 
-from plural_icm.config.schema import SearchUnit
+from plural_icm.choices import SearchUnit
 from plural_icm.data.records import Claim
+from plural_icm.search.records import SearchSummary
 
 
 def search_sets(train: Sequence[Claim], folds: Mapping[str, int],
@@ -68,21 +69,21 @@ def merge_parts(parts: Sequence[Any]) -> Any:
         labels.update(p.labels)
         confidence.update(p.confidence)
     sums = [p.summary for p in parts]
-    n = [int(s.get("n_claims") or len(p.labels)) for s, p in zip(sums, parts)]
+    n = [int(s.n_claims or len(p.labels)) for s, p in zip(sums, parts)]
 
     def weighted(key: str) -> float | None:
-        vals = [(s.get(key), k) for s, k in zip(sums, n) if s.get(key) is not None]
+        vals = [(getattr(s, key), k) for s, k in zip(sums, n) if getattr(s, key) is not None]
         return sum(v * k for v, k in vals) / sum(k for _, k in vals) if vals else None
 
-    summary = {"U": sum(s["U"] for s in sums), "P": weighted("P"), "I": sum(s["I"] for s in sums),
-               "label_accuracy": weighted("label_accuracy"), "n_claims": sum(n),
-               "n_predicted_unlabelled": sum(int(s.get("n_predicted_unlabelled") or 0) for s in sums),
-               "iterations": sum(int(s.get("iterations") or 0) for s in sums),
-               "search_unit": SearchUnit.part.value, "seed_labels": sums[0].get("seed_labels"),
-               "persona": sums[0].get("persona"),
-               "parts": [s | {"path": str(p.path)} for s, p in zip(sums, parts)]}
-    warnings = [s["warning"] for s in sums if s.get("warning")]
-    if warnings:
-        summary["warning"] = "; ".join(warnings)
+    warnings = [s.warning for s in sums if s.warning]
+    summary = SearchSummary(
+        U=sum(s.U for s in sums), P=weighted("P"), I=sum(s.I for s in sums),
+        label_accuracy=weighted("label_accuracy"), n_claims=sum(n),
+        n_predicted_unlabelled=sum(int(s.n_predicted_unlabelled or 0) for s in sums),
+        iterations=sum(int(s.iterations or 0) for s in sums),
+        search_unit=SearchUnit.part.value, seed_labels=sums[0].seed_labels,
+        persona=sums[0].persona, context_order=sums[0].context_order,
+        parts=[s.as_dict() | {"path": str(p.path)} for s, p in zip(sums, parts)],
+        warning="; ".join(warnings) if warnings else None)
     return replace(parts[0], labels=labels, confidence=confidence, summary=summary,
                    computed=any(p.computed for p in parts))
