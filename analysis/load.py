@@ -29,7 +29,7 @@ from plural_icm.search.records import TRAJECTORY, SearchSummary, read_trajectory
 from plural_icm.utils.io import read_jsonl
 
 #: The ICM protocol a cell's examples came from (``meta`` of metrics.json; plural_icm.search.units).
-PROTOCOL_KEYS = ("icm_preset", "search_unit", "seed_labels")
+PROTOCOL_KEYS = ("icm_preset", "search_unit", "seed_labels", "context_order")
 CELL_KEYS = list(_CELL_KEYS)
 METRIC_KEYS = list(OVERALL_METRIC_KEYS)
 
@@ -220,11 +220,12 @@ def _iter_search_dirs(outputs: str | Path) -> Iterator[tuple[dict[str, Any], Pat
 def load_searches(outputs: str | Path) -> pd.DataFrame:
     """One row per search with a ``summary.json``: keys + U, P, I, iterations, accepted,
     wall_time_s, label_accuracy, n_claims, n_predicted_unlabelled (claims the budget never reached),
-    complete, and the protocol: search_unit, part, seed_labels (None in older summaries)."""
+    complete, and the protocol: search_unit, part, seed_labels, context_order (None in older
+    summaries)."""
     rows = []
     fields = ["U", "P", "I", "iterations", "accepted", "wall_time_s", "label_accuracy", "n_claims",
               "n_predicted_unlabelled"]
-    text_fields = ["search_unit", "part", "seed_labels", "warning"]
+    text_fields = ["search_unit", "part", "seed_labels", "context_order", "warning"]
     for keys, d in _iter_search_dirs(outputs):
         if not (d / SUMMARY).is_file():
             continue

@@ -127,13 +127,16 @@ _PROTOCOL_SLOT = "<!-- icm protocol -->"
 
 
 def _with_protocol(headline: pd.DataFrame, cells: pd.DataFrame) -> pd.DataFrame:
-    """A ``protocol`` column (search_unit/seed_labels of the cells behind a row; GOLD SEEDS marked)."""
+    """A ``protocol`` column (search_unit/seed_labels[/context_order] of the cells behind a row;
+    GOLD SEEDS marked; the order where the cells recorded one)."""
     if headline.empty or "search_unit" not in cells.columns:
         return headline
     def describe(g: pd.DataFrame) -> str:
         g = g.dropna(subset=["search_unit"])
-        names = sorted({f"{u}/{s}" + (" GOLD SEEDS" if s == "gold" else "")
-                        for u, s in zip(g.search_unit, g.seed_labels)})
+        orders = g.context_order if "context_order" in g.columns else [None] * len(g)
+        names = sorted({f"{u}/{s}" + (f"/{o}" if isinstance(o, str) else "")
+                        + (" GOLD SEEDS" if s == "gold" else "")
+                        for u, s, o in zip(g.search_unit, g.seed_labels, orders)})
         return "; ".join(names)
     proto = {k: describe(g) for k, g in cells.groupby(["model", "dataset", "condition", "n"])}
     out = headline.copy()
@@ -145,19 +148,22 @@ def _protocol_section(cells: pd.DataFrame, searches: pd.DataFrame) -> str:
     """Which ICM protocol produced the numbers (search unit, seed labels), with gold seeds
     marked, and a warning naming the searches whose budget left claims unreached."""
     out = []
-    cols = [c for c in ("icm_preset", "search_unit", "seed_labels") if c in cells.columns]
+    cols = [c for c in ("icm_preset", "search_unit", "seed_labels", "context_order") if c in cells.columns]
     used = cells.dropna(subset=["search_unit"]) if "search_unit" in cells.columns else pd.DataFrame()
     if used.empty:
         out.append("No cell of this report used ICM searches with a recorded protocol.\n")
     else:
-        t = used.groupby(["model", "dataset", "condition"] + cols).size().rename("cells").reset_index()
+        t = used.groupby(["model", "dataset", "condition"] + cols, dropna=False).size().rename("cells").reset_index()
         t["note"] = ["GOLD SEED LABELS: not unsupervised" if s == "gold" else ""
                      for s in t.seed_labels]
         out += ["`search_unit`: `training_folds` = one search over the union of the training folds "
                 "(ours); `part` = one search per training fold part, the examples being the union "
                 "of the parts' labels (the paper's fork). `seed_labels`: `random` (the paper's "
                 "text) or `gold` (the first claims seeded with their gold labels; such numbers "
-                "are marked).\n", tables.to_markdown(t)]
+                "are marked). `context_order`: the order of the other claims in every "
+                "leave-one-out context, `published` (the published code's one global order) or "
+                "`halving_tail` (ours, faster; another objective: U and P of two orders do not "
+                "compare).\n", tables.to_markdown(t)]
     if not searches.empty and "n_predicted_unlabelled" in searches:
         short = searches[searches.n_predicted_unlabelled.fillna(0) > 0]
         if len(short):

@@ -38,6 +38,13 @@ class Engine(str, Enum):
     reference = "reference"  # the published cost model: fixed order, full rescoring, no reuse
 
 
+class ContextOrder(str, Enum):
+    """The order of the other labelled claims in each leave-one-out context (part of the objective:
+    an LM's log-probabilities depend on it; docs/benchmark.md measures by how much)."""
+    published = "published"        # one global order, by uid grouped by consistency group (the published code)
+    halving_tail = "halving_tail"  # per-query recursive-halving orders over a seeded shuffle, recently changed claims last (ours, faster)
+
+
 class ContextPolicy(str, Enum):
     error = "error"              # refuse prompts longer than the context, naming item and sizes
     drop_oldest = "drop_oldest"  # drop in-context examples from the front until it fits (logged)

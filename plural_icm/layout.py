@@ -467,6 +467,8 @@ class LabellingScore(_Record):
     inconsistencies: Optional[int]
     test_question_accuracy: Optional[float] = None
     """Question-level accuracy (stricter: the highest-P(True) option is the plurality option)."""
+    context_order: Optional[str] = None
+    """``icm.context_order`` that U and P were scored in (P's of two orders do not compare)."""
 
 
 @dataclass
@@ -488,6 +490,8 @@ class CollaborativeSummary(_Record):
     inconsistencies: Optional[int]
     test_question_accuracy: Optional[float] = None
     """Question-level accuracy (stricter: the highest-P(True) option is the plurality option)."""
+    context_order: Optional[str] = None
+    """``icm.context_order`` that U and P were scored in."""
     fingerprint: Optional[str] = None
     """The settings' hash (:func:`fingerprint`): a relaunch with other settings (another
     ``k_per_fold`` or ``rounds``) never reuses this summary."""

@@ -17,6 +17,12 @@ def test_benchmark_measures_proposals_for_both_engines(tiny_model_dir):
     assert ref["proposal_tokens"] > fast["proposal_tokens"]
     out = table(rows)
     assert "| tiny | hf | 16 |" in out and out.count("x |") == 4
+    # Ours in the published order: the reference's prompts, sharing prefixes up to the left-out claim.
+    pub = measure("tiny", "published", 16, 3, tiny_model_dir)
+    assert pub["proposals"] == 3 and pub["full_cached"] > 0
+    assert fast["full_tokens"] < pub["full_tokens"] < ref["full_tokens"]
+    assert pub["full_tokens"] + pub["full_cached"] == ref["full_tokens"]  # the same prompts
+    assert "| tiny | hf | 16 | published |" in table(rows + [pub])
 
 
 @pytest.mark.vllm

@@ -69,9 +69,9 @@ def search_prompts(backend, n_questions=8, iters=40):
     """The prompts of a fast-engine and a reference-engine search over demo claims."""
     claims = [c for c in load_demo().claims if c.persona_id == "progressive"][: 2 * n_questions]
     backend.seen = []
-    for layout in ("tree_tail", "fixed"):
+    for order in ("halving_tail", "published"):
         p = SearchParams(alpha=50, num_seed=4, max_iters=iters, patience=10 ** 6, max_tail=3,
-                         layout=layout, memo=(layout == "tree_tail"))
+                         context_order=order, memo=(order == "halving_tail"))
         r = ClaimRenderer(backend, TEMPLATE, LABELS)
         run_searches([ICMSearch(claims, ConsistencyRule.EXACTLY_ONE, r, p, seed=1)], backend, LABELS)
     return list(backend.seen)

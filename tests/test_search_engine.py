@@ -92,10 +92,10 @@ def test_search_finds_coherent_labels():
 
 def test_layouts_take_the_same_decisions_on_an_order_free_model():
     claims = make_claims(6)
-    params = SearchParams(alpha=5, num_seed=4, max_iters=80, patience=1000)
+    params = SearchParams(alpha=5, num_seed=4, max_iters=80, patience=1000, context_order="halving_tail")
     a_backend = FakeLM()
     a = run_one(make_search(claims, a_backend, params), a_backend)
-    fixed = SearchParams(**{**params.__dict__, "layout": "fixed", "memo": False})
+    fixed = SearchParams(**{**params.__dict__, "context_order": "published", "memo": False})
     b_backend = FakeLM()
     b = run_one(make_search(claims, b_backend, fixed), b_backend)
     assert a.labels == b.labels
@@ -237,7 +237,7 @@ def test_reference_order_is_by_uid_grouped_by_consistency_group():
     claims = make_claims(3)
     shuffled = [claims[k] for k in (0, 2, 4, 1, 3, 5)]  # q0o0 q1o0 q2o0 q0o1 q1o1 q2o1
     backend = FakeLM()
-    s = make_search(shuffled, backend, SearchParams(layout="fixed", memo=False))
+    s = make_search(shuffled, backend, SearchParams(context_order="published", memo=False))
     assert s.published_order() == ["q0o0", "q0o1", "q1o0", "q1o1", "q2o0", "q2o1"]
     lay = s._layout_new().with_changes(["q2o0", "q0o0"], {"q2o0", "q0o0"})
     assert lay.order == ["q0o0", "q2o0"]

@@ -42,9 +42,10 @@ def _claims(n_questions=6):
     return cs, claims
 
 
-def _search(backend, claims, iters, seed=0):
+def _search(backend, claims, iters, seed=0, order="published"):
     r = ClaimRenderer(backend, TEMPLATE, LABELS)
-    p = SearchParams(alpha=50, num_seed=4, max_iters=iters, patience=10**6, max_tail=3)
+    p = SearchParams(alpha=50, num_seed=4, max_iters=iters, patience=10**6, max_tail=3,
+                     context_order=order)
     return ICMSearch(claims, ConsistencyRule.EXACTLY_ONE, r, p, seed=seed, max_context=backend.max_context)
 
 
@@ -57,10 +58,10 @@ def _full_prompt_logprobs(backend, prompts):
         backend.prefix_cache = True
 
 
-def _check_exact(backend, iters):
+def _check_exact(backend, iters, order="published"):
     _, claims = _claims()
     rec = Recorder(backend)
-    run_searches([_search(rec, claims, iters)], rec, LABELS)
+    run_searches([_search(rec, claims, iters, order=order)], rec, LABELS)
     assert backend.stats.prompt_tokens_cached > 0, "the fast path reused no prefix"
     prompts = [p for p, _ in rec.seen]
     got = np.array([v for _, v in rec.seen])
@@ -72,11 +73,12 @@ def _check_exact(backend, iters):
     return diff
 
 
-def test_fast_scorer_is_exact_on_tiny_model(tiny_model_dir):
+@pytest.mark.parametrize("order", ["published", "halving_tail"])
+def test_fast_scorer_is_exact_on_tiny_model(tiny_model_dir, order):
     from plural_icm.backends.hf import HFBackend
 
     backend = HFBackend(str(tiny_model_dir), dtype="float32")
-    _check_exact(backend, iters=25)
+    _check_exact(backend, iters=25, order=order)
 
 
 @pytest.mark.slow
@@ -87,14 +89,15 @@ def test_fast_scorer_is_exact_on_packaged_model():
     _check_exact(backend, iters=6)
 
 
-def test_fast_and_plain_engines_take_the_same_decisions(tiny_model_dir):
+@pytest.mark.parametrize("order", ["published", "halving_tail"])
+def test_fast_and_plain_engines_take_the_same_decisions(tiny_model_dir, order):
     from plural_icm.backends.hf import HFBackend
 
     _, claims = _claims()
     fast_b = HFBackend(str(tiny_model_dir), dtype="float32", prefix_cache=True)
     plain_b = HFBackend(str(tiny_model_dir), dtype="float32", prefix_cache=False)
-    fast = run_searches([_search(fast_b, claims, 60, seed=5)], fast_b, LABELS)[0]
-    plain_s = _search(plain_b, claims, 60, seed=5)
+    fast = run_searches([_search(fast_b, claims, 60, seed=5, order=order)], fast_b, LABELS)[0]
+    plain_s = _search(plain_b, claims, 60, seed=5, order=order)
     plain_s.p.memo = False  # every query scored from its full prompt
     plain = run_searches([plain_s], plain_b, LABELS)[0]
     assert fast.iterations == plain.iterations == 60

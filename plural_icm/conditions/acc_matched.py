@@ -56,5 +56,7 @@ class AccuracyMatched(Condition):
                      # each perturbation's P is below (icm_mutual_predictability is the search's).
                      "icm_mutual_predictability_same_orders": perts[0].reference_coherence},
             details={"search": str(search.path),
+                     # the order every P here was scored in (P's of two orders do not compare)
+                     "context_order": str(cfg.icm.context_order),
                      "perturbations": [{"accuracy": p.accuracy, "mutual_predictability": p.coherence,
                                         "n_changed": p.n_changed, "tries": p.tries} for p in perts]})

@@ -67,7 +67,8 @@ def bootstrap_labels(backend, claims: Sequence[Claim], rule: ConsistencyRule, te
     final = most_preferred_consistent(groups, margins, rule)
     record = {"passes_run": len(changed), "changed_per_pass": changed,
               "inconsistencies_before_rule": before,
-              "repaired": sum(final[j] != labels[j] for j in labels)}
+              "repaired": sum(final[j] != labels[j] for j in labels),
+              "context_order": params.context_order}
     return final, record
 
 

@@ -19,7 +19,7 @@ from omegaconf import MISSING
 from plural_icm.backends.settings import VLLMEngineArgs
 # The enumerated settings live below the config layer (the search and the data use them without
 # importing Hydra); re-exported here for the schema below and for existing imports.
-from plural_icm.choices import (Aggregate, ContextPolicy, Engine, ScoreMetric,
+from plural_icm.choices import (Aggregate, ContextOrder, ContextPolicy, Engine, ScoreMetric,
                                  SearchUnit, SeedLabels, Schedule, TemperatureIndex)
 # Which config keys change results is the fingerprint's concern (plural_icm.layout).
 from plural_icm.layout import NON_RESULT_KEYS, drop_non_result_keys  # noqa: F401
@@ -189,6 +189,11 @@ class ICMConfig:
     restarts: int = 1
     """Independent searches from different seeds; the highest-U assignment wins."""
     engine: Engine = Engine.fast
+    context_order: ContextOrder = ContextOrder.published
+    """The order of the other labelled claims in every leave-one-out context: ``published`` (one
+    global order, by uid grouped by consistency group, as the published code) or ``halving_tail``
+    (recursive halving over a seeded shuffle plus a tail of recently changed claims: fewer tokens,
+    a different objective). Part of every search's identity."""
     fix_max_rounds: int = 10
     unlabelled_weight: float = 100.0
     """Sampling weight of unlabelled claims whose group already holds a labelled claim."""

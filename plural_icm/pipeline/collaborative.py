@@ -136,7 +136,8 @@ def _evaluate(cfg: DictConfig, claimset: ClaimSet, pid: str, labels: dict[str, b
                           test_question_accuracy=m.get("question_accuracy"),
                           label_accuracy=float(np.mean(gold)) if gold else None,
                           U=summary.U, mutual_predictability=summary.P,
-                          inconsistencies=summary.I).as_dict()
+                          inconsistencies=summary.I,
+                          context_order=summary.context_order).as_dict()
 
 
 def fewshot_confidence(cfg, claimset, pid, train: list[Claim], labels, backends) -> dict[str, float]:

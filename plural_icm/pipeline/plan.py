@@ -222,10 +222,11 @@ def _personas(cfg: DictConfig) -> int:
 
 def search_job_tokens(cfg: DictConfig) -> float:
     """Prompt tokens of one stage=search job: every persona x restart of its fold (estimate)."""
-    from plural_icm.search.cost import search_tokens
+    from plural_icm.search.cost import cost_mode, search_tokens
 
+    mode = cost_mode(plain(cfg.icm.engine), plain(cfg.icm.get("context_order", "published")))
     per = search_tokens(_train_claims(cfg), int(cfg.dataset.size.tokens_per_claim),
-                        int(cfg.icm.max_iters), plain(cfg.icm.engine))
+                        int(cfg.icm.max_iters), mode)
     return per * _personas(cfg) * int(cfg.icm.restarts)
 
 
@@ -383,7 +384,7 @@ def format_plan(plan: Plan, max_num_timeout: int | None = None) -> str:
         out.append(f"  {ids[s.search]}  {c.model.name}/{c.dataset.name}/fold{c.fold} [{s.search}]: "
                    f"{_personas(c)} personas x {c.icm.restarts} restart(s), {_train_claims(c)} claims x "
                    f"{c.dataset.size.tokens_per_claim} tokens, <= {c.icm.max_iters} iterations "
-                   f"({plain(c.icm.engine)} engine, icm preset {c.icm.preset}): "
+                   f"({plain(c.icm.engine)} engine, {plain(c.icm.context_order)} order, icm preset {c.icm.preset}): "
                    f"{_fmt_tokens(s.prompt_tokens)} tokens, {s.gpu_hours:.1f} GPU-h; "
                    f"read by {plan.shared_by.get(s.search, 0)} cell(s)"
                    + ("  [complete]" if s.complete else ""))

@@ -105,4 +105,5 @@ def searches_on_disk(cfg: DictConfig, claimset: ClaimSet, personas: list[str]) -
 def icm_protocol(cfg: DictConfig) -> dict:
     """The ICM settings a number depends on beyond the hyperparameters, for the result's meta."""
     return {"icm_preset": plain(cfg.icm.preset),
-            "search_unit": plain(cfg.icm.search_unit), "seed_labels": plain(cfg.icm.seed_labels)}
+            "search_unit": plain(cfg.icm.search_unit), "seed_labels": plain(cfg.icm.seed_labels),
+            "context_order": plain(cfg.icm.context_order)}

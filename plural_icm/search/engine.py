@@ -7,10 +7,21 @@ restarts) and send their prompts to the model in shared batches.
 
 What is computed is the published algorithm (Wen et al. 2025; see the README for its defects that
 we fix): leave-one-out mutual predictability over the labelled set, the model's prediction as the
-proposal, consistency repair, Metropolis acceptance indexed by accepted changes. What differs is
-only *how much* is computed: the context orders come from a layout (plural_icm.search.layout) that
-makes prompts share prefixes, and a proposal's two scores U(D) and U(D') use the same orders, so
-their difference reflects the label change alone.
+proposal, consistency repair, Metropolis acceptance indexed by accepted changes.
+
+The order of the other claims in each leave-one-out context is part of the objective (an LM's
+log-probabilities depend on it), chosen by ``icm.context_order``:
+
+* ``published``: one global order, by uid grouped by consistency group, as the published code.
+  Every prompt shares its prefix with every other up to its left-out claim; the backend's prefix
+  cache and the score memo make that reuse exact, so this engine computes the published scores
+  (the same as each prompt run alone) at a fraction of the published code's tokens.
+* ``halving_tail``: per-query recursive-halving orders over a seeded shuffle plus a tail of
+  recently changed claims (plural_icm.search.layout): far fewer tokens, but a different order, so
+  different scores (docs/benchmark.md measures how different).
+
+Within one order a proposal's two scores U(D) and U(D') use the same orders, so their difference
+reflects the label change alone.
 """
 
 from __future__ import annotations
@@ -60,7 +71,7 @@ class SearchParams:
     fix_max_rounds: int = 10
     unlabelled_weight: float = 100.0
     checkpoint_every: int = 25
-    layout: str = "tree_tail"   # tree_tail (fast engine) | fixed (published order)
+    context_order: str = "published"  # published (one global order) | halving_tail (ours, faster)
     max_tail: int = 8
     memo: bool = True           # reuse scores of identical prompts (off for the reference engine)
     seed_labels: str = "random"  # random (balanced, as the paper's text) | gold (one fork script)
@@ -72,8 +83,21 @@ class SearchParams:
         kwargs = {k: plain(getattr(icm_cfg, k)) for k in keys if hasattr(icm_cfg, k)}
         engine = engine or plain(getattr(icm_cfg, "engine", "fast"))
         if engine == "reference":
-            kwargs.update(layout="fixed", memo=False)
+            if kwargs.get("context_order", "published") != "published":
+                raise ValueError(
+                    f"icm.engine=reference scores the published code's order; "
+                    f"icm.context_order={kwargs['context_order']!r} is not it. Set "
+                    "icm.context_order=published (or icm.engine=fast for the halving layout)")
+            kwargs.update(memo=False)
         return cls(**kwargs)
+
+    def __post_init__(self) -> None:
+        if self.context_order not in CONTEXT_ORDERS:
+            raise ValueError(f"icm.context_order must be one of {', '.join(CONTEXT_ORDERS)}, "
+                             f"got {self.context_order!r}")
+
+
+CONTEXT_ORDERS = ("published", "halving_tail")
 
 
 
@@ -95,6 +119,13 @@ class SearchResult:
     U, P and I are those of the final labels, these included; ``searched`` holds the U, P, I and
     size of the labelled set the search itself reached."""
     searched: dict | None = None
+    context_order: str = "published"
+    """The order every leave-one-out context used (U and P are of this order)."""
+    nearest_example: dict | None = None
+    """Of the leave-one-out contexts the search scored (this session's, after a resume): how many
+    (``queries``), how many had the query's own consistency group as the last example before it
+    (``same_group``), and how many a claim of the tail, i.e. a recently changed one
+    (``recently_changed``)."""
 
     def warning(self) -> str | None:
         if not self.n_predicted_unlabelled:
@@ -104,12 +135,15 @@ class SearchResult:
                 "the searched labels; raise icm.max_iters to search them")
 
     def summary(self) -> dict:
-        out = {"U": self.U, "P": self.P, "I": self.I, "iterations": self.iterations,
+        out = {"U": self.U, "P": self.P, "I": self.I, "context_order": self.context_order,
+               "iterations": self.iterations,
                "accepted": self.accepted, "seed": self.seed, "wall_time_s": self.wall_time_s,
                "label_accuracy": self.label_accuracy, "n_claims": len(self.labels),
                "n_predicted_unlabelled": self.n_predicted_unlabelled}
         if self.searched is not None:
             out["searched"] = self.searched
+        if self.nearest_example is not None:
+            out["nearest_example"] = self.nearest_example
         if self.warning():
             out["warning"] = self.warning()
         return out
@@ -208,6 +242,7 @@ class ICMSearch:
         self._on_iteration = on_iteration
         self._memo: OrderedDict = OrderedDict()
         self._memo_max = max(1000, 40 * len(claims))
+        self.nearest = {"queries": 0, "same_group": 0, "recently_changed": 0}
         # Before any work: prompts must be the tokenizer's encoding of their text.
         self.renderer.check_boundaries(claims)
         self.check_context()
@@ -238,9 +273,20 @@ class ICMSearch:
 
     # -- scoring ----------------------------------------------------------------------------
     def _layout_new(self):
-        if self.p.layout == "fixed":
+        if self.p.context_order == "published":
             return FixedLayout(canonical=self.published_order())
-        return TreeTailLayout(max_tail=self.p.max_tail)
+        # The seed shuffles the tree at every (re)build, so no claim's own group sits next to its
+        # query by construction (claims arrive grouped); it is the search's seed, so restarts differ.
+        return TreeTailLayout(max_tail=self.p.max_tail, seed=self.seed)
+
+    def _count_nearest(self, j: str, ctx: Sequence[str], layout) -> None:
+        """Which claim is the last example before query ``j`` (see SearchResult.nearest_example)."""
+        self.nearest["queries"] += 1
+        if not ctx:
+            return
+        last = ctx[-1]
+        self.nearest["same_group"] += int(self.group_of[last] == self.group_of[j])
+        self.nearest["recently_changed"] += int(last in getattr(layout, "tail", ()))
 
     def _score(self, labels: Mapping[str, bool], layout, queries: Iterable[str] | None = None,
                contexts: dict | None = None) -> Step:
@@ -261,6 +307,7 @@ class ICMSearch:
                 if full is None:
                     full = [c for c in layout.full_context() if c in labels]
                 ctx = [c for c in full if c != j]
+            self._count_nearest(j, ctx, layout)
             key = (j, tuple((c, labels[c]) for c in ctx))
             if self.p.memo and key in self._memo:
                 self._memo.move_to_end(key)
@@ -470,7 +517,8 @@ class ICMSearch:
                            trajectory=st.trajectory, seed=self.seed,
                            wall_time_s=st.elapsed_s + time.perf_counter() - t_start,
                            label_accuracy=self._accuracy(final),
-                           n_predicted_unlabelled=len(missing), searched=searched)
+                           n_predicted_unlabelled=len(missing), searched=searched,
+                           context_order=self.p.context_order, nearest_example=dict(self.nearest))
         if res.warning():
             log.warning("search (seed %d): %s", self.seed, res.warning())
         return res
@@ -636,10 +684,12 @@ def drive(step: Step, backend: LMBackend, labels: Sequence[str]) -> Any:
 def evaluate_labelling(claims: Sequence[Claim], rule: ConsistencyRule, backend: LMBackend,
                        params: SearchParams, labels: Mapping[str, bool], template: str,
                        label_strings: Sequence[str]) -> tuple[float, float, int]:
-    """(U, P, I) of a complete labelling, with the search's own scorer and layout.
+    """(U, P, I) of a complete labelling, with the search's own scorer and context order
+    (``params.context_order``: its P is comparable only with P's of the same order).
 
-    The layout is built over the claims in their given order, so evaluating several labellings of
-    the same claims (the accuracy-matched control) reuses the cached prefixes of the first.
+    The order depends only on the claims (their given order; ``halving_tail`` shuffles it with
+    seed 0), so evaluating several labellings of the same claims (the accuracy-matched control)
+    reuses the cached prefixes of the first.
     """
     search, scores = _full_evaluation(claims, rule, backend, params, labels, template, label_strings)
     return search.utility(labels, scores)

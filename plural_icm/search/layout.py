@@ -1,7 +1,16 @@
-"""Context orders for leave-one-out scoring.
+"""Context orders for leave-one-out scoring (``icm.context_order``).
 
-Mutual predictability scores every labelled claim given ALL other labelled claims. Any order of
-the others is a valid context, so we choose orders whose prompts share long prefixes:
+Mutual predictability scores every labelled claim given ALL other labelled claims. Leave-one-out
+does not fix the order of the others, but a language model's log-probabilities depend on it, so the
+order is part of the objective:
+
+* ``published`` (:class:`FixedLayout` with the canonical order): every query sees the others in one
+  global order, by uid grouped by consistency group, as the published code. Prompts share their
+  prefix up to the left-out claim, which the backends' prefix caches reuse exactly.
+* ``halving_tail`` (:class:`TreeTailLayout`): orders chosen per query so that prompts share longer
+  prefixes, described below. Fewer tokens, different scores.
+
+The halving layout:
 
 * a *tree* part, laid out by recursive halving over a list of slots: for claims in the left half,
   the context starts with the whole right half, and vice versa, recursively. Prompts of one half
@@ -15,14 +24,21 @@ A claim leaving the tree leaves an empty slot (``None``): the split points never
 prefixes that contained it are invalidated. When the tail is full, tail and tree are merged into a
 new tree (one full evaluation).
 
-The :class:`FixedLayout` is the published code's order (every other claim in one fixed order), used
-by the reference engine.
+Every (re)built tree is a seeded shuffle of its claims (``seed``; the k-th build uses
+``(seed, k)``). Claims arrive grouped (loader order, a repair moving a group to the tail), and
+halving an unshuffled list makes a claim's own group-mate the last example before its query for
+nearly every claim; shuffled, that happens at about the rate of the published order (the claims of
+its last group), by chance rather than construction. The tail is different by design: while it
+holds claims, the last example before every tree claim's query is the most recently changed claim
+(:attr:`plural_icm.search.engine.SearchResult.nearest_example` counts both).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Hashable, Iterable, Sequence
+
+import numpy as np
 
 Item = Hashable
 
@@ -32,6 +48,15 @@ class TreeTailLayout:
     slots: list = field(default_factory=list)
     tail: list = field(default_factory=list)
     max_tail: int = 8
+    seed: int | None = None
+    """Shuffles every rebuilt tree (None: claims keep their order, for tests and old checkpoints)."""
+    builds: int = 0
+    """Trees built so far: the k-th shuffle is seeded by ``(seed, k)``."""
+
+    def _tree(self, items: list, tail: list | None = None) -> "TreeTailLayout":
+        """A new tree over ``items`` (shuffled when seeded) with ``tail``."""
+        return TreeTailLayout(slots=shuffled(items, self.seed, self.builds), tail=list(tail or []),
+                              max_tail=self.max_tail, seed=self.seed, builds=self.builds + 1)
 
     # -- structure --------------------------------------------------------------------------
     def items(self) -> list:
@@ -53,15 +78,16 @@ class TreeTailLayout:
         tail = [t for t in self.tail if t in present and t not in changed]
         moved = [c for c in changed if c in present]
         if len(tail) + len(moved) > self.max_tail:
-            slots = [s for s in slots if s is not None] + tail
-            tail = []
-        new = TreeTailLayout(slots=slots, tail=tail + moved, max_tail=self.max_tail)
+            merged = self._tree([s for s in slots if s is not None] + tail)
+            new = replace(merged, tail=moved)
+        else:
+            new = replace(self, slots=slots, tail=tail + moved)
         if len(new.tail) > self.max_tail:  # more changes at once than the tail holds
-            new = TreeTailLayout(slots=new.items(), tail=[], max_tail=self.max_tail)
+            new = new._tree(new.items())
         return new
 
     def compacted(self) -> "TreeTailLayout":
-        return TreeTailLayout(slots=self.items(), tail=[], max_tail=self.max_tail)
+        return self._tree(self.items())
 
     # -- contexts ---------------------------------------------------------------------------
     def contexts(self) -> dict:
@@ -82,7 +108,16 @@ class TreeTailLayout:
 
     def to_dict(self) -> dict:
         return {"kind": "tree_tail", "slots": list(self.slots), "tail": list(self.tail),
-                "max_tail": self.max_tail}
+                "max_tail": self.max_tail, "seed": self.seed, "builds": self.builds}
+
+
+def shuffled(items: Sequence, seed: int | None, k: int) -> list:
+    """``items`` in the seeded order of the ``k``-th tree build (unchanged when ``seed`` is None)."""
+    items = list(items)
+    if seed is None:
+        return items
+    perm = np.random.default_rng([int(seed), int(k)]).permutation(len(items))
+    return [items[i] for i in perm]
 
 
 def _halving(slots: Sequence, lo: int, hi: int, prefix: list, out: dict) -> None:
@@ -142,7 +177,8 @@ class FixedLayout:
 
 def layout_from_dict(d: dict):
     if d["kind"] == "tree_tail":
-        return TreeTailLayout(slots=list(d["slots"]), tail=list(d["tail"]), max_tail=d["max_tail"])
+        return TreeTailLayout(slots=list(d["slots"]), tail=list(d["tail"]), max_tail=d["max_tail"],
+                              seed=d.get("seed"), builds=int(d.get("builds", 0)))
     if d["kind"] == "fixed":
         canonical = d.get("canonical")
         return FixedLayout(order=list(d["order"]), canonical=None if canonical is None else list(canonical))

@@ -156,16 +156,22 @@ class SearchSummary:
     seed_labels: Optional[str] = None
     parts: Optional[list] = None
     """Merged summaries only: each part's summary (with its ``path``)."""
+    context_order: Optional[str] = None
+    """``icm.context_order`` U and P were scored in (None: a search from before it was recorded)."""
+    nearest_example: Optional[dict] = None
+    """Counts of the last example before each scored query: ``queries``, ``same_group``,
+    ``recently_changed`` (:attr:`plural_icm.search.engine.SearchResult.nearest_example`)."""
 
     #: Keys written only when set (the file of a search without them has none).
-    OPTIONAL_KEYS = ("searched", "warning", "parts")
+    OPTIONAL_KEYS = ("searched", "warning", "parts", "context_order", "nearest_example")
     #: The scalar fields' types, checked by :meth:`read` (None is allowed for every one but U, I).
     TYPES = {"U": (float,), "P": (float,), "I": (int,), "iterations": (int,), "accepted": (int,),
              "seed": (int,), "wall_time_s": (float,), "label_accuracy": (float,),
              "n_claims": (int,), "n_predicted_unlabelled": (int,), "searched": (dict,),
              "warning": (str,), "persona": (str,), "fold": (int,), "model": (str,),
              "dataset": (str,), "hash": (str,), "search_unit": (str,), "part": (int,),
-             "seed_labels": (str,), "parts": (list,)}
+             "seed_labels": (str,), "parts": (list,), "context_order": (str,),
+             "nearest_example": (dict,)}
     FINITE = ("U", "P", "wall_time_s", "label_accuracy")
 
     def as_dict(self) -> dict:

@@ -82,7 +82,7 @@ def merge_parts(parts: Sequence[Any]) -> Any:
         n_predicted_unlabelled=sum(int(s.n_predicted_unlabelled or 0) for s in sums),
         iterations=sum(int(s.iterations or 0) for s in sums),
         search_unit=SearchUnit.part.value, seed_labels=sums[0].seed_labels,
-        persona=sums[0].persona,
+        persona=sums[0].persona, context_order=sums[0].context_order,
         parts=[s.as_dict() | {"path": str(p.path)} for s, p in zip(sums, parts)],
         warning="; ".join(warnings) if warnings else None)
     return replace(parts[0], labels=labels, confidence=confidence, summary=summary,

@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 SEARCH_ARTIFACT_FILES = (LABELS, SEARCH_SUMMARY, TRAJECTORY, SPEC)
 
 #: Summary keys of a finished search copied into the run summary.
-SEARCH_SUMMARY_KEYS = ("U", "P", "I", "iterations", "accepted", "label_accuracy", "n_claims",
+SEARCH_SUMMARY_KEYS = ("U", "P", "I", "context_order", "iterations", "accepted", "label_accuracy", "n_claims",
                        "wall_time_s")
 
 
