@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.parametrize("condition", ["zero_shot", "zero_shot_base", "random", "gold", "icm", "acc_matched",
-                                       "bootstrap"])
+                                       "acc_matched_swap", "bootstrap"])
 def test_cell_writes_complete_results(tmp_path, tiny_model_dir, condition, tiny_cfg):
     from plural_icm.pipeline.cell import cell_path, run_cell
 
@@ -27,7 +27,7 @@ def test_cell_writes_complete_results(tmp_path, tiny_model_dir, condition, tiny_
         assert (out / f).is_file(), f
     rows = [json.loads(x) for x in (out / "predictions.jsonl").read_text().splitlines()]
     # fold 0 of the demo: 2 questions x 2 options x 3 personas (x perturbations for acc_matched)
-    assert len(rows) == 12 * (2 if condition == "acc_matched" else 1)
+    assert len(rows) == 12 * (2 if condition.startswith("acc_matched") else 1)
     assert set(metrics["per_persona"]) == {"libertarian", "progressive", "traditional"}
     assert 0 <= metrics["overall"]["claim_accuracy"] <= 1
     examples = [json.loads(x) for x in (out / "examples.jsonl").read_text().splitlines()]
@@ -35,7 +35,7 @@ def test_cell_writes_complete_results(tmp_path, tiny_model_dir, condition, tiny_
         assert examples == []
     else:  # 6 training questions x 2 options per persona
         assert len(examples) == 36
-    if condition in ("icm", "acc_matched"):
+    if condition in ("icm", "acc_matched", "acc_matched_swap"):
         assert metrics["overall"]["icm_label_accuracy"] is not None
         searches = list((tmp_path / "out" / "searches" / "tiny" / "demo" / "fold0").glob("*/*/COMPLETE.json"))
         assert len(searches) == 3
@@ -47,7 +47,18 @@ def test_cell_writes_complete_results(tmp_path, tiny_model_dir, condition, tiny_
         assert not (tmp_path / "out" / "searches").exists()
         for pm in metrics["per_persona"].values():
             assert 0 <= pm["bootstrap_label_accuracy"] <= 1 and pm["bootstrap"]["passes_run"] >= 1
-    if condition == "acc_matched":
+    if condition.startswith("acc_matched"):  # every label set: accuracy, coherence P, violations
+        sets = metrics["per_persona"]["progressive"]["label_sets"]
+        assert set(sets) == {"gold", "random", "icm", "acc_matched_0", "acc_matched_1"}
+        assert sets["gold"]["accuracy"] == 1.0 and sets["gold"]["violations"] == 0
+        for row in sets.values():
+            assert math.isfinite(row["coherence_P"]) and row["n_labels"] == 12
+    if condition == "acc_matched":  # the fork's gold_flip: exactly ICM's number of right labels
+        pm = metrics["per_persona"]["progressive"]
+        sets = pm["label_sets"]
+        assert sets["acc_matched_0"]["accuracy"] == sets["icm"]["accuracy"] == pm["icm_label_accuracy"]
+        assert [sets[f"acc_matched_{k}"]["seed"] for k in (0, 1)] == [42, 101]
+    if condition == "acc_matched_swap":
         pm = metrics["per_persona"]["progressive"]
         perts = pm["perturbations"]
         assert len(perts) == 2

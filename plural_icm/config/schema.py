@@ -68,6 +68,11 @@ class ContextPolicy(str, Enum):
     drop_oldest = "drop_oldest"  # drop in-context examples from the front until it fits (logged)
 
 
+class ExampleOrder(str, Enum):
+    shuffled = "shuffled"  # the paper's fork ("must shuffle"): a seeded shuffle per persona
+    loader = "loader"      # the loader's order: a question's options adjacent
+
+
 class ScoreMetric(str, Enum):
     """The metric a dataset's cells are scored by (the analysis reads it from the cell)."""
     claim_accuracy = "claim_accuracy"              # the paper's metric: each True/False claim vs gold
@@ -191,6 +196,12 @@ class DatasetSizeConfig:
     """All claims of one persona, before the fold split."""
     tokens_per_claim: int = 45
     """Tokens of one rendered claim (question, claim, label)."""
+    max_claims_per_persona: Optional[int] = None
+    """The largest persona's claims (the context check sizes its longest prompt by it); None:
+    ``claims_per_persona``."""
+    max_tokens_per_claim: Optional[int] = None
+    """Tokens of the longest rendered claim (the query of the longest prompt); None:
+    ``tokens_per_claim``."""
 
 
 @dataclass
@@ -218,6 +229,11 @@ class DatasetConfig:
     (:data:`plural_icm.data.registry.LOADERS`): an unknown key or a wrong type is an error."""
     score_metric: ScoreMetric = ScoreMetric.claim_accuracy
     """The metric the analysis reports as this dataset's score."""
+    acc_matched_construction: Optional[str] = None
+    """Which of the paper fork's accuracy-matched constructions ``condition=acc_matched`` uses on
+    this dataset: ``gold_flip`` (persona datasets: flip as many random training claims of the GOLD
+    labels as ICM got wrong) or ``fix_break`` (OpinionQA: fix ICM's errors, break as many of its
+    right claims); None: ``gold_flip``."""
     size: DatasetSizeConfig = field(default_factory=DatasetSizeConfig)
 
 
@@ -232,6 +248,9 @@ class ConditionConfig:
     """acc_matched: how many perturbed label sets are averaged (the paper: 5)."""
     accuracy_tolerance: float = 0.005
     max_perturbation_tries: int = 2000
+    seeds: Optional[list[int]] = None
+    """acc_matched: the seeds of its example sets (the paper's fork: 42, 101, 202, 303, 404).
+    Unset (None) in other conditions, where the fingerprint leaves it out."""
     passes: Optional[int] = None
     """bootstrap: relabelling passes over the search set before the consistency rule is applied
     (conf/condition/bootstrap.yaml: 3). Unset (None) in other conditions, where the fingerprint
@@ -279,6 +298,11 @@ class InferenceConfig:
     """In-context examples per prompt: None = all training claims; an int takes the same subset
     (by a seeded shuffle of question ids) for every condition."""
     context_policy: ContextPolicy = ContextPolicy.error
+    example_order: ExampleOrder = ExampleOrder.shuffled
+    """Order of the in-context examples: ``shuffled`` (the paper's fork shuffles every example
+    file; here seeded by the cell's ``seed`` and the persona, the same permutation for every
+    condition and perturbation) or ``loader`` (the data's order, both options of a question
+    adjacent: this project's order before the fork's was read)."""
     labels: list[str] = field(default_factory=lambda: [" True", " False"])
     system_prompt: str = MISSING
     example_template: str = MISSING

@@ -43,6 +43,10 @@ class LoaderSpec(NamedTuple):
     """``function(cfg, data_dir) -> ClaimSet``."""
     options: str
     """The dataclass (in ``module``) that types and validates ``dataset.options``."""
+    folds: str | None = None
+    """A function of ``module``, ``folds(cfg) -> int``: how many folds the loader itself brings (a
+    fixed split, folds carried by the files), given the validated config. None: a k-fold split into
+    ``dataset.n_folds`` folds (at least 2: one fold must be left to search)."""
 
 
 #: loader name -> where its function and options class live; imported lazily.
@@ -50,9 +54,11 @@ LOADERS: dict[str, LoaderSpec] = {
     "gqa": LoaderSpec("plural_icm.data.gqa", "load_gqa", "GQAOptions"),
     "oqa": LoaderSpec("plural_icm.data.oqa", "load_oqa", "OQAOptions"),
     "pt": LoaderSpec("plural_icm.data.pt", "load_pt", "PTOptions"),
-    "ot": LoaderSpec("plural_icm.data.ot", "load_ot", "OTOptions"),
+    "ot": LoaderSpec("plural_icm.data.ot", "load_ot", "OTOptions", "declared_folds"),
     "demo": LoaderSpec("plural_icm.data.demo", "load_demo", "DemoOptions"),
-    "claims": LoaderSpec("plural_icm.data.claims", "load_claims", "ClaimsOptions"),
+    "claims": LoaderSpec("plural_icm.data.claims", "load_claims", "ClaimsOptions", "declared_folds"),
+    "oqa_paper": LoaderSpec("plural_icm.data.oqa_paper", "load_oqa_paper", "OQAPaperOptions",
+                            "declared_folds"),
 }
 
 
@@ -112,6 +118,33 @@ def _with_options(cfg: Any, options: dict[str, Any]) -> Any:
     out = copy.copy(cfg)
     out.options = options
     return out
+
+
+def declared_folds(cfg: Any) -> int:
+    """How many folds the dataset of ``cfg`` has, by what its loader declares (no data is read):
+    the loader's own ``folds`` function when it brings its folds, else ``dataset.n_folds``.
+    Raises :class:`ConfigError` when a k-fold split is asked for fewer than 2 folds."""
+    name = str(cfg_get(cfg, "loader", "") or "")
+    _loader(name)  # an unknown loader: the error listing the valid ones
+    spec = LOADERS[name]
+    if spec.folds is not None:
+        module = importlib.import_module(spec.module)
+        return int(getattr(module, spec.folds)(_with_options(cfg, validated_options(cfg))))
+    n = cfg_get(cfg, "n_folds", 4)
+    if isinstance(n, bool) or not isinstance(n, int) or n < 2:
+        raise ConfigError(f"dataset.n_folds={n!r} is not accepted for loader {name!r} (a k-fold "
+                          "split); expected an integer >= 2")
+    return n
+
+
+def check_fold(cfg: Any, fold: int) -> None:
+    """``fold`` is one of the folds the dataset declares (:func:`declared_folds`); else a
+    :class:`ConfigError` naming the dataset's folds."""
+    n = declared_folds(cfg)
+    if isinstance(fold, bool) or not isinstance(fold, int) or not 0 <= fold < n:
+        name = cfg_get(cfg, "name", cfg_get(cfg, "loader", "?"))
+        raise ConfigError(f"config: fold={fold!r} is not accepted; dataset {name!r} declares "
+                          f"{n} fold(s): expected " + ("0" if n == 1 else f"one of 0..{n - 1}"))
 
 
 def load_claimset(cfg: Any, data_dir: str | Path | None = None) -> ClaimSet:

@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 from plural_icm.backends.registry import backend_from_model_config, make_backend
 from plural_icm.backends.settings import result_engine_settings
 from plural_icm.config.secrets import scrub_secrets
-from plural_icm.conditions.base import CellInputs, Condition, ConditionLabels
+from plural_icm.conditions.base import CellInputs, Condition, ConditionLabels, ordered_examples
 from plural_icm.conditions.labels import cap_search_claims, label_accuracy
 from plural_icm.conditions.registry import get_condition
 from plural_icm.data.records import ClaimSet
@@ -264,7 +264,7 @@ def condition_examples(cfg: DictConfig, condition: Condition, claimset: ClaimSet
     model work (the base model is loaded only if a search or the condition asks for it)."""
     searches = run_searches_for(cfg, claimset, personas, backends, wb=wb) if condition.needs_search else {}
     inputs = CellInputs(cfg, claimset, lambda: backends.get("base"), searches)
-    return {pid: condition.examples(inputs, pid) for pid in personas}
+    return {pid: ordered_examples(condition.examples(inputs, pid), cfg, pid) for pid in personas}
 
 
 def base_work_in_child_process(cfg: DictConfig, role: str) -> bool:
