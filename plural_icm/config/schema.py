@@ -68,6 +68,11 @@ class ContextPolicy(str, Enum):
     drop_oldest = "drop_oldest"  # drop in-context examples from the front until it fits (logged)
 
 
+class RepairRule(str, Enum):
+    improve = "improve"  # ours: a repair is adopted only if it raises U
+    first = "first"      # the paper's fork: each inconsistent group's best repair, unconditionally
+
+
 class ExampleOrder(str, Enum):
     shuffled = "shuffled"  # the paper's fork ("must shuffle"): a seeded shuffle per persona
     loader = "loader"      # the loader's order: a question's options adjacent
@@ -271,6 +276,10 @@ class ICMConfig:
     """The log schedule's constant: 2 in the published code, beta = 0.99 in Wen et al.'s text."""
     temperature_index: TemperatureIndex = TemperatureIndex.accepted
     aggregate: Aggregate = Aggregate.mean_log_odds
+    repair_rule: RepairRule = RepairRule.improve
+    """ConsistencyFix's adoption rule: ``improve`` (ours, a repair must raise U) or ``first``
+    (the paper's fork adopts each inconsistent group's best-scored repair unconditionally: its
+    running best starts at -1e6). icm=fork uses ``first``."""
     patience: Optional[int] = 200
     """Early stop (ours): every claim labelled and no accepted change for this many iterations;
     null = no early stop (the published algorithm runs its fixed iteration count)."""

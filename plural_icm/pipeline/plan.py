@@ -237,6 +237,13 @@ def _personas(cfg: DictConfig) -> int:
     return len(cfg.dataset.personas) if cfg.dataset.personas else int(cfg.dataset.size.personas)
 
 
+def _n_sets(cfg: DictConfig) -> int:
+    """Search sets per persona of one fold's job: its training parts under icm.search_unit=part."""
+    n_train = _train_claims(cfg)
+    n_set = _search_set_claims(cfg, n_train)
+    return math.ceil(n_train / n_set) if n_set else 1
+
+
 def search_job_tokens(cfg: DictConfig) -> float:
     """Prompt tokens of one stage=search job: every persona x restart of its fold (estimate)."""
     from plural_icm.search.cost import search_tokens
@@ -247,8 +254,7 @@ def search_job_tokens(cfg: DictConfig) -> float:
                         int(cfg.icm.max_iters), plain(cfg.icm.engine))
     # under icm.search_unit=part a fold's job runs one search per training part (a part's search
     # is shared by the other folds' jobs through the store: the sum over folds counts it k-1 times)
-    sets = math.ceil(n_train / n_set) if n_set else 1
-    return per * sets * _personas(cfg) * int(cfg.icm.restarts)
+    return per * _n_sets(cfg) * _personas(cfg) * int(cfg.icm.restarts)
 
 
 def cell_tokens(cfg: DictConfig) -> float:
@@ -475,6 +481,11 @@ def assumption_lines(plan: Plan) -> list[str]:
                    f"of ~{per_search} claims, <= {c.icm.max_iters} iterations each: {per:.1f} GPU-h "
                    f"per search (the paper: {PAPER_HOURS_PER_SEARCH} per search of 12-28 claims, "
                    "500 iterations, 70B on RTX PRO 6000s)")
+        if unit == "part" and k > 2:
+            out.append(f"    icm.search_unit=part: a part's search is the same in every fold's job that "
+                       f"needs it (content-addressed): the {k} fold jobs of a dataset count each part "
+                       f"{k - 1} times, so the searches' distinct work is about 1/{k - 1} of their sum "
+                       "when the jobs run one after another")
     return out
 
 
@@ -510,7 +521,8 @@ def format_plan(plan: Plan, max_num_timeout: int | None = None) -> str:
     for s in plan.searches:
         c = s.cfg
         out.append(f"  {ids[s.search]}  {c.model.name}/{c.dataset.name}/fold{c.fold} [{s.search}]: "
-                   f"{_personas(c)} personas x {c.icm.restarts} restart(s), {_train_claims(c)} claims x "
+                   f"{_personas(c)} personas x {_n_sets(c)} search set(s) x {c.icm.restarts} restart(s), "
+                   f"{_search_set_claims(c, _train_claims(c))} claims x "
                    f"{c.dataset.size.tokens_per_claim} tokens, <= {c.icm.max_iters} iterations "
                    f"({plain(c.icm.engine)} engine, icm preset {c.icm.preset}): "
                    f"{_fmt_tokens(s.prompt_tokens)} tokens, {s.gpu_hours:.1f} GPU-h; "
