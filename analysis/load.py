@@ -145,10 +145,12 @@ def load_cells(outputs: str | Path, include_incomplete: bool = False) -> pd.Data
             row[k] = meta.get(k)
         judged = overall.get("judge_is_model_under_test")  # OvertonBench cells only
         row["judge_is_model_under_test"] = judged if isinstance(judged, bool) else None
+        row["judge_validation"] = overall.get("judge_validation") or None
         rows.append(row)
     cols = CELL_KEYS + ["complete", "path"] + METRIC_KEYS + ["score", "score_se", "score_metric",
                                                              "n_examples", "wall_time_s",
-                                                             "judge_is_model_under_test"] \
+                                                             "judge_is_model_under_test",
+                                                             "judge_validation"] \
         + list(PROTOCOL_KEYS)
     return pd.DataFrame(rows, columns=cols)
 

@@ -334,11 +334,14 @@ def _judge_section(headline: pd.DataFrame) -> str:
         return ""
     rows = ", ".join(f"`{r.model}/{r.dataset}/{r.condition}`" for r in bad.itertuples())
     return ("\n## OvertonBench judge\n\n**Not comparable with the paper:** " + rows + " were "
-            "rated by the model under test (`inference.judge_model` unset); the paper's scores "
-            "come from OvertonBench's validated judge. Their `diff` is left empty "
+            "rated by the model under test (`inference.judge_model` unset), or by a judge whose "
+            "agreement with OvertonBench's human ratings nobody stated "
+            "(`inference.judge_validation` unset); the paper's scores come from a judge validated "
+            "against humans (rho = 0.88), and our judge prompt is ours. Their `diff` is left empty "
             "(`paper_comparable = False` in the headline table). Set `inference.judge_model` "
             "(any checkpoint, or `inference.judge_backend=openai` with "
-            "`inference.judge_api_base`) for comparable scores.\n")
+            "`inference.judge_api_base`) and `inference.judge_validation` (where that judge's "
+            "agreement with the human ratings is shown) for comparable scores.\n")
 
 
 def _html(md: str) -> str:

@@ -428,8 +428,10 @@ def per_persona_table(per_persona: pd.DataFrame, n: str | None) -> pd.DataFrame:
 
 def mark_self_judged(headline: pd.DataFrame, cells: pd.DataFrame) -> pd.DataFrame:
     """Add ``paper_comparable``: False for OvertonBench rows whose cells were judged by the model
-    under test (the paper used OvertonBench's validated judge), True for other rows with a paper
-    value, NaN without one. Such rows also lose their ``diff``: it would compare two judges."""
+    under test, or by another judge without a stated validation against OvertonBench's human
+    ratings (``inference.judge_validation``; the paper used a judge with rho = 0.88 to humans, and
+    our judge prompt is ours), True for other rows with a paper value, NaN without one. Such rows
+    also lose their ``diff``: it would compare two judges."""
     if headline.empty:
         return headline
     out = headline.copy()
@@ -437,6 +439,9 @@ def mark_self_judged(headline: pd.DataFrame, cells: pd.DataFrame) -> pd.DataFram
     if "judge_is_model_under_test" in cells.columns:
         hit = cells[cells.judge_is_model_under_test.fillna(False).astype(bool)]
         selfj = {(r.model, r.dataset, r.condition) for r in hit.itertuples()}
+        if "judge_validation" in cells.columns:  # another judge, but nothing says it is sound
+            other = cells[cells.judge_is_model_under_test.eq(False) & cells.judge_validation.isna()]
+            selfj |= {(r.model, r.dataset, r.condition) for r in other.itertuples()}
     comparable = []
     for r in out.itertuples():
         if (r.model, r.dataset, r.condition) in selfj:

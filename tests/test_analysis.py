@@ -538,3 +538,10 @@ def test_js_distance_per_persona_with_distributions_and_self_judged_ot(tmp_path)
     assert ot.paper_comparable == False and math.isnan(ot["diff"])  # noqa: E712
     assert bool(h[h.dataset == "gqa"].paper_comparable.all())
     assert "Not comparable with the paper" in md and "`llama70b/ot/icm`" in md
+    # another judge without a stated validation is not comparable either; with one it is
+    for validation, comparable in ((None, False), ("rho 0.88 vs humans", True)):
+        _patch_cell(d, overall_update={"judge_is_model_under_test": False,
+                                       "judge_validation": validation})
+        build_report(tmp_path, out)
+        ot = pd.read_csv(out / "headline.csv").query("dataset == 'ot'").iloc[0]
+        assert bool(ot.paper_comparable) is comparable

@@ -320,7 +320,10 @@ def test_representation_is_the_mean_of_persona_means():
                             "model": {"instruct": "m-instruct", "base": "m-base"}})
     assert judge_info(cfg)["judge_is_model_under_test"] is True
     cfg.inference.judge_model = "overton-judge"
-    assert judge_info(cfg) == {"judge_model": "overton-judge", "judge_is_model_under_test": False}
+    assert judge_info(cfg) == {"judge_model": "overton-judge", "judge_is_model_under_test": False,
+                               "judge_validation": None}
+    cfg.inference.judge_validation = "Spearman 0.87 vs OvertonBench's human ratings"
+    assert judge_info(cfg)["judge_validation"].startswith("Spearman")
 
 
 def test_collaborative_asks_only_within_the_capped_search_set(tmp_path, tiny_model_dir, monkeypatch, tiny_cfg):

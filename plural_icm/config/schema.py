@@ -321,6 +321,11 @@ class InferenceConfig:
     """The OvertonBench judge checkpoint (hub id, folder, ``packaged:<name>``, or the served
     model's name for ``judge_backend=openai``); None: the model under test judges itself, and the
     report marks its OT scores as not comparable with the paper's (OvertonBench's validated judge)."""
+    judge_validation: Optional[str] = None
+    """Where the judge's agreement with OvertonBench's human ratings is shown (a citation or a
+    measurement, e.g. "Spearman 0.86 vs human ratings, docs/..."). The report marks OT scores
+    comparable with the paper's only for a judge other than the model under test with this set;
+    None: not comparable (the judge prompt is ours, not the paper's)."""
     judge_backend: Optional[BackendName] = None
     """Backend of the judge (``hf``, ``vllm``, ``openai``); None: the model's backend."""
     judge_api_base: Optional[str] = None

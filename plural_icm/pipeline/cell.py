@@ -409,7 +409,10 @@ def judge_info(cfg: DictConfig) -> dict:
     not comparable with the paper's, judged by OvertonBench's validated judge)."""
     judge = cfg.inference.judge_model
     self_judged = not judge or str(judge) in (str(cfg.model.instruct), str(cfg.model.base))
-    return {"judge_model": str(judge or cfg.model.instruct), "judge_is_model_under_test": self_judged}
+    validation = cfg.inference.get("judge_validation")
+    return {"judge_model": str(judge or cfg.model.instruct), "judge_is_model_under_test": self_judged,
+            # the report calls OT scores comparable with the paper's only with a stated validation
+            "judge_validation": str(validation) if validation and not self_judged else None}
 
 
 def add_representation(metrics: dict, generations: list[dict]) -> None:
