@@ -157,7 +157,7 @@ def problem_lines(jobs: Sequence[PlannedJob]) -> list[str]:
     by: dict[str, list[str]] = {}
     for j in jobs:
         for p in j.problems:
-            by.setdefault(p, []).append(f"{j.stage} {j.label}" if j.stage == "search" else j.label)
+            by.setdefault(p, []).append(j.label)
     out = []
     for p, labels in by.items():
         more = f" and {len(labels) - 3} more" if len(labels) > 3 else ""
