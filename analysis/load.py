@@ -21,10 +21,11 @@ import yaml
 
 from plural_icm.layout import (CELL_GLOB, COLLABORATIVE, COLLABORATIVE_GLOB, COMPLETE, EXAMPLES,
                                METRICS, PREDICTIONS, RESULTS, SEARCH_GLOB, SEARCHES, SUMMARY,
-                               CollaborativeSummary, ExampleRow, PredictionRow, parse_cell_dir,
-                               parse_search_dir)
+                               CellResult, CollaborativeSummary, ExampleRow, PredictionRow,
+                               RecordError, parse_cell_dir, parse_search_dir)
 from plural_icm.layout import CELL_KEYS as _CELL_KEYS
 from plural_icm.layout import OVERALL_METRIC_KEYS
+from plural_icm.search.records import TRAJECTORY, SearchSummary, read_trajectory
 from plural_icm.utils.io import read_jsonl
 
 #: The ICM protocol a cell's examples came from (``meta`` of metrics.json; plural_icm.search.units).
@@ -108,8 +109,8 @@ def main_score(metric: str | None, overall: dict[str, Any]) -> tuple[float, floa
 def _used_examples(mfile: Path) -> float:
     """Mean over personas of the in-context examples a cell used (NaN when none recorded)."""
     try:
-        per = _read_json(mfile).get("per_persona") or {}
-    except (json.JSONDecodeError, OSError):
+        per = CellResult.read(mfile.parent).per_persona
+    except (RecordError, OSError):
         return np.nan
     vals = [_num((v or {}).get("n_examples")) for v in per.values()]
     vals = [v for v in vals if not np.isnan(v)]
@@ -129,9 +130,9 @@ def load_cells(outputs: str | Path, include_incomplete: bool = False) -> pd.Data
         overall, meta = {}, {}
         if mfile.is_file():
             try:
-                m = _read_json(mfile)
-                overall, meta = m.get("overall") or {}, m.get("meta") or {}
-            except (json.JSONDecodeError, OSError):
+                m = CellResult.read(path)
+                overall, meta = m.overall, m.meta or {}
+            except (RecordError, OSError):
                 row["complete"] = False
         for k in METRIC_KEYS:
             row[k] = _metric(overall, k)
@@ -161,8 +162,8 @@ def load_per_persona(outputs: str | Path) -> pd.DataFrame:
     for keys, path in iter_cell_dirs(outputs):
         if not (path / COMPLETE).is_file() or not (path / METRICS).is_file():
             continue
-        m = _read_json(path / METRICS)
-        per, metric = m.get("per_persona") or {}, declared_metric(path, m.get("meta") or {})
+        m = CellResult.read(path)
+        per, metric = m.per_persona, declared_metric(path, m.meta or {})
         for persona, vals in per.items():
             vals = vals or {}
             row = {**keys, "persona_id": str(persona)}
@@ -250,15 +251,14 @@ def load_searches(outputs: str | Path) -> pd.DataFrame:
               "n_predicted_unlabelled"]
     text_fields = ["search_unit", "part", "seed_labels", "warning"]
     for keys, d in _iter_search_dirs(outputs):
-        f = d / SUMMARY
-        if not f.is_file():
+        if not (d / SUMMARY).is_file():
             continue
-        s = _read_json(f)
+        s = SearchSummary.read(d)
         row = {**keys, "complete": (d / COMPLETE).is_file(), "path": str(d)}
         for k in fields:
-            row[k] = _num(s.get(k))
+            row[k] = _num(getattr(s, k))
         for k in text_fields:
-            row[k] = s.get(k)
+            row[k] = getattr(s, k)
         rows.append(row)
     return pd.DataFrame(rows, columns=["model", "dataset", "fold", "persona", "hash", "complete",
                                        "path"] + fields + text_fields)
@@ -268,9 +268,8 @@ def load_trajectories(outputs: str | Path) -> pd.DataFrame:
     """All ``trajectory.jsonl`` rows with search keys."""
     frames = []
     for keys, d in _iter_search_dirs(outputs):
-        f = d / "trajectory.jsonl"
-        if f.is_file():
-            df = pd.DataFrame(read_jsonl(f))
+        if (d / TRAJECTORY).is_file():
+            df = pd.DataFrame(read_trajectory(d))
             for k, v in keys.items():
                 df[k] = v
             frames.append(df)

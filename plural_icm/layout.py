@@ -39,8 +39,8 @@ from typing import Any, ClassVar, Optional
 
 from omegaconf import DictConfig, OmegaConf
 
-from plural_icm.config.schema import drop_non_result_keys
-from plural_icm.utils.values import plain
+from plural_icm.backends.settings import VLLM_SPEED_ONLY_KEYS
+from plural_icm.utils.values import non_finite_metrics, plain
 
 RESULTS = "results"
 """``paths.results_dir`` below ``paths.output_dir`` (conf/config.yaml), where the analysis looks."""
@@ -138,6 +138,48 @@ def _int_suffix(name: str, prefix: str) -> int | None:
     return int(rest) if rest.isdigit() else None
 
 
+# -- what a fingerprint leaves out ------------------------------------------------------------
+
+#: Dotted config keys that never change a cell's results (paths, logging, launcher and job
+#: resources, speed-only engine settings): :func:`fingerprint` leaves them out
+#: (batching and tensor parallelism move scores by float rounding only), so e.g. raising
+#: model.tensor_parallel_size to fit smaller GPUs never makes finished cells "results of different
+#: settings". Keys that change numerics (model.dtype, model.vllm.kv_cache_dtype, ...) stay in.
+NON_RESULT_KEYS: tuple[str, ...] = (
+    "paths", "logger", "progress", "force", "stage", "collaborative",
+    "icm.checkpoint_every", "dataset.score_metric",
+    "model.gpus", "model.cpus", "model.mem_gb", "model.time_min", "model.api_key_env",
+    "model.tensor_parallel_size", "model.gpu_memory_utilization", "model.batch_size",
+    "model.prefix_cache_gb", "model.request_cache", "model.engine_per_process",
+    "model.vllm.max_num_seqs", "model.vllm.max_num_batched_tokens",
+    "model.vllm.enable_chunked_prefill", "model.vllm.enforce_eager", "model.vllm.block_size",
+    "model.vllm.cpu_offload_gb", "model.vllm.kv_cache_memory_bytes",
+    "model.vllm.num_gpu_blocks_override", "model.vllm.pipeline_parallel_size",
+    "model.vllm.distributed_executor_backend", "model.vllm.disable_custom_all_reduce",
+    "model.vllm.prefix_caching_hash_algo", "model.vllm.async_scheduling",
+)
+assert {f"model.vllm.{k}" for k in VLLM_SPEED_ONLY_KEYS} <= set(NON_RESULT_KEYS)
+
+
+def drop_non_result_keys(d: dict) -> dict:
+    """``d`` (a resolved config as plain containers) without :data:`NON_RESULT_KEYS`, in place."""
+    for dotted in NON_RESULT_KEYS:
+        *parents, last = dotted.split(".")
+        node = d
+        for part in parents:
+            node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, dict):
+            node.pop(last, None)
+    # Unset engine settings (vLLM's defaults) are not settings of this cell: a config that sets
+    # none fingerprints as it did before the model.vllm section existed.
+    model = d.get("model")
+    if isinstance(model, dict) and isinstance(model.get("vllm"), dict):
+        model["vllm"] = {k: v for k, v in model["vllm"].items() if v is not None}
+        if not model["vllm"]:
+            del model["vllm"]
+    return d
+
+
 # -- a cell from its config -------------------------------------------------------------------
 
 def cell_name(cfg: DictConfig) -> str:
@@ -154,7 +196,7 @@ def cell_path(cfg: DictConfig) -> Path:
 def fingerprint(cfg: DictConfig) -> str:
     """Hash of every config key that can change a cell's results.
 
-    The keys in :data:`plural_icm.config.schema.NON_RESULT_KEYS` (paths, logging, resources) are
+    The keys in :data:`NON_RESULT_KEYS` (paths, logging, resources) are
     left out, so moving outputs or asking for more memory does not make a finished cell "different".
     """
     d = drop_non_result_keys(OmegaConf.to_container(cfg, resolve=True))
@@ -167,6 +209,10 @@ def fingerprint(cfg: DictConfig) -> str:
 
 # -- records ----------------------------------------------------------------------------------
 
+class RecordError(ValueError):
+    """A result file that cannot be read as its record: names the file and what was expected."""
+
+
 class _Record:
     """JSON round trip of a dataclass record: unknown keys are refused, naming the file."""
 
@@ -178,7 +224,7 @@ class _Record:
         names = {f.name for f in fields(cls)}  # type: ignore[arg-type]
         unknown = set(d) - names
         if unknown:
-            raise ValueError(f"{source or cls.__name__}: unexpected keys {sorted(unknown)} for a "
+            raise RecordError(f"{source or cls.__name__}: unexpected keys {sorted(unknown)} for a "
                              f"{cls.__name__} (expected {sorted(names)})")
         return cls(**d)
 
@@ -186,7 +232,13 @@ class _Record:
     def read(cls, directory: str | Path) -> Any:
         """The record stored in ``directory`` under the record's file name (``FILE``)."""
         path = Path(directory) / cls.FILE  # type: ignore[attr-defined]
-        return cls.from_dict(json.loads(path.read_text(encoding="utf-8")), str(path))
+        try:
+            d = json.loads(path.read_text(encoding="utf-8"))
+        except (ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError
+            raise RecordError(f"{path}: not readable JSON ({type(exc).__name__})") from None
+        if not isinstance(d, dict):
+            raise RecordError(f"{path}: expected a JSON object, got {type(d).__name__}")
+        return cls.from_dict(d, str(path))
 
     @classmethod
     def columns(cls) -> list[str]:
@@ -265,6 +317,21 @@ class CellResult(_Record):
     meta: Optional[dict] = None
 
     FILE: ClassVar[str] = METRICS
+
+    @classmethod
+    def from_dict(cls, d: dict, source: str = "") -> "CellResult":
+        """The record, checked: ``overall`` and ``per_persona`` objects (``meta`` one or null),
+        every number finite (the cell refuses to write a NaN: one here is a damaged file)."""
+        where = source or cls.__name__
+        for key in ("overall", "per_persona"):
+            if not isinstance(d.get(key), dict):
+                raise RecordError(f"{where}: {key!r} is missing or not a JSON object")
+        if d.get("meta") is not None and not isinstance(d["meta"], dict):
+            raise RecordError(f"{where}: 'meta' is not a JSON object")
+        bad = non_finite_metrics(d)
+        if bad:
+            raise RecordError(f"{where}: {len(bad)} value(s) are NaN or infinite ({', '.join(bad[:5])})")
+        return super().from_dict(d, source)
 
 
 @dataclass

@@ -286,6 +286,26 @@ def test_the_pipeline_never_names_a_condition():
                 assert node.value not in names, f"{path.name} names the condition {node.value!r}"
 
 
+def test_the_pipeline_never_compares_backend_or_dataset_names():
+    """pipeline/ asks a backend or a dataset what it is (``BackendInfo``, ``LoaderSpec``), never
+    which one it is: no comparison (``==``, ``!=``, ``in``) with a registered backend or loader
+    name anywhere in its code."""
+    import ast
+    from pathlib import Path
+
+    from plural_icm.backends.registry import BACKENDS
+    from plural_icm.data.registry import LOADERS
+
+    names = set(BACKENDS) | set(LOADERS)
+    for path in (Path(__file__).resolve().parents[1] / "plural_icm" / "pipeline").glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Compare):
+                for operand in [node.left, *node.comparators]:
+                    for c in ast.walk(operand):
+                        assert not (isinstance(c, ast.Constant) and c.value in names), (
+                            f"{path.name}:{node.lineno} compares with the plug-in name {c.value!r}")
+
+
 # -- bootstrap --------------------------------------------------------------------------------
 
 def _liked_claims(n_q: int = 5) -> list[Claim]:

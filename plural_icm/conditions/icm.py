@@ -11,8 +11,8 @@ from plural_icm.conditions.registry import register
 
 def search_metrics(search: Any) -> dict[str, float | None]:
     """What the cell reports about the search behind the examples (accuracy vs gold, P)."""
-    return {"icm_label_accuracy": search.summary.get("label_accuracy"),
-            "icm_mutual_predictability": search.summary.get("P")}
+    return {"icm_label_accuracy": search.summary.label_accuracy,
+            "icm_mutual_predictability": search.summary.P}
 
 
 @register
@@ -27,5 +27,5 @@ class ICM(Condition):
         labels = icm_labels(chosen, search.labels)
         return ConditionLabels(examples=[(c, labels[c.item_id]) for c in chosen if c.item_id in labels],
                                metrics=search_metrics(search),
-                               details={"search": str(search.path), "icm_U": search.summary.get("U"),
-                                        "icm_inconsistencies": search.summary.get("I")})
+                               details={"search": str(search.path), "icm_U": search.summary.U,
+                                        "icm_inconsistencies": search.summary.I})

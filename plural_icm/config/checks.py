@@ -14,8 +14,12 @@ from typing import Any, Callable
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from plural_icm.data.registry import kfold_loaders
 from plural_icm.errors import ConfigError
 
+#: Loaders whose folds are a k-fold split of ``dataset.n_folds`` (OvertonBench has one fixed
+#: search/test split: its only fold, 0, is checked against the data when it is loaded).
+KFOLD_LOADERS = kfold_loaders()  # the loaders that declare k folds (LoaderSpec.kfold)
 PATH_KEYS = ("output_dir", "results_dir", "searches_dir", "cache_dir", "root_dir")
 SELECTIONS = ("confidence", "random", "active")
 
@@ -107,7 +111,8 @@ def validate_config(cfg: DictConfig) -> None:
         # n_folds says, folds carried by the files) is checked where the loaders are known:
         # plural_icm.data.registry.check_fold, called by the task and by stage=plan.
         n_folds = _get(cfg, "dataset.n_folds")
-        if not isinstance(n_folds, int) or isinstance(n_folds, bool) or n_folds < 1:
+        least = 2 if _get(cfg, "dataset.loader") in KFOLD_LOADERS else 1
+        if not isinstance(n_folds, int) or isinstance(n_folds, bool) or n_folds < least:
             raise _fail("dataset.n_folds", n_folds, "an integer >= 2 (the folds of a k-fold "
                                                     "split), or 1 for a dataset with one fixed split")
         if _get(cfg, "fold") >= n_folds:
@@ -164,4 +169,4 @@ def _two_labels(cfg: DictConfig, key: str) -> None:
         raise _fail(key, labels, "two different non-empty strings (True first, then False)")
 
 
-__all__ = ["validate_config", "check_finite_numbers", "check_paths"]
+__all__ = ["validate_config", "check_finite_numbers", "check_paths", "KFOLD_LOADERS"]

@@ -16,7 +16,13 @@ from typing import Any, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
-from plural_icm.backends.settings import VLLM_SPEED_ONLY_KEYS, VLLMEngineArgs
+from plural_icm.backends.settings import VLLMEngineArgs
+# The enumerated settings live below the config layer (the search and the data use them without
+# importing Hydra); re-exported here for the schema below and for existing imports.
+from plural_icm.choices import (Aggregate, ContextPolicy, Engine, ExampleOrder, RepairRule,
+                                 ScoreMetric, SearchUnit, SeedLabels, Schedule, TemperatureIndex)
+# Which config keys change results is the fingerprint's concern (plural_icm.layout).
+from plural_icm.layout import NON_RESULT_KEYS, drop_non_result_keys  # noqa: F401
 
 
 class BackendName(str, Enum):
@@ -31,98 +37,6 @@ class Stage(str, Enum):
     data_stats = "data_stats"      # print per-dataset statistics
     collaborative = "collaborative"  # collaborative elicitation (Section 6 of the paper)
     plan = "plan"                  # dry run: jobs, searches, cost and memory estimates, no submission
-
-
-class Schedule(str, Enum):
-    log = "log"   # T = max(T_min, T0 / (1 + c * ln(1 + n_accepted))), c = 2 in the published code
-    exp = "exp"   # T = max(T_min, T0 * decay ** n_accepted)
-
-
-class TemperatureIndex(str, Enum):
-    accepted = "accepted"    # the published code: n = accepted changes
-    iteration = "iteration"  # Wen et al.'s paper text (Alg. 1): n = iteration
-
-
-class SearchUnit(str, Enum):
-    training_folds = "training_folds"  # ours: one search over the union of the training folds
-    part = "part"                      # the paper's fork: one search per training fold part
-
-
-class SeedLabels(str, Enum):
-    random = "random"  # balanced random seed labels, as the paper's text says
-    gold = "gold"      # the first num_seed claims get their gold labels (one fork GQA script)
-
-
-class Aggregate(str, Enum):
-    mean_log_odds = "mean_log_odds"  # the published code: mean of signed ln P(True) - ln P(False)
-    sum_logprob = "sum_logprob"      # the paper's formula: sum of ln P(y_i | others)
-
-
-class Engine(str, Enum):
-    fast = "fast"            # prefix-sharing layouts, incremental rescoring (ours)
-    reference = "reference"  # the published cost model: fixed order, full rescoring, no reuse
-
-
-class ContextPolicy(str, Enum):
-    error = "error"              # refuse prompts longer than the context, naming item and sizes
-    drop_oldest = "drop_oldest"  # drop in-context examples from the front until it fits (logged)
-
-
-class RepairRule(str, Enum):
-    improve = "improve"  # ours: a repair is adopted only if it raises U
-    first = "first"      # the paper's fork: each inconsistent group's best repair, unconditionally
-
-
-class ExampleOrder(str, Enum):
-    shuffled = "shuffled"  # the paper's fork ("must shuffle"): a seeded shuffle per persona
-    loader = "loader"      # the loader's order: a question's options adjacent
-
-
-class ScoreMetric(str, Enum):
-    """The metric a dataset's cells are scored by (the analysis reads it from the cell)."""
-    claim_accuracy = "claim_accuracy"              # the paper's metric: each True/False claim vs gold
-    question_accuracy = "question_accuracy"        # stricter: the highest-P(True) option is the plurality
-    representation_score = "representation_score"  # OvertonBench: judge rating 1-5
-
-
-#: Dotted config keys that never change a cell's results (paths, logging, launcher and job
-#: resources, speed-only engine settings): :func:`plural_icm.layout.fingerprint` leaves them out
-#: (batching and tensor parallelism move scores by float rounding only), so e.g. raising
-#: model.tensor_parallel_size to fit smaller GPUs never makes finished cells "results of different
-#: settings". Keys that change numerics (model.dtype, model.vllm.kv_cache_dtype, ...) stay in.
-NON_RESULT_KEYS: tuple[str, ...] = (
-    "paths", "logger", "progress", "force", "stage", "collaborative",
-    "icm.checkpoint_every", "dataset.score_metric",
-    "model.gpus", "model.cpus", "model.mem_gb", "model.time_min", "model.api_key_env",
-    "model.tensor_parallel_size", "model.gpu_memory_utilization", "model.batch_size",
-    "model.prefix_cache_gb", "model.request_cache", "model.engine_per_process",
-    "model.vllm.max_num_seqs", "model.vllm.max_num_batched_tokens",
-    "model.vllm.enable_chunked_prefill", "model.vllm.enforce_eager", "model.vllm.block_size",
-    "model.vllm.cpu_offload_gb", "model.vllm.kv_cache_memory_bytes",
-    "model.vllm.num_gpu_blocks_override", "model.vllm.pipeline_parallel_size",
-    "model.vllm.distributed_executor_backend", "model.vllm.disable_custom_all_reduce",
-    "model.vllm.prefix_caching_hash_algo", "model.vllm.async_scheduling",
-)
-assert {f"model.vllm.{k}" for k in VLLM_SPEED_ONLY_KEYS} <= set(NON_RESULT_KEYS)
-
-
-def drop_non_result_keys(d: dict) -> dict:
-    """``d`` (a resolved config as plain containers) without :data:`NON_RESULT_KEYS`, in place."""
-    for dotted in NON_RESULT_KEYS:
-        *parents, last = dotted.split(".")
-        node = d
-        for part in parents:
-            node = node.get(part) if isinstance(node, dict) else None
-        if isinstance(node, dict):
-            node.pop(last, None)
-    # Unset engine settings (vLLM's defaults) are not settings of this cell: a config that sets
-    # none fingerprints as it did before the model.vllm section existed.
-    model = d.get("model")
-    if isinstance(model, dict) and isinstance(model.get("vllm"), dict):
-        model["vllm"] = {k: v for k, v in model["vllm"].items() if v is not None}
-        if not model["vllm"]:
-            del model["vllm"]
-    return d
 
 
 def check_config(cfg: Any) -> None:

@@ -410,3 +410,11 @@ class GQAOptions:
     ties: str = "drop"
     share_sum_tolerance: float = 0.05
     download: bool = True
+
+
+def stats_text(cfg: Any, data_dir: str | Path | None = None) -> str:
+    """What ``stage=data_stats dataset=gqa`` prints after the common table: the questions kept
+    under both option-count settings (:func:`question_counts`; the paper keeps 180)."""
+    counts = question_counts(cfg, data_dir)
+    return ("GQA questions with complete labels by option-count setting "
+            "(the paper keeps 180):\n" + counts.to_string(index=False))

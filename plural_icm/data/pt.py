@@ -434,3 +434,11 @@ class PTOptions:
     format: str = "auto"
     persona_text: str = "type"
     download: bool = True
+
+
+def stats_text(cfg: Any, data_dir: str | Path | None = None) -> str:
+    """What ``stage=data_stats dataset=pt`` prints after the common table: the persona clusters'
+    sizes (:func:`cluster_sizes`)."""
+    return ("PT persona clusters (the paper's Table 2 keywords; persona sentences per "
+            "type and side):\n" + cluster_sizes(cfg, data_dir).to_string(
+                index=False, na_rep="", float_format=lambda x: f"{x:.0f}"))

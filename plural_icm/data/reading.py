@@ -22,7 +22,7 @@ from typing import Any
 
 import pandas as pd
 
-from plural_icm.data.sources import DataFormatError
+from plural_icm.data.sources import DataFormatError, check_file_or_dir  # noqa: F401 (re-exported)
 from plural_icm.errors import ConfigError
 
 #: Longest text field :func:`literal` parses (characters). Real option lists and share tables
@@ -38,19 +38,6 @@ def preview(value: Any, n: int = PREVIEW_CHARS) -> str:
     """A short repr of a value for error messages."""
     text = str(value)
     return repr(text[:n] + "...") if len(text) > n else repr(text)
-
-
-def check_file_or_dir(path: Path, what: str) -> None:
-    """A regular file or a directory (following links); anything else is refused."""
-    try:
-        mode = path.stat().st_mode
-    except OSError as exc:
-        raise DataFormatError(f"{what}={path} cannot be read ({exc.strerror})") from None
-    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
-        kind = "a FIFO" if stat.S_ISFIFO(mode) else "a device" if (
-            stat.S_ISCHR(mode) or stat.S_ISBLK(mode)) else "a socket" if stat.S_ISSOCK(mode) \
-            else "not a regular file"
-        raise DataFormatError(f"{what}={path} is {kind}; expected a regular file or a directory")
 
 
 def check_regular_file(path: Path) -> None:

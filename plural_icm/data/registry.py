@@ -43,22 +43,31 @@ class LoaderSpec(NamedTuple):
     """``function(cfg, data_dir) -> ClaimSet``."""
     options: str
     """The dataclass (in ``module``) that types and validates ``dataset.options``."""
+    kfold: bool = False
+    """Its questions are split here into ``dataset.n_folds`` >= 2 folds, so the config check
+    refuses ``fold >= n_folds`` before a job runs (:func:`plural_icm.config.checks.validate_config`).
+    False: the loader brings its own split (OT), or one fold is allowed (demo, a claims file)."""
+    stats: str | None = None
+    """A function of ``module``, ``stats(cfg, data_dir) -> str``: what ``stage=data_stats`` prints
+    for this dataset after the common table (:func:`plural_icm.data.stats.data_stats_report`)."""
     folds: str | None = None
     """A function of ``module``, ``folds(cfg) -> int``: how many folds the loader itself brings (a
-    fixed split, folds carried by the files), given the validated config. None: a k-fold split into
-    ``dataset.n_folds`` folds (at least 2: one fold must be left to search)."""
+    fixed split, folds carried by the files), given the validated config. None: ``dataset.n_folds``
+    (at least 2 for a ``kfold`` loader: one fold must be left to search)."""
 
 
-#: loader name -> where its function and options class live; imported lazily.
+#: loader name -> where its function and options class live (imported lazily), and what it is.
 LOADERS: dict[str, LoaderSpec] = {
-    "gqa": LoaderSpec("plural_icm.data.gqa", "load_gqa", "GQAOptions"),
-    "oqa": LoaderSpec("plural_icm.data.oqa", "load_oqa", "OQAOptions"),
-    "pt": LoaderSpec("plural_icm.data.pt", "load_pt", "PTOptions"),
-    "ot": LoaderSpec("plural_icm.data.ot", "load_ot", "OTOptions", "declared_folds"),
+    "gqa": LoaderSpec("plural_icm.data.gqa", "load_gqa", "GQAOptions", kfold=True,
+                      stats="stats_text"),
+    "oqa": LoaderSpec("plural_icm.data.oqa", "load_oqa", "OQAOptions", kfold=True),
+    "pt": LoaderSpec("plural_icm.data.pt", "load_pt", "PTOptions", kfold=True, stats="stats_text"),
+    "ot": LoaderSpec("plural_icm.data.ot", "load_ot", "OTOptions", folds="declared_folds"),
     "demo": LoaderSpec("plural_icm.data.demo", "load_demo", "DemoOptions"),
-    "claims": LoaderSpec("plural_icm.data.claims", "load_claims", "ClaimsOptions", "declared_folds"),
+    "claims": LoaderSpec("plural_icm.data.claims", "load_claims", "ClaimsOptions",
+                         folds="declared_folds"),
     "oqa_paper": LoaderSpec("plural_icm.data.oqa_paper", "load_oqa_paper", "OQAPaperOptions",
-                            "declared_folds"),
+                            folds="declared_folds"),
 }
 
 
@@ -72,6 +81,19 @@ def _loader(name: str) -> tuple[Callable[..., ClaimSet], type]:
 
 
 _EXPECTED = {"float": "a number", "int": "an integer", "bool": "true or false", "str": "a string"}
+
+
+def kfold_loaders() -> tuple[str, ...]:
+    """The loaders whose folds are assigned k-fold (:attr:`LoaderSpec.kfold`)."""
+    return tuple(name for name, spec in LOADERS.items() if spec.kfold)
+
+
+def loader_stats_text(cfg: Any, data_dir: str | Path | None = None) -> str | None:
+    """The dataset's own statistics text (:attr:`LoaderSpec.stats`), None when it declares none."""
+    spec = LOADERS.get(str(getattr(cfg, "loader", "")))
+    if spec is None or spec.stats is None:
+        return None
+    return getattr(importlib.import_module(spec.module), spec.stats)(cfg, data_dir)
 
 
 def _expected(options_class: type, key: str) -> str:
@@ -131,9 +153,10 @@ def declared_folds(cfg: Any) -> int:
         module = importlib.import_module(spec.module)
         return int(getattr(module, spec.folds)(_with_options(cfg, validated_options(cfg))))
     n = cfg_get(cfg, "n_folds", 4)
-    if isinstance(n, bool) or not isinstance(n, int) or n < 2:
-        raise ConfigError(f"dataset.n_folds={n!r} is not accepted for loader {name!r} (a k-fold "
-                          "split); expected an integer >= 2")
+    least = 2 if spec.kfold else 1
+    if isinstance(n, bool) or not isinstance(n, int) or n < least:
+        raise ConfigError(f"dataset.n_folds={n!r} is not accepted for loader {name!r}; expected an "
+                          f"integer >= {least}" + (" (a k-fold split)" if spec.kfold else ""))
     return n
 
 

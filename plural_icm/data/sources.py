@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import os
+import stat
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -85,10 +86,21 @@ def configured_path(cfg: Any, dataset: str, fixes: Sequence[str]) -> Path | None
     path = Path(str(raw)).expanduser()
     if not path.exists():
         raise missing(f"{dataset}: dataset.path={raw} does not exist", fixes)
-    from plural_icm.data.reading import check_file_or_dir
-
     check_file_or_dir(path, f"{dataset}: dataset.path")
     return path
+
+
+def check_file_or_dir(path: Path, what: str) -> None:
+    """A regular file or a directory (following links); anything else is refused."""
+    try:
+        mode = path.stat().st_mode
+    except OSError as exc:
+        raise DataFormatError(f"{what}={path} cannot be read ({exc.strerror})") from None
+    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+        kind = "a FIFO" if stat.S_ISFIFO(mode) else "a device" if (
+            stat.S_ISCHR(mode) or stat.S_ISBLK(mode)) else "a socket" if stat.S_ISSOCK(mode) \
+            else "not a regular file"
+        raise DataFormatError(f"{what}={path} is {kind}; expected a regular file or a directory")
 
 
 def data_dir_path(data_dir: str | Path | None, subdirs: Iterable[str]) -> Path | None:

@@ -70,27 +70,13 @@ def format_stats(claimset_or_df: ClaimSet | pd.DataFrame, title: str | None = No
     return "\n".join(lines)
 
 
-def gqa_question_counts(cfg: Any, data_dir: str | Path | None = None) -> pd.DataFrame:
-    """GQA questions kept under both ``count_nonsubstantive`` settings (the paper: 180)."""
-    from plural_icm.data.gqa import question_counts
-
-    return question_counts(cfg, data_dir)
-
-
 def data_stats_report(cfg: Any, data_dir: str | Path | None = None) -> str:
     """Everything ``stage=data_stats`` prints for one dataset config."""
-    from plural_icm.data.registry import load_claimset
+    from plural_icm.data.registry import load_claimset, loader_stats_text
 
     claimset = load_claimset(cfg, data_dir)
     text = format_stats(claimset)
-    if str(getattr(cfg, "loader", "")) == "gqa":
-        counts = gqa_question_counts(cfg, data_dir)
-        text += ("\n\nGQA questions with complete labels by option-count setting "
-                 "(the paper keeps 180):\n" + counts.to_string(index=False))
-    if str(getattr(cfg, "loader", "")) == "pt":
-        from plural_icm.data.pt import cluster_sizes
-
-        text += ("\n\nPT persona clusters (the paper's Table 2 keywords; persona sentences per "
-                 "type and side):\n" + cluster_sizes(cfg, data_dir).to_string(
-                     index=False, na_rep="", float_format=lambda x: f"{x:.0f}"))
+    extra = loader_stats_text(cfg, data_dir)  # what the dataset declares (LoaderSpec.stats)
+    if extra:
+        text += "\n\n" + extra
     return text

@@ -23,6 +23,7 @@ Missing pieces are None, never NaN (``json.dumps`` would write the invalid token
 
 from __future__ import annotations
 
+import math
 from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
@@ -180,4 +181,60 @@ def representation_summary(scores_df: pd.DataFrame, score_col: str = "score") ->
     return {"overall": overall, "per_persona": per_persona}
 
 
-__all__ = ["PAPER_ACCURACY", "cell_metrics", "aggregate_folds", "representation_summary"]
+def add_persona_values(metrics: dict, values: Mapping[str, Mapping[str, Any]],
+                       details: Mapping[str, Mapping[str, Any]] | None = None,
+                       not_averaged: Sequence[str] = ()) -> None:
+    """Per persona: its scalar ``values`` and its ``details`` into ``metrics["per_persona"]``;
+    overall: the mean of each scalar over the personas that have it (None where none has), but
+    for the keys of ``not_averaged``."""
+    scalars: dict[str, list[float]] = {}
+    for pid, vals in values.items():
+        pm = metrics["per_persona"].setdefault(pid, {})
+        pm.update(vals)
+        pm.update((details or {}).get(pid, {}))
+        for k, v in vals.items():
+            scalars.setdefault(k, [])
+            if v is not None:
+                scalars[k].append(float(v))
+    for k, vs in scalars.items():
+        if k not in not_averaged:
+            metrics["overall"][k] = sum(vs) / len(vs) if vs else None
+
+
+def add_representation(metrics: dict, generations: list[dict]) -> None:
+    """Representation score = mean of the persona means (the paper's 4.29 is the plain mean of
+    its three persona values; pooling answers weights personas by their question counts), SE of
+    that mean from the persona SEs; ``representation_pooled`` keeps the pooled mean. With
+    perturbations (acc_matched), each is summarised and the summaries averaged."""
+    if not generations:
+        return
+    df = pd.DataFrame(generations)
+    parts = [g for _, g in df.groupby("perturbation")] if df["perturbation"].notna().any() else [df]
+    reps = [representation_summary(g) for g in parts]
+
+    def mean(vals):
+        vals = [v for v in vals if v is not None]
+        return sum(vals) / len(vals) if vals else None
+
+    def combined_se(per: dict) -> float | None:
+        ses = [r["se"] for r in per.values()]
+        if not ses or any(v is None for v in ses):
+            return None
+        return math.sqrt(sum(v * v for v in ses)) / len(ses)
+
+    metrics["overall"].update({
+        "representation_score": mean([r["overall"]["persona_mean"] for r in reps]),
+        "representation_se": mean([combined_se(r["per_persona"]) for r in reps]),
+        "representation_pooled": mean([r["overall"]["mean"] for r in reps]),
+        "representation_missing": sum(r["overall"]["n_missing"] for r in reps),
+        "representation_perturbations": len(reps)})
+    for pid in reps[0]["per_persona"]:
+        rs = [r["per_persona"][pid] for r in reps if pid in r["per_persona"]]
+        metrics["per_persona"].setdefault(pid, {}).update(
+            {"representation_score": mean([r["mean"] for r in rs]),
+             "representation_se": mean([r["se"] for r in rs]),
+             "representation_missing": sum(r["n_missing"] for r in rs)})
+
+
+__all__ = ["PAPER_ACCURACY", "cell_metrics", "aggregate_folds", "representation_summary",
+           "add_representation", "add_persona_values"]

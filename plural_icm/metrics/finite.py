@@ -7,34 +7,12 @@ into one). :func:`check_metrics_finite` is called before any result file of a ce
 
 from __future__ import annotations
 
-import math
-from typing import Any
-
 from plural_icm.errors import UserError
+from plural_icm.utils.values import non_finite_metrics
 
 
 class NonFiniteMetricError(UserError, ValueError):
     """A metric is NaN or infinite; the cell is not written as complete."""
-
-
-def non_finite_metrics(obj: Any, prefix: str = "") -> list[str]:
-    """Dotted paths of every NaN or infinite number in a nested dict/list."""
-    out: list[str] = []
-    if isinstance(obj, dict):
-        for k, v in obj.items():
-            out += non_finite_metrics(v, f"{prefix}{k}.")
-    elif isinstance(obj, (list, tuple)):
-        for i, v in enumerate(obj):
-            out += non_finite_metrics(v, f"{prefix}{i}.")
-    elif isinstance(obj, float) and not math.isfinite(obj):
-        out.append(prefix[:-1])
-    elif hasattr(obj, "dtype") and getattr(obj, "ndim", 1) == 0:  # numpy scalar
-        try:
-            if not math.isfinite(float(obj)):
-                out.append(prefix[:-1])
-        except (TypeError, ValueError):
-            pass
-    return out
 
 
 def check_metrics_finite(metrics: dict, where: str = "cell") -> None:

@@ -12,7 +12,6 @@ directory holding results of *different* settings is never overwritten (change `
 from __future__ import annotations
 
 import json
-import math
 import logging
 import shutil
 import time
@@ -24,8 +23,7 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
-from plural_icm.backends.registry import backend_from_model_config, make_backend
-from plural_icm.backends.settings import result_engine_settings
+from plural_icm.backends.registry import backend_info, make_judge
 from plural_icm.config.secrets import scrub_secrets
 from plural_icm.conditions.base import CellInputs, Condition, ConditionLabels, ordered_examples
 from plural_icm.conditions.labels import cap_search_claims, label_accuracy
@@ -38,121 +36,24 @@ from plural_icm.inference.steered import generate_and_judge
 from plural_icm.layout import (CELL_FILES, COMPLETE, CONFIG, EXAMPLES, GENERATIONS, METRICS, PREDICTIONS,
                                CellMeta, CellResult, CompleteRecord, ExampleRow, PredictionRow, cell_name,
                                cell_path, fingerprint, is_complete)
-from plural_icm.metrics.aggregate import perturbation_mean_metrics, representation_summary
+from plural_icm.metrics.aggregate import (add_persona_values, add_representation,
+                                         perturbation_mean_metrics)
 from plural_icm.metrics.finite import check_metrics_finite
+from plural_icm.pipeline.models import Backends
+from plural_icm.pipeline.searches import (icm_protocol, model_identity, run_searches_for,
+                                          search_tasks, searches_on_disk)
 from plural_icm.pipeline.slurm import slurm_job_info
-from plural_icm.search.engine import SearchParams
-from plural_icm.search.store import SearchTask, all_on_disk, run_or_load
-from plural_icm.search.progress import SearchProgress
-from plural_icm.search.units import best_per_persona, search_sets
 from plural_icm.tracking.results import log_cell_result
-from plural_icm.tracking.searches import SearchTracker
 from plural_icm.utils.io import atomic_write_json, atomic_write_jsonl, atomic_write_text
 from plural_icm.utils.values import plain
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Backends", "run_cell", "run_searches_for", "search_tasks", "cap_search_claims",
-           "cell_name", "cell_path", "fingerprint"]
-
-
-class Backends:
-    """Loads each checkpoint at most once per job, and only when something must be computed.
-
-    The base model (search) is released before a *different* instruct model is loaded, since a
-    GPU job holds one engine at a time (vLLM cannot start a second engine in one process).
-    """
-
-    def __init__(self, cfg: DictConfig):
-        self.cfg = cfg
-        self._current: tuple[str, Any] | None = None
-
-    def get(self, role: str) -> Any:
-        spec = self.cfg.model.base if role == "base" else self.cfg.model.instruct
-        if self._current and self._current[0] == spec:
-            return self._current[1]
-        self.close()
-        log.info("loading %s model %s (%s backend) ...", role, spec, plain(self.cfg.model.backend))
-        t0 = time.perf_counter()
-        backend = backend_from_model_config(self.cfg.model, role, self.cfg.paths.cache_dir)
-        log.info("loaded %s model %s in %.1f s", role, spec, time.perf_counter() - t0)
-        self._current = (spec, backend)
-        return backend
-
-    def close(self) -> None:
-        if self._current:
-            self._current[1].close()
-            self._current = None
-
-
-# -- ICM searches -----------------------------------------------------------------------------
-
-def search_tasks(cfg: DictConfig, claimset: ClaimSet, backend_identity: dict,
-                 personas: list[str], fold: int, fixed: dict[str, dict[str, bool]] | None = None):
-    """The ICM searches a cell needs: per persona, restart and search set (icm.search_unit: the
-    training claims, or each training fold part of them; plural_icm.search.units)."""
-    params = SearchParams.from_config(cfg.icm)
-    unit = plain(cfg.icm.search_unit)
-    tasks = []
-    for pid in personas:
-        train, _ = claimset.split(fold, pid)
-        train = cap_search_claims(train, cfg.dataset.max_search_claims, cfg.seed)
-        pid_fixed = (fixed or {}).get(pid, {})
-        for part, claims in search_sets(train, claimset.folds, unit):
-            ids = {c.item_id for c in claims}
-            for r in range(int(cfg.icm.restarts)):
-                tasks.append(SearchTask(
-                    model=cfg.model.name, dataset=cfg.dataset.name,
-                    fold=fold if part is None else part, persona=pid, claims=claims,
-                    rule=claimset.rule, params=params, seed=int(cfg.seed) * 1000 + r,
-                    template=cfg.icm.template, labels=tuple(cfg.icm.labels),
-                    model_identity=backend_identity,
-                    fixed={k: v for k, v in pid_fixed.items() if k in ids},
-                    search_unit=unit, part=part))
-    return tasks
-
-
-def model_identity(cfg: DictConfig) -> dict:
-    """What identifies the base model for search hashing, without loading it."""
-    return {"backend": plain(cfg.model.backend), "model": cfg.model.base,
-            "revision": cfg.model.revision, "dtype": cfg.model.dtype,
-            **result_engine_settings(cfg.model)}
-
-
-def run_searches_for(cfg: DictConfig, claimset: ClaimSet, personas: list[str], backends: Backends,
-                     fixed: dict[str, dict[str, bool]] | None = None, desc: str = "ICM search",
-                     wb: Any = None) -> dict[str, Any]:
-    """Best-of-restarts ICM search result per persona (run, resumed or loaded; the parts of a
-    persona merged when icm.search_unit=part)."""
-    tasks = search_tasks(cfg, claimset, model_identity(cfg), personas, cfg.fold, fixed)
-    progress = SearchProgress(tasks, cfg.paths.searches_dir, desc, enabled=bool(cfg.progress))
-    tracker = SearchTracker(wb, cfg.paths.searches_dir)
-
-    def on_iteration(task, row):
-        progress(task, row)
-        tracker.on_iteration(task, row)
-
-    try:
-        stored = run_or_load(tasks, cfg.paths.searches_dir, lambda: backends.get("base"), on_iteration)
-    finally:
-        progress.close()
-    tracker.finished(stored)
-    by_persona: dict[str, list] = {}
-    for s in stored:
-        by_persona.setdefault(s.task.persona, []).append(s)
-    for pid, ss in by_persona.items():
-        for s in ss:
-            log.info("search %s fold %d seed %d: %s (%s)", pid, cfg.fold, s.task.seed,
-                     "computed" if s.computed else "loaded", s.path)
-            if s.summary.get("warning"):
-                log.warning("search %s (%s): %s", pid, s.path, s.summary["warning"])
-    return best_per_persona(stored)
-
-
-def icm_protocol(cfg: DictConfig) -> dict:
-    """The ICM settings a number depends on beyond the hyperparameters, for the result's meta."""
-    return {"icm_preset": plain(cfg.icm.preset),
-            "search_unit": plain(cfg.icm.search_unit), "seed_labels": plain(cfg.icm.seed_labels)}
+# Backends, run_searches_for, search_tasks and model_identity live in pipeline/models.py and
+# pipeline/searches.py (every stage uses them); add_representation in metrics/aggregate.py. They
+# stay importable from here for code written against the former cell module.
+__all__ = ["run_cell", "cell_name", "cell_path", "fingerprint", "Backends", "run_searches_for",
+           "search_tasks", "model_identity", "cap_search_claims", "add_representation"]
 
 
 # -- the cell as named steps ------------------------------------------------------------------
@@ -274,7 +175,7 @@ def base_work_in_child_process(cfg: DictConfig, role: str) -> bool:
     if role == "base" or str(cfg.model.base) == str(cfg.model.instruct):
         return False
     flag = cfg.model.get("engine_per_process")
-    return plain(cfg.model.backend) == "vllm" if flag is None else bool(flag)
+    return backend_info(cfg.model.backend).engine_per_process if flag is None else bool(flag)
 
 
 def base_model_work_due(cfg: DictConfig, condition: Condition, claimset: ClaimSet,
@@ -285,8 +186,7 @@ def base_model_work_due(cfg: DictConfig, condition: Condition, claimset: ClaimSe
         return True
     if not condition.needs_search:
         return False
-    tasks = search_tasks(cfg, claimset, model_identity(cfg), personas, cfg.fold, None)
-    return not all_on_disk(tasks, cfg.paths.searches_dir)
+    return not searches_on_disk(cfg, claimset, personas)
 
 
 def examples_in_child_process(cfg: DictConfig) -> dict[str, ConditionLabels]:
@@ -343,21 +243,12 @@ def predict_personas(cfg: DictConfig, claimset: ClaimSet, labelled: dict[str, Co
 def add_condition_metrics(metrics: dict, labelled: dict[str, ConditionLabels]) -> None:
     """Per persona: the condition's scalar metrics and details, the number of examples and their
     label accuracy vs gold; overall: the mean of each scalar over the personas that have it."""
-    scalars: dict[str, list[float]] = {}
-    for pid, cl in labelled.items():
-        pm = metrics["per_persona"].setdefault(pid, {})
-        values = {**cl.metrics, "n_examples": len(cl.examples),
-                  "example_label_accuracy": label_accuracy([c for c, _ in cl.examples],
-                                                           {c.item_id: y for c, y in cl.examples})}
-        pm.update(values)
-        pm.update(cl.details)
-        for k, v in values.items():
-            scalars.setdefault(k, [])
-            if v is not None:
-                scalars[k].append(float(v))
-    for k, vs in scalars.items():
-        if k != "n_examples":
-            metrics["overall"][k] = sum(vs) / len(vs) if vs else None
+    values = {pid: {**cl.metrics, "n_examples": len(cl.examples),
+                    "example_label_accuracy": label_accuracy([c for c, _ in cl.examples],
+                                                             {c.item_id: y for c, y in cl.examples})}
+              for pid, cl in labelled.items()}
+    add_persona_values(metrics, values, {pid: cl.details for pid, cl in labelled.items()},
+                       not_averaged=("n_examples",))
 
 
 def steered_generation(cfg: DictConfig, claimset: ClaimSet, labelled: dict[str, ConditionLabels],
@@ -391,17 +282,10 @@ def judge_backend(cfg: DictConfig, backend: Any) -> Any:
     inf = cfg.inference
     if not inf.judge_model:
         return backend
-    kind = plain(inf.get("judge_backend") or cfg.model.backend)
-    kwargs = {"cache_dir": cfg.paths.cache_dir, "max_context": cfg.model.max_context}
-    if kind != "openai":
-        kwargs["dtype"] = cfg.model.dtype
-    else:
-        if not inf.get("judge_api_base"):
-            raise ValueError("inference.judge_backend=openai needs inference.judge_api_base "
-                             "(the server URL, e.g. http://host:8000/v1)")
-        kwargs |= {"api_base": inf.judge_api_base,
-                   "api_key_env": inf.get("judge_api_key_env") or "OPENAI_API_KEY"}
-    return make_backend(kind, model_spec=inf.judge_model, **kwargs)
+    return make_judge(plain(inf.get("judge_backend") or cfg.model.backend), inf.judge_model,
+                      cache_dir=cfg.paths.cache_dir, max_context=cfg.model.max_context,
+                      dtype=cfg.model.dtype, api_base=inf.get("judge_api_base"),
+                      api_key_env=inf.get("judge_api_key_env"))
 
 
 def judge_info(cfg: DictConfig) -> dict:
@@ -413,41 +297,6 @@ def judge_info(cfg: DictConfig) -> dict:
     return {"judge_model": str(judge or cfg.model.instruct), "judge_is_model_under_test": self_judged,
             # the report calls OT scores comparable with the paper's only with a stated validation
             "judge_validation": str(validation) if validation and not self_judged else None}
-
-
-def add_representation(metrics: dict, generations: list[dict]) -> None:
-    """Representation score = mean of the persona means (the paper's 4.29 is the plain mean of
-    its three persona values; pooling answers weights personas by their question counts), SE of
-    that mean from the persona SEs; ``representation_pooled`` keeps the pooled mean. With
-    perturbations (acc_matched), each is summarised and the summaries averaged."""
-    if not generations:
-        return
-    df = pd.DataFrame(generations)
-    parts = [g for _, g in df.groupby("perturbation")] if df["perturbation"].notna().any() else [df]
-    reps = [representation_summary(g) for g in parts]
-
-    def mean(vals):
-        vals = [v for v in vals if v is not None]
-        return sum(vals) / len(vals) if vals else None
-
-    def combined_se(per: dict) -> float | None:
-        ses = [r["se"] for r in per.values()]
-        if not ses or any(v is None for v in ses):
-            return None
-        return math.sqrt(sum(v * v for v in ses)) / len(ses)
-
-    metrics["overall"].update({
-        "representation_score": mean([r["overall"]["persona_mean"] for r in reps]),
-        "representation_se": mean([combined_se(r["per_persona"]) for r in reps]),
-        "representation_pooled": mean([r["overall"]["mean"] for r in reps]),
-        "representation_missing": sum(r["overall"]["n_missing"] for r in reps),
-        "representation_perturbations": len(reps)})
-    for pid in reps[0]["per_persona"]:
-        rs = [r["per_persona"][pid] for r in reps if pid in r["per_persona"]]
-        metrics["per_persona"].setdefault(pid, {}).update(
-            {"representation_score": mean([r["mean"] for r in rs]),
-             "representation_se": mean([r["se"] for r in rs]),
-             "representation_missing": sum(r["n_missing"] for r in rs)})
 
 
 def write_cell(cfg: DictConfig, out: Path, fp: str, result: CellOutput, t0: float) -> None:

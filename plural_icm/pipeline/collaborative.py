@@ -34,7 +34,9 @@ from plural_icm.inference.predict import predict
 from plural_icm.layout import (CollaborativeSummary, LabellingScore, collaborative_dir,
                                collaborative_root, fingerprint)
 from plural_icm.metrics.aggregate import cell_metrics
-from plural_icm.pipeline.cell import Backends, run_searches_for
+from plural_icm.pipeline.models import Backends
+from plural_icm.pipeline.searches import run_searches_for
+from plural_icm.search.records import SearchSummary
 from plural_icm.errors import ConfigError, ResultsConflictError
 from plural_icm.utils.io import atomic_write_json, atomic_write_jsonl, read_jsonl
 
@@ -100,7 +102,7 @@ def answers_for(groups: list[str], claims: list[Claim], directory: Path,
 
 
 def _evaluate(cfg: DictConfig, claimset: ClaimSet, pid: str, labels: dict[str, bool],
-              summary: dict, backends: Backends) -> dict:
+              summary: SearchSummary, backends: Backends) -> dict:
     train, test = claimset.split(cfg.fold, pid)
     examples = [(c, labels[c.item_id]) for c in train if c.item_id in labels]
     rows, _ = predict(backends.get("instruct"), cfg.inference, claimset.personas[pid], examples, test)
@@ -109,8 +111,8 @@ def _evaluate(cfg: DictConfig, claimset: ClaimSet, pid: str, labels: dict[str, b
     return LabellingScore(test_accuracy=m.get("claim_accuracy"),
                           test_question_accuracy=m.get("question_accuracy"),
                           label_accuracy=float(np.mean(gold)) if gold else None,
-                          U=summary.get("U"), mutual_predictability=summary.get("P"),
-                          inconsistencies=summary.get("I")).as_dict()
+                          U=summary.U, mutual_predictability=summary.P,
+                          inconsistencies=summary.I).as_dict()
 
 
 def _fewshot_confidence(cfg, claimset, pid, train: list[Claim], labels, backends) -> dict[str, float]:

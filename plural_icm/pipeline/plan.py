@@ -29,9 +29,10 @@ from typing import Any, Iterable, Sequence
 
 from omegaconf import DictConfig, OmegaConf
 
+from plural_icm.backends.registry import backend_info
 from plural_icm.conditions.registry import get_condition
 from plural_icm.layout import CELL_FILES, COMPLETE, cell_path, fingerprint, is_complete
-from plural_icm.pipeline.cell import model_identity
+from plural_icm.pipeline.searches import model_identity
 from plural_icm.utils.values import plain
 
 GIB = 1024 ** 3
@@ -183,7 +184,7 @@ def memory_check(model: Any, cluster: Any) -> MemoryCheck:
         return MemoryCheck(name, True, f"{name}: no params_b/layers/kv_heads/head_dim in its config: not checked")
     params_b, layers, kv_heads, head_dim = sizes
     gpus = int(model.gpus or 0)
-    on_gpu = gpus > 0 and plain(model.backend) == "vllm"
+    on_gpu = gpus > 0 and backend_info(model.backend).reserves_gpu_memory
     b = _bytes_per_value(model.dtype, on_gpu)
     weights = params_b * 1e9 * b / GIB
     kv = 2 * layers * kv_heads * head_dim * b * int(model.max_context) / GIB

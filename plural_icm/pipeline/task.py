@@ -15,7 +15,9 @@ from plural_icm.config.checks import validate_config
 from plural_icm.config.schema import check_config
 from plural_icm.data.registry import load_claimset
 from plural_icm.layout import cell_name
-from plural_icm.pipeline.cell import Backends, run_cell, run_searches_for
+from plural_icm.pipeline.cell import run_cell
+from plural_icm.pipeline.models import Backends
+from plural_icm.pipeline.searches import run_searches_for
 from plural_icm.pipeline.collaborative import run_collaborative
 from plural_icm.pipeline.slurm import check_allocation, in_slurm_job
 from plural_icm.pipeline.stats_stage import run_data_stats
@@ -103,7 +105,7 @@ def run_task(cfg: DictConfig):
             finally:
                 backends.close()
             for pid, s in res.items():
-                print(f"{pid}: U={s.summary['U']:.2f} label_accuracy={s.summary.get('label_accuracy')} -> {s.path}")
+                print(f"{pid}: U={s.summary.U:.2f} label_accuracy={s.summary.label_accuracy} -> {s.path}")
             return None
         if stage == "collaborative":
             return run_collaborative(cfg, wb=wb)

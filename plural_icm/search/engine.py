@@ -25,7 +25,7 @@ from typing import Any, Callable, Generator, Iterable, Mapping, Sequence
 import numpy as np
 
 from plural_icm.backends.base import ContextLengthError, LMBackend, Prompt
-from plural_icm.config.schema import Aggregate
+from plural_icm.choices import Aggregate
 from plural_icm.data.records import Claim, ConsistencyRule
 from plural_icm.search.consistency import group_inconsistencies, repair_options
 from plural_icm.search.layout import FixedLayout, TreeTailLayout, layout_from_dict

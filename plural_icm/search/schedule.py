@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 
-from plural_icm.config.schema import Schedule
+from plural_icm.choices import Schedule
 
 INDEXES = ("accepted", "iteration")
 

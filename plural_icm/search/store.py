@@ -27,10 +27,18 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 from plural_icm.data.records import Claim, ConsistencyRule
-from plural_icm.layout import COMPLETE, SEARCH_FILES, is_complete, search_dir
+from plural_icm.layout import SEARCH_FILES, is_complete, search_dir
 from plural_icm.search.engine import ICMSearch, SearchParams, SearchResult, run_searches
 from plural_icm.search.prompts import PROMPT_ENCODING, ClaimRenderer
-from plural_icm.utils.io import atomic_write_json, atomic_write_jsonl, read_jsonl
+from plural_icm.search.records import (CHECKPOINT, CHECKPOINT_KEYS, LabelRow, SearchComplete,
+                                       SearchRecordError, SearchSpec, SearchSummary,
+                                       checkpoint_problem, read_checkpoint, read_labels,
+                                       write_checkpoint, write_labels, write_trajectory)
+
+# CHECKPOINT_KEYS and checkpoint_problem live with the records; kept importable from here.
+__all__ = ["SearchTask", "StoredSearch", "StopRequest", "load_search", "load_checkpoint",
+           "all_on_disk", "run_or_load", "best_of_restarts", "CHECKPOINT_KEYS",
+           "checkpoint_problem", "SearchRecordError"]
 
 log = logging.getLogger(__name__)
 
@@ -56,20 +64,23 @@ class SearchTask:
     or, for ``part``, the single fold part ``part`` (then ``fold`` = ``part``)."""
     part: int | None = None
 
-    def spec(self) -> dict:
-        return {
-            "model": self.model_identity,
-            "claims": [[c.item_id, c.group_id, c.question, c.claim] for c in self.claims],
-            "rule": ConsistencyRule(self.rule).value,
+    def search_spec(self) -> SearchSpec:
+        """The typed ``spec.json`` of this search."""
+        return SearchSpec(
+            model=self.model_identity,
+            claims=[[c.item_id, c.group_id, c.question, c.claim] for c in self.claims],
+            rule=ConsistencyRule(self.rule).value,
             # repair_rule at its default is left out: searches stored before it existed keep
             # their addresses
-            "params": {k: v for k, v in asdict(self.params).items() if k != "checkpoint_every"
-                       and not (k == "repair_rule" and v == "improve")},
-            "seed": self.seed, "template": self.template, "labels": list(self.labels),
-            "prompt_encoding": PROMPT_ENCODING,
-            "fixed": dict(sorted(self.fixed.items())),
-            "search_unit": self.search_unit, "part": self.part,
-        }
+            params={k: v for k, v in asdict(self.params).items() if k != "checkpoint_every"
+                    and not (k == "repair_rule" and v == "improve")},
+            seed=self.seed, template=self.template, labels=list(self.labels),
+            prompt_encoding=PROMPT_ENCODING,
+            fixed=dict(sorted(self.fixed.items())),
+            search_unit=self.search_unit, part=self.part)
+
+    def spec(self) -> dict:
+        return self.search_spec().as_dict()
 
     def hash(self) -> str:
         blob = json.dumps(self.spec(), sort_keys=True, ensure_ascii=False).encode()
@@ -85,7 +96,7 @@ class StoredSearch:
     path: Path
     labels: dict[str, bool]
     confidence: dict[str, float]
-    summary: dict
+    summary: SearchSummary
     computed: bool
     """True when this process ran (or finished) the search, False when it was loaded."""
 
@@ -147,52 +158,19 @@ def _locked(path: Path) -> Iterator[None]:
 
 
 def load_search(task: SearchTask, path: Path) -> StoredSearch:
-    rows = read_jsonl(path / "labels.jsonl")
-    summary = json.loads((path / "summary.json").read_text())
-    return StoredSearch(task=task, path=path, labels={r["item_id"]: bool(r["label"]) for r in rows},
-                        confidence={r["item_id"]: float(r["confidence"]) for r in rows},
-                        summary=summary, computed=False)
-
-
-#: Keys of a checkpoint (:meth:`ICMSearch._save`) and the type of each.
-CHECKPOINT_KEYS = {"rng": dict, "labels": dict, "layout": dict, "scores": dict, "iteration": int,
-                   "accepted": int, "since_accept": int, "trajectory": list}
-
-
-def checkpoint_problem(state: Any) -> str | None:
-    """Why ``state`` cannot be resumed from (None when it can)."""
-    import numpy as np
-
-    from plural_icm.search.layout import layout_from_dict
-
-    if not isinstance(state, dict):
-        return f"expected a JSON object, got {type(state).__name__}"
-    for key, kind in CHECKPOINT_KEYS.items():
-        if not isinstance(state.get(key), kind) or isinstance(state.get(key), bool):
-            return f"key {key!r} is missing or not a {kind.__name__}"
-    try:
-        np.random.default_rng().bit_generator.state = state["rng"]
-        layout_from_dict(state["layout"])
-        for v in state["scores"].values():
-            if len(v) != 2 or not all(isinstance(x, (int, float)) for x in v):
-                return "scores must be pairs of numbers"
-    except (KeyError, TypeError, ValueError, AttributeError) as exc:
-        return f"{type(exc).__name__}: {str(exc)[:100]}"
-    return None
+    rows = read_labels(path)
+    return StoredSearch(task=task, path=path, labels={r.item_id: r.label for r in rows},
+                        confidence={r.item_id: r.confidence for r in rows},
+                        summary=SearchSummary.read(path), computed=False)
 
 
 def load_checkpoint(path: Path) -> dict | None:
     """The checkpoint to resume from, or None. A corrupt or wrong-shape one (a disk filled up,
     another version's file) is moved aside with a warning, and the search restarts from scratch."""
-    if not path.is_file():
-        return None
     try:
-        state = json.loads(path.read_text(encoding="utf-8"))
-        problem = checkpoint_problem(state)
-    except (ValueError, RecursionError, OSError) as exc:  # JSONDecodeError, UnicodeDecodeError
-        state, problem = None, f"not readable JSON ({type(exc).__name__})"
-    if problem is None:
-        return state
+        return read_checkpoint(path)
+    except SearchRecordError as exc:
+        problem = str(exc).removeprefix(f"{path}: ")
     aside = path.with_name(f"{path.name}.corrupt-{int(time.time())}")
     os.replace(path, aside)
     log.warning("%s cannot be resumed from (%s): moved to %s; the search restarts from scratch",
@@ -236,15 +214,15 @@ def run_or_load(tasks: Sequence[SearchTask], searches_dir: str | Path,
             searches = []
             for k in todo:
                 t, p = tasks[k], paths[k]
-                atomic_write_json(p / "spec.json", t.spec())
-                ck = p / "checkpoint.json"
+                t.search_spec().write(p)
+                ck = p / CHECKPOINT
                 state = load_checkpoint(ck)
                 key = (t.template, t.labels)
                 renderer = renderer_cache.setdefault(key, ClaimRenderer(backend, t.template, t.labels))
                 searches.append(ICMSearch(
                     t.claims, t.rule, renderer, t.params, seed=t.seed, fixed=t.fixed,
                     max_context=backend.max_context, resume_state=state,
-                    checkpoint=(lambda st, ck=ck: atomic_write_json(ck, st)),
+                    checkpoint=(lambda st, ck=ck: write_checkpoint(ck, st)),
                     should_stop=stop,
                     on_iteration=(lambda row, t=t: on_iteration(t, row)) if on_iteration else None))
             try:
@@ -262,21 +240,18 @@ def run_or_load(tasks: Sequence[SearchTask], searches_dir: str | Path,
 
 def _write_result(task: SearchTask, path: Path, res: SearchResult, backend: Any) -> None:
     gold = {c.item_id: c.gold for c in task.claims}
-    atomic_write_jsonl(path / "labels.jsonl", [
-        {"item_id": j, "label": y, "confidence": res.confidence[j], "gold": gold[j]}
-        for j, y in res.labels.items()])
-    atomic_write_jsonl(path / "trajectory.jsonl", res.trajectory)
-    summary = res.summary() | {"persona": task.persona, "fold": task.fold, "model": task.model,
-                               "dataset": task.dataset, "hash": path.name,
-                               "search_unit": task.search_unit, "part": task.part,
-                               "seed_labels": task.params.seed_labels}
-    atomic_write_json(path / "summary.json", summary)
-    atomic_write_json(path / COMPLETE, {"hash": path.name, "finished": time.time()})
-    ck = path / "checkpoint.json"
+    write_labels(path, [LabelRow(item_id=j, label=y, confidence=res.confidence[j], gold=gold[j])
+                        for j, y in res.labels.items()])
+    write_trajectory(path, res.trajectory)
+    SearchSummary(**res.summary(), persona=task.persona, fold=task.fold, model=task.model,
+                  dataset=task.dataset, hash=path.name, search_unit=task.search_unit,
+                  part=task.part, seed_labels=task.params.seed_labels).write(path)
+    SearchComplete(hash=path.name, finished=time.time()).write(path)
+    ck = path / CHECKPOINT
     if ck.exists():
         ck.unlink()
 
 
 def best_of_restarts(results: Sequence[StoredSearch]) -> StoredSearch:
     """The highest-U assignment among restarts of one search set."""
-    return max(results, key=lambda r: r.summary["U"])
+    return max(results, key=lambda r: r.summary.U)

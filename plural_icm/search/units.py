@@ -16,8 +16,9 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any, Mapping, Sequence
 
-from plural_icm.config.schema import SearchUnit
+from plural_icm.choices import SearchUnit
 from plural_icm.data.records import Claim
+from plural_icm.search.records import SearchSummary
 
 
 def search_sets(train: Sequence[Claim], folds: Mapping[str, int],
@@ -44,7 +45,7 @@ def best_per_persona(stored: Sequence[Any]) -> dict[str, Any]:
     published); the winners of a persona's parts are then merged into one result whose labels
     and confidences are the union of the parts' and whose summary averages U over the parts (the
     objective of one search, so "coherence" reads on the scale of a search over one part as the
-    paper's Table 1, whatever the number of parts; their sum is ``U_sum``), sums I and the claim
+    paper's Table 1, whatever the number of parts; each part's is in ``parts``), sums I and the claim
     counts, and averages P and the label accuracy weighted by claims (each part's P is its own
     mutual predictability: the parts never saw each other). ``summary["parts"]`` keeps each part's.
     """
@@ -70,22 +71,23 @@ def merge_parts(parts: Sequence[Any]) -> Any:
         labels.update(p.labels)
         confidence.update(p.confidence)
     sums = [p.summary for p in parts]
-    n = [int(s.get("n_claims") or len(p.labels)) for s, p in zip(sums, parts)]
+    n = [int(s.n_claims or len(p.labels)) for s, p in zip(sums, parts)]
 
     def weighted(key: str) -> float | None:
-        vals = [(s.get(key), k) for s, k in zip(sums, n) if s.get(key) is not None]
+        vals = [(getattr(s, key), k) for s, k in zip(sums, n) if getattr(s, key) is not None]
         return sum(v * k for v, k in vals) / sum(k for _, k in vals) if vals else None
 
-    summary = {"U": sum(s["U"] for s in sums) / len(sums), "U_sum": sum(s["U"] for s in sums),
-               "P": weighted("P"), "I": sum(s["I"] for s in sums),
-               "label_accuracy": weighted("label_accuracy"), "n_claims": sum(n),
-               "n_predicted_unlabelled": sum(int(s.get("n_predicted_unlabelled") or 0) for s in sums),
-               "iterations": sum(int(s.get("iterations") or 0) for s in sums),
-               "search_unit": SearchUnit.part.value, "seed_labels": sums[0].get("seed_labels"),
-               "persona": sums[0].get("persona"),
-               "parts": [s | {"path": str(p.path)} for s, p in zip(sums, parts)]}
-    warnings = [s["warning"] for s in sums if s.get("warning")]
-    if warnings:
-        summary["warning"] = "; ".join(warnings)
+    warnings = [s.warning for s in sums if s.warning]
+    summary = SearchSummary(
+        # U: the mean over the parts (one search's objective, the paper's Table 1 "coherence"
+        # scale); the parts' sum is in ``parts`` (each part's own U)
+        U=sum(s.U for s in sums) / len(sums), P=weighted("P"), I=sum(s.I for s in sums),
+        label_accuracy=weighted("label_accuracy"), n_claims=sum(n),
+        n_predicted_unlabelled=sum(int(s.n_predicted_unlabelled or 0) for s in sums),
+        iterations=sum(int(s.iterations or 0) for s in sums),
+        search_unit=SearchUnit.part.value, seed_labels=sums[0].seed_labels,
+        persona=sums[0].persona,
+        parts=[s.as_dict() | {"path": str(p.path)} for s, p in zip(sums, parts)],
+        warning="; ".join(warnings) if warnings else None)
     return replace(parts[0], labels=labels, confidence=confidence, summary=summary,
                    computed=any(p.computed for p in parts))

@@ -10,23 +10,25 @@ a cell's headline number to the labels behind it.
 
 Works on duck-typed search tasks (``persona``, ``seed``, ``fixed``, ``hash()``,
 ``directory(searches_dir)``) and stored searches (``task``, ``path``, ``summary``, ``computed``),
-so tracking never imports the search layer.
+so tracking imports of the search layer only its records (file names and readers,
+:mod:`plural_icm.search.records`), never the engine.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Any, Iterable
 
+from plural_icm.search.records import (CHECKPOINT, LABELS, SEARCH_SUMMARY, SPEC, TRAJECTORY,
+                                       read_checkpoint, read_labels, read_trajectory)
 from plural_icm.tracking.wandb_run import NullCellRun
 
 log = logging.getLogger(__name__)
 
 #: Files of a search directory that make up its Artifact (all written before ``COMPLETE.json``,
 #: never changed after: the same files give the same digest in every run that logs or uses it).
-SEARCH_ARTIFACT_FILES = ("labels.jsonl", "summary.json", "trajectory.jsonl", "spec.json")
+SEARCH_ARTIFACT_FILES = (LABELS, SEARCH_SUMMARY, TRAJECTORY, SPEC)
 
 #: Summary keys of a finished search copied into the run summary.
 SEARCH_SUMMARY_KEYS = ("U", "P", "I", "iterations", "accepted", "label_accuracy", "n_claims",
@@ -48,10 +50,6 @@ def search_label(task: Any) -> str:
     if task.fixed:
         label += f"-fixed{len(task.fixed)}-{task.hash()[:6]}"
     return label
-
-
-def _read_jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
 
 
 class SearchTracker:
@@ -77,9 +75,12 @@ class SearchTracker:
     def _replay_checkpoint(self, task: Any, first_new: int) -> None:
         if not self.wb.start() or self.wb.continues_earlier:  # online resume: W&B has them
             return
-        ck = task.directory(self.searches_dir) / "checkpoint.json"
+        ck = task.directory(self.searches_dir) / CHECKPOINT
         try:
-            rows = json.loads(ck.read_text(encoding="utf-8")).get("trajectory", [])
+            state = read_checkpoint(ck)
+            if state is None:
+                raise FileNotFoundError(f"no {CHECKPOINT}")
+            rows = state.get("trajectory", [])
         except (OSError, ValueError) as exc:
             log.warning("W&B: cannot replay the trajectory of resumed search %s (%s)", ck, exc)
             return
@@ -111,7 +112,7 @@ class SearchTracker:
         return [Path(s.path) / f for f in SEARCH_ARTIFACT_FILES if (Path(s.path) / f).is_file()]
 
     def _metadata(self, s: Any) -> dict:
-        return {k: v for k, v in s.summary.items() if not isinstance(v, (list, dict))} | {
+        return {k: v for k, v in s.summary.as_dict().items() if not isinstance(v, (list, dict))} | {
             "label": search_label(s.task), "hash": s.task.hash()}
 
     def _use(self, s: Any) -> None:
@@ -119,9 +120,8 @@ class SearchTracker:
                                    self._metadata(s))
 
     def _log_trajectory(self, s: Any) -> None:
-        path = Path(s.path) / "trajectory.jsonl"
-        if path.is_file():
-            self.wb.log_trajectory(search_label(s.task), _read_jsonl(path))
+        if (Path(s.path) / TRAJECTORY).is_file():
+            self.wb.log_trajectory(search_label(s.task), read_trajectory(s.path))
 
     def _log_output(self, s: Any, replay_trajectory: bool) -> None:
         import pandas as pd
@@ -129,9 +129,9 @@ class SearchTracker:
         label = search_label(s.task)
         if replay_trajectory:
             self._log_trajectory(s)
-        labels = pd.DataFrame(_read_jsonl(Path(s.path) / "labels.jsonl"))
+        labels = pd.DataFrame([r.as_dict() for r in read_labels(s.path)])
         self.wb.log_table(f"search_labels/{label}", labels)
-        self.wb.log_metrics({k: s.summary.get(k) for k in SEARCH_SUMMARY_KEYS}
+        self.wb.log_metrics({k: getattr(s.summary, k) for k in SEARCH_SUMMARY_KEYS}
                             | {"hash": s.task.hash()}, prefix=f"searches/{label}")
         self.wb.log_files_artifact(search_artifact_name(s.task), "search", self._files(s),
                                    self._metadata(s))
