@@ -115,7 +115,7 @@ def build_report(outputs: str | Path, out: str | Path | None = None,
 
     # ---- Markdown ----
     md = _markdown(outputs, tag, other_tags, n_main, all_cells, folds, headline, per_fold,
-                   label_acc, pp_table, ece, stab, eff, collab_t, sig, figs)
+                   label_acc, pp_table, ece, stab, eff, collab_t, sig, figs, label_sets)
     md = md.replace(_PROTOCOL_SLOT, _protocol_section(cells_tag, searches), 1)
     md += _js_section(js_table, js_dists) + _judge_section(headline)
     (out / "report.md").write_text(md, encoding="utf-8")
@@ -212,7 +212,7 @@ def _grid_status(all_cells: pd.DataFrame, tag: str | None, n_main: str | None) -
 
 
 def _markdown(outputs, tag, other_tags, n_main, all_cells, folds, headline, per_fold, label_acc,
-              pp_table, ece, stab, eff, collab_t, sig, figs) -> str:
+              pp_table, ece, stab, eff, collab_t, sig, figs, label_sets=None) -> str:
     P = paper.PAPER_MODEL
     s = ["# Reproduction report: Coherence Maximization Improves Pluralistic Alignment\n",
          f"Results read from `{Path(outputs).resolve()}` (run tag `{tag}`, in-context examples "
