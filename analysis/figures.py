@@ -58,7 +58,7 @@ def sort_models(models) -> list[str]:
 def paper_score(dataset: str, condition: str) -> float | None:
     """The paper's score of (dataset, condition) as a fraction (OT: 1-5): GQA from Table 6's
     averages (all six conditions from one table), otherwise the Section 5.1 headline."""
-    if dataset == "gqa" and condition in paper.TABLE6_GQA:
+    if paper.key(dataset) == "gqa" and condition in paper.TABLE6_GQA:
         return paper.TABLE6_GQA[condition][1]
     return paper.headline(dataset, condition)
 
@@ -434,6 +434,33 @@ def fig7_sample_efficiency(eff: pd.DataFrame, path: Path) -> Path | None:
     fig.suptitle("Fig. 7 — Sample efficiency (dotted: n = 20, 30; circled: all examples; "
                  "dashed: zero-shot)", fontsize=11)
     fig.tight_layout()
+    return _save(fig, path)
+
+
+def fig_label_sets(table: pd.DataFrame, path: Path) -> Path | None:
+    """Coherence beyond accuracy: each label set of the training claims (gold, ICM, acc-matched,
+    bootstrap, random) at its accuracy (x) and coherence P (y), marker size by consistency
+    violations, one panel per (model, dataset, source cell). ``table``: tables.label_set_table."""
+    if table is None or table.empty:
+        return None
+    panels = list(table.groupby(["model", "dataset", "source"], sort=True))
+    fig, axes = _grid(len(panels))
+    colors = {"gold": "#2ca02c", "icm": "#d62728", "acc_matched": "#fdae6b",
+              "bootstrap": "#9467bd", "random": "#7f7f7f"}
+    for ax, ((m, d, src), g) in zip(axes, panels):
+        for _, r in g.iterrows():
+            if pd.isna(r.accuracy) or pd.isna(r.coherence_P):
+                continue
+            ax.scatter(r.accuracy, r.coherence_P, s=40 + 20 * float(r.violations or 0),
+                       color=colors.get(r.label_set, "#1f77b4"), edgecolor="black", zorder=3,
+                       label=f"{r.label_set} ({r.violations:.1f} viol.)")
+        ax.set_title(f"{m} / {d} (scored in {src} cells)", fontsize=9)
+        ax.set_xlabel("label accuracy vs gold (%)")
+        ax.set_ylabel("coherence P (mean signed log-odds)")
+        ax.legend(fontsize=7)
+    for ax in axes[len(panels):]:
+        ax.set_visible(False)
+    fig.suptitle("Coherence beyond accuracy: the training label sets (marker size: violations)")
     return _save(fig, path)
 
 

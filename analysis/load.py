@@ -146,10 +146,12 @@ def load_cells(outputs: str | Path, include_incomplete: bool = False) -> pd.Data
             row[k] = meta.get(k)
         judged = overall.get("judge_is_model_under_test")  # OvertonBench cells only
         row["judge_is_model_under_test"] = judged if isinstance(judged, bool) else None
+        row["judge_validation"] = overall.get("judge_validation") or None
         rows.append(row)
     cols = CELL_KEYS + ["complete", "path"] + METRIC_KEYS + ["score", "score_se", "score_metric",
                                                              "n_examples", "wall_time_s",
-                                                             "judge_is_model_under_test"] \
+                                                             "judge_is_model_under_test",
+                                                             "judge_validation"] \
         + list(PROTOCOL_KEYS)
     return pd.DataFrame(rows, columns=cols)
 
@@ -171,6 +173,29 @@ def load_per_persona(outputs: str | Path) -> pd.DataFrame:
             rows.append(row)
     return pd.DataFrame(rows, columns=CELL_KEYS + ["persona_id"] + METRIC_KEYS
                         + ["score", "score_se", "score_metric"])
+
+
+#: The label sets a cell records (``per_persona[p]["label_sets"]``: acc_matched, acc_matched_swap,
+#: bootstrap cells): gold, random, icm, acc_matched_<k> (one per seed/perturbation), bootstrap.
+LABEL_SET_COLUMNS = ["accuracy", "coherence_P", "violations", "n_labels"]
+
+
+def load_label_sets(outputs: str | Path) -> pd.DataFrame:
+    """One row per (complete cell, persona, label set): ``label_set`` (``acc_matched_3`` becomes
+    ``acc_matched`` with ``index`` 3), accuracy, coherence P, consistency violations."""
+    rows = []
+    for keys, path in iter_cell_dirs(outputs):
+        if not (path / COMPLETE).is_file() or not (path / METRICS).is_file():
+            continue
+        per = _read_json(path / METRICS).get("per_persona") or {}
+        for persona, vals in per.items():
+            for name, v in ((vals or {}).get("label_sets") or {}).items():
+                base, _, k = str(name).rpartition("_")
+                kind, index = (base, int(k)) if k.isdigit() else (str(name), 0)
+                rows.append({**keys, "persona_id": str(persona), "label_set": kind, "index": index,
+                             **{c: v.get(c) for c in LABEL_SET_COLUMNS}})
+    return pd.DataFrame(rows, columns=CELL_KEYS + ["persona_id", "label_set", "index"]
+                        + LABEL_SET_COLUMNS)
 
 
 def load_predictions(outputs: str | Path, cells: pd.DataFrame | None = None) -> pd.DataFrame:

@@ -55,8 +55,8 @@ def build_report(outputs: str | Path, out: str | Path | None = None,
     preds = load.load_predictions(outputs, main_cells) if len(main_cells) else pd.DataFrame()
 
     means = tables.condition_means(folds) if not folds.empty else pd.DataFrame()
-    qcorr = tables.question_correctness(preds)
-    sig = tables.significance_table(folds, qcorr) if not folds.empty else pd.DataFrame()
+    ccorr = tables.claim_correctness(preds)
+    sig = tables.significance_table(folds, ccorr) if not folds.empty else pd.DataFrame()
     qmeans = (tables.condition_means(folds, "question_accuracy")
               if not folds.empty and "question_accuracy" in folds else None)
     headline = tables.headline_table(means, sig, qmeans) if not means.empty else pd.DataFrame()
@@ -80,6 +80,9 @@ def build_report(outputs: str | Path, out: str | Path | None = None,
                       ignore_index=True) \
         if not folds.empty and "zero_shot" in set(folds.condition) else pd.DataFrame()
 
+    label_sets = tables.label_set_table(load.load_label_sets(outputs)[lambda f: f.run_tag == tag]
+                                        if tag is not None else load.load_label_sets(outputs))
+
     # ---- CSVs ----
     csvs = {"cells.csv": all_cells.drop(columns=["path"], errors="ignore"),
             "fold_scores.csv": folds_all, "headline.csv": headline,
@@ -89,7 +92,7 @@ def build_report(outputs: str | Path, out: str | Path | None = None,
             "table1_collaborative.csv": collab_t, "significance.csv": sig,
             "fig1_percent_of_gold.csv": ratios, "fig3_improvement.csv": diffs,
             "searches.csv": searches.drop(columns=["path"], errors="ignore"),
-            "js_distance_per_persona.csv": js_table, "js_distributions.csv": js_dists}
+            "js_distance_per_persona.csv": js_table, "label_sets.csv": label_sets, "js_distributions.csv": js_dists}
     for name, df in csvs.items():
         p = out / name
         (df if df is not None else pd.DataFrame()).to_csv(p, index=False)
@@ -105,12 +108,13 @@ def build_report(outputs: str | Path, out: str | Path | None = None,
         "fig7": figures.fig7_sample_efficiency(eff, out / "fig7_sample_efficiency.png"),
         "fig8": figures.fig8_absolute(means, out / "fig8_absolute_scores.png"),
         "traj": figures.fig_trajectories(traj, out / "search_trajectories.png", searches=searches),
+        "label_sets": figures.fig_label_sets(label_sets, out / "fig_label_sets.png"),
     }
     written += [p for p in figs.values() if p is not None]
 
     # ---- Markdown ----
     md = _markdown(outputs, tag, other_tags, n_main, all_cells, folds, headline, per_fold,
-                   label_acc, pp_table, ece, stab, eff, collab_t, sig, figs)
+                   label_acc, pp_table, ece, stab, eff, collab_t, sig, figs, label_sets)
     md = md.replace(_PROTOCOL_SLOT, _protocol_section(cells_tag, searches), 1)
     md += _js_section(js_table, js_dists) + _judge_section(headline)
     sel_md, sel_files = selection.section(cells_tag, out)
@@ -216,7 +220,7 @@ def _grid_status(all_cells: pd.DataFrame, tag: str | None, n_main: str | None) -
 
 
 def _markdown(outputs, tag, other_tags, n_main, all_cells, folds, headline, per_fold, label_acc,
-              pp_table, ece, stab, eff, collab_t, sig, figs) -> str:
+              pp_table, ece, stab, eff, collab_t, sig, figs, label_sets=None) -> str:
     P = paper.PAPER_MODEL
     s = ["# Reproduction report: Coherence Maximization Improves Pluralistic Alignment\n",
          f"Results read from `{Path(outputs).resolve()}` (run tag `{tag}`, in-context examples "
@@ -237,10 +241,14 @@ def _markdown(outputs, tag, other_tags, n_main, all_cells, folds, headline, per_
          f"**Paper columns are the published numbers for {P}**; `diff` = ours − paper and is "
          f"comparable only for our `{paper.PAPER_MODEL_KEY}` rows. Paper fold F1..F4 = our "
          "fold0..fold3.\n",
-         "**Significance.** `p_icm_vs_this_mcnemar`: exact McNemar test (two-sided binomial on "
-         "discordant pairs) of ICM against the row's condition, over paired questions (same "
-         "persona, question, fold, seed; a question is correct when its highest-P(True) option "
-         "is the gold option), pooled over personas and folds. `p_icm_vs_this_t_folds`: paired "
+         "**Significance.** `p_icm_vs_this_claims`: ICM against the row's condition on the "
+         "score beside it, claim accuracy: claims paired on persona, item, fold and seed, "
+         "clustered by question (a paired sign-flip test of each question's summed difference, "
+         "exact when at most 20 questions differ; where every differing question differs by one "
+         "claim, as on OvertonBench with one claim per question, it is the exact McNemar test "
+         "over claims); the `test` column of the significance table names the test each p comes "
+         "from. For OvertonBench the headline score is the judge's representation score: the "
+         "p-values there test claim correctness, not the ratings. `p_icm_vs_this_t_folds`: paired "
          "t-test over folds (k − 1 degrees of freedom, low power with 4 folds); `undefined` when "
          "every fold difference is the same (their SD is 0, so t has no finite value and no "
          "p-value).\n",
@@ -264,8 +272,21 @@ def _markdown(outputs, tag, other_tags, n_main, all_cells, folds, headline, per_
          "## Table 6: accuracy per fold\n",
          f"Paper columns: GQA, {P}.\n", tables.to_markdown(per_fold),
          "## Significance tests between conditions\n",
-         "A = first condition, B = second; `A_only`/`B_only` = questions only A/only B got right.\n",
+         "A = first condition, B = second; `A_only`/`B_only` = claims only A/only B got right; "
+         "`n_questions` = the clusters (questions) of the paired claims; `test` = the test of "
+         "`p_claims`.\n",
          tables.to_markdown(sig, digits={"mean_A": 4, "mean_B": 4}),
+         "## Coherence beyond accuracy: the training label sets\n",
+         "Per cell that scores them (acc_matched: the paper fork's construction; acc_matched_swap: "
+         "ours; bootstrap), each label set of the persona's training claims: its accuracy against "
+         "gold (%), its coherence P (mean signed log-odds of each label given all the others, "
+         "under the base model, the search's scorer and context order) and its consistency "
+         "violations (I), averaged over personas, folds, seeds and the acc-matched sets' seeds. "
+         "The paper's claim is that ICM's labels are more coherent than labels of the same "
+         "accuracy (acc_matched).\n",
+         tables.to_markdown(label_sets, digits={"accuracy": 1, "coherence_P": 3, "violations": 1,
+                                                "n_labels": 0}),
+         _img(figs, "label_sets", "Label sets: accuracy vs coherence"),
          "## Table 4: ICM label accuracy per persona (%)\n",
          "Mean over folds of the label accuracy (against gold) of the search each ICM cell used: "
          "the best of its restarts, unconstrained; non-best restarts and the collaborative "
@@ -327,11 +348,14 @@ def _judge_section(headline: pd.DataFrame) -> str:
         return ""
     rows = ", ".join(f"`{r.model}/{r.dataset}/{r.condition}`" for r in bad.itertuples())
     return ("\n## OvertonBench judge\n\n**Not comparable with the paper:** " + rows + " were "
-            "rated by the model under test (`inference.judge_model` unset); the paper's scores "
-            "come from OvertonBench's validated judge. Their `diff` is left empty "
+            "rated by the model under test (`inference.judge_model` unset), or by a judge whose "
+            "agreement with OvertonBench's human ratings nobody stated "
+            "(`inference.judge_validation` unset); the paper's scores come from a judge validated "
+            "against humans (rho = 0.88), and our judge prompt is ours. Their `diff` is left empty "
             "(`paper_comparable = False` in the headline table). Set `inference.judge_model` "
             "(any checkpoint, or `inference.judge_backend=openai` with "
-            "`inference.judge_api_base`) for comparable scores.\n")
+            "`inference.judge_api_base`) and `inference.judge_validation` (where that judge's "
+            "agreement with the human ratings is shown) for comparable scores.\n")
 
 
 #: The page's style: readable tables and figures, nothing fetched from the network.

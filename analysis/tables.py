@@ -28,7 +28,7 @@ import pandas as pd
 
 from analysis import paper_numbers as paper
 from plural_icm.metrics.classification import question_predictions
-from plural_icm.metrics.significance import mcnemar_exact, paired_t_test
+from plural_icm.metrics.significance import mcnemar_exact, paired_claims_test, paired_t_test
 
 GROUP = ["run_tag", "model", "dataset", "condition", "n"]
 
@@ -205,6 +205,27 @@ def question_correctness(preds: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+def claim_correctness(preds: pd.DataFrame) -> pd.DataFrame:
+    """Per claim of every cell: ``correct`` (the claim's prediction, P(True) > 0.5, equals its gold
+    label; NaN without gold), with ``question_id`` for clustering: the unit of the claim accuracy
+    the report shows (the paper's metric). acc_matched cells hold one prediction per perturbation:
+    a claim's verdict is the majority over them (a tie, with an even number, counts as wrong)."""
+    cols = GROUP + ["fold", "seed", "persona_id", "question_id", "item_id", "correct"]
+    if preds.empty:
+        return pd.DataFrame(columns=cols)
+    if "p_true" not in preds.columns:
+        lt, lf = preds["logp_true"].astype(float), preds["logp_false"].astype(float)
+        preds = preds.assign(p_true=1.0 / (1.0 + np.exp(lf - lt)))
+    if "question_id" not in preds.columns:
+        preds = preds.assign(question_id=preds.get("group_id", preds["item_id"]))
+    ok = preds["gold"].notna()
+    right = (preds["p_true"].astype(float) > 0.5) == preds["gold"].where(ok, False).astype(bool)
+    out = preds.assign(correct=right.astype(float).where(ok))
+    keys = [c for c in cols if c != "correct"]
+    frac = out.groupby(keys, sort=True, dropna=False)["correct"].mean()
+    return frac.map(lambda f: f if np.isnan(f) else bool(f > 0.5)).rename("correct").reset_index()
+
+
 #: The p-value shown when the paired t-test is undefined (every fold difference the same).
 T_UNDEFINED = "undefined"
 
@@ -224,9 +245,12 @@ DEFAULT_PAIRS = [("icm", "zero_shot"), ("icm", "zero_shot_base"), ("icm", "rando
                  ("icm", "acc_matched"), ("icm", "gold"), ("gold", "zero_shot")]
 
 
-def significance_table(folds: pd.DataFrame, qcorrect: pd.DataFrame,
+def significance_table(folds: pd.DataFrame, ccorrect: pd.DataFrame,
                        pairs: Sequence[tuple[str, str]] = DEFAULT_PAIRS) -> pd.DataFrame:
-    """Per (model, dataset, A, B): McNemar exact over paired questions and paired t over folds."""
+    """Per (model, dataset, A, B): the paired claims test (:func:`paired_claims_test`: claims
+    paired on fold, seed, persona and item, clustered by question; the exact McNemar test over
+    claims where each question has one, as OvertonBench) on the claim accuracy the report shows,
+    and the paired t over folds. ``ccorrect``: :func:`claim_correctness`."""
     rows = []
     for (rt, m, d, n), g in folds.groupby(["run_tag", "model", "dataset", "n"], sort=True):
         for a, b in pairs:
@@ -239,23 +263,27 @@ def significance_table(folds: pd.DataFrame, qcorrect: pd.DataFrame,
                    "mean_A": float(fa.loc[common].mean()), "mean_B": float(fb.loc[common].mean()),
                    "n_folds": len(common),
                    "p_t_folds": _t_folds(fa.loc[common].to_numpy(), fb.loc[common].to_numpy()),
-                   "n_questions": 0, "A_only": np.nan, "B_only": np.nan, "p_mcnemar": np.nan}
-            if not qcorrect.empty:
-                sel = (qcorrect.run_tag == rt) & (qcorrect.model == m) & (qcorrect.dataset == d) \
-                    & (qcorrect.n == n)
-                qa = qcorrect[sel & (qcorrect.condition == a)]
-                qb = qcorrect[sel & (qcorrect.condition == b)]
-                k = ["fold", "seed", "persona_id", "group_id"]
+                   "n_claims": 0, "n_questions": 0, "A_only": np.nan, "B_only": np.nan,
+                   "p_claims": np.nan, "test": ""}
+            if not ccorrect.empty:
+                sel = (ccorrect.run_tag == rt) & (ccorrect.model == m) & (ccorrect.dataset == d) \
+                    & (ccorrect.n == n)
+                qa = ccorrect[sel & (ccorrect.condition == a)]
+                qb = ccorrect[sel & (ccorrect.condition == b)]
+                k = ["fold", "seed", "persona_id", "question_id", "item_id"]
                 mm = qa[k + ["correct"]].merge(qb[k + ["correct"]], on=k, suffixes=("_a", "_b"))
                 mm = mm[mm.correct_a.notna() & mm.correct_b.notna()]
                 if len(mm):
-                    ao, bo, nn, p = mcnemar_p(mm.correct_a.astype(bool).to_numpy(),
-                                              mm.correct_b.astype(bool).to_numpy())
-                    row.update({"n_questions": nn, "A_only": ao, "B_only": bo, "p_mcnemar": p})
+                    clusters = list(zip(mm.fold, mm.seed, mm.persona_id, mm.question_id))
+                    r = paired_claims_test(mm.correct_a.astype(bool).to_numpy(),
+                                           mm.correct_b.astype(bool).to_numpy(), clusters)
+                    row.update({"n_claims": r.n_claims, "n_questions": r.n_clusters,
+                                "A_only": r.a_only, "B_only": r.b_only, "p_claims": r.p_value,
+                                "test": r.test})
             rows.append(row)
     return pd.DataFrame(rows, columns=["run_tag", "model", "dataset", "n", "A", "B", "mean_A",
-                                       "mean_B", "n_folds", "p_t_folds", "n_questions", "A_only",
-                                       "B_only", "p_mcnemar"])
+                                       "mean_B", "n_folds", "p_t_folds", "n_claims", "n_questions",
+                                       "A_only", "B_only", "p_claims", "test"])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -277,25 +305,26 @@ def headline_table(means: pd.DataFrame, sig: pd.DataFrame,
         metric = r.get("score_metric")
         s = display_scale(r.dataset, metric)
         pv = paper.headline(r.dataset, r.condition)
-        if pv is None and r.dataset == "gqa" and r.condition in paper.TABLE6_GQA:
+        if pv is None and paper.key(r.dataset) == "gqa" and r.condition in paper.TABLE6_GQA:
             pv = paper.TABLE6_GQA[r.condition][1]
         row = {"model": r.model, "dataset": r.dataset, "condition": r.condition, "n": r.n,
                "unit": unit(r.dataset, metric), "ours": r.score * s, "se": r.se * s,
-               "n_folds": r.n_folds, "paper": np.nan if pv is None else pv * s}
+               "n_folds": r.n_folds, "paper": np.nan if pv is None else pv * s,
+               "paper_items": paper.items(r.dataset) if pv is not None else ""}
         row["diff"] = row["ours"] - row["paper"]
         p_mc = p_t = np.nan
         if not sig.empty and r.condition != "icm":
             hit = sig[(sig.model == r.model) & (sig.dataset == r.dataset) & (sig.n == r.n)
                       & (sig.A == "icm") & (sig.B == r.condition)]
             if len(hit):
-                p_mc, p_t = hit.p_mcnemar.iloc[0], hit.p_t_folds.iloc[0]
-        row["p_icm_vs_this_mcnemar"] = p_mc
+                p_mc, p_t = hit.p_claims.iloc[0], hit.p_t_folds.iloc[0]
+        row["p_icm_vs_this_claims"] = p_mc
         row["p_icm_vs_this_t_folds"] = p_t
         q = qacc.get(tuple(r[k] for k in GROUP), np.nan)
         row["question_accuracy"] = q * s if is_accuracy(r.dataset, metric) else np.nan
         rows.append(row)
     df = pd.DataFrame(rows, columns=["model", "dataset", "condition", "n", "unit", "ours", "se",
-                                     "n_folds", "paper", "diff", "p_icm_vs_this_mcnemar",
+                                     "n_folds", "paper", "paper_items", "diff", "p_icm_vs_this_claims",
                                      "p_icm_vs_this_t_folds", "question_accuracy"])
     return _sort(df)
 
@@ -325,7 +354,8 @@ def per_fold_table(folds: pd.DataFrame, sig: pd.DataFrame) -> pd.DataFrame:
         vals = [row[x] for x in cols if pd.notna(row[x])]
         row["Avg"] = float(np.mean(vals)) if vals else np.nan
         row["n_folds"] = len(vals)
-        pub = paper.TABLE6_GQA.get(c) if d == "gqa" else None
+        pub = paper.TABLE6_GQA.get(c) if paper.key(d) == "gqa" else None
+        row["paper_items"] = paper.items(d) if pub else ""
         for k in range(4):
             row[f"paper_F{k + 1}"] = pub[0][k] * s if pub else np.nan
         row["paper_Avg"] = pub[1] * s if pub else np.nan
@@ -363,7 +393,7 @@ def label_accuracy_table(per_persona: pd.DataFrame) -> pd.DataFrame:
         for p, vals in g.groupby(level="persona", sort=True):
             vals = vals.dropna()
             ours = float(vals.mean()) * 100 if len(vals) else np.nan
-            pub = paper.TABLE4_LABEL_ACCURACY.get(d, {}).get(p)
+            pub = paper.TABLE4_LABEL_ACCURACY.get(paper.key(d), {}).get(p)
             rows.append({"model": m, "dataset": d, "persona": p, "label_accuracy": ours,
                          "n_folds": int(vals.size), "paper": np.nan if pub is None else pub * 100,
                          "diff": ours - (pub * 100) if pub is not None else np.nan,
@@ -388,7 +418,7 @@ def per_persona_table(per_persona: pd.DataFrame, n: str | None) -> pd.DataFrame:
         for c in conds:
             v = g.loc[g.condition == c, "score"].dropna()
             row[c] = float(v.mean()) * s if len(v) else np.nan
-        pub = paper.TABLE7_8_PER_PERSONA.get(d, {}).get(p, {})
+        pub = paper.TABLE7_8_PER_PERSONA.get(paper.key(d), {}).get(p, {})
         for c in ("zero_shot", "icm"):
             row[f"paper_{c}"] = pub[c] * s if c in pub else np.nan
             row[f"diff_{c}"] = row.get(c, np.nan) - row[f"paper_{c}"]
@@ -398,8 +428,10 @@ def per_persona_table(per_persona: pd.DataFrame, n: str | None) -> pd.DataFrame:
 
 def mark_self_judged(headline: pd.DataFrame, cells: pd.DataFrame) -> pd.DataFrame:
     """Add ``paper_comparable``: False for OvertonBench rows whose cells were judged by the model
-    under test (the paper used OvertonBench's validated judge), True for other rows with a paper
-    value, NaN without one. Such rows also lose their ``diff``: it would compare two judges."""
+    under test, or by another judge without a stated validation against OvertonBench's human
+    ratings (``inference.judge_validation``; the paper used a judge with rho = 0.88 to humans, and
+    our judge prompt is ours), True for other rows with a paper value, NaN without one. Such rows
+    also lose their ``diff``: it would compare two judges."""
     if headline.empty:
         return headline
     out = headline.copy()
@@ -407,6 +439,9 @@ def mark_self_judged(headline: pd.DataFrame, cells: pd.DataFrame) -> pd.DataFram
     if "judge_is_model_under_test" in cells.columns:
         hit = cells[cells.judge_is_model_under_test.fillna(False).astype(bool)]
         selfj = {(r.model, r.dataset, r.condition) for r in hit.itertuples()}
+        if "judge_validation" in cells.columns:  # another judge, but nothing says it is sound
+            other = cells[cells.judge_is_model_under_test.eq(False) & cells.judge_validation.isna()]
+            selfj |= {(r.model, r.dataset, r.condition) for r in other.itertuples()}
     comparable = []
     for r in out.itertuples():
         if (r.model, r.dataset, r.condition) in selfj:
@@ -470,11 +505,39 @@ def js_distance_table(per_persona: pd.DataFrame, preds: pd.DataFrame,
     return table, dists
 
 
+LABEL_SET_ORDER = ["gold", "icm", "acc_matched", "bootstrap", "random"]
+
+
+def label_set_table(sets: pd.DataFrame) -> pd.DataFrame:
+    """Coherence beyond accuracy (the paper's central claim): per (model, dataset, the cell's
+    condition, label set) the training labels' accuracy (%), coherence P (mean signed log-odds
+    under the base model, the search's scorer) and consistency violations, each averaged over
+    personas, folds, seeds and an acc-matched set's seeds. ``source`` is the cell that scored the
+    sets: ``acc_matched`` (the fork's construction), ``acc_matched_swap`` (ours) or
+    ``bootstrap``; gold, random and ICM are rescored inside the acc-matched cells on the same
+    claims, so their rows are comparable with the acc-matched ones."""
+    cols = ["model", "dataset", "source", "label_set", "accuracy", "coherence_P", "violations",
+            "n_labels", "n"]
+    if sets.empty:
+        return pd.DataFrame(columns=cols)
+    per = sets.groupby(["model", "dataset", "condition", "label_set", "fold", "seed", "persona_id"],
+                       sort=True)[["accuracy", "coherence_P", "violations", "n_labels"]].mean()
+    agg = per.groupby(level=["model", "dataset", "condition", "label_set"]).agg(
+        accuracy=("accuracy", "mean"), coherence_P=("coherence_P", "mean"),
+        violations=("violations", "mean"), n_labels=("n_labels", "mean"),
+        n=("accuracy", "size")).reset_index().rename(columns={"condition": "source"})
+    agg["accuracy"] = agg["accuracy"] * 100
+    rank = {k: i for i, k in enumerate(LABEL_SET_ORDER)}
+    agg = agg.assign(_k=agg.label_set.map(lambda k: rank.get(k, len(rank))))
+    return agg.sort_values(["model", "dataset", "source", "_k"]).drop(columns="_k")[cols] \
+        .reset_index(drop=True)
+
+
 def ece_table(means_ece: pd.DataFrame) -> pd.DataFrame:
     """Table 9: ECE per (model, dataset, condition) beside the paper's (GQA/OQA, 15 bins)."""
     rows = []
     for _, r in means_ece.iterrows():
-        pub = paper.TABLE9_ECE.get(r.dataset, {}).get(r.condition)
+        pub = paper.TABLE9_ECE.get(paper.key(r.dataset), {}).get(r.condition)
         rows.append({"model": r.model, "dataset": r.dataset, "condition": r.condition, "n": r.n,
                      "ece": r.ece, "se": r.se, "n_folds": r.n_folds,
                      "paper": np.nan if pub is None else pub,
@@ -534,7 +597,7 @@ def collaborative_table(collab: pd.DataFrame) -> pd.DataFrame:
     for k in ("test_accuracy", "label_accuracy", "U"):
         # the paper simulated its humans with gold: its numbers sit beside simulated runs only
         t[f"paper_{k}"] = [getattr(pub[(r.persona, r.method)], k)
-                           if r.dataset == paper.COLLABORATIVE_DATASET and (r.persona, r.method) in pub
+                           if paper.key(r.dataset) == paper.COLLABORATIVE_DATASET and (r.persona, r.method) in pub
                            and not h else np.nan for r, h in zip(t.itertuples(), human)]
         t[f"diff_{k}"] = t[k] - t[f"paper_{k}"]
     return t.sort_values(keys).reset_index(drop=True)

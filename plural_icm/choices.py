@@ -50,6 +50,16 @@ class ContextPolicy(str, Enum):
     drop_oldest = "drop_oldest"  # drop in-context examples from the front until it fits (logged)
 
 
+class RepairRule(str, Enum):
+    improve = "improve"  # ours: a repair is adopted only if it raises U
+    first = "first"      # the paper's fork: each inconsistent group's best repair, unconditionally
+
+
+class ExampleOrder(str, Enum):
+    shuffled = "shuffled"  # the paper's fork ("must shuffle"): a seeded shuffle per persona
+    loader = "loader"      # the loader's order: a question's options adjacent
+
+
 class ScoreMetric(str, Enum):
     """The metric a dataset's cells are scored by (the analysis reads it from the cell)."""
     claim_accuracy = "claim_accuracy"              # the paper's metric: each True/False claim vs gold
@@ -58,4 +68,4 @@ class ScoreMetric(str, Enum):
 
 
 __all__ = ["Schedule", "TemperatureIndex", "SearchUnit", "SeedLabels", "Aggregate", "Engine",
-           "ContextPolicy", "ScoreMetric"]
+           "ContextPolicy", "RepairRule", "ExampleOrder", "ScoreMetric"]

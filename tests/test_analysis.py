@@ -185,18 +185,21 @@ def test_per_fold_table_missing_and_paper(report):
     assert math.isnan(r.paper_Avg)  # Table 6 is GQA only
 
 
-def test_significance_mcnemar(report):
+def test_significance_on_claims_clustered_by_question(report):
     _, out, _ = report
     s = pd.read_csv(out / "significance.csv")
     r = s[(s.model == "llama70b") & (s.dataset == "gqa") & (s.A == "icm")
           & (s.B == "zero_shot")].iloc[0]
-    # fold0: icm 8 vs zs 6 -> 2 icm-only per persona; fold1: 9 vs 5 -> 4; two personas
-    assert r.n_questions == 40 and r.A_only == 12 and r.B_only == 0
+    # fold0: icm 8 vs zs 6 -> 2 icm-only questions per persona; fold1: 9 vs 5 -> 4; two personas:
+    # 12 questions, each with both of its 2 claims right only under ICM (paired over claims,
+    # clustered by question: 12 clusters differing by +2, an exact sign-flip p = 2 / 2^12)
+    assert r.n_claims == 80 and r.n_questions == 40 and r.A_only == 24 and r.B_only == 0
     from scipy.stats import binomtest
-    assert r.p_mcnemar == pytest.approx(binomtest(12, 12, 0.5).pvalue)
+    assert r.p_claims == pytest.approx(binomtest(12, 12, 0.5).pvalue)
+    assert "clustered by question" in r.test
     h = pd.read_csv(out / "headline.csv")
     hz = h[(h.model == "llama70b") & (h.dataset == "gqa") & (h.condition == "zero_shot")].iloc[0]
-    assert hz.p_icm_vs_this_mcnemar == pytest.approx(r.p_mcnemar)
+    assert hz.p_icm_vs_this_claims == pytest.approx(r.p_claims)
     # the missing gold fold of smollm2/oqa: only fold 0 is paired
     r = s[(s.model == "smollm2") & (s.dataset == "oqa") & (s.A == "icm") & (s.B == "gold")].iloc[0]
     assert r.n_folds == 1 and r.n_questions == 20
@@ -544,3 +547,10 @@ def test_js_distance_per_persona_with_distributions_and_self_judged_ot(tmp_path)
     assert ot.paper_comparable == False and math.isnan(ot["diff"])  # noqa: E712
     assert bool(h[h.dataset == "gqa"].paper_comparable.all())
     assert "Not comparable with the paper" in md and "`llama70b/ot/icm`" in md
+    # another judge without a stated validation is not comparable either; with one it is
+    for validation, comparable in ((None, False), ("rho 0.88 vs humans", True)):
+        _patch_cell(d, overall_update={"judge_is_model_under_test": False,
+                                       "judge_validation": validation})
+        build_report(tmp_path, out)
+        ot = pd.read_csv(out / "headline.csv").query("dataset == 'ot'").iloc[0]
+        assert bool(ot.paper_comparable) is comparable

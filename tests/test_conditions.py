@@ -370,3 +370,59 @@ def test_most_preferred_consistent():
     assert inconsistencies(groups, got, ConsistencyRule.EXACTLY_ONE) == 0
     free = most_preferred_consistent(groups, margins, ConsistencyRule.NONE)
     assert free == {k: v > 0 for k, v in margins.items()}
+
+
+# -- the paper fork's accuracy-matched constructions ---------------------------------------------
+def test_gold_flip_has_icms_number_of_right_labels_and_breaks_groups():
+    """gold_flip (the fork's persona datasets): gold labels with as many random claims flipped as
+    ICM got wrong: exactly ICM's right count, seeded, different per seed, groups broken freely."""
+    from plural_icm.conditions.labels import (FORK_SEEDS, consistency_violations,
+                                              gold_flip_labels)
+    claims, icm = icm_fixture()
+    n_right = round(label_accuracy(claims, icm) * 25)
+    sets = [gold_flip_labels(claims, icm, s, salt="P:fold0") for s in FORK_SEEDS]
+    for labels in sets:
+        assert set(labels) == set(icm)
+        assert round(label_accuracy(claims, labels) * 25) == n_right
+    assert gold_flip_labels(claims, icm, 42, salt="P:fold0") == sets[0]  # seeded
+    assert len({tuple(sorted(k for k, v in s.items() if v)) for s in sets}) == 5
+    # random flips break exactly-one groups (ICM's labels here have none broken)
+    assert consistency_violations(claims, icm, "exactly_one") == 0
+    assert sum(consistency_violations(claims, s, "exactly_one") for s in sets) > 0
+
+
+def test_fix_break_fixes_every_icm_error_and_breaks_as_many_right_ones():
+    from plural_icm.conditions.labels import fix_break_labels
+
+    claims, icm = icm_fixture()
+    gold = {c.item_id: c.gold for c in claims}
+    labels = fix_break_labels(claims, icm, 42)
+    wrong_icm = {k for k in icm if icm[k] != gold[k]}
+    wrong_new = {k for k in labels if labels[k] != gold[k]}
+    assert len(wrong_new) == len(wrong_icm) == 10 and not (wrong_new & wrong_icm)
+    # below 50% ICM accuracy there are not enough right labels to break
+    flipped = {k: not v for k, v in icm.items()}
+    with pytest.raises(AccuracyMatchError, match="fix_break"):
+        fix_break_labels(claims, flipped, 42)
+
+
+def test_examples_shuffled_by_seed_and_persona_same_order_for_every_set():
+    from omegaconf import OmegaConf
+
+    from plural_icm.conditions.base import ConditionLabels, ordered_examples
+
+    claims = make_claims()
+    ex = [(c, bool(c.gold)) for c in claims]
+    flipped = [(c, not y) for c, y in ex]
+    cfg = OmegaConf.create({"seed": 0, "inference": {"example_order": "shuffled"}})
+    out = ordered_examples(ConditionLabels(examples=ex, perturbations=[ex, flipped]), cfg, "P")
+    ids = [c.item_id for c, _ in out.examples]
+    assert sorted(ids) == sorted(c.item_id for c in claims) and ids != [c.item_id for c in claims]
+    assert [c.item_id for c, _ in out.perturbations[1]] == ids  # the same permutation
+    assert [y for _, y in out.perturbations[1]] == [not y for _, y in out.examples]
+    again = ordered_examples(ConditionLabels(examples=list(reversed(ex))), cfg, "P")
+    assert [c.item_id for c, _ in again.examples] == ids  # independent of the loader's order
+    other = ordered_examples(ConditionLabels(examples=ex), cfg, "Q")
+    assert [c.item_id for c, _ in other.examples] != ids
+    cfg.inference.example_order = "loader"
+    assert ordered_examples(ConditionLabels(examples=ex), cfg, "P").examples == ex

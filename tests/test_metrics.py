@@ -315,3 +315,23 @@ def test_representation_summary_hand():
     assert o["persona_mean"] == pytest.approx((14 / 3 + 2.5) / 2)
     with pytest.raises(ValueError, match=r"\[1, 5\]"):
         representation_summary(pd.DataFrame({"persona_id": ["x"], "score": [7]}))
+
+
+def test_paired_claims_test_is_mcnemar_with_one_claim_per_question_and_clusters_otherwise():
+    """OvertonBench holds one claim per question: 40 right vs 40 wrong is p ~ 2e-12 over claims
+    (question-level "correctness" gave p = 1.0 there). Claims sharing a question are clustered:
+    two questions each +2 and -2 cancel (p = 1), whatever the claim-level counts."""
+    from scipy.stats import binomtest
+
+    from plural_icm.metrics.significance import paired_claims_test
+
+    r = paired_claims_test([True] * 40, [False] * 40, list(range(40)))
+    assert r.p_value == pytest.approx(binomtest(40, 40, 0.5).pvalue) and "McNemar" in r.test
+    r = paired_claims_test([True, True, False, False], [False, False, True, True], [0, 0, 1, 1])
+    assert (r.a_only, r.b_only, r.n_clusters, r.p_value) == (2, 2, 2, 1.0)
+    # 3 questions at +2 and 1 at -2 (exact enumeration over 4 signs): P(|T*| >= 4) = 10/16
+    a = [True] * 6 + [False] * 2
+    b = [False] * 6 + [True] * 2
+    r = paired_claims_test(a, b, [0, 0, 1, 1, 2, 2, 3, 3])
+    assert r.p_value == pytest.approx(10 / 16) and "exact" in r.test
+    assert paired_claims_test([True], [True], [0]).p_value == 1.0

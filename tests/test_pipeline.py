@@ -37,7 +37,7 @@ def test_cell_writes_complete_results(tmp_path, tiny_model_dir, condition, tiny_
         assert (out / f).is_file(), f
     rows = [json.loads(x) for x in (out / "predictions.jsonl").read_text().splitlines()]
     # fold 0 of the demo: 2 questions x 2 options x 3 personas (x perturbations for acc_matched)
-    assert len(rows) == 12 * (2 if condition == "acc_matched" else 1)
+    assert len(rows) == 12 * (2 if condition.startswith("acc_matched") else 1)
     assert set(metrics["per_persona"]) == {"libertarian", "progressive", "traditional"}
     assert 0 <= metrics["overall"]["claim_accuracy"] <= 1
     examples = [json.loads(x) for x in (out / "examples.jsonl").read_text().splitlines()]
@@ -45,7 +45,7 @@ def test_cell_writes_complete_results(tmp_path, tiny_model_dir, condition, tiny_
         assert examples == []
     else:  # 6 training questions x 2 options per persona
         assert len(examples) == 36
-    if condition in ("icm", "acc_matched"):
+    if condition in ("icm", "acc_matched", "acc_matched_swap"):
         assert metrics["overall"]["icm_label_accuracy"] is not None
         searches = list((tmp_path / "out" / "searches" / "tiny" / "demo" / "fold0").glob("*/*/COMPLETE.json"))
         assert len(searches) == 3
@@ -57,7 +57,18 @@ def test_cell_writes_complete_results(tmp_path, tiny_model_dir, condition, tiny_
         assert not (tmp_path / "out" / "searches").exists()
         for pm in metrics["per_persona"].values():
             assert 0 <= pm["bootstrap_label_accuracy"] <= 1 and pm["bootstrap"]["passes_run"] >= 1
-    if condition == "acc_matched":
+    if condition.startswith("acc_matched"):  # every label set: accuracy, coherence P, violations
+        sets = metrics["per_persona"]["progressive"]["label_sets"]
+        assert set(sets) == {"gold", "random", "icm", "acc_matched_0", "acc_matched_1"}
+        assert sets["gold"]["accuracy"] == 1.0 and sets["gold"]["violations"] == 0
+        for row in sets.values():
+            assert math.isfinite(row["coherence_P"]) and row["n_labels"] == 12
+    if condition == "acc_matched":  # the fork's gold_flip: exactly ICM's number of right labels
+        pm = metrics["per_persona"]["progressive"]
+        sets = pm["label_sets"]
+        assert sets["acc_matched_0"]["accuracy"] == sets["icm"]["accuracy"] == pm["icm_label_accuracy"]
+        assert [sets[f"acc_matched_{k}"]["seed"] for k in (0, 1)] == [42, 101]
+    if condition == "acc_matched_swap":
         pm = metrics["per_persona"]["progressive"]
         perts = pm["perturbations"]
         assert len(perts) == 2
@@ -319,7 +330,10 @@ def test_representation_is_the_mean_of_persona_means():
                             "model": {"instruct": "m-instruct", "base": "m-base"}})
     assert judge_info(cfg)["judge_is_model_under_test"] is True
     cfg.inference.judge_model = "overton-judge"
-    assert judge_info(cfg) == {"judge_model": "overton-judge", "judge_is_model_under_test": False}
+    assert judge_info(cfg) == {"judge_model": "overton-judge", "judge_is_model_under_test": False,
+                               "judge_validation": None}
+    cfg.inference.judge_validation = "Spearman 0.87 vs OvertonBench's human ratings"
+    assert judge_info(cfg)["judge_validation"].startswith("Spearman")
 
 
 def test_collaborative_asks_only_within_the_capped_search_set(tmp_path, tiny_model_dir, monkeypatch, tiny_cfg):

@@ -115,14 +115,16 @@ def test_plan_of_the_scaling_grid(tmp_path):
     wall = time.perf_counter() - t0
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
     lines = proc.stdout.strip().splitlines()
-    # 6 models x 4 datasets x 4 conditions x 4 folds = 384 cells; icm and acc_matched of one
-    # (model, dataset, fold) share one search: 6 x 4 x 4 = 96 searches
+    # 6 models x (3 datasets x 4 folds + OvertonBench's one fold) x 4 conditions = 312 cells (the
+    # sweeper drops OT's folds 1-3: 72 jobs); icm and acc_matched of one (model, dataset, fold)
+    # share one search: 6 x 13 = 78 searches
     m = re.fullmatch(r"plan: (\d+) jobs, (\d+) distinct searches, ([\d.]+) GPU-hours \(estimate\)", lines[-1])
-    assert m and (int(m[1]), int(m[2])) == (480, 96), lines[-1]
+    assert m and (int(m[1]), int(m[2])) == (390, 78), lines[-1]
     assert float(m[3]) > 0
+    assert "sweep: 72 of 384 job(s) dropped" in proc.stdout
     rows = [l.split() for l in lines if l.startswith(("S", "- ")) and len(l.split()) == 13]
     cells = [r for r in rows if r[1] == "cell"]
-    assert len(cells) == 384 and len([r for r in rows if r[1] == "search"]) == 96
+    assert len(cells) == 312 and len([r for r in rows if r[1] == "search"]) == 78
     # every job carries its own model's resources
     want = {n: _compose([f"model={n}"]).model for n in ("llama8b", "llama70b", "qwen14b", "qwen30b", "olmo7b", "olmo32b")}
     for r in rows:
@@ -166,3 +168,56 @@ def test_plan_says_which_searches_outlast_their_time_limit():
     roomy = _compose(["model=llama8b", "dataset=oqa", "condition=icm",
                       f"model.time_min={math.ceil(hours * 60) + 1}"])
     assert time_limit_notes(build_plan([([], roomy)]), max_num_timeout=3) == []
+
+
+# -- every planned job can start ------------------------------------------------------------------
+def test_fold_is_checked_by_what_each_dataset_declares():
+    """OvertonBench declares one fold whatever n_folds says; claim files in halves two; a k-fold
+    dataset its n_folds (>= 2). The config check refuses fold >= dataset.n_folds for every dataset."""
+    from plural_icm.config.checks import validate_config
+    from plural_icm.data.registry import check_fold, declared_folds
+    from plural_icm.errors import ConfigError
+
+    ot = _compose(["dataset=ot"]).dataset
+    assert declared_folds(ot) == 1
+    check_fold(ot, 0)
+    with pytest.raises(ConfigError, match="declares 1 fold"):
+        check_fold(ot, 1)
+    with pytest.raises(ConfigError, match="n_folds=1"):
+        validate_config(_compose(["dataset=ot", "fold=1"]))
+    claims = _compose(["dataset=gqa_claims", "dataset.options.folds=halves"]).dataset
+    assert declared_folds(claims) == 2
+    assert declared_folds(_compose(["dataset=oqa_paper", "dataset.n_folds=7"]).dataset) == 4
+    with pytest.raises(ConfigError, match=">= 2"):
+        declared_folds(_compose(["dataset=gqa", "dataset.n_folds=1"]).dataset)
+
+
+def test_plan_lists_what_cannot_start_with_the_keys_to_change():
+    """A PT search over a whole training fold does not fit 32k tokens: the plan names the job,
+    the estimate and the keys to change, and refuses (the paper presets cap PT at 128 claims)."""
+    from plural_icm.pipeline.plan import PlanError, build_plan, format_plan
+
+    cfg = _compose(["model=llama70b", "dataset=pt", "condition=icm", "dataset.max_search_claims=null",
+                    "icm.search_unit=training_folds"])
+    plan = build_plan([([], cfg)])
+    text = format_plan(plan)
+    assert "NO, 2 job(s) cannot start" in text, text
+    assert "search prompts of about" in text and "dataset.max_search_claims=" in text
+    assert "inference prompts of about" in text and "inference.n_examples=" in text
+    with pytest.raises(PlanError, match="cannot start"):
+        plan.refuse_if_infeasible()
+    ok = build_plan([([], _compose(["model=llama70b", "dataset=pt", "condition=icm"]))])
+    assert not ok.cannot_start() and "can every job start (fold of its dataset, prompts within " \
+        "the context): yes" in format_plan(ok)
+
+
+def test_paper_grid_drops_overtonbench_folds_1_to_3_and_every_job_can_start(tmp_path):
+    proc = _launch(["-m", "experiment=paper", "stage=plan"], tmp_path)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    out = proc.stdout
+    assert "sweep: 18 of 96 job(s) dropped" in out and "ot declares 1 fold(s), dropped fold(s) 1,2,3" in out
+    assert "can every job start (fold of its dataset, prompts within the context): yes" in out
+    rows = [l.split() for l in out.splitlines() if l.startswith(("S", "- ")) and len(l.split()) == 13]
+    assert {r[3] for r in rows} == {"gqa_claims", "oqa_paper", "pt", "ot"}
+    assert {r[4] for r in rows if r[3] == "ot"} == {"0"}
+    assert "the paper: 4-6 h per search" in out

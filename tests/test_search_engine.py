@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import math
 
+import numpy as np
 import pytest
 
 from fake_lm import FakeLM
@@ -267,3 +269,35 @@ def test_claims_the_budget_never_reached_are_in_U_P_I_and_warned(caplog):
     b2 = FakeLM()
     done = run_one(make_search(make_claims(2), b2, SearchParams(alpha=5, num_seed=4, max_iters=40)), b2)
     assert done.n_predicted_unlabelled == 0 and "warning" not in done.summary()
+
+
+
+class _AlwaysTrue(FakeLM):
+    """Every claim: ln P(True) - ln P(False) = 5, whatever its context."""
+
+    def label_logprobs(self, prompts, labels):
+        self.calls += 1
+        return np.tile([-math.log1p(math.exp(-5.0)), -math.log1p(math.exp(5.0))], (len(prompts), 1))
+
+
+def test_repair_rule_first_adopts_a_repair_that_lowers_u():
+    """icm.repair_rule=first (the paper's fork) adopts an inconsistent group's best repair even
+    when U drops; the default (improve) keeps the unrepaired labels then. A model that says True
+    to everything: relabelling one of two True options False costs alpha * 10 / n in P, more than
+    the one violation it removes."""
+    from plural_icm.search.engine import drive
+
+    claims = make_claims(n_questions=2)
+    labels = {"q0o0": True, "q0o1": True, "q1o0": True, "q1o1": False}
+    out = {}
+    for rule in ("improve", "first"):
+        backend = _AlwaysTrue()
+        search = make_search(claims, backend, SearchParams(alpha=50, repair_rule=rule))
+        order = [c.item_id for c in claims]
+        layout = search._layout_new().with_changes(order, set(order)).compacted()
+        got, scores = drive(search._repair(dict(labels), layout, layout.contexts()), backend,
+                            [" True", " False"])
+        out[rule] = (got, search.utility(got, scores))
+    assert out["improve"][0] == labels and out["improve"][1][2] == 1
+    assert sum(out["first"][0][i] for i in ("q0o0", "q0o1")) == 1 and out["first"][1][2] == 0
+    assert out["first"][1][0] < out["improve"][1][0]  # U fell: adopted unconditionally

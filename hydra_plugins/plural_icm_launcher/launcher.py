@@ -10,6 +10,8 @@ in index order. :class:`PluralSlurmLauncher` extends its ``SlurmLauncher``:
 * phase 1 submits the distinct ICM searches the cells need (``stage=search``, base model only),
   phase 2 the cells with ``--dependency=afterok:<search job>``; one job array per distinct
   (resources, dependency), each with its own model's GPUs, CPUs, memory and time;
+* jobs that cannot start (a fold the dataset does not have, a prompt longer than the model's
+  context) are refused the same way, each problem listed with the keys to change;
 * a job whose task raises exits non-zero (sacct: FAILED), not 0;
 * each job's end is reported as it happens; a failed search cancels the cells that read it and
   says so; on return (or on Ctrl-C) a summary says what finished, what failed and why, and what
@@ -18,7 +20,8 @@ in index order. :class:`PluralSlurmLauncher` extends its ``SlurmLauncher``:
   job of the same search or cell that is still pending or running instead of submitting it again.
 
 :class:`PluralBasicLauncher` (the default, in-process) only adds ``stage=plan``;
-:class:`PluralBasicSweeper` (the default sweeper) validates a large grid's overrides by a sample.
+:class:`PluralBasicSweeper` (the default sweeper) validates a large grid's overrides by a sample
+and drops the jobs of a swept fold their dataset does not have, with a printed count.
 """
 
 from __future__ import annotations
@@ -503,6 +506,49 @@ class PluralBasicSweeper(BasicSweeper):
     check) every job again anyway. Here every distinct override value is still checked once: one
     job holding each value is composed (a dozen for a 480-job grid instead of 480).
     """
+
+    def get_job_batch(self) -> List[List[str]]:
+        return self.drop_inapplicable_folds(super().get_job_batch())
+
+    def drop_inapplicable_folds(self, batch: List[List[str]]) -> List[List[str]]:
+        """Jobs of a swept ``fold`` that their dataset does not have are dropped, with a printed
+        count: a grid sweeps ``fold=0,1,2,3`` over datasets of four folds and OvertonBench, whose
+        one fixed split is fold 0 (what each dataset has is what its loader declares,
+        :func:`plural_icm.data.registry.declared_folds`). A fold given as a single value is left
+        to the launcher, which refuses it naming the dataset's folds."""
+        folds = {o for job in batch for o in job if o.startswith("fold=")}
+        if len(folds) <= 1:
+            return batch
+        from plural_icm.data.registry import declared_folds
+
+        loader = self.hydra_context.config_loader
+        n_of: Dict[tuple, int] = {}
+        keep, dropped = [], {}
+        for job in batch:
+            fold = next(o for o in job if o.startswith("fold="))
+            key = tuple(o for o in job if o.startswith("dataset"))
+            if key not in n_of:
+                cfg = loader.load_sweep_config(self.config, [o for o in job if not o.startswith("fold=")])
+                n_of[key] = declared_folds(cfg.dataset)
+                n_of[key + ("name",)] = str(cfg.dataset.name)
+            try:
+                f = int(fold.split("=", 1)[1])
+            except ValueError:
+                keep.append(job)   # not a number: the job's own check says so
+                continue
+            if 0 <= f < n_of[key]:
+                keep.append(job)
+            else:
+                name = n_of[key + ("name",)]
+                dropped.setdefault((name, n_of[key]), set()).add(f)
+        if dropped:
+            n = len(batch) - len(keep)
+            parts = [f"{name} declares {k} fold(s), dropped fold(s) {','.join(map(str, sorted(fs)))}"
+                     for (name, k), fs in dropped.items()]
+            msg = f"sweep: {n} of {len(batch)} job(s) dropped, their fold is not one of their dataset's ({'; '.join(parts)})"
+            print(msg, flush=True)
+            log.info(msg)
+        return keep
 
     def validate_batch_is_legal(self, batch: Sequence[Sequence[str]]) -> None:
         if len(batch) <= 8:

@@ -1,6 +1,22 @@
-"""Few-shot Accuracy-Matched: ICM's labels randomly perturbed within the persona until training
-accuracy matches ICM's (within ``condition.accuracy_tolerance``) while mutual predictability is
-lower; the cell averages the metrics of ``condition.n_perturbations`` such sets (the paper: 5)."""
+"""Few-shot Accuracy-Matched: example labels as accurate as ICM's, without its coherence.
+
+Two conditions:
+
+* ``acc_matched`` (the paper's, as its fork built it; the default of the paper presets): the
+  construction the dataset declares (``dataset.acc_matched_construction``):
+  ``gold_flip`` (persona datasets: the GOLD labels with as many random training claims flipped as
+  ICM got wrong; one set per seed of ``condition.seeds``, the fork's 42, 101, 202, 303, 404) or
+  ``fix_break`` (OpinionQA: ICM's labels with its errors fixed and as many right ones broken; one
+  set, the first seed). Nothing checks coherence: random errors break consistency groups.
+* ``acc_matched_swap`` (ours, kept under its own name): ICM's labels randomly perturbed within the
+  persona by consistent group swaps until training accuracy matches ICM's within
+  ``condition.accuracy_tolerance`` while mutual predictability is lower.
+
+Both report, per persona, every label set of the cell's training claims (gold, random, ICM and
+each accuracy-matched set) with its accuracy, its coherence P under the base model (the search's
+own scorer, :func:`plural_icm.search.engine.evaluate_labelling`) and its consistency violations:
+the paper's claim, coherence beyond accuracy (``details["label_sets"]``, analysis/tables.py).
+"""
 
 from __future__ import annotations
 
@@ -10,13 +26,20 @@ from omegaconf import DictConfig
 
 from plural_icm.conditions.base import CellInputs, Condition, ConditionLabels
 from plural_icm.conditions.icm import search_metrics
-from plural_icm.conditions.labels import accuracy_matched_labels, icm_labels
+from plural_icm.conditions.labels import (FORK_SEEDS, accuracy_matched_labels,
+                                          consistency_violations, fix_break_labels,
+                                          gold_flip_labels, gold_labels, icm_labels,
+                                          label_accuracy, random_labels)
 from plural_icm.conditions.registry import register
 from plural_icm.data.records import Claim
+from plural_icm.utils.values import plain
 
 
 def mutual_predictability_fn(inputs: CellInputs, claims: list[Claim]) -> Callable[[dict], float]:
-    """P of a labelling of ``claims`` under the base model, with the search's own scorer."""
+    """P of a labelling of ``claims`` under the base model, with the search's own scorer.
+
+    The context order is the search's (``icm.*`` settings through SearchParams): once the
+    published order is a setting of the ICM config (``icm.context_order``), P here follows it."""
     from plural_icm.search.engine import SearchParams, evaluate_labelling
 
     cfg = inputs.cfg
@@ -28,35 +51,123 @@ def mutual_predictability_fn(inputs: CellInputs, claims: list[Claim]) -> Callabl
     return mutual_predictability
 
 
-@register
-class AccuracyMatched(Condition):
-    name = "acc_matched"
-    needs_search = True
-    uses_base_model = True  # perturbation coherence is scored by the base model
+def construction(cfg: DictConfig) -> str:
+    """The fork's construction for the cell's dataset (``gold_flip`` unless it declares another)."""
+    name = plain(cfg.dataset.get("acc_matched_construction")) or "gold_flip"
+    if name not in ("gold_flip", "fix_break"):
+        raise ValueError(f"dataset.acc_matched_construction={name!r}; expected gold_flip or fix_break")
+    return name
 
-    def n_example_sets(self, cfg: DictConfig) -> int:
-        return int(cfg.condition.n_perturbations)
+
+def fork_seeds(cfg: DictConfig) -> list[int]:
+    """The seeds of the cell's accuracy-matched sets: ``condition.seeds`` (the fork's five by
+    default), the first ``condition.n_perturbations`` of them; one for ``fix_break`` (the fork's)."""
+    seeds = [int(s) for s in (cfg.condition.get("seeds") or FORK_SEEDS)]
+    n = 1 if construction(cfg) == "fix_break" else int(cfg.condition.n_perturbations)
+    if n > len(seeds):
+        raise ValueError(f"condition.n_perturbations={n} but condition.seeds has {len(seeds)} seed(s)")
+    return seeds[:n]
+
+
+def label_set_rows(inputs: CellInputs, claims: list[Claim], sets: dict[str, dict[str, bool]],
+                   coherence: Callable[[dict], float]) -> dict[str, dict]:
+    """Accuracy, coherence P and consistency violations of each named label set of ``claims``."""
+    rule = inputs.claimset.rule
+    return {name: {"accuracy": label_accuracy(claims, labels),
+                   "coherence_P": float(coherence(dict(labels))),
+                   "violations": consistency_violations(claims, labels, rule),
+                   "n_labels": len(labels)}
+            for name, labels in sets.items()}
+
+
+def _summary_metrics(rows: dict[str, dict]) -> dict[str, float | None]:
+    """Per-persona scalars of the label sets (the acc-matched sets averaged) for the cell's metrics."""
+    out: dict[str, float | None] = {}
+    kinds = {"gold": ["gold"], "random": ["random"], "icm": ["icm"],
+             "acc_matched": [k for k in rows if k.startswith("acc_matched")]}
+    for kind, names in kinds.items():
+        for key in ("accuracy", "coherence_P", "violations"):
+            vals = [rows[n][key] for n in names if rows.get(n, {}).get(key) is not None]
+            out[f"labelset_{kind}_{key}"] = sum(vals) / len(vals) if vals else None
+    return out
+
+
+class _AccuracyMatchedBase(Condition):
+    needs_search = True
+    uses_base_model = True  # the label sets' coherence is scored by the base model
+
+    def _sets(self, inputs: CellInputs, persona_id: str, chosen: list[Claim], icm: dict[str, bool],
+              coherence: Callable[[dict], float]) -> tuple[list[tuple[dict[str, bool], dict]], dict]:
+        """The accuracy-matched label sets, each with its label-set row, and details."""
+        raise NotImplementedError
 
     def examples(self, inputs: CellInputs, persona_id: str) -> ConditionLabels:
-        cfg = inputs.cfg
         search = inputs.searches[persona_id]
         chosen = inputs.chosen(persona_id)
         icm = icm_labels(chosen, search.labels)
         chosen = [c for c in chosen if c.item_id in icm]
-        perts = accuracy_matched_labels(
-            chosen, icm, mutual_predictability_fn(inputs, chosen),
-            n_perturbations=int(cfg.condition.n_perturbations),
-            tolerance=float(cfg.condition.accuracy_tolerance), seed=int(cfg.seed),
-            max_tries=int(cfg.condition.max_perturbation_tries), rule=inputs.claimset.rule)
-        sets = [[(c, p.labels[c.item_id]) for c in chosen] for p in perts]
+        coherence = mutual_predictability_fn(inputs, chosen)
+        perts, details = self._sets(inputs, persona_id, chosen, icm, coherence)
+        named = {"gold": gold_labels(chosen), "random": random_labels(chosen, int(inputs.cfg.seed)),
+                 "icm": icm}
+        rows = label_set_rows(inputs, chosen, named, coherence)
+        for k, (labels, row) in enumerate(perts):
+            rows[f"acc_matched_{k}"] = row | {"n_changed_from_icm": sum(labels[i] != icm[i] for i in icm)}
+        sets = [[(c, labels[c.item_id]) for c in chosen] for labels, _ in perts]
         return ConditionLabels(
             examples=sets[0], perturbations=sets,
-            metrics={**search_metrics(search),
-                     # ICM's labels rescored with the perturbations' own context orders: the value
-                     # each perturbation's P is below (icm_mutual_predictability is the search's).
-                     "icm_mutual_predictability_same_orders": perts[0].reference_coherence},
-            details={"search": str(search.path),
+            metrics={**search_metrics(search), **_summary_metrics(rows),
+                     **details.pop("metrics", {})},
+            details={"search": str(search.path), "label_sets": rows,
                      # the order every P here was scored in (P's of two orders do not compare)
-                     "context_order": str(cfg.icm.context_order),
-                     "perturbations": [{"accuracy": p.accuracy, "mutual_predictability": p.coherence,
-                                        "n_changed": p.n_changed, "tries": p.tries} for p in perts]})
+                     "context_order": str(inputs.cfg.icm.context_order), **details})
+
+
+@register
+class AccuracyMatched(_AccuracyMatchedBase):
+    """The paper fork's construction (module docstring)."""
+
+    name = "acc_matched"
+
+    def n_example_sets(self, cfg: DictConfig) -> int:
+        return len(fork_seeds(cfg))
+
+    def _sets(self, inputs, persona_id, chosen, icm, coherence):
+        cfg = inputs.cfg
+        how = construction(cfg)
+        build = gold_flip_labels if how == "gold_flip" else fix_break_labels
+        out = []
+        for seed in fork_seeds(cfg):
+            labels = build(chosen, icm, seed, salt=f"{persona_id}:fold{cfg.fold}")
+            row = label_set_rows(inputs, chosen, {"x": labels}, coherence)["x"]
+            out.append((labels, row | {"seed": seed, "construction": how}))
+        return out, {"construction": how}
+
+
+@register
+class AccuracyMatchedSwap(_AccuracyMatchedBase):
+    """Ours: consistent group swaps of ICM's labels, accepted only when P is lower."""
+
+    name = "acc_matched_swap"
+
+    def n_example_sets(self, cfg: DictConfig) -> int:
+        return int(cfg.condition.n_perturbations)
+
+    def _sets(self, inputs, persona_id, chosen, icm, coherence):
+        cfg = inputs.cfg
+        perts = accuracy_matched_labels(
+            chosen, icm, coherence, n_perturbations=int(cfg.condition.n_perturbations),
+            tolerance=float(cfg.condition.accuracy_tolerance), seed=int(cfg.seed),
+            max_tries=int(cfg.condition.max_perturbation_tries), rule=inputs.claimset.rule)
+        rule = inputs.claimset.rule
+        out = [(p.labels, {"accuracy": p.accuracy, "coherence_P": p.coherence,
+                           "violations": consistency_violations(chosen, p.labels, rule),
+                           "n_labels": len(p.labels), "tries": p.tries,
+                           "mutual_predictability": p.coherence, "n_changed": p.n_changed})
+               for p in perts]
+        return out, {
+            # ICM's labels rescored with the perturbations' own context orders: the value each
+            # perturbation's P is below (icm_mutual_predictability is the search's).
+            "metrics": {"icm_mutual_predictability_same_orders": perts[0].reference_coherence},
+            "perturbations": [{"accuracy": p.accuracy, "mutual_predictability": p.coherence,
+                               "n_changed": p.n_changed, "tries": p.tries} for p in perts]}

@@ -61,6 +61,26 @@ class CellInputs:
         return subset_for_n_examples(self.search_claims(persona_id), n, int(self.cfg.seed))
 
 
+def ordered_examples(labels: ConditionLabels, cfg: DictConfig, persona_id: str) -> ConditionLabels:
+    """The examples in the order ``inference.example_order`` asks for: ``shuffled`` (default, as the
+    paper's fork) permutes them with a seed of (``seed``, persona), the same permutation of the
+    claims for every example set of the persona, so the perturbations differ only in labels;
+    ``loader`` keeps the data's order."""
+    import random
+
+    from plural_icm.conditions.labels import _stable_int
+
+    if plain(cfg.inference.get("example_order", "shuffled")) == "loader":
+        return labels
+    ids = sorted(c.item_id for c, _ in labels.examples)
+    random.Random(_stable_int(int(cfg.seed), f"example_order:{persona_id}")).shuffle(ids)
+    rank = {i: k for k, i in enumerate(ids)}
+    order = lambda ex: sorted(ex, key=lambda cy: rank.get(cy[0].item_id, len(rank)))
+    perts = [order(p) for p in labels.perturbations] if labels.perturbations else labels.perturbations
+    return ConditionLabels(examples=order(labels.examples), perturbations=perts,
+                           metrics=labels.metrics, details=labels.details)
+
+
 class Condition:
     """A few-shot condition. Subclasses set ``name`` and implement :meth:`examples`."""
 

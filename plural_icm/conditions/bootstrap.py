@@ -88,7 +88,14 @@ class Bootstrap(Condition):
             progress=bool(cfg.progress))
         log.info("bootstrap %s: %s", persona_id, record)
         chosen = inputs.chosen(persona_id)
+        # the label-set row of the report (accuracy, coherence P, violations; acc_matched.py)
+        from plural_icm.conditions.acc_matched import label_set_rows, mutual_predictability_fn
+
+        rows = label_set_rows(inputs, claims, {"bootstrap": labels},
+                              mutual_predictability_fn(inputs, claims))
         return ConditionLabels(
             examples=[(c, labels[c.item_id]) for c in chosen],
-            metrics={"bootstrap_label_accuracy": label_accuracy(claims, labels)},
-            details={"bootstrap": record})
+            metrics={"bootstrap_label_accuracy": label_accuracy(claims, labels),
+                     "labelset_bootstrap_coherence_P": rows["bootstrap"]["coherence_P"],
+                     "labelset_bootstrap_violations": rows["bootstrap"]["violations"]},
+            details={"bootstrap": record, "label_sets": rows})

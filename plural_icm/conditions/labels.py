@@ -329,6 +329,68 @@ def _draw_candidate(rng: random.Random, ref: Labels, gold: dict[str, bool],
 
 
 # --------------------------------------------------------------------------------------------
+# The paper fork's accuracy-matched constructions (scripts/gen_persona_perturbed_data.py and
+# scripts/gen_perturbed_data.py of Taslim-M/Unsupervised-Elicitation; ../shared/notes)
+# --------------------------------------------------------------------------------------------
+
+#: The fork's five seeds of the persona datasets' perturbed example files (OpinionQA: the first).
+FORK_SEEDS = (42, 101, 202, 303, 404)
+CONSTRUCTIONS = ("gold_flip", "fix_break")
+
+
+def _gold_and_icm(claims: Iterable[Claim], icm: Mapping[str, bool]) -> tuple[list[str], dict[str, bool]]:
+    ids = sorted(c.item_id for c in claims if c.item_id in icm and c.gold is not None)
+    gold = {c.item_id: bool(c.gold) for c in claims if c.item_id in icm and c.gold is not None}
+    return ids, gold
+
+
+def gold_flip_labels(claims: Iterable[Claim], icm: Mapping[str, bool], seed: int,
+                     salt: str = "") -> Labels:
+    """The fork's control on persona datasets: start from the GOLD labels and flip as many training
+    claims, chosen uniformly at random (``seed`` with ``salt``, e.g. persona and fold), as ICM got
+    wrong. Same number of right labels as ICM's; no consistency is kept (random flips break
+    groups freely). Claims without gold keep ICM's label (they count in no accuracy)."""
+    claims = list(claims)
+    ids, gold = _gold_and_icm(claims, icm)
+    n_wrong = sum(bool(icm[i]) != gold[i] for i in ids)
+    flip = set(random.Random(_stable_int(seed, f"gold_flip:{salt}")).sample(ids, n_wrong))
+    out = {k: bool(v) for k, v in icm.items()}
+    out.update({i: (not gold[i]) if i in flip else gold[i] for i in ids})
+    assert sum(out[i] == gold[i] for i in ids) == sum(bool(icm[i]) == gold[i] for i in ids)
+    return {c.item_id: out[c.item_id] for c in claims if c.item_id in out}
+
+
+def fix_break_labels(claims: Iterable[Claim], icm: Mapping[str, bool], seed: int,
+                     salt: str = "") -> Labels:
+    """The fork's control on OpinionQA: ICM's labels with every ICM error fixed (set to gold) and as
+    many of ICM's right claims, chosen at random, broken (set to not-gold): the same accuracy, the
+    errors disjoint from ICM's. Raises :class:`AccuracyMatchError` when ICM has fewer right claims
+    than errors (below 50%: nothing to break as many of)."""
+    claims = list(claims)
+    ids, gold = _gold_and_icm(claims, icm)
+    wrong = [i for i in ids if bool(icm[i]) != gold[i]]
+    right = [i for i in ids if bool(icm[i]) == gold[i]]
+    if len(right) < len(wrong):
+        raise AccuracyMatchError(f"fix_break: ICM has {len(wrong)} wrong and only {len(right)} right "
+                                 "labels: cannot break as many right ones as it fixes (use "
+                                 "dataset.acc_matched_construction=gold_flip)")
+    broken = set(random.Random(_stable_int(seed, f"fix_break:{salt}")).sample(right, len(wrong)))
+    out = {k: bool(v) for k, v in icm.items()}
+    out.update({i: gold[i] for i in wrong})
+    out.update({i: not gold[i] for i in broken})
+    return {c.item_id: out[c.item_id] for c in claims if c.item_id in out}
+
+
+def consistency_violations(claims: Iterable[Claim], labels: Mapping[str, bool],
+                           rule: ConsistencyRule | str) -> int:
+    """Inconsistent pairs of ``labels`` over the groups of ``claims`` (I(D) of the search)."""
+    from plural_icm.search.consistency import inconsistencies
+
+    groups = {g: [c.item_id for c in ms] for g, ms in _groups(claims).items()}
+    return inconsistencies(groups, {k: bool(v) for k, v in labels.items()}, ConsistencyRule(rule))
+
+
+# --------------------------------------------------------------------------------------------
 # Number of in-context examples
 # --------------------------------------------------------------------------------------------
 
@@ -388,4 +450,6 @@ def _stable_int(seed: int, text: str) -> int:
 
 __all__ = ["Labels", "CoherenceFn", "gold_labels", "random_labels", "icm_labels",
            "label_accuracy", "Perturbation", "AccuracyMatchError", "accuracy_matched_labels",
+           "FORK_SEEDS", "CONSTRUCTIONS", "gold_flip_labels", "fix_break_labels",
+           "consistency_violations",
            "subset_for_n_examples", "cap_search_claims"]

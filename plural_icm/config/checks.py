@@ -2,7 +2,7 @@
 
 The schemas (:mod:`plural_icm.config.schema`) check keys and types; these check values: every
 float is finite (``icm.alpha=nan`` is refused), counts are positive, fractions lie in their
-interval, ``fold`` is one of the dataset's folds, path settings are not empty. Each error names
+interval, ``fold`` is one of the folds the dataset config declares, path settings are not empty. Each error names
 the key, the value and what is accepted (:class:`plural_icm.errors.ConfigError`).
 """
 
@@ -128,12 +128,20 @@ def validate_config(cfg: DictConfig) -> None:
     _int(cfg, "seed", 0)
     _int(cfg, "fold", 0)
     if OmegaConf.select(cfg, "dataset") is not None:
-        loader = _get(cfg, "dataset.loader")
-        _int(cfg, "dataset.n_folds", 2 if loader in KFOLD_LOADERS else 1)
-        if loader in KFOLD_LOADERS and _get(cfg, "fold") >= _get(cfg, "dataset.n_folds"):
+        # Every dataset, by what its config declares (``dataset.n_folds``; OvertonBench's one
+        # fixed split declares 1). What the loader itself declares (a fixed split whatever
+        # n_folds says, folds carried by the files) is checked where the loaders are known:
+        # plural_icm.data.registry.check_fold, called by the task and by stage=plan.
+        n_folds = _get(cfg, "dataset.n_folds")
+        least = 2 if _get(cfg, "dataset.loader") in KFOLD_LOADERS else 1
+        if not isinstance(n_folds, int) or isinstance(n_folds, bool) or n_folds < least:
+            raise _fail("dataset.n_folds", n_folds, "an integer >= 2 (the folds of a k-fold "
+                                                    "split), or 1 for a dataset with one fixed split")
+        if _get(cfg, "fold") >= n_folds:
             raise _fail("fold", _get(cfg, "fold"),
-                        f"one of the dataset's folds 0..{_get(cfg, 'dataset.n_folds') - 1} "
-                        f"(dataset.n_folds={_get(cfg, 'dataset.n_folds')})")
+                        ("0, the dataset's only fold" if n_folds == 1 else
+                         f"one of the dataset's folds 0..{n_folds - 1}")
+                        + f" (dataset {_get(cfg, 'dataset.name')!r} declares n_folds={n_folds})")
         _int(cfg, "dataset.split_seed", 0)
         _int(cfg, "dataset.max_search_claims", 1, optional=True)
     if OmegaConf.select(cfg, "icm") is not None:
@@ -153,6 +161,9 @@ def validate_config(cfg: DictConfig) -> None:
     if OmegaConf.select(cfg, "inference") is not None:
         _int(cfg, "inference.n_examples", 0, optional=True)
         _int(cfg, "inference.max_new_tokens", 1)
+        order = _get(cfg, "inference.example_order")
+        if order is not None and order not in ("shuffled", "loader"):
+            raise _fail("inference.example_order", order, "'shuffled' (the paper's fork) or 'loader'")
         _two_labels(cfg, "inference.labels")
     if OmegaConf.select(cfg, "condition") is not None:
         _int(cfg, "condition.n_perturbations", 1)

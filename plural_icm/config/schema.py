@@ -19,8 +19,9 @@ from omegaconf import MISSING
 from plural_icm.backends.settings import VLLMEngineArgs
 # The enumerated settings live below the config layer (the search and the data use them without
 # importing Hydra); re-exported here for the schema below and for existing imports.
-from plural_icm.choices import (Aggregate, ContextOrder, ContextPolicy, Engine, ScoreMetric,
-                                 SearchUnit, SeedLabels, Schedule, TemperatureIndex)
+from plural_icm.choices import (Aggregate, ContextOrder, ContextPolicy, Engine, ExampleOrder,
+                                 RepairRule, ScoreMetric, SearchUnit, SeedLabels, Schedule,
+                                 TemperatureIndex)
 # Which config keys change results is the fingerprint's concern (plural_icm.layout).
 from plural_icm.layout import NON_RESULT_KEYS, drop_non_result_keys  # noqa: F401
 
@@ -115,6 +116,12 @@ class DatasetSizeConfig:
     """All claims of one persona, before the fold split."""
     tokens_per_claim: int = 45
     """Tokens of one rendered claim (question, claim, label)."""
+    max_claims_per_persona: Optional[int] = None
+    """The largest persona's claims (the context check sizes its longest prompt by it); None:
+    ``claims_per_persona``."""
+    max_tokens_per_claim: Optional[int] = None
+    """Tokens of the longest rendered claim (the query of the longest prompt); None:
+    ``tokens_per_claim``."""
 
 
 @dataclass
@@ -142,6 +149,11 @@ class DatasetConfig:
     (:data:`plural_icm.data.registry.LOADERS`): an unknown key or a wrong type is an error."""
     score_metric: ScoreMetric = ScoreMetric.claim_accuracy
     """The metric the analysis reports as this dataset's score."""
+    acc_matched_construction: Optional[str] = None
+    """Which of the paper fork's accuracy-matched constructions ``condition=acc_matched`` uses on
+    this dataset: ``gold_flip`` (persona datasets: flip as many random training claims of the GOLD
+    labels as ICM got wrong) or ``fix_break`` (OpinionQA: fix ICM's errors, break as many of its
+    right claims); None: ``gold_flip``."""
     size: DatasetSizeConfig = field(default_factory=DatasetSizeConfig)
 
 
@@ -156,6 +168,9 @@ class ConditionConfig:
     """acc_matched: how many perturbed label sets are averaged (the paper: 5)."""
     accuracy_tolerance: float = 0.005
     max_perturbation_tries: int = 2000
+    seeds: Optional[list[int]] = None
+    """acc_matched: the seeds of its example sets (the paper's fork: 42, 101, 202, 303, 404).
+    Unset (None) in other conditions, where the fingerprint leaves it out."""
     passes: Optional[int] = None
     """bootstrap: relabelling passes over the search set before the consistency rule is applied
     (conf/condition/bootstrap.yaml: 3). Unset (None) in other conditions, where the fingerprint
@@ -176,6 +191,10 @@ class ICMConfig:
     """The log schedule's constant: 2 in the published code, beta = 0.99 in Wen et al.'s text."""
     temperature_index: TemperatureIndex = TemperatureIndex.accepted
     aggregate: Aggregate = Aggregate.mean_log_odds
+    repair_rule: RepairRule = RepairRule.improve
+    """ConsistencyFix's adoption rule: ``improve`` (ours, a repair must raise U) or ``first``
+    (the paper's fork adopts each inconsistent group's best-scored repair unconditionally: its
+    running best starts at -1e6). icm=fork uses ``first``."""
     patience: Optional[int] = 200
     """Early stop (ours): every claim labelled and no accepted change for this many iterations;
     null = no early stop (the published algorithm runs its fixed iteration count)."""
@@ -208,6 +227,11 @@ class InferenceConfig:
     """In-context examples per prompt: None = all training claims; an int takes the same subset
     (by a seeded shuffle of question ids) for every condition."""
     context_policy: ContextPolicy = ContextPolicy.error
+    example_order: ExampleOrder = ExampleOrder.shuffled
+    """Order of the in-context examples: ``shuffled`` (the paper's fork shuffles every example
+    file; here seeded by the cell's ``seed`` and the persona, the same permutation for every
+    condition and perturbation) or ``loader`` (the data's order, both options of a question
+    adjacent: this project's order before the fork's was read)."""
     labels: list[str] = field(default_factory=lambda: [" True", " False"])
     system_prompt: str = MISSING
     example_template: str = MISSING
@@ -217,6 +241,11 @@ class InferenceConfig:
     """The OvertonBench judge checkpoint (hub id, folder, ``packaged:<name>``, or the served
     model's name for ``judge_backend=openai``); None: the model under test judges itself, and the
     report marks its OT scores as not comparable with the paper's (OvertonBench's validated judge)."""
+    judge_validation: Optional[str] = None
+    """Where the judge's agreement with OvertonBench's human ratings is shown (a citation or a
+    measurement, e.g. "Spearman 0.86 vs human ratings, docs/..."). The report marks OT scores
+    comparable with the paper's only for a judge other than the model under test with this set;
+    None: not comparable (the judge prompt is ours, not the paper's)."""
     judge_backend: Optional[BackendName] = None
     """Backend of the judge (``hf``, ``vllm``, ``openai``); None: the model's backend."""
     judge_api_base: Optional[str] = None

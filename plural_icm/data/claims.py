@@ -261,6 +261,13 @@ def load_claims(cfg: Any, data_dir: str | Path | None = None) -> ClaimSet:
     return cs
 
 
+def declared_folds(cfg: Any) -> int:
+    """``halves``: the copy's two halves (fold 0 test, fold 1 train); ``cv``: ``dataset.n_folds``."""
+    if str(cfg_options(cfg).get("folds", "cv")) == "halves":
+        return len(HALVES)
+    return int(cfg_get(cfg, "n_folds", 4))
+
+
 @dataclass
 class ClaimsOptions:
     """``dataset.options`` of the ``claims`` loader (the typed schema the registry validates)."""

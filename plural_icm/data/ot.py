@@ -102,6 +102,11 @@ def read_table(cfg: Any, data_dir: str | Path | None, split: str) -> tuple[pd.Da
     return hub_table(HUB_REPO, None, split, "ot", FIXES), f"hf://{HUB_REPO}/{split}"
 
 
+def declared_folds(cfg: Any) -> int:
+    """OvertonBench has one fixed search/test split: one fold, 0 (whatever ``dataset.n_folds``)."""
+    return 1
+
+
 def search_test_split(claims: Iterable[Claim], search_fraction: float, seed: int
                       ) -> dict[str, int]:
     """question_id -> 0 (test) or -1 (search set only), stratified by the question's persona set.

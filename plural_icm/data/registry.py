@@ -51,6 +51,10 @@ class LoaderSpec(NamedTuple):
     stats: str | None = None
     """A function of ``module``, ``stats(cfg, data_dir) -> str``: what ``stage=data_stats`` prints
     for this dataset after the common table (:func:`plural_icm.data.stats.data_stats_report`)."""
+    folds: str | None = None
+    """A function of ``module``, ``folds(cfg) -> int``: how many folds the loader itself brings (a
+    fixed split, folds carried by the files), given the validated config. None: ``dataset.n_folds``
+    (at least 2 for a ``kfold`` loader: one fold must be left to search)."""
 
 
 #: loader name -> where its function and options class live (imported lazily), and what it is.
@@ -59,9 +63,12 @@ LOADERS: dict[str, LoaderSpec] = {
                       stats="stats_text"),
     "oqa": LoaderSpec("plural_icm.data.oqa", "load_oqa", "OQAOptions", kfold=True),
     "pt": LoaderSpec("plural_icm.data.pt", "load_pt", "PTOptions", kfold=True, stats="stats_text"),
-    "ot": LoaderSpec("plural_icm.data.ot", "load_ot", "OTOptions"),
+    "ot": LoaderSpec("plural_icm.data.ot", "load_ot", "OTOptions", folds="declared_folds"),
     "demo": LoaderSpec("plural_icm.data.demo", "load_demo", "DemoOptions", kfold=True),
-    "claims": LoaderSpec("plural_icm.data.claims", "load_claims", "ClaimsOptions", kfold=True),
+    "claims": LoaderSpec("plural_icm.data.claims", "load_claims", "ClaimsOptions", kfold=True,
+                         folds="declared_folds"),
+    "oqa_paper": LoaderSpec("plural_icm.data.oqa_paper", "load_oqa_paper", "OQAPaperOptions",
+                            folds="declared_folds"),
 }
 
 
@@ -134,6 +141,34 @@ def _with_options(cfg: Any, options: dict[str, Any]) -> Any:
     out = copy.copy(cfg)
     out.options = options
     return out
+
+
+def declared_folds(cfg: Any) -> int:
+    """How many folds the dataset of ``cfg`` has, by what its loader declares (no data is read):
+    the loader's own ``folds`` function when it brings its folds, else ``dataset.n_folds``.
+    Raises :class:`ConfigError` when a k-fold split is asked for fewer than 2 folds."""
+    name = str(cfg_get(cfg, "loader", "") or "")
+    _loader(name)  # an unknown loader: the error listing the valid ones
+    spec = LOADERS[name]
+    if spec.folds is not None:
+        module = importlib.import_module(spec.module)
+        return int(getattr(module, spec.folds)(_with_options(cfg, validated_options(cfg))))
+    n = cfg_get(cfg, "n_folds", 4)
+    least = 2 if spec.kfold else 1
+    if isinstance(n, bool) or not isinstance(n, int) or n < least:
+        raise ConfigError(f"dataset.n_folds={n!r} is not accepted for loader {name!r}; expected an "
+                          f"integer >= {least}" + (" (a k-fold split)" if spec.kfold else ""))
+    return n
+
+
+def check_fold(cfg: Any, fold: int) -> None:
+    """``fold`` is one of the folds the dataset declares (:func:`declared_folds`); else a
+    :class:`ConfigError` naming the dataset's folds."""
+    n = declared_folds(cfg)
+    if isinstance(fold, bool) or not isinstance(fold, int) or not 0 <= fold < n:
+        name = cfg_get(cfg, "name", cfg_get(cfg, "loader", "?"))
+        raise ConfigError(f"config: fold={fold!r} is not accepted; dataset {name!r} declares "
+                          f"{n} fold(s): expected " + ("0" if n == 1 else f"one of 0..{n - 1}"))
 
 
 def load_claimset(cfg: Any, data_dir: str | Path | None = None) -> ClaimSet:

@@ -1,5 +1,11 @@
 """Paired significance tests between two conditions (e.g. Few-shot ICM vs Few-shot Gold).
 
+* On the score the report shows (claim accuracy, the paper's metric): :func:`paired_claims_test`,
+  paired over claims and clustered by question. Each question's claims share a prompt and a gold
+  structure, so they are not independent: the test flips the sign of each question's summed
+  difference (claims A got right minus claims B got right), exactly when few questions differ,
+  else by 100,000 seeded draws. Where every question holds one claim (OvertonBench) or every
+  differing question differs by one claim, it is the exact McNemar test over claims.
 * Over items: the exact McNemar test on paired per-question correctness. Only discordant pairs
   carry information: with b = #(A right, B wrong) and c = #(A wrong, B right), under H0 b is
   Binomial(b + c, 1/2); the two-sided p-value is ``scipy.stats.binomtest(b, b + c, 0.5)``.
@@ -49,6 +55,68 @@ def mcnemar_exact(correct_a: Sequence[bool], correct_b: Sequence[bool]) -> McNem
     return McNemarResult(a_only, b_only, int(a.size), p)
 
 
+@dataclass(frozen=True)
+class PairedClaimsResult:
+    """Outcome of :func:`paired_claims_test`."""
+
+    n_claims: int
+    n_clusters: int
+    a_only: int
+    """Claims A got right and B got wrong."""
+    b_only: int
+    """Claims B got right and A got wrong."""
+    p_value: float
+    test: str
+    """The test that gave ``p_value``, in words (for the report)."""
+
+
+#: Questions with a nonzero difference up to which the sign-flip test is enumerated exactly.
+EXACT_UP_TO = 20
+DRAWS = 100_000
+
+
+def paired_claims_test(correct_a: Sequence[bool], correct_b: Sequence[bool],
+                       clusters: Sequence[object], seed: int = 0) -> PairedClaimsResult:
+    """Two-sided paired test of claim correctness, clustered by ``clusters`` (question ids).
+
+    Statistic: T = sum over questions of d_q = (claims right under A) - (under B). Under H0 (the
+    conditions are exchangeable within a question) each d_q's sign is a fair coin: p is the share
+    of sign assignments with |T*| >= |T|. When every nonzero |d_q| is 1 this is the exact
+    McNemar (binomial) test on the discordant claims."""
+    a = np.asarray(correct_a, dtype=bool)
+    b = np.asarray(correct_b, dtype=bool)
+    if a.shape != b.shape or len(clusters) != a.size:
+        raise ValueError(f"paired arrays differ in shape: {a.shape}, {b.shape}, {len(clusters)} clusters")
+    frame = pd.DataFrame({"q": list(clusters), "d": a.astype(int) - b.astype(int)})
+    d = frame.groupby("q", sort=True)["d"].sum().to_numpy()
+    n_clusters = int(d.size)
+    a_only, b_only = int((a & ~b).sum()), int((~a & b).sum())
+    nz = d[d != 0]
+    if nz.size == 0:
+        return PairedClaimsResult(int(a.size), n_clusters, a_only, b_only, 1.0,
+                                  "no claim differs: p = 1")
+    if np.all(np.abs(nz) == 1):
+        k = int((nz > 0).sum())
+        p = float(stats.binomtest(k, int(nz.size), 0.5).pvalue)
+        return PairedClaimsResult(int(a.size), n_clusters, a_only, b_only, p,
+                                  "exact McNemar over claims (each differing question by one claim)")
+    t = abs(int(nz.sum()))
+    if nz.size <= EXACT_UP_TO:
+        signs = ((np.arange(2 ** nz.size)[:, None] >> np.arange(nz.size)) & 1) * 2 - 1
+        p = float(np.mean(np.abs(signs @ nz) >= t))
+        how = "exact"
+    else:
+        rng = np.random.default_rng(seed)
+        hits = 0
+        for start in range(0, DRAWS, 10_000):
+            signs = rng.integers(0, 2, size=(min(10_000, DRAWS - start), nz.size)) * 2 - 1
+            hits += int((np.abs(signs @ nz) >= t).sum())
+        p = (hits + 1) / (DRAWS + 1)
+        how = f"{DRAWS:,} seeded draws"
+    return PairedClaimsResult(int(a.size), n_clusters, a_only, b_only, p,
+                              f"paired sign-flip test over claims clustered by question ({how})")
+
+
 def paired_question_correctness(qdf_a: pd.DataFrame, qdf_b: pd.DataFrame,
                                 keys: Sequence[str] = ("persona_id", "group_id")
                                 ) -> tuple[np.ndarray, np.ndarray]:
@@ -96,5 +164,5 @@ def t_test_undefined(scores_a: Sequence[float], scores_b: Sequence[float]) -> bo
     return d.size >= 2 and bool(np.allclose(d, d[0], rtol=0.0, atol=1e-12))
 
 
-__all__ = ["McNemarResult", "mcnemar_exact", "paired_question_correctness", "mcnemar_between",
+__all__ = ["McNemarResult", "mcnemar_exact", "PairedClaimsResult", "paired_claims_test", "paired_question_correctness", "mcnemar_between",
            "paired_t_test", "t_test_undefined"]

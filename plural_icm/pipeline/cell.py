@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 
 from plural_icm.backends.registry import backend_info, make_judge
 from plural_icm.config.secrets import scrub_secrets
-from plural_icm.conditions.base import CellInputs, Condition, ConditionLabels
+from plural_icm.conditions.base import CellInputs, Condition, ConditionLabels, ordered_examples
 from plural_icm.conditions.labels import cap_search_claims, label_accuracy
 from plural_icm.conditions.registry import get_condition
 from plural_icm.data.records import ClaimSet
@@ -229,7 +229,7 @@ def condition_examples(cfg: DictConfig, condition: Condition, claimset: ClaimSet
     model work (the base model is loaded only if a search or the condition asks for it)."""
     searches = run_searches_for(cfg, claimset, personas, backends, wb=wb) if condition.needs_search else {}
     inputs = CellInputs(cfg, claimset, lambda: backends.get("base"), searches)
-    return {pid: condition.examples(inputs, pid) for pid in personas}
+    return {pid: ordered_examples(condition.examples(inputs, pid), cfg, pid) for pid in personas}
 
 
 def base_work_in_child_process(cfg: DictConfig, role: str) -> bool:
@@ -385,7 +385,10 @@ def judge_info(cfg: DictConfig) -> dict:
     not comparable with the paper's, judged by OvertonBench's validated judge)."""
     judge = cfg.inference.judge_model
     self_judged = not judge or str(judge) in (str(cfg.model.instruct), str(cfg.model.base))
-    return {"judge_model": str(judge or cfg.model.instruct), "judge_is_model_under_test": self_judged}
+    validation = cfg.inference.get("judge_validation")
+    return {"judge_model": str(judge or cfg.model.instruct), "judge_is_model_under_test": self_judged,
+            # the report calls OT scores comparable with the paper's only with a stated validation
+            "judge_validation": str(validation) if validation and not self_judged else None}
 
 
 def write_cell(cfg: DictConfig, out: Path, fp: str, result: CellOutput, t0: float) -> None:

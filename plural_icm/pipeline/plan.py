@@ -105,6 +105,7 @@ class PlannedJob:
     prompt_tokens: float = 0.0
     gpu_hours: float = 0.0
     embed: str | None = None   # (dataset, embedding model) whose question texts it embeds, if any
+    problems: list[str] = field(default_factory=list)  # why it cannot start, with what to change
 
     @property
     def label(self) -> str:
@@ -141,11 +142,31 @@ class Plan:
     def gpu_hours(self) -> float:
         return sum(j.gpu_hours for j in self.to_submit())
 
+    def cannot_start(self) -> list[PlannedJob]:
+        """Jobs that would fail at their start (a fold the dataset does not have, a prompt longer
+        than the model's context)."""
+        return [j for j in self.jobs if j.problems and not j.complete]
+
     def refuse_if_infeasible(self) -> None:
         bad = [m for m in self.memory if not m.ok]
-        if bad:
-            raise PlanError("cannot start (nothing was submitted):\n" + "\n".join(
-                f"  {m.line}\n    change: {m.fix}" for m in bad))
+        lines = [f"  {m.line}\n    change: {m.fix}" for m in bad]
+        lines += problem_lines(self.cannot_start())
+        if lines:
+            raise PlanError("cannot start (nothing was submitted):\n" + "\n".join(lines))
+
+
+def problem_lines(jobs: Sequence[PlannedJob]) -> list[str]:
+    """One entry per distinct problem: how many jobs it stops, a few of their labels, and the
+    message (which names the keys to change)."""
+    by: dict[str, list[str]] = {}
+    for j in jobs:
+        for p in j.problems:
+            by.setdefault(p, []).append(j.label)
+    out = []
+    for p, labels in by.items():
+        more = f" and {len(labels) - 3} more" if len(labels) > 3 else ""
+        out.append(f"  {len(labels)} job(s), e.g. {', '.join(labels[:3])}{more}:\n    {p}")
+    return out
 
 
 # -- estimates ------------------------------------------------------------------------------------
@@ -220,14 +241,24 @@ def _personas(cfg: DictConfig) -> int:
     return len(cfg.dataset.personas) if cfg.dataset.personas else int(cfg.dataset.size.personas)
 
 
+def _n_sets(cfg: DictConfig) -> int:
+    """Search sets per persona of one fold's job: its training parts under icm.search_unit=part."""
+    n_train = _train_claims(cfg)
+    n_set = _search_set_claims(cfg, n_train)
+    return math.ceil(n_train / n_set) if n_set else 1
+
+
 def search_job_tokens(cfg: DictConfig) -> float:
     """Prompt tokens of one stage=search job: every persona x restart of its fold (estimate)."""
     from plural_icm.search.cost import cost_mode, search_tokens
 
+    n_train = _train_claims(cfg)
+    n_set = _search_set_claims(cfg, n_train)
     mode = cost_mode(plain(cfg.icm.engine), plain(cfg.icm.get("context_order", "published")))
-    per = search_tokens(_train_claims(cfg), int(cfg.dataset.size.tokens_per_claim),
-                        int(cfg.icm.max_iters), mode)
-    return per * _personas(cfg) * int(cfg.icm.restarts)
+    per = search_tokens(n_set, int(cfg.dataset.size.tokens_per_claim), int(cfg.icm.max_iters), mode)
+    # under icm.search_unit=part a fold's job runs one search per training part (a part's search
+    # is shared by the other folds' jobs through the store: the sum over folds counts it k-1 times)
+    return per * _n_sets(cfg) * _personas(cfg) * int(cfg.icm.restarts)
 
 
 def cell_tokens(cfg: DictConfig) -> float:
@@ -251,6 +282,100 @@ def cell_tokens(cfg: DictConfig) -> float:
     if planned_stage(cfg) == "collaborative":  # a constrained search per selection method and round
         tokens += search_job_tokens(cfg) * len(cfg.collaborative.selection) * int(cfg.collaborative.rounds)
     return tokens
+
+
+# -- can every job start? -------------------------------------------------------------------------
+#: Tokens an inference prompt adds to its examples and query: the system prompt and the chat
+#: template's turns (inference.system_prompt is ~25 tokens; Llama-3.1's template adds ~30 with its
+#: date header), plus the generated answer of an open-ended cell (its max_new_tokens, added
+#: separately). A stated allowance, not a measurement of every template.
+PROMPT_OVERHEAD_TOKENS = 96
+
+
+def _max_persona_claims(cfg: DictConfig) -> int:
+    size = cfg.dataset.size
+    return int(size.get("max_claims_per_persona") or size.claims_per_persona)
+
+
+def _max_claim_tokens(cfg: DictConfig) -> int:
+    size = cfg.dataset.size
+    return int(size.get("max_tokens_per_claim") or size.tokens_per_claim)
+
+
+def _largest_train_claims(cfg: DictConfig) -> int:
+    n = int(_max_persona_claims(cfg) * _train_fraction(cfg))
+    cap = cfg.dataset.max_search_claims
+    return min(n, int(cap)) if cap is not None else n
+
+
+def _search_set_claims(cfg: DictConfig, n_train: int) -> int:
+    """Claims of the largest single search: one part under ``icm.search_unit=part``."""
+    k = int(cfg.dataset.n_folds)
+    if plain(cfg.icm.get("search_unit", "training_folds")) == "part" and k > 1:
+        return math.ceil(n_train / (k - 1))
+    return n_train
+
+
+def search_prompt_tokens(cfg: DictConfig) -> int:
+    """Tokens of the longest prompt of a search (estimate): every other claim of the largest search
+    set as an example, then the longest claim as the query (leave-one-out)."""
+    n = _search_set_claims(cfg, _largest_train_claims(cfg))
+    return max(n - 1, 0) * int(cfg.dataset.size.tokens_per_claim) + _max_claim_tokens(cfg) + 1
+
+
+def inference_prompt_tokens(cfg: DictConfig) -> int:
+    """Tokens of the longest inference prompt of a cell (estimate): the largest persona's
+    examples, the longest query, the template allowance and, for open-ended data, the answer."""
+    condition = get_condition(plain(cfg.condition.name))
+    n_ex = _largest_train_claims(cfg) if condition.uses_examples else 0
+    if cfg.inference.n_examples is not None:
+        n_ex = min(n_ex, int(cfg.inference.n_examples))
+    extra = int(cfg.inference.max_new_tokens) if cfg.dataset.get("open_ended") else 0
+    return n_ex * int(cfg.dataset.size.tokens_per_claim) + _max_claim_tokens(cfg) + \
+        PROMPT_OVERHEAD_TOKENS + extra
+
+
+def _fitting_claims(cfg: DictConfig, budget: int) -> int:
+    return max((budget - _max_claim_tokens(cfg) - PROMPT_OVERHEAD_TOKENS)
+               // max(int(cfg.dataset.size.tokens_per_claim), 1), 0)
+
+
+def start_problems(cfg: DictConfig, search: bool = False) -> list[str]:
+    """Why the job of ``cfg`` would fail at its start, each with the keys to change (empty: it
+    can start). ``search``: the job is the stage=search job of this config."""
+    from plural_icm.data.registry import check_fold
+    from plural_icm.errors import ConfigError
+
+    out = []
+    try:
+        check_fold(cfg.dataset, int(cfg.fold))
+    except ConfigError as e:
+        out.append(f"{e}; change: fold, or sweep each dataset over its own folds (the sweeper "
+                   "drops a swept fold its dataset does not have)")
+    ctx = int(cfg.model.max_context)
+    size = (f"dataset.size of {cfg.dataset.name}: {_max_persona_claims(cfg)} claims in its largest "
+            f"persona, {cfg.dataset.size.tokens_per_claim} tokens per claim, "
+            f"{_max_claim_tokens(cfg)} the longest")
+    if search or needs_search(cfg):
+        n = search_prompt_tokens(cfg)
+        if n > ctx:
+            unit = plain(cfg.icm.get("search_unit", "training_folds"))
+            fit = _fitting_claims(cfg, ctx) + 1
+            k = int(cfg.dataset.n_folds)
+            cap = fit * (k - 1) if unit == "part" and k > 1 else fit
+            out.append(f"search prompts of about {n} tokens (icm.search_unit={unit}; {size}) > "
+                       f"model.max_context={ctx} of {cfg.model.name}; change: "
+                       f"dataset.max_search_claims={cap}, or model.max_context={n} where the "
+                       "checkpoint supports it" + ("" if unit == "part" else ", or icm.search_unit=part"))
+    if not search and plain(cfg.inference.context_policy) == "error":
+        n = inference_prompt_tokens(cfg)
+        if n > ctx:
+            fit = _fitting_claims(cfg, ctx - (int(cfg.inference.max_new_tokens)
+                                              if cfg.dataset.get("open_ended") else 0))
+            out.append(f"inference prompts of about {n} tokens ({size}) > model.max_context={ctx} "
+                       f"of {cfg.model.name}; change: inference.n_examples={fit}, or "
+                       f"dataset.max_search_claims={fit}, or inference.context_policy=drop_oldest")
+    return out
 
 
 def _gpu_hours(tokens: float, model: Any) -> float:
@@ -318,6 +443,7 @@ def build_plan(jobs: Iterable[tuple[Sequence[str], DictConfig]]) -> Plan:
         if stage == "cell" and needs_embeddings(cfg):
             cell.embed = f"{cfg.dataset.name} x {plain(cfg.selection.embedding_model)}"
         cell.gpu_hours = _gpu_hours(cell.prompt_tokens, cfg.model)
+        cell.problems = start_problems(cfg)
         if needs_search(cfg):
             sk = search_key(cfg)
             cell.search = sk
@@ -325,6 +451,7 @@ def build_plan(jobs: Iterable[tuple[Sequence[str], DictConfig]]) -> Plan:
                 s_over = [o for o in overrides if not o.startswith("stage=")] + ["stage=search"]
                 s = PlannedJob(stage="search", overrides=s_over, cfg=cfg, resources=res,
                                key=f"search:{sk}", search=sk)
+                s.problems = start_problems(cfg, search=True)
                 s.prompt_tokens = search_job_tokens(cfg)
                 s.gpu_hours = _gpu_hours(s.prompt_tokens, cfg.model)
                 searches[sk] = s
@@ -336,6 +463,40 @@ def build_plan(jobs: Iterable[tuple[Sequence[str], DictConfig]]) -> Plan:
         s.complete = all(c.complete for c in plan.cells if c.search == s.search)
     plan.memory = [memory_check(m, cl) for m, cl in models.values()]
     return plan
+
+
+def assumption_lines(plan: Plan) -> list[str]:
+    """What the search GPU-hours assume, per distinct ICM setting, beside the paper's figure: the
+    paper's "4-6 h per search" is one search of one persona-fold part of 12-28 claims, K = 500
+    (its fork's scripts) on 96 GB RTX PRO 6000s; ours is every persona, part and restart of a
+    fold at max_iters iterations, an upper bound (every iteration counted as label-changing)."""
+    out = []
+    seen = set()
+    for s in plan.searches:
+        c = s.cfg
+        key = (c.model.name, c.dataset.name, plain(c.icm.get("search_unit", "training_folds")),
+               int(c.icm.restarts), int(c.icm.max_iters))
+        if key in seen:
+            continue
+        seen.add(key)
+        unit = key[2]
+        k = int(c.dataset.n_folds)
+        n_train = _train_claims(c)
+        per_search = _search_set_claims(c, n_train)
+        n_searches = _personas(c) * int(c.icm.restarts) * ((k - 1) if unit == "part" and k > 1 else 1)
+        per = s.gpu_hours / max(n_searches, 1)
+        out.append(f"  {c.model.name}/{c.dataset.name}: a search job = {_personas(c)} personas x "
+                   f"{(k - 1) if unit == 'part' and k > 1 else 1} search set(s) "
+                   f"(icm.search_unit={unit}) x {c.icm.restarts} restart(s) = {n_searches} searches "
+                   f"of ~{per_search} claims, <= {c.icm.max_iters} iterations each: {per:.1f} GPU-h "
+                   f"per search (the paper: {PAPER_HOURS_PER_SEARCH} per search of 12-28 claims, "
+                   "500 iterations, 70B on RTX PRO 6000s)")
+        if unit == "part" and k > 2:
+            out.append(f"    icm.search_unit=part: a part's search is the same in every fold's job that "
+                       f"needs it (content-addressed): the {k} fold jobs of a dataset count each part "
+                       f"{k - 1} times, so the searches' distinct work is about 1/{k - 1} of their sum "
+                       "when the jobs run one after another")
+    return out
 
 
 # -- printing -------------------------------------------------------------------------------------
@@ -382,7 +543,8 @@ def format_plan(plan: Plan, max_num_timeout: int | None = None) -> str:
     for s in plan.searches:
         c = s.cfg
         out.append(f"  {ids[s.search]}  {c.model.name}/{c.dataset.name}/fold{c.fold} [{s.search}]: "
-                   f"{_personas(c)} personas x {c.icm.restarts} restart(s), {_train_claims(c)} claims x "
+                   f"{_personas(c)} personas x {_n_sets(c)} search set(s) x {c.icm.restarts} restart(s), "
+                   f"{_search_set_claims(c, _train_claims(c))} claims x "
                    f"{c.dataset.size.tokens_per_claim} tokens, <= {c.icm.max_iters} iterations "
                    f"({plain(c.icm.engine)} engine, {plain(c.icm.context_order)} order, icm preset {c.icm.preset}): "
                    f"{_fmt_tokens(s.prompt_tokens)} tokens, {s.gpu_hours:.1f} GPU-h; "
@@ -398,6 +560,40 @@ def format_plan(plan: Plan, max_num_timeout: int | None = None) -> str:
         out.append("embeddings (selection=nearest|spica; each question text once per embedding model, "
                    "cached on disk under paths.cache_dir/embeddings):")
         out += [f"  {key}: <= {n} texts, read by {cells} cell(s)" for key, (n, cells) in embeds.items()]
+    out.append("")
+    out.append("context (estimated longest prompt vs model.max_context, from dataset.size: tokens per "
+               "claim calibrated with SmolLM2's tokenizer on the data, see conf/dataset/*.yaml; "
+               f"inference adds {PROMPT_OVERHEAD_TOKENS} tokens of template):")
+    seen = set()
+    for j in plan.jobs:
+        c = j.cfg
+        if j.stage == "search":
+            key = ("search", c.model.name, c.dataset.name, plain(c.icm.get("search_unit", "")),
+                   c.dataset.max_search_claims)
+            what = f"search ({plain(c.icm.get('search_unit', 'training_folds'))})"
+            n = search_prompt_tokens(c)
+        else:
+            key = ("cell", c.model.name, c.dataset.name, c.inference.n_examples,
+                   c.dataset.max_search_claims, get_condition(plain(c.condition.name)).uses_examples)
+            if not get_condition(plain(c.condition.name)).uses_examples and \
+                    ("cell0", c.model.name, c.dataset.name) in seen:
+                continue
+            seen.add(("cell0", c.model.name, c.dataset.name))
+            ex = "all" if c.inference.n_examples is None else c.inference.n_examples
+            what = (f"inference, {ex} examples" if get_condition(plain(c.condition.name)).uses_examples
+                    else "inference, zero-shot")
+            n = inference_prompt_tokens(c)
+        if key in seen:
+            continue
+        seen.add(key)
+        ctx = int(c.model.max_context)
+        out.append(f"  {c.model.name}/{c.dataset.name} {what}: ~{n} tokens "
+                   f"{'<=' if n <= ctx else '>'} {ctx}" + ("" if n <= ctx else "  DOES NOT FIT"))
+    bad = plan.cannot_start()
+    out.append("")
+    out.append(f"can every job start (fold of its dataset, prompts within the context): "
+               + ("yes" if not bad else f"NO, {len(bad)} job(s) cannot start:"))
+    out += problem_lines(bad)
     limits = time_limit_notes(plan, max_num_timeout)
     if limits:
         out.append("")
@@ -407,8 +603,9 @@ def format_plan(plan: Plan, max_num_timeout: int | None = None) -> str:
     s_h = sum(j.gpu_hours for j in todo if j.stage == "search")
     c_h = sum(j.gpu_hours for j in todo if j.stage != "search")
     out.append("")
-    out.append(f"GPU-hours (estimate = prompt tokens / model.throughput_tok_s x GPUs; the paper reports "
-               f"{PAPER_HOURS_PER_SEARCH} per search on RTX PRO 6000s): searches {s_h:.1f}, cells {c_h:.1f}")
+    out.append(f"GPU-hours (estimate = prompt tokens / model.throughput_tok_s x GPUs): searches "
+               f"{s_h:.1f}, cells {c_h:.1f}")
+    out += assumption_lines(plan)
     n_s = len([s for s in plan.searches if not s.complete])
     skipped = len(plan.jobs) - len(todo)
     if skipped:

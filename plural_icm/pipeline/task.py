@@ -78,6 +78,10 @@ def run_task(cfg: DictConfig):
     _require_icm_preset(cfg)
     check_config(cfg)  # before anything is loaded or submitted
     validate_config(cfg)  # values (nan, n_folds=0, an empty path...) before anything is written
+    if cfg.get("dataset") is not None:  # the fold against what the dataset's loader declares
+        from plural_icm.data.registry import check_fold
+
+        check_fold(cfg.dataset, int(cfg.fold))
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     stage = plain(cfg.stage)
     if stage == "plan":

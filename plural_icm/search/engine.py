@@ -76,6 +76,10 @@ class SearchParams:
     memo: bool = True           # reuse scores of identical prompts (off for the reference engine)
     seed_labels: str = "random"  # random (balanced, as the paper's text) | gold (one fork script)
     repair_seed_labels: bool = True  # ConsistencyFix on the seed labels first (Wen Alg. 1 line 2)
+    # improve: a group's best repair is adopted only if it raises U (ours); first: as the paper's
+    # fork, the best-scoring repair of each inconsistent group is adopted whatever U it gives
+    # (its running best starts at -1e6, never compared with the unrepaired labelling).
+    repair_rule: str = "improve"
 
     @classmethod
     def from_config(cls, icm_cfg: Any, engine: str | None = None) -> "SearchParams":
@@ -552,7 +556,8 @@ class ICMSearch:
 
     def _repair(self, proposal: dict, layout, ctxs: dict, scores: Scores | None = None) -> Step:
         """ConsistencyFix: per round, for each inconsistent group, score its consistent options
-        and adopt the best if it raises U; stop when a round improves nothing (the published code
+        and adopt the best if it raises U (``repair_rule=first``, the paper's fork: adopt the
+        group's best option whatever U it gives); stop when a round improves nothing (the published code
         always ran 10 rounds). The adopted option's scores are reused, never recomputed.
         ``scores``: the proposal's scores under ``layout`` when already known."""
         best = proposal
@@ -560,16 +565,20 @@ class ICMSearch:
         best_U = self.utility(best, best_scores)[0]
         if self.rule is ConsistencyRule.NONE:
             return best, best_scores
+        unconditional = self.p.repair_rule == "first"
         for _ in range(self.p.fix_max_rounds):
             improved = False
             for g, members in self.groups.items():
                 options = repair_options(members, best, self.rule, self.fixed)
+                # the fork's rule: the group's first scored option is adopted whatever U it gives
+                bar = -math.inf if unconditional and options else best_U
                 for option in options:
                     cand = dict(best)
                     cand.update(option)
                     cand_scores = yield from self._score(cand, layout, contexts=ctxs)
                     cand_U = self.utility(cand, cand_scores)[0]
-                    if cand_U > best_U:
+                    if cand_U > bar:
+                        bar = cand_U
                         best, best_scores, best_U, improved = cand, cand_scores, cand_U, True
             if not improved:
                 break

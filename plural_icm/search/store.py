@@ -72,7 +72,10 @@ class SearchTask:
             model=self.model_identity,
             claims=[[c.item_id, c.group_id, c.question, c.claim] for c in self.claims],
             rule=ConsistencyRule(self.rule).value,
-            params={k: v for k, v in asdict(self.params).items() if k != "checkpoint_every"},
+            # repair_rule at its default is left out: searches stored before it existed keep
+            # their addresses
+            params={k: v for k, v in asdict(self.params).items() if k != "checkpoint_every"
+                    and not (k == "repair_rule" and v == "improve")},
             seed=self.seed, template=self.template, labels=list(self.labels),
             prompt_encoding=PROMPT_ENCODING,
             fixed=dict(sorted(self.fixed.items())),

@@ -43,9 +43,11 @@ def best_per_persona(stored: Sequence[Any]) -> dict[str, Any]:
 
     Restarts of one search set (same persona and part) compete on U (the highest wins, as
     published); the winners of a persona's parts are then merged into one result whose labels
-    and confidences are the union of the parts' and whose summary sums U, I, the claim counts
-    and averages P and the label accuracy weighted by claims (each part's P is its own mutual
-    predictability: the parts never saw each other). ``summary["parts"]`` keeps each part's.
+    and confidences are the union of the parts' and whose summary averages U over the parts (the
+    objective of one search, so "coherence" reads on the scale of a search over one part as the
+    paper's Table 1, whatever the number of parts; each part's is in ``parts``), sums I and the claim
+    counts, and averages P and the label accuracy weighted by claims (each part's P is its own
+    mutual predictability: the parts never saw each other). ``summary["parts"]`` keeps each part's.
     """
     from plural_icm.search.store import best_of_restarts
 
@@ -77,7 +79,9 @@ def merge_parts(parts: Sequence[Any]) -> Any:
 
     warnings = [s.warning for s in sums if s.warning]
     summary = SearchSummary(
-        U=sum(s.U for s in sums), P=weighted("P"), I=sum(s.I for s in sums),
+        # U: the mean over the parts (one search's objective, the paper's Table 1 "coherence"
+        # scale); the parts' sum is in ``parts`` (each part's own U)
+        U=sum(s.U for s in sums) / len(sums), P=weighted("P"), I=sum(s.I for s in sums),
         label_accuracy=weighted("label_accuracy"), n_claims=sum(n),
         n_predicted_unlabelled=sum(int(s.n_predicted_unlabelled or 0) for s in sums),
         iterations=sum(int(s.iterations or 0) for s in sums),
