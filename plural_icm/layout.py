@@ -400,6 +400,8 @@ class CellMeta(_Record):
     behind the examples (``gold`` seeds are marked in the report)."""
     search_unit: Optional[str] = None
     seed_labels: Optional[str] = None
+    context_order: Optional[str] = None
+    """``icm.context_order`` the search scored P and U in (P's of two orders do not compare)."""
     selection: Optional[str] = None
     """Non-default example selection (``plural_icm.selection``): its path tag, e.g. ``spica``."""
     selection_supervised: Optional[bool] = None

@@ -99,7 +99,7 @@ def size_prefix_cache(backend: Any, tasks: Sequence[Any]) -> str | None:
     if cache is None or cap_gb is None or not getattr(backend, "prefix_cache", True) or not per_pos:
         return None
     tokens = tokens_per_claim(tasks, getattr(backend, "tokenizer", None))
-    engine = "reference" if tasks and tasks[0].params.layout == "fixed" else "fast"
+    engine = tasks[0].params.cost_mode if tasks else "fast"
     positions = search_working_set(tasks, tokens, engine)
     avail, where = available_bytes(getattr(backend, "device", "cpu"))
     limits = {f"model.prefix_cache_gb={cap_gb:g}": int(cap_gb * GIB),

@@ -95,6 +95,14 @@ class SearchParams:
             kwargs.update(memo=False)
         return cls(**kwargs)
 
+    @property
+    def cost_mode(self) -> str:
+        """This search's mode in the cost model (:func:`plural_icm.search.cost.cost_mode`): the
+        reference engine is the one configuration that scores without the memo."""
+        from plural_icm.search.cost import cost_mode
+
+        return cost_mode("fast" if self.memo else "reference", self.context_order)
+
     def __post_init__(self) -> None:
         if self.context_order not in CONTEXT_ORDERS:
             raise ValueError(f"icm.context_order must be one of {', '.join(CONTEXT_ORDERS)}, "

@@ -52,7 +52,8 @@ def iteration_cost(n_labelled: int, engine: str = "fast") -> float:
     """Relative cost of one iteration with ``n_labelled`` claims in the context (``search.cost``:
     a fast-engine proposal is ~9 n L tokens, a reference one ~2.6 n^2 L)."""
     n = max(int(n_labelled), 1)
-    return float(n * n) if engine == "reference" else float(n)
+    # the reference and the published order recompute what follows a changed claim: ~n^2
+    return float(n * n) if engine in ("reference", "published") else float(n)
 
 
 def work_left(n_now: int, n_claims: int, growth: float, iterations: int, engine: str = "fast") -> float:
@@ -123,7 +124,7 @@ class SearchProgress:
         self._phase_prompts = 0
 
     def _engine(self, task: Any) -> str:
-        return "reference" if getattr(task.params, "layout", "") == "fixed" else "fast"
+        return task.params.cost_mode
 
     def _open(self) -> None:
         if self.bar is None:
