@@ -58,7 +58,14 @@ def secret_environment_values(environ: Mapping[str, str] | None = None) -> dict[
     import os
 
     env = os.environ if environ is None else environ
-    return {k: v for k, v in env.items() if is_secret_key(k) and len(v.strip()) >= 8}
+    return {k: v for k, v in env.items()
+            if is_secret_key(k) and k not in NOT_SECRET_ENV and len(v.strip()) >= 8}
+
+
+#: Shell variables whose names hold a secret word (``pwd``) but whose values are the working
+#: directory: every path under it would otherwise look like a secret (a SLURM sweep's
+#: ``hydra.searchpath`` did).
+NOT_SECRET_ENV = frozenset({"PWD", "OLDPWD"})
 
 
 def secret_in_text(text: str, environ: Mapping[str, str] | None = None) -> str | None:
