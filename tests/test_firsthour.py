@@ -193,7 +193,7 @@ def test_search_eta_weights_iterations_by_their_cost(monkeypatch):
     monkeypatch.setattr(P.time, "perf_counter", lambda: now[0])
     claims = list(range(12))
     task = SimpleNamespace(hash=lambda: "h", claims=claims, persona="p",
-                           params=SimpleNamespace(max_iters=40, patience=None, layout="tree_tail"),
+                           params=SimpleNamespace(max_iters=40, patience=None, cost_mode="fast"),
                            directory=lambda d: Path(d) / "none")
     prog = P.SearchProgress([task], "/nonexistent", enabled=False)
     for i in range(11):  # first row starts the clock, then 10 iterations of 1 s
@@ -229,7 +229,7 @@ def fake_backend(cap_gb=4.0, layers=30, kv_heads=3, head_dim=64):
 def search_task(n, max_iters=3000):
     claim = SimpleNamespace(question="Q" * 40, claim="C" * 80)
     return SimpleNamespace(claims=[claim] * n, template="Question: {question}\nClaim: {claim}",
-                           params=SimpleNamespace(layout="tree_tail", max_iters=max_iters))
+                           params=SimpleNamespace(cost_mode="fast", max_iters=max_iters))
 
 
 def test_prefix_cache_budget_follows_the_searches(monkeypatch):
@@ -299,3 +299,18 @@ def test_show_prompt_is_the_scored_prompt(tmp_path, tiny_model_dir, compose_conf
     (scored,) = PromptBuilder(backend, cfg.inference).prompts(claimset.personas["progressive"],
                                                               examples, [test[1]])
     assert flatten(scored) == list(backend.bos()) + encode_text(tok, text)
+
+
+def test_choices_from_an_added_search_path_or_config_dir_are_valid_choices():
+    """A sweep that adds a config folder (``hydra.searchpath=[file://...]``, ``--config-dir``)
+    may choose that folder's YAML files; a typo among them still gets the closest one."""
+    from plural_icm.config.guard import command_line_error
+
+    fixture = Path(__file__).parent / "fixtures" / "conf"
+    search = f"hydra.searchpath=[file://{fixture}]"
+    assert command_line_error(["-m", search, "model=tiny_a,tiny_b"]) is None
+    assert command_line_error(["--config-dir", str(fixture), "model=tiny_a"]) is None
+    msg = command_line_error(["-m", search, "model=tiny_c"])
+    assert msg and "tiny_a" in msg and "did you mean" in msg
+    assert "tiny_a" in (command_line_error(["model=tiny_a"]) or "")  # not without the folder
+    assert command_line_error(["hydra.searchpath=[pkg://elsewhere.conf]", "model=tiny_a"]) is None

@@ -105,17 +105,38 @@ def _choice_values(o: Any) -> list[str]:
     return [str(value)]
 
 
-def check_group_choice(text: str, o: Any, conf_dir: Path = CONF_DIR) -> None:
-    """A choice of one of the project's groups (``model=llama7b``) that has no YAML file: an
-    error naming the valid choices and the closest one (Hydra's own message offers no guess)."""
+def check_group_choice(text: str, o: Any, conf_dirs: Sequence[Path] | None = (CONF_DIR,)) -> None:
+    """A choice of one of the project's groups (``model=llama7b``) that has no YAML file in any of
+    ``conf_dirs`` (the project's and those a ``hydra.searchpath``/``--config-dir`` adds): an error
+    naming the valid choices and the closest one (Hydra's own message offers no guess). None:
+    a search path this check cannot read (``pkg://``) may add choices, so Hydra decides."""
+    if conf_dirs is None:
+        return
     group = o.key_or_group
-    valid = group_choices(group, conf_dir)
+    valid = sorted({c for d in conf_dirs for c in group_choices(group, Path(d))})
     if not valid:
         return
     for v in _choice_values(o):
         if v not in valid:
             raise ConfigError(f"command line: {text!r}: {group} has no choice {v!r} (choices: "
                               f"{', '.join(valid)}){_suggest(v, valid)}")
+
+
+def config_dirs(parsed: Sequence[Any], config_dir: str | None = None) -> list[Path] | None:
+    """The folders whose YAML files are group choices: the project's ``conf/``, ``--config-dir``
+    and every ``file://`` entry of a ``hydra.searchpath`` override (None when an entry is of
+    another kind, e.g. ``pkg://``, whose choices cannot be listed here)."""
+    dirs = [CONF_DIR] + ([Path(config_dir)] if config_dir else [])
+    for o in parsed:
+        if o.key_or_group != "hydra.searchpath" or o.is_delete():
+            continue
+        value = _override_value(o)
+        for entry in value if isinstance(value, list) else [value]:
+            entry = str(entry)
+            if not entry.startswith("file://"):
+                return None
+            dirs.append(Path(entry[len("file://"):]))
+    return dirs
 
 
 def check_key(text: str, key: str) -> None:
@@ -132,17 +153,19 @@ def check_key(text: str, key: str) -> None:
                       f"have (valid keys there: {valid}){hint}")
 
 
-def check_overrides(overrides: Sequence[str]) -> None:
+def check_overrides(overrides: Sequence[str], config_dir: str | None = None) -> None:
     """Raise :class:`ConfigError` for an unknown ``+`` key, a secret or an empty path setting,
     an unknown choice of a group or an unknown key set without ``+`` (with the closest valid
-    one)."""
-    for text, o in zip(overrides, _parse(overrides)):
+    one; ``config_dir``: ``--config-dir``, whose YAML files are choices too)."""
+    parsed = _parse(overrides)
+    dirs = config_dirs(parsed, config_dir)
+    for text, o in zip(overrides, parsed):
         key = o.key_or_group
         check_no_secret(text, key, _override_value(o))
         if key.startswith("hydra/") or key.startswith("hydra."):
             continue
         if key in GROUP_NAMES and not o.is_delete():
-            check_group_choice(text, o)
+            check_group_choice(text, o, dirs)
             continue
         if (o.is_add() or o.is_force_add()) and key not in GROUP_NAMES and "/" not in key:
             found = unknown_key(key)
@@ -264,12 +287,15 @@ def hydra_overrides(argv: Sequence[str]) -> list[str]:
 def command_line_error(argv: Sequence[str]) -> str | None:
     """The message for the first bad override of ``argv`` (None when all are fine): one Hydra
     cannot parse (with the quoting that works), an unknown ``+`` key, a secret, an empty path."""
+    from hydra._internal.utils import get_args_parser
+
     overrides = hydra_overrides(argv)
     hint = explain_parse_error(overrides)
     if hint:
         return hint
+    args, _ = get_args_parser().parse_known_args(list(argv))
     try:
-        check_overrides(overrides)
+        check_overrides(overrides, getattr(args, "config_dir", None))
     except ConfigError as exc:
         return str(exc)
     return None
