@@ -68,6 +68,21 @@ def _shot(driver, name: str, shots: Path, width: int, height: int) -> Path:
     return path
 
 
+def _navigates(driver, act) -> None:
+    """Run ``act`` (a click or key that submits a form or follows a link) and wait until the next
+    page has replaced this one: WebDriver returns from a click before the navigation it starts
+    has finished, so reading the page at once may read the old one (seen on a loaded CI machine)."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as EC
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    old = driver.find_element(By.TAG_NAME, "html")
+    act()
+    WebDriverWait(driver, 60).until(EC.staleness_of(old))
+    WebDriverWait(driver, 60).until(
+        lambda d: d.execute_script("return document.readyState") == "complete")
+
+
 def _no_horizontal_scroll(driver) -> None:
     assert driver.execute_script(
         "return document.documentElement.scrollWidth <= window.innerWidth + 1"), "page wider than the phone"
@@ -130,7 +145,7 @@ def test_study_in_a_browser_from_invitation_to_re_search(tmp_path, tiny_model_di
         assert "urban progressives" in d.find_element(By.CLASS_NAME, "who").text
         _shot(d, "welcome-desktop", shots, 1280, 800)
         start = d.find_element(By.LINK_TEXT, "Start")
-        start.send_keys(Keys.ENTER)  # keyboard
+        _navigates(d, lambda: start.send_keys(Keys.ENTER))  # keyboard
         steps.append("opened the invitation; it names the group; pressed Enter on Start")
 
         # 3. question 1 of 2, answered with the keyboard only: Space on the first option, the
@@ -144,7 +159,7 @@ def test_study_in_a_browser_from_invitation_to_re_search(tmp_path, tiny_model_di
         assert radios[1].is_selected() and not radios[0].is_selected()
         first_choice = labels[1]
         _shot(d, "question-desktop", shots, 1280, 800)
-        radios[1].send_keys(Keys.ENTER)
+        _navigates(d, lambda: radios[1].send_keys(Keys.ENTER))
         steps.append(f"question 1 of 2: Space, Arrow Down, Enter (keyboard only) -> {first_choice!r}")
 
         # 4. question 2 of 2 at a phone's width, chosen by tapping the label's text (an option
@@ -159,7 +174,7 @@ def test_study_in_a_browser_from_invitation_to_re_search(tmp_path, tiny_model_di
         assert d.find_elements(By.CSS_SELECTOR, "input[type=radio]")[pick].is_selected()
         second_choice = option_labels[pick].text
         _shot(d, "question-phone", shots, 390, 844)
-        d.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+        _navigates(d, d.find_element(By.CSS_SELECTOR, "button[type=submit]").click)
         steps.append(f"question 2 of 2 at 390 px: tapped the label -> {second_choice!r}; no "
                      f"horizontal scrolling")
 
@@ -167,18 +182,18 @@ def test_study_in_a_browser_from_invitation_to_re_search(tmp_path, tiny_model_di
         review = d.find_element(By.TAG_NAME, "ol").text
         assert first_choice in review and second_choice in review
         _shot(d, "review-phone", shots, 390, 844)
-        d.find_elements(By.PARTIAL_LINK_TEXT, "Change")[0].click()
+        _navigates(d, d.find_elements(By.PARTIAL_LINK_TEXT, "Change")[0].click)
         radios = d.find_elements(By.CSS_SELECTOR, "input[type=radio]")
         assert radios[1].is_selected()  # the saved answer is shown
         radios[0].click()
         changed = d.find_element(By.CSS_SELECTOR, f"label[for={radios[0].get_attribute('id')}]").text
-        d.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+        _navigates(d, d.find_element(By.CSS_SELECTOR, "button[type=submit]").click)
         review = d.find_element(By.TAG_NAME, "ol").text
         assert changed in review and first_choice not in review.split("\n")[1]
         steps.append(f"review: changed answer 1 from {first_choice!r} to {changed!r}, back on the review")
 
         # 6. submit, thank-you page; the link now shows only the thank-you
-        d.find_element(By.XPATH, "//button[starts-with(normalize-space(.), 'Submit')]").click()
+        _navigates(d, d.find_element(By.XPATH, "//button[starts-with(normalize-space(.), 'Submit')]").click)
         assert "Thank you" in d.find_element(By.TAG_NAME, "h1").text
         _shot(d, "thanks-phone", shots, 390, 700)
         d.get(invitation)
