@@ -296,3 +296,43 @@ def test_command_line_invite_status_export(tmp_path, capsys):
     assert "persona 'west' is not in this study" in capsys.readouterr().err
     assert main(["status", "--study", str(tmp_path / "none.db")]) == 2
     assert "no such study file" in capsys.readouterr().err
+
+
+# -- a study of each selection method asks what stage=collaborative asks ----------------------------
+
+TINY_SEARCH = ("model.name=tiny", "logger=none", "progress=false", "icm.max_iters=8", "icm.patience=4",
+               "icm.num_seed=2", "icm.checkpoint_every=2", "dataset.personas=[progressive]")
+
+
+def test_active_study_asks_what_the_collaborative_stage_asks(tmp_path, tiny_model_dir, monkeypatch,
+                                                              capsys):
+    """``create --method active`` from real (tiny-model) searches: the questions are the ones
+    ``stage=collaborative`` with ``collaborative.selection=[active]`` asks for the same searches
+    (the stage itself is run and its ``asked`` read back), and not the ``confidence`` ones."""
+    from plural_icm.elicitation.__main__ import main
+    from plural_icm.elicitation.store import StudyStore
+    from plural_icm.elicitation.study import compose
+    from plural_icm.pipeline.collaborative import run_collaborative
+
+    monkeypatch.setenv("PLURAL_ICM_OUTPUT", str(tmp_path / "out"))
+    overrides = [f"model.base={tiny_model_dir}", f"model.instruct={tiny_model_dir}", *TINY_SEARCH]
+    chosen = {}
+    for method in ("active", "confidence"):  # the second reuses the searches on disk
+        db = tmp_path / f"{method}.db"
+        run = ["--run-searches"] if method == "active" else []
+        assert main(["create", "--study", str(db), "--k", "2", "--method", method, *run,
+                     "--", *overrides]) == 0
+        store = StudyStore(db)
+        assert store.meta()["method"] == method
+        chosen[method] = [q.group_id for q in store.questions("progressive")]
+    capsys.readouterr()
+    assert len(chosen["active"]) == 2
+    stage = run_collaborative(compose([*overrides, "experiment=collaborative",
+                                       "collaborative.k_per_fold=2", "collaborative.selection=[active]"]))
+    assert stage["progressive"]["active"]["asked"] == chosen["active"]
+    asked_file = (tmp_path / "out" / "collaborative" / "tiny" / "demo" / "progressive" / "active"
+                  / "fold0" / "questions.jsonl")
+    assert [json.loads(x)["group_id"] for x in asked_file.read_text().splitlines()] == chosen["active"]
+    # the method is honoured: the few-shot model's doubts pick other questions than ICM's here
+    assert chosen["active"] != chosen["confidence"], chosen
+    print(f"chosen: {chosen}; stage=collaborative (active) asked {stage['progressive']['active']['asked']}")
