@@ -7,6 +7,7 @@ import json
 import logging
 import re
 import sqlite3
+import time
 
 import pytest
 from elicitation_support import CSRF, answer_counts, synthetic_study
@@ -336,3 +337,61 @@ def test_active_study_asks_what_the_collaborative_stage_asks(tmp_path, tiny_mode
     # the method is honoured: the few-shot model's doubts pick other questions than ICM's here
     assert chosen["active"] != chosen["confidence"], chosen
     print(f"chosen: {chosen}; stage=collaborative (active) asked {stage['progressive']['active']['asked']}")
+
+
+# -- serve stops cleanly on Ctrl-C and SIGTERM ------------------------------------------------------
+
+@pytest.mark.parametrize("signame", ["SIGINT", "SIGTERM"])
+def test_serve_stops_cleanly_on_a_signal(tmp_path, signame):
+    """``serve`` in a subprocess; answers through HTTP (a keep-alive session left open); one answer
+    is in flight (its body half sent) when the signal arrives: it is still answered and stored,
+    new connections are refused, the process exits 0 with one line naming the study file, no
+    traceback, and the write-ahead log folded into the file."""
+    import os
+    import signal
+    import socket
+    from urllib.parse import urlencode, urlsplit
+
+    pytest.importorskip("flask", reason=NO_EXTRA)
+    pytest.importorskip("waitress", reason=NO_EXTRA)
+    requests = pytest.importorskip("requests")
+    from elicitation_support import Server
+
+    db = tmp_path / "s.db"
+    store, _ = synthetic_study(db, personas=("north",))
+    (_, tok), = store.add_invitations("north", 1)
+    qids = _qids(store, "north")
+    server = Server(db, tmp_path / "server.log")
+    base = server.start()
+    try:
+        http = requests.Session()  # keep-alive: an idle connection is open when the signal comes
+        for qid in qids[:-1]:
+            csrf = CSRF.search(http.get(f"{base}/a/{tok}/q/{qid}").text).group(1)
+            r = http.post(f"{base}/a/{tok}/q/{qid}", data={"csrf": csrf, "option": "2"},
+                          allow_redirects=False)
+            assert r.status_code == 303
+        csrf = CSRF.search(http.get(f"{base}/a/{tok}/q/{qids[-1]}").text).group(1)
+        body = urlencode({"csrf": csrf, "option": "1"}).encode()
+        host, port = urlsplit(base).hostname, urlsplit(base).port
+        with socket.create_connection((host, port), timeout=30) as s:
+            s.sendall(f"POST /a/{tok}/q/{qids[-1]} HTTP/1.1\r\nHost: {host}:{port}\r\n"
+                      f"Content-Type: application/x-www-form-urlencoded\r\n"
+                      f"Content-Length: {len(body)}\r\n\r\n".encode() + body[:10])
+            time.sleep(0.3)  # the server has read the headers and part of the body
+            os.kill(server.proc.pid, getattr(signal, signame))
+            time.sleep(0.5)
+            with pytest.raises(requests.ConnectionError):  # no new connection is accepted
+                requests.get(f"{base}/healthz", timeout=5)
+            s.sendall(body[10:])
+            reply = s.recv(4096).decode("latin-1")
+        assert reply.startswith("HTTP/1.1 303"), reply[:200]  # the in-flight answer is confirmed
+        assert server.proc.wait(timeout=30) == 0
+    finally:
+        server.stop()
+    log = (tmp_path / "server.log").read_text()
+    assert "Traceback" not in log, log[-2000:]
+    stopped = [line for line in log.splitlines() if "confirmed answer" in line]
+    assert stopped == [f"stopped ({signame}): the study file {db} keeps every confirmed answer"]
+    assert answer_counts(db) == {(1, q): ["2"] for q in qids[:-1]} | {(1, qids[-1]): ["1"]}
+    wal = db.with_name(db.name + "-wal")
+    assert not wal.exists() or wal.stat().st_size == 0

@@ -13,6 +13,7 @@ Nothing identifying is logged or stored: the access log names the route pattern
 from __future__ import annotations
 
 import logging
+import signal
 import time
 from pathlib import Path
 
@@ -189,18 +190,87 @@ def make_app(study: str | Path, max_body: int = MAX_BODY_BYTES) -> Flask:
     return app
 
 
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+"""Ctrl-C and ``kill``/systemd/SLURM's stop: both stop the server cleanly (:func:`serve`)."""
+
+STOP_GRACE_S = 10.0
+"""How long a stopping server waits for requests already in flight (a second signal: no longer)."""
+
+
 def serve(study: str | Path, host: str = "127.0.0.1", port: int = 8765, threads: int = 8,
-          max_body: int = MAX_BODY_BYTES) -> None:
-    """Serve the study until killed (localhost only unless ``host`` says otherwise)."""
+          max_body: int = MAX_BODY_BYTES, grace_s: float = STOP_GRACE_S) -> str:
+    """Serve the study until SIGINT or SIGTERM (localhost only unless ``host`` says otherwise).
+
+    On the signal: the listening socket is closed (no new connection), requests already received
+    or being received finish and get their response (for up to ``grace_s``), idle keep-alive
+    connections are closed, the worker threads end, the database's write-ahead log is folded into
+    the study file, and one line says so. Returns the signal's name."""
     import waitress
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    app = make_app(study, max_body)
-    server = waitress.create_server(app, host=host, port=port, threads=threads,
-                                    max_request_body_size=max_body, ident="plural_icm")
-    where = f"http://{host}:{server.effective_port}"
-    if host not in ("127.0.0.1", "localhost", "::1"):
-        print(f"warning: listening on {host}, reachable from other machines; put it behind HTTPS",
-              flush=True)
-    print(f"listening on {where} (study {study}); stop with Ctrl-C", flush=True)
-    server.run()
+    received: list[int] = []
+    holder: dict = {}
+
+    def on_signal(signum, frame) -> None:  # only records it: the loop below does the stopping
+        received.append(signum)
+        if "server" in holder:
+            holder["server"].pull_trigger()  # wake the poll now, not at its timeout
+
+    previous = {s: signal.signal(s, on_signal) for s in STOP_SIGNALS}
+    try:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+        app = make_app(study, max_body)
+        server = holder["server"] = waitress.create_server(
+            app, host=host, port=port, threads=threads, max_request_body_size=max_body,
+            ident="plural_icm")
+        where = f"http://{host}:{server.effective_port}"
+        if host not in ("127.0.0.1", "localhost", "::1"):
+            print(f"warning: listening on {host}, reachable from other machines; put it behind HTTPS",
+                  flush=True)
+        print(f"listening on {where} (study {study}); stop with Ctrl-C", flush=True)
+        _poll_until(server, lambda: bool(received))
+        _drain(server, grace_s, lambda: len(received) > 1)
+        StudyStore(study).checkpoint()
+        name = signal.Signals(received[0]).name
+        print(f"stopped ({name}): the study file {study} keeps every confirmed answer", flush=True)
+        return name
+    finally:  # restored only now: a further Ctrl-C while closing is recorded, not a traceback
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+def _poll_until(server, stop, timeout_s: float = 1.0) -> None:
+    """Waitress's own event loop (``server.run()``), one poll at a time so a signal can end it."""
+    from waitress import wasyncore
+
+    while not stop():
+        wasyncore.loop(timeout=timeout_s, map=server._map, use_poll=server.adj.asyncore_use_poll,
+                       count=1)
+
+
+def _drain(server, grace_s: float, hurry) -> None:
+    """Stop accepting, finish what is in flight (at most ``grace_s``, or until ``hurry()``), close."""
+    from waitress import wasyncore
+    from waitress.channel import HTTPChannel
+
+    wasyncore.dispatcher.close(server)  # the listening socket only (the wake-up pipe stays open)
+    deadline = time.monotonic() + grace_s
+    while True:
+        busy = 0
+        for ch in list(server._map.values()):
+            if not isinstance(ch, HTTPChannel):
+                continue
+            if ch.requests or ch.request is not None or ch.total_outbufs_len:
+                busy += 1  # received, being received, or its response not yet sent
+            else:
+                ch.will_close = True  # idle keep-alive: closed, so it brings no new request
+        if not busy:
+            break
+        if time.monotonic() > deadline or hurry():
+            logging.getLogger(__name__).warning(
+                "%d request(s) still in flight after %.0f s: closed without a response (none of "
+                "them was confirmed; a retry of the same form is answered without a second "
+                "write)", busy, grace_s)
+            break
+        wasyncore.loop(timeout=0.05, map=server._map, use_poll=server.adj.asyncore_use_poll, count=1)
+    server.task_dispatcher.shutdown(timeout=grace_s)
+    wasyncore.close_all(server._map)
