@@ -395,3 +395,77 @@ def test_serve_stops_cleanly_on_a_signal(tmp_path, signame):
     assert answer_counts(db) == {(1, q): ["2"] for q in qids[:-1]} | {(1, qids[-1]): ["1"]}
     wal = db.with_name(db.name + "-wal")
     assert not wal.exists() or wal.stat().st_size == 0
+
+
+# -- the single-form layout -------------------------------------------------------------------------
+
+@pytest.fixture
+def form_study(tmp_path):
+    pytest.importorskip("flask", reason=NO_EXTRA)
+    from plural_icm.elicitation.server import make_app
+
+    db = tmp_path / "s.db"
+    store, researcher = synthetic_study(db, layout="form")
+    (_, north), = store.add_invitations("north", 1)
+    (_, south), = store.add_invitations("south", 1)
+    return {"db": db, "store": store, "client": make_app(db).test_client(), "north": north,
+            "south": south, "researcher": researcher}
+
+
+def test_form_layout_all_questions_on_one_page_change_until_submit(form_study):
+    c, store, tok = form_study["client"], form_study["store"], form_study["north"]
+    qids = _qids(store, "north")
+    welcome = c.get(f"/a/{tok}").text
+    assert f'href="/a/{tok}/form"' in welcome  # Start leads to the form
+    csrf, html = _form(c, f"/a/{tok}/form")
+    assert html.count("<fieldset") == 4 and html.count('type="radio"') == 12 and html.count("<label") == 12
+    assert [f"Question {i} of 4" in html for i in range(1, 5)] == [True] * 4
+    assert "0 of 4 answered" in html and len(set(re.findall(r'id="([^"]+)"', html))) == \
+        len(re.findall(r'id="([^"]+)"', html))  # every label's target unique
+    r = c.post(f"/a/{tok}/form", data={"csrf": csrf, **{f"q-{q}": "0" for q in qids[:3]}})
+    assert r.status_code == 303 and r.headers["Location"].endswith("/review")  # partial: saved
+    review = c.get(f"/a/{tok}/review").text
+    assert "3 of 4 answered" in review and "Not answered yet" in review
+    assert f'href="/a/{tok}/form#q-{qids[0]}"' in review  # Change returns to the form, at it
+    csrf, html = _form(c, f"/a/{tok}/form")
+    assert re.search(rf'name="q-{qids[0]}" value="0" checked', html) and "3 of 4 answered" in html
+    r = c.post(f"/a/{tok}/form", data={"csrf": csrf, f"q-{qids[0]}": "2",
+                                       **{f"q-{q}": "1" for q in qids[1:]}})
+    assert r.status_code == 303
+    csrf, review = _form(c, f"/a/{tok}/review")
+    assert "4 of 4 answered" in review
+    assert c.post(f"/a/{tok}/submit", data={"csrf": csrf}).status_code == 303
+    assert c.get(f"/a/{tok}/form").status_code == 303  # submitted: only the thank-you
+    assert answer_counts(form_study["db"]) == {(1, qids[0]): ["2"], **{(1, q): ["1"] for q in qids[1:]}}
+    assert "layout form" in c.get(f"/r/{form_study['researcher']}").text
+
+
+def test_form_layout_hostile_requests_are_refused_and_write_nothing(form_study):
+    c, store, tok = form_study["client"], form_study["store"], form_study["north"]
+    north, south = _qids(store, "north"), _qids(store, "south")
+    good = {f"q-{q}": "0" for q in north}
+    got = []
+
+    def attempt(name, data):
+        before = answer_counts(form_study["db"])
+        r = c.post(f"/a/{tok}/form", data=data)
+        got.append((name, r.status_code, answer_counts(form_study["db"]) == before))
+
+    csrf, _ = _form(c, f"/a/{tok}/form")
+    attempt("another persona's question among valid ones", {"csrf": csrf, **good, f"q-{south[0]}": "0"})
+    attempt("one forged option among valid ones", {"csrf": csrf, **good, f"q-{north[3]}": "7"})
+    attempt("a malformed question field", {"csrf": csrf, **good, "q-x": "0"})
+    attempt("two values for one question", {"csrf": csrf, f"q-{north[0]}": ["0", "1"]})
+    attempt("no answer at all", {"csrf": csrf})
+    attempt("missing CSRF token", good)
+    attempt("CSRF token of another invitation",
+            {"csrf": _form(c, f"/a/{form_study['south']}/form")[0], **good})
+    assert c.post(f"/a/{tok}/form", data={"csrf": csrf, **good}).status_code == 303
+    assert c.post(f"/a/{tok}/form", data={"csrf": csrf, **good}).status_code == 303  # a retry
+    attempt("replayed CSRF token (other answers)", {"csrf": csrf, **{k: "1" for k in good}})
+    attempt("oversized body (100 KB)", {"csrf": _form(c, f"/a/{tok}/form")[0], **good, "pad": "x" * 100_000})
+    for name, status, unchanged in got:
+        print(f"{status}  {name}")
+    assert [s for _, s, _ in got] == [404, 400, 400, 400, 400, 403, 403, 403, 413]
+    assert all(unchanged for _, _, unchanged in got)
+    assert answer_counts(form_study["db"]) == {(1, q): ["0"] for q in north}  # the legitimate one, once

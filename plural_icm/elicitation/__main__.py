@@ -1,7 +1,8 @@
 """``python -m plural_icm.elicitation {create,invite,serve,status,export} ...``
 
   create  --study S.db --k 4 --method confidence [--folds 0 1 2 3] [--annotators N]
-          [--base-url URL] [--run-searches] -- <launch.py overrides: model=... dataset=...>
+          [--layout one-per-page|form] [--base-url URL] [--run-searches]
+          -- <launch.py overrides: model=... dataset=...>
   invite  --study S.db --persona P [--annotators N] [--base-url URL]     more invitation links
   serve   --study S.db [--host 127.0.0.1] [--port 8765]
   status  --study S.db                                                 the researcher's table, as text
@@ -37,6 +38,8 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--annotators", type=int, default=1, help="invitation links per persona")
     c.add_argument("--name", help="the study's name (default: the file's stem)")
     c.add_argument("--instruction", help="the sentence telling annotators what to answer")
+    c.add_argument("--layout", default="one-per-page", choices=["one-per-page", "form"],
+                   help="the annotator's page: one question per page (default), or all on one form")
     c.add_argument("--base-url", default="http://127.0.0.1:8765", help="where `serve` will listen")
     c.add_argument("--run-searches", action="store_true",
                    help="run the ICM searches that are not finished (default: refuse)")
@@ -78,7 +81,7 @@ def _run(args: argparse.Namespace) -> int:
 
         store, researcher, invites = create_study(
             args.study, args.overrides, args.method, args.k, args.folds, args.annotators, args.name,
-            args.instruction, args.run_searches)
+            args.instruction, args.run_searches, args.layout)
         base = args.base_url.rstrip("/")
         n_q = {p: len(store.questions(p)) for p in invites}
         print(f"study {args.study}: {sum(n_q.values())} questions "

@@ -21,7 +21,7 @@ from flask import Flask, Response, abort, g, redirect, render_template, request,
 from werkzeug.exceptions import HTTPException
 
 from plural_icm.elicitation.export import answer_rows, summarise
-from plural_icm.elicitation.store import Refused, StudyStore
+from plural_icm.elicitation.store import LAYOUTS, Refused, StudyStore
 from plural_icm.errors import ConfigError
 
 access_log = logging.getLogger("plural_icm.elicitation.access")
@@ -53,6 +53,9 @@ def make_app(study: str | Path, max_body: int = MAX_BODY_BYTES) -> Flask:
     """The WSGI app of one study file."""
     store = StudyStore(study).open_checked()
     meta = store.meta()
+    layout = meta.get("layout", LAYOUTS[0])
+    if layout not in LAYOUTS:
+        raise ConfigError(f"{study}: layout {layout!r} is not one of {', '.join(LAYOUTS)}")
     app = _App(__name__)
     app.config["MAX_CONTENT_LENGTH"] = max_body
     app.config["MAX_FORM_MEMORY_SIZE"] = max_body
@@ -98,8 +101,10 @@ def make_app(study: str | Path, max_body: int = MAX_BODY_BYTES) -> Flask:
         qs = persona_questions(inv)
         answers = store.answers_of(inv.id)
         first = next((q for q in qs if q.id not in answers), qs[0])
+        start = (url_for("form", token=token) if layout == "form"
+                 else url_for("question", token=token, qid=first.id))
         return render_template("welcome.html", token=token, persona=store.personas()[inv.persona_id],
-                               n=len(qs), answered=len(answers), first=first,
+                               n=len(qs), answered=len(answers), start=start,
                                instruction=meta.get("instruction"))
 
     @app.get("/a/<token>/q/<int:qid>")
@@ -134,6 +139,41 @@ def make_app(study: str | Path, max_body: int = MAX_BODY_BYTES) -> Flask:
             return redirect(url_for("review", token=token), 303)
         return redirect(url_for("question", token=token, qid=qs[pos + 1].id), 303)
 
+    @app.get("/a/<token>/form")
+    def form(token: str, error: str | None = None, status: int = 200):
+        """All the persona's questions on one page (the study's ``layout: form``)."""
+        inv = invitation(token)
+        if inv.finished_at is not None:
+            return redirect(url_for("thanks", token=token), 303)
+        if inv.opened_at is None:
+            store.mark_opened(token)
+        qs = persona_questions(inv)
+        answers = store.answers_of(inv.id)
+        return render_template("form.html", token=token, qs=qs, n=len(qs), answers=answers,
+                               answered=len(answers), persona=store.personas()[inv.persona_id],
+                               csrf=store.issue_nonce(inv.id), error=error), status
+
+    @app.post("/a/<token>/form")
+    def form_answers(token: str):
+        inv = invitation(token)
+        picks = form_picks()
+        if not picks and inv.finished_at is None and request.form.get("csrf"):
+            return form(token, error="Choose an answer to each question, then continue.", status=400)
+        store.save_answers(token, picks, request.form.get("csrf"))
+        return redirect(url_for("review", token=token), 303)
+
+    def form_picks() -> dict[int, str]:
+        """``{question id: option key}`` from the form's ``q-<id>`` fields (one value each)."""
+        picks: dict[int, str] = {}
+        for name in request.form:
+            if not name.startswith("q-"):
+                continue
+            values = request.form.getlist(name)
+            if not name[2:].isdigit() or len(values) != 1:
+                raise Refused(400, "The form is not one this study sent (a question field is malformed).")
+            picks[int(name[2:])] = values[0]
+        return picks
+
     @app.get("/a/<token>/review")
     def review(token: str):
         inv = invitation(token)
@@ -143,7 +183,11 @@ def make_app(study: str | Path, max_body: int = MAX_BODY_BYTES) -> Flask:
         answers = store.answers_of(inv.id)
         texts = {q.id: {o.key: o.text for o in q.options} for q in qs}
         rows = [(i + 1, q, texts[q.id].get(answers.get(q.id))) for i, q in enumerate(qs)]
-        return render_template("review.html", token=token, rows=rows, n=len(qs),
+        if layout == "form":
+            change = {q.id: url_for("form", token=token, _anchor=f"q-{q.id}") for q in qs}
+        else:
+            change = {q.id: url_for("question", token=token, qid=q.id, **{"from": "review"}) for q in qs}
+        return render_template("review.html", token=token, rows=rows, n=len(qs), change=change,
                                answered=len(answers), persona=store.personas()[inv.persona_id],
                                csrf=store.issue_nonce(inv.id))
 

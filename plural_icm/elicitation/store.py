@@ -28,6 +28,10 @@ from plural_icm.errors import ConfigError
 
 SCHEMA_VERSION = 1
 
+LAYOUTS = ("one-per-page", "form")
+"""How the annotator's page shows the questions (the study's ``layout`` setting): one question per
+page, or all of them on one short form. A study without the setting is ``one-per-page``."""
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS personas (id TEXT PRIMARY KEY, description TEXT NOT NULL);
@@ -279,7 +283,18 @@ class StudyStore:
         """Store (or change) one answer, in one transaction with the nonce's use; ``True`` when it
         was written now, ``False`` when this very request had already been confirmed (a retry).
         Raises :class:`Refused` (nothing written) for anything else."""
-        digest = _digest("answer", question_db_id, option_key)
+        return self._save(token, {question_db_id: option_key}, nonce,
+                          _digest("answer", question_db_id, option_key))
+
+    def save_answers(self, token: str, picks: dict[int, str], nonce: str | None) -> bool:
+        """Store (or change) several answers (the single-form page) with one form token, all or
+        none: one invalid question or option refuses the whole request, nothing written. Returns
+        and raises as :meth:`save_answer`."""
+        if not picks:
+            raise Refused(400, "The form carries no answer.")
+        return self._save(token, picks, nonce, _digest("form", sorted(picks.items())))
+
+    def _save(self, token: str, picks: dict[int, str], nonce: str | None, digest: str) -> bool:
         with self.write() as con:
             inv = _require_invitation(con, token)
             replay = _check_nonce(con, inv.id, nonce, digest)
@@ -287,14 +302,16 @@ class StudyStore:
                 return False
             if inv.finished_at is not None:
                 raise Refused(409, "These answers were already submitted; they can no longer be changed")
-            q = _question_of(con, inv.persona_id, question_db_id)
-            keys = [o.key for o in q.options]
-            if option_key not in keys:
-                raise Refused(400, f"The answer {option_key!r} is not one of this question's options.")
             now = time.time()
-            con.execute("INSERT INTO answers VALUES (?, ?, ?, ?) ON CONFLICT (invitation_id, question_id) "
-                        "DO UPDATE SET option_key = excluded.option_key, answered_at = excluded.answered_at",
-                        (inv.id, q.id, option_key, now))
+            for question_db_id, option_key in picks.items():
+                q = _question_of(con, inv.persona_id, question_db_id)
+                keys = [o.key for o in q.options]
+                if option_key not in keys:
+                    raise Refused(400, f"The answer {option_key!r} is not one of the options of "
+                                       f"question {q.position + 1}.")
+                con.execute("INSERT INTO answers VALUES (?, ?, ?, ?) ON CONFLICT (invitation_id, "
+                            "question_id) DO UPDATE SET option_key = excluded.option_key, "
+                            "answered_at = excluded.answered_at", (inv.id, q.id, option_key, now))
             if inv.started_at is None:
                 con.execute("UPDATE invitations SET started_at = ? WHERE id = ?", (now, inv.id))
             _use_nonce(con, nonce, digest, now)
