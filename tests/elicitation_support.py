@@ -79,16 +79,12 @@ class Server:
                 self.proc.wait(timeout=10)
 
 
-def answer_counts(study: Path) -> dict[tuple[int, int], list[str]]:
+def answer_counts(study) -> dict[tuple[int, int], list[str]]:
     """Every stored answer, (invitation id, question id) -> the option keys stored (a list, so a
-    duplicate would show as two)."""
-    import sqlite3
+    duplicate would show as two); ``study``: a file or a postgresql:// URL."""
+    from plural_icm.elicitation.store import StudyStore
 
-    con = sqlite3.connect(study)
-    try:
-        out: dict[tuple[int, int], list[str]] = {}
-        for inv, q, opt in con.execute("SELECT invitation_id, question_id, option_key FROM answers"):
-            out.setdefault((inv, q), []).append(opt)
-        return out
-    finally:
-        con.close()
+    out: dict[tuple[int, int], list[str]] = {}
+    for r in StudyStore(study).all_answers():
+        out.setdefault((r["invitation_id"], r["question_id"]), []).append(r["option_key"])
+    return out

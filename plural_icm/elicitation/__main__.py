@@ -8,6 +8,8 @@
   status  --study S.db                                                 the researcher's table, as text
   export  --study S.db --out answers.jsonl [--on-tie error|first] [--partial]
 
+S.db is a SQLite file; where a team has a database server, a postgresql://user@host/db URL instead
+(the URL's password is never printed; better: leave it out and use ~/.pgpass or PGPASSWORD).
 Invitation links and the researcher's link are printed once (only their hashes are stored).
 """
 
@@ -31,7 +33,8 @@ def _parser() -> argparse.ArgumentParser:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="command", required=True)
     c = sub.add_parser("create", help="a study from finished ICM searches")
-    c.add_argument("--study", required=True, help="the study file to create (SQLite)")
+    c.add_argument("--study", required=True,
+                   help="the study file to create (SQLite), or a postgresql:// URL of an empty database")
     c.add_argument("--k", type=int, required=True, help="questions per persona and fold")
     c.add_argument("--method", default="confidence", choices=["confidence", "active", "random"])
     c.add_argument("--folds", type=int, nargs="*", help="default: the config's fold")
@@ -74,7 +77,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from plural_icm.elicitation.store import StudyStore
+    from plural_icm.elicitation.store import StudyStore, redact
 
     if args.command == "create":
         from plural_icm.elicitation.study import create_study
@@ -84,12 +87,13 @@ def _run(args: argparse.Namespace) -> int:
             args.instruction, args.run_searches, args.layout)
         base = args.base_url.rstrip("/")
         n_q = {p: len(store.questions(p)) for p in invites}
-        print(f"study {args.study}: {sum(n_q.values())} questions "
+        print(f"{store.where}: {sum(n_q.values())} questions "
               f"({', '.join(f'{p}: {n}' for p, n in n_q.items())})")
         print("invitation links (shown once; only their hashes are stored):")
         _links(base, invites)
         print(f"researcher's view (keep it private): {base}/r/{researcher}")
-        print(f"serve it: python -m plural_icm.elicitation serve --study {args.study}")
+        print(f"serve it: python -m plural_icm.elicitation serve --study "
+              f"{args.study if store.url is None else redact(args.study)}")
         return 0
     store = StudyStore(args.study).open_checked()
     if args.command == "invite":

@@ -55,7 +55,7 @@ def make_app(study: str | Path, max_body: int = MAX_BODY_BYTES) -> Flask:
     meta = store.meta()
     layout = meta.get("layout", LAYOUTS[0])
     if layout not in LAYOUTS:
-        raise ConfigError(f"{study}: layout {layout!r} is not one of {', '.join(LAYOUTS)}")
+        raise ConfigError(f"{store.where}: layout {layout!r} is not one of {', '.join(LAYOUTS)}")
     app = _App(__name__)
     app.config["MAX_CONTENT_LENGTH"] = max_body
     app.config["MAX_FORM_MEMORY_SIZE"] = max_body
@@ -263,6 +263,7 @@ def serve(study: str | Path, host: str = "127.0.0.1", port: int = 8765, threads:
     try:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
         app = make_app(study, max_body)
+        store = StudyStore(study)
         server = holder["server"] = waitress.create_server(
             app, host=host, port=port, threads=threads, max_request_body_size=max_body,
             ident="plural_icm")
@@ -270,12 +271,12 @@ def serve(study: str | Path, host: str = "127.0.0.1", port: int = 8765, threads:
         if host not in ("127.0.0.1", "localhost", "::1"):
             print(f"warning: listening on {host}, reachable from other machines; put it behind HTTPS",
                   flush=True)
-        print(f"listening on {where} (study {study}); stop with Ctrl-C", flush=True)
+        print(f"listening on {where} ({store.where}); stop with Ctrl-C", flush=True)
         _poll_until(server, lambda: bool(received))
         _drain(server, grace_s, lambda: len(received) > 1)
-        StudyStore(study).checkpoint()
+        store.checkpoint()
         name = signal.Signals(received[0]).name
-        print(f"stopped ({name}): the study file {study} keeps every confirmed answer", flush=True)
+        print(f"stopped ({name}): {store.where} keeps every confirmed answer", flush=True)
         return name
     finally:  # restored only now: a further Ctrl-C while closing is recorded, not a traceback
         for s, h in previous.items():

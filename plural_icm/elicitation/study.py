@@ -140,7 +140,7 @@ def create_study(path: str | Path, overrides: Sequence[str], method: str, k: int
     cfg = compose(overrides)
     folds = [int(cfg.fold)] if not folds else [int(f) for f in folds]
     claimset, chosen = select_for_study(cfg, method, k, folds, run_searches)
-    meta = {"name": name or Path(path).stem, "model": cfg.model.name, "dataset": cfg.dataset.name,
+    meta = {"name": name or StudyStore(path).default_name, "model": cfg.model.name, "dataset": cfg.dataset.name,
             "method": method, "k_per_fold": k, "folds": folds, "seed": int(cfg.seed),
             "overrides": list(overrides), "instruction": instruction or DEFAULT_INSTRUCTION,
             "layout": layout}
