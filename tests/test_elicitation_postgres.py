@@ -222,3 +222,11 @@ def test_postgres_served_study_stops_on_sigint_and_never_shows_the_password(pg_u
     assert main(["status", "--study", pg_url.replace(PASSWORD, "wrong")]) == 2
     err = capsys.readouterr().err
     assert "cannot connect" in err and "wrong" not in err and PASSWORD not in err
+
+
+@pytest.mark.slow
+def test_postgres_fifty_annotators_then_sigkill_loses_and_duplicates_nothing(pg_url, tmp_path):
+    """The load and SIGKILL test of test_elicitation_load, on PostgreSQL."""
+    from test_elicitation_load import load_then_sigkill
+
+    load_then_sigkill(pg_url, tmp_path)
