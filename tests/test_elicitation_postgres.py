@@ -109,6 +109,8 @@ def test_postgres_study_pages_and_hostile_requests(pg_url):
     from plural_icm.elicitation.store import StudyStore
     from plural_icm.errors import ConfigError
 
+    with pytest.raises(ConfigError, match=r"the study database postgresql://study:\*\*\*@.* holds no study"):
+        StudyStore(pg_url).open_checked()  # an empty database
     store, researcher = synthetic_study(pg_url)
     assert store.url == pg_url and PASSWORD not in store.where and "***" in store.where
     with pytest.raises(ConfigError, match="already holds a study"):
