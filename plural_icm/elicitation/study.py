@@ -23,6 +23,7 @@ from plural_icm.elicitation.store import LAYOUTS, Option, Question, StudyStore
 from plural_icm.errors import ConfigError
 from plural_icm.pipeline.collaborative import (
     fewshot_confidence,
+    question_folds,
     round_questions,
     search_set,
 )
@@ -98,7 +99,7 @@ def select_for_study(cfg: DictConfig, method: str, k: int, folds: Sequence[int],
                 fewshot = (fewshot_confidence(fcfg, claimset, pid, train, base[pid].labels, backends)
                            if method == "active" else None)
                 groups = round_questions(method, train, k, int(fcfg.seed), 0, base[pid].confidence,
-                                         {}, fewshot, [])
+                                         {}, fewshot, [], question_folds(fcfg, claimset))
                 by_group = claimset.groups(train)
                 chosen[pid] += [(int(fold), by_group[g]) for g in groups]
         finally:
