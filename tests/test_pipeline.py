@@ -458,3 +458,26 @@ def test_collaborative_questions_per_training_fold_as_the_papers_section_6():
             assert in_fold[g] == min(in_fold.values())
     for method in ("confidence", "random"):  # folds 2 and 3 are training folds of both jobs
         assert {f: picks[0, method][f] for f in (2, 3)} == {f: picks[1, method][f] for f in (2, 3)}
+
+
+def test_a_persona_without_training_claims_gets_no_search_and_no_examples(tmp_path, tiny_cfg, caplog):
+    """Small data: every item of a persona can fall in the held-out fold (the PT fixture's DEC and
+    DMS in fold 0). The cell runs: no search for that persona, no examples under any condition,
+    a warning naming it; the other personas are searched as usual."""
+    import json
+
+    from plural_icm.pipeline.cell import cell_path, run_cell
+
+    fixtures = Path(__file__).resolve().parent / "fixtures" / "datasets"
+    cfg = tiny_cfg(["condition=icm", "dataset=pt", "dataset.options.configs=[BeaverTails]",
+                    "dataset.options.splits=[test]", f"paths.data_dir={fixtures}", "fold=0"])
+    with caplog.at_level("WARNING"):
+        metrics = run_cell(cfg)
+    assert metrics["overall"]["n_claims"] > 0
+    warned = " ".join(r.getMessage() for r in caplog.records)
+    for pid in ("DEC", "DMS"):
+        assert f"persona '{pid}' has no training claims" in warned
+    searched = {p.parent.parent.name for p in (tmp_path / "out" / "searches").rglob("summary.json")}
+    assert searched == {"DCF", "DSN"}, searched
+    examples = [json.loads(x) for x in (cell_path(cfg) / "examples.jsonl").read_text().splitlines()]
+    assert {e["persona_id"] for e in examples} == {"DCF", "DSN"}
