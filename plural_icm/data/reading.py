@@ -8,7 +8,8 @@ file (and row where there is one) and what was expected, never a raw ``UnicodeDe
   took 10 GB of memory) and never evaluates anything but literals.
 * :func:`finite_number` refuses ``Infinity``, ``NaN`` and integers too large for a float
   (``10**400``), which would otherwise pass ``>= 0`` checks and end as NaN metrics.
-* :func:`option_number` reads a numeric ``dataset.options`` entry, naming the option.
+* :func:`check_option_range` checks a numeric ``dataset.options`` entry (from an options
+  dataclass's ``__post_init__``), naming the option.
 """
 
 from __future__ import annotations
