@@ -171,6 +171,8 @@ def test_loaders_receive_frozen_typed_settings_built_at_one_boundary():
     assert dataset_settings(ds) is ds  # typed settings pass through the boundary unchanged
     with pytest.raises(dataclasses.FrozenInstanceError):
         ds.n_folds = 2  # type: ignore[misc]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        ds.options.max_options = 4  # type: ignore[misc]
     # a plain DatasetConfig (e.g. from OmegaConf.to_object) converts the same way
     typed = dataset_settings(DatasetConfig(name="gqa", loader="gqa", personas=["Brazil"],
                                            options={"ties": "first"}))

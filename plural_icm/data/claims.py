@@ -195,7 +195,7 @@ class Folds(str, Enum):
     halves = "halves"  # the copy's own test/ (fold 0) and train/ (fold 1) halves
 
 
-@dataclass
+@dataclass(frozen=True)
 class ClaimsOptions:
     """``dataset.options`` of the ``claims`` loader (the typed schema the registry validates)."""
 

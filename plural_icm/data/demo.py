@@ -77,7 +77,7 @@ def demo_path() -> Path:
     return Path(str(resources.files("plural_icm.data") / "demo" / "demo_claims.jsonl"))
 
 
-@dataclass
+@dataclass(frozen=True)
 class DemoOptions:
     """The ``demo`` loader takes no ``dataset.options``."""
 

@@ -330,7 +330,7 @@ class Ties(str, Enum):
     first = "first"  # the option listed first wins
 
 
-@dataclass
+@dataclass(frozen=True)
 class GQAOptions:
     """``dataset.options`` of the ``gqa`` loader (validated by :mod:`plural_icm.data.registry`)."""
 

@@ -197,7 +197,7 @@ class Ties(str, Enum):
     first = "first"  # the first option wins
 
 
-@dataclass
+@dataclass(frozen=True)
 class OQAOptions:
     """``dataset.options`` of the ``oqa`` loader (validated by :mod:`plural_icm.data.registry`)."""
 

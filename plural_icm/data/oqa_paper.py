@@ -72,7 +72,7 @@ FIXES = ["dataset.path=/path/to/paper_released/opinionqa (the folder of zero_sho
          "(commit cd24ff9c)"]
 
 
-@dataclass
+@dataclass(frozen=True)
 class OQAPaperOptions:
     """``dataset.options`` of the ``oqa_paper`` loader."""
 

@@ -131,7 +131,7 @@ def search_test_split(claims: Iterable[Claim], search_fraction: float, seed: int
     return folds
 
 
-@dataclass
+@dataclass(frozen=True)
 class OTOptions:
     """``dataset.options`` of the ``ot`` loader (validated by :mod:`plural_icm.data.registry`)."""
 

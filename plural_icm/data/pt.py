@@ -266,7 +266,7 @@ class PersonaText(str, Enum):
     instance = "instance"  # the row's own persona sentence
 
 
-@dataclass
+@dataclass(frozen=True)
 class PTOptions:
     """``dataset.options`` of the ``pt`` loader (validated by :mod:`plural_icm.data.registry`)."""
 

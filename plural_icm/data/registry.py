@@ -118,7 +118,7 @@ def _container(node: Any) -> Any:
 
 
 def options_of(loader: str, raw: Mapping[str, Any] | None) -> Any:
-    """``raw`` (``dataset.options``) as an instance of ``loader``'s options dataclass: the one
+    """``raw`` (``dataset.options``) as an instance of ``loader``'s (frozen) options dataclass: the one
     validation of a dataset's options. An unknown (or renamed) key, a value of the wrong type, a
     value outside an enumeration or a range (the dataclass's ``__post_init__``) is a
     :class:`ConfigError` naming ``dataset.options.<key>``, the value and what is expected."""
@@ -136,7 +136,9 @@ def options_of(loader: str, raw: Mapping[str, Any] | None) -> Any:
                          + (f" (also unknown: {', '.join(unknown[1:])})" if len(unknown) > 1 else "")
                          + f"; valid options: {', '.join(valid) or 'none'}")
     try:
-        merged = OmegaConf.merge(OmegaConf.structured(options_class), raw)
+        schema = OmegaConf.structured(options_class)
+        OmegaConf.set_readonly(schema, False)  # a frozen dataclass's node is read-only
+        merged = OmegaConf.merge(schema, raw)
     except OmegaConfBaseException as e:
         key = str(getattr(e, "full_key", None) or getattr(e, "key", None) or "?")
         raise ConfigError(f"dataset.options.{key}={raw.get(key)!r} (loader {loader!r}) is not "
