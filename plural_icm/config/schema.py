@@ -22,8 +22,8 @@ from plural_icm.data.settings import DatasetConfig, DatasetSizeConfig  # noqa: F
 # The enumerated settings live below the config layer (the search and the data use them without
 # importing Hydra); re-exported here for the schema below and for existing imports.
 from plural_icm.choices import (Aggregate, ContextOrder, ContextPolicy, Engine, ExampleOrder,
-                                 RepairRule, ScoreMetric, SearchUnit, SeedLabels, Schedule,
-                                 TemperatureIndex)
+                                 RepairRule, SearchUnit, SeedLabels, Schedule, TemperatureIndex)
+from plural_icm.choices import ScoreMetric  # noqa: F401 (DatasetConfig's, in plural_icm.data.settings)
 # Which config keys change results is the fingerprint's concern (plural_icm.layout).
 from plural_icm.layout import NON_RESULT_KEYS, drop_non_result_keys  # noqa: F401
 

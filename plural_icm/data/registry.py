@@ -57,8 +57,9 @@ class LoaderSpec(NamedTuple):
     False: the loader brings its own split (OT). The demo and claim files are k-fold too: with one
     fold a cell would search on nothing and score its test fold against no examples."""
     stats: str | None = None
-    """A function of ``module``, ``stats(dataset: DatasetSettings, data_dir) -> str``: what ``stage=data_stats`` prints
-    for this dataset after the common table (:func:`plural_icm.data.stats.data_stats_report`)."""
+    """A function of ``module``, ``stats(dataset: DatasetSettings, data_dir) -> str``: what
+    ``stage=data_stats`` prints for this dataset after the common table
+    (:func:`plural_icm.data.stats.data_stats_report`)."""
     folds: str | None = None
     """A function of ``module``, ``folds(dataset: DatasetSettings) -> int``: how many folds the
     loader itself brings (a fixed split, folds carried by the files). None: ``dataset.n_folds``
