@@ -229,7 +229,17 @@ def condition_examples(cfg: DictConfig, condition: Condition, claimset: ClaimSet
     model work (the base model is loaded only if a search or the condition asks for it)."""
     searches = run_searches_for(cfg, claimset, personas, backends, wb=wb) if condition.needs_search else {}
     inputs = CellInputs(cfg, claimset, lambda: backends.get("base"), searches)
-    return {pid: ordered_examples(condition.examples(inputs, pid), cfg, pid) for pid in personas}
+
+    def examples(pid: str) -> ConditionLabels:
+        if not inputs.search_claims(pid):
+            # every item of the persona is in the held-out fold (small personas, small data): no
+            # search ran for it (pipeline/searches.py), so no condition has examples to show
+            log.warning("%s fold %s: persona %r has no training claims; its queries get no "
+                        "examples under every condition", cfg.dataset.name, cfg.fold, pid)
+            return ConditionLabels(examples=[], details={"no_training_claims": True})
+        return condition.examples(inputs, pid)
+
+    return {pid: ordered_examples(examples(pid), cfg, pid) for pid in personas}
 
 
 def base_work_in_child_process(cfg: DictConfig, role: str) -> bool:
