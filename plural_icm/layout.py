@@ -41,7 +41,7 @@ from typing import Any, ClassVar, Optional
 from omegaconf import DictConfig, OmegaConf
 
 from plural_icm.backends.settings import VLLM_SPEED_ONLY_KEYS
-from plural_icm.utils.values import non_finite_metrics, plain
+from plural_icm.utils.values import non_finite_metrics
 
 RESULTS = "results"
 """``paths.results_dir`` below ``paths.output_dir`` (conf/config.yaml), where the analysis looks."""
@@ -136,13 +136,13 @@ def selection_tag(cfg: DictConfig) -> str | None:
     else its name, with ``-positive`` for positive prompts and ``-<source>`` for an explicit
     ``group_source`` (so settings that change results get their own directory)."""
     sel = cfg.get("selection") if hasattr(cfg, "get") else None
-    if sel is None or plain(sel.get("name", "all")) == "all":
+    if sel is None or sel.get("name", "all") == "all":
         return None
-    tag = plain(sel.name)
-    if plain(sel.get("prompt", "contrastive")) == "positive":
+    tag = str(sel.name)
+    if sel.get("prompt", "contrastive") == "positive":
         tag += "-positive"
-    if tag.startswith("spica") and plain(sel.get("group_source", "auto")) != "auto":
-        tag += f"-{plain(sel.group_source)}"
+    if tag.startswith("spica") and sel.get("group_source", "auto") != "auto":
+        tag += f"-{sel.group_source}"
     return tag
 
 
@@ -288,12 +288,12 @@ def condition_part(cfg: DictConfig) -> str:
     """The condition's part of the cell's path and rows: ``<condition>`` or
     ``<condition>+<selection tag>`` (:func:`selection_tag`)."""
     sel = selection_tag(cfg)
-    return plain(cfg.condition.name) + (f"{SELECTION_SEP}{sel}" if sel else "")
+    return str(cfg.condition.name) + (f"{SELECTION_SEP}{sel}" if sel else "")
 
 
 def cell_path(cfg: DictConfig) -> Path:
     return cell_dir(cfg.paths.results_dir, cfg.run_tag, cfg.model.name, cfg.dataset.name,
-                    plain(cfg.condition.name), cfg.inference.n_examples, cfg.fold, cfg.seed,
+                    str(cfg.condition.name), cfg.inference.n_examples, cfg.fold, cfg.seed,
                     selection_tag(cfg))
 
 

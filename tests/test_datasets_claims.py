@@ -15,11 +15,16 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from plural_icm.config.schema import DatasetConfig, register_configs
-from plural_icm.data.claims import load_claims
+from plural_icm.data import claims
 from plural_icm.data.records import ConsistencyRule
-from plural_icm.data.registry import load_claimset
+from plural_icm.data.registry import dataset_settings, load_claimset
 from plural_icm.data.sources import DataFormatError
 from plural_icm.data.stats import data_stats_report
+
+
+def load_claims(cfg, data_dir=None):
+    """The loader on the typed settings the registry's one boundary builds from ``cfg``."""
+    return claims.load_claims(dataset_settings(cfg), data_dir)
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURE = ROOT / "tests" / "fixtures" / "datasets" / "claims"

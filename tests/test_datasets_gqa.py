@@ -10,11 +10,21 @@ import pytest
 from omegaconf import OmegaConf
 
 from plural_icm.config.schema import DatasetConfig
-from plural_icm.data.gqa import (COUNTRIES, is_nonsubstantive, load_gqa, parse_selections,
-                                 question_counts)
+from plural_icm.data import gqa
+from plural_icm.data.gqa import COUNTRIES, is_nonsubstantive, parse_selections
 from plural_icm.data.records import ConsistencyRule
-from plural_icm.data.registry import load_claimset
+from plural_icm.data.registry import dataset_settings, load_claimset
 from plural_icm.data.sources import DataFormatError
+
+
+def load_gqa(cfg, data_dir=None):
+    """The loader on the typed settings the registry's one boundary builds from ``cfg``."""
+    return gqa.load_gqa(dataset_settings(cfg), data_dir)
+
+
+def question_counts(cfg, data_dir=None):
+    """The loader on the typed settings the registry's one boundary builds from ``cfg``."""
+    return gqa.question_counts(dataset_settings(cfg), data_dir)
 
 FIXTURE = Path(__file__).parent / "fixtures" / "datasets" / "gqa" / "global_opinions.csv"
 

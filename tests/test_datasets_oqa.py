@@ -12,10 +12,15 @@ import pytest
 from omegaconf import OmegaConf
 
 from plural_icm.config.schema import DatasetConfig
-from plural_icm.data.oqa import load_oqa
-from plural_icm.data.registry import load_claimset
+from plural_icm.data import oqa
+from plural_icm.data.registry import dataset_settings, load_claimset
 from plural_icm.data.sources import DataFormatError
 from plural_icm.data.stats import dataset_stats
+
+
+def load_oqa(cfg, data_dir=None):
+    """The loader on the typed settings the registry's one boundary builds from ``cfg``."""
+    return oqa.load_oqa(dataset_settings(cfg), data_dir)
 
 FIXTURE = Path(__file__).parent / "fixtures" / "datasets" / "oqa"
 SHARED = Path(os.environ.get("PLURAL_ICM_SHARED_DATA")

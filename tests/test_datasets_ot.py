@@ -9,10 +9,16 @@ import pytest
 from omegaconf import OmegaConf
 
 from plural_icm.config.schema import DatasetConfig
-from plural_icm.data.ot import load_ot, search_test_split
+from plural_icm.data import ot
+from plural_icm.data.ot import search_test_split
 from plural_icm.data.records import ConsistencyRule
-from plural_icm.data.registry import load_claimset
+from plural_icm.data.registry import dataset_settings, load_claimset
 from plural_icm.data.sources import DataFormatError
+
+
+def load_ot(cfg, data_dir=None):
+    """The loader on the typed settings the registry's one boundary builds from ``cfg``."""
+    return ot.load_ot(dataset_settings(cfg), data_dir)
 
 FIXTURE = Path(__file__).parent / "fixtures" / "datasets" / "ot"
 

@@ -11,10 +11,21 @@ import pytest
 from omegaconf import OmegaConf
 
 from plural_icm.config.schema import DatasetConfig
-from plural_icm.data.pt import load_pt, persona_type
-from plural_icm.data.registry import load_claimset
+from plural_icm.data import pt
+from plural_icm.data.pt import persona_type
+from plural_icm.data.registry import dataset_settings, load_claimset
 from plural_icm.data.sources import DataFormatError
 from plural_icm.data.stats import dataset_stats, format_stats
+
+
+def load_pt(cfg, data_dir=None):
+    """The loader on the typed settings the registry's one boundary builds from ``cfg``."""
+    return pt.load_pt(dataset_settings(cfg), data_dir)
+
+
+def cluster_sizes(cfg, data_dir=None):
+    """The loader on the typed settings the registry's one boundary builds from ``cfg``."""
+    return pt.cluster_sizes(dataset_settings(cfg), data_dir)
 
 FIXTURE = Path(__file__).parent / "fixtures" / "datasets" / "pt"
 SHARED = Path(os.environ.get("PLURAL_ICM_SHARED_DATA")
@@ -225,7 +236,6 @@ def test_default_splits_is_sft_train():
 
 @pytest.mark.data
 def test_real_copy_clusters_and_table5_example(shared_pt):
-    from plural_icm.data.pt import cluster_sizes
     from plural_icm.data.stats import data_stats_report
 
     cfg = make_cfg(shared_pt, configs=["BeaverTails", "Anthropic HHH", "Mnemonic"],

@@ -13,7 +13,7 @@ from omegaconf import OmegaConf
 from plural_icm.config.schema import DatasetConfig
 from plural_icm.data.records import Claim, ClaimSet, Persona
 from plural_icm.data.registry import load_claimset
-from plural_icm.data.sources import cfg_get, data_dir_path
+from plural_icm.data.sources import data_dir_path
 from plural_icm.data.stats import data_stats_report, dataset_stats, format_stats
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,7 +48,7 @@ def fake_demo(monkeypatch):
     state = {"folds": False}
 
     def load_demo(cfg, data_dir=None):  # the one loader signature
-        state["called"] = (cfg_get(cfg, "n_folds"), cfg_get(cfg, "split_seed"), data_dir)
+        state["called"] = (cfg.n_folds, cfg.split_seed, data_dir)
         return small_set(state["folds"])
 
     @dataclasses.dataclass
@@ -75,8 +75,8 @@ def test_options_are_typed_and_validated_per_loader():
     from plural_icm.data.registry import LOADERS, validated_options
 
     gqa = validated_options(yaml_cfg("gqa"))
-    assert gqa["ties"] == "drop" and gqa["max_options"] == 3 and len(gqa["countries"]) == 13
-    assert validated_options(yaml_cfg("gqa", options={"max_options": 4}))["max_options"] == 4
+    assert gqa.ties == "drop" and gqa.max_options == 3 and len(gqa.countries) == 13
+    assert validated_options(yaml_cfg("gqa", options={"max_options": 4})).max_options == 4
     with pytest.raises(ValueError, match=r"dataset\.options\.max_option is not an option of "
                                          r"loader 'gqa'.*valid options: count_nonsubstantive"):
         validated_options(yaml_cfg("gqa", options={"max_option": 4}))
@@ -140,8 +140,6 @@ def test_data_stats_report_for_gqa_lists_both_settings():
 
 
 def test_source_helpers(tmp_path):
-    assert cfg_get({"path": None}, "path", "d") == "d"
-    assert cfg_get(types.SimpleNamespace(path="p"), "path") == "p"
     (tmp_path / "opinionqa").mkdir()
     assert data_dir_path(tmp_path, ["opinions_qa", "opinionqa"]) == tmp_path / "opinionqa"
     assert data_dir_path(None, ["opinionqa"]) is None
@@ -157,3 +155,36 @@ def test_real_demo_module_if_present():
     pytest.importorskip("plural_icm.data.demo")
     cs = load_claimset(yaml_cfg("demo"))
     assert cs.claims and set(cs.folds) == {c.question_id for c in cs.claims}
+
+
+def test_loaders_receive_frozen_typed_settings_built_at_one_boundary():
+    from plural_icm.data.gqa import GQAOptions, Ties
+    from plural_icm.data.registry import dataset_settings
+    from plural_icm.data.settings import DatasetSettings
+
+    # the typed record carries every key of the schema, nothing else
+    assert [f.name for f in dataclasses.fields(DatasetSettings)] == \
+        [f.name for f in dataclasses.fields(DatasetConfig)]
+    ds = dataset_settings(yaml_cfg("gqa", personas=["Brazil"], options={"ties": "first"}))
+    assert isinstance(ds.options, GQAOptions) and ds.options.ties is Ties.first
+    assert ds.personas == ("Brazil",) and ds.options.max_options == 3  # the dataclass's default
+    assert dataset_settings(ds) is ds  # typed settings pass through the boundary unchanged
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        ds.n_folds = 2  # type: ignore[misc]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        ds.options.max_options = 4  # type: ignore[misc]
+    # a plain DatasetConfig (e.g. from OmegaConf.to_object) converts the same way
+    typed = dataset_settings(DatasetConfig(name="gqa", loader="gqa", personas=["Brazil"],
+                                           options={"ties": "first"}))
+    assert typed.options == ds.options and typed.personas == ds.personas
+
+
+def test_enumerated_options_are_refused_by_the_registry_naming_key_value_and_choices():
+    from plural_icm.data.registry import options_of
+
+    with pytest.raises(ValueError, match=r"dataset\.options\.counts='some' \(loader 'oqa'\) is not "
+                                         r"accepted; expected auto, weighted or unweighted"):
+        options_of("oqa", {"counts": "some"})
+    with pytest.raises(ValueError, match=r"dataset\.options\.share_sum_tolerance=1\.5 is not "
+                                         r"accepted; expected a number in \[0, 1\)"):
+        options_of("gqa", {"share_sum_tolerance": 1.5})

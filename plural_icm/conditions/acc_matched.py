@@ -32,7 +32,6 @@ from plural_icm.conditions.labels import (FORK_SEEDS, accuracy_matched_labels,
                                           label_accuracy, random_labels)
 from plural_icm.conditions.registry import register
 from plural_icm.data.records import Claim
-from plural_icm.utils.values import plain
 
 
 def mutual_predictability_fn(inputs: CellInputs, claims: list[Claim]) -> Callable[[dict], float]:
@@ -53,7 +52,7 @@ def mutual_predictability_fn(inputs: CellInputs, claims: list[Claim]) -> Callabl
 
 def construction(cfg: DictConfig) -> str:
     """The fork's construction for the cell's dataset (``gold_flip`` unless it declares another)."""
-    name = plain(cfg.dataset.get("acc_matched_construction")) or "gold_flip"
+    name = cfg.dataset.get("acc_matched_construction") or "gold_flip"
     if name not in ("gold_flip", "fix_break"):
         raise ValueError(f"dataset.acc_matched_construction={name!r}; expected gold_flip or fix_break")
     return name

@@ -16,7 +16,6 @@ from omegaconf import DictConfig
 from plural_icm.conditions.labels import cap_search_claims, subset_for_n_examples
 from plural_icm.data.records import Claim, ClaimSet
 from plural_icm.selection import per_query
-from plural_icm.utils.values import plain
 
 Examples = list[tuple[Claim, bool]]
 
@@ -70,7 +69,7 @@ def ordered_examples(labels: ConditionLabels, cfg: DictConfig, persona_id: str) 
 
     from plural_icm.conditions.labels import _stable_int
 
-    if plain(cfg.inference.get("example_order", "shuffled")) == "loader":
+    if cfg.inference.get("example_order", "shuffled") == "loader":  # a str Enum: == its value
         return labels
     ids = sorted(c.item_id for c, _ in labels.examples)
     random.Random(_stable_int(int(cfg.seed), f"example_order:{persona_id}")).shuffle(ids)
@@ -100,7 +99,7 @@ class Condition:
 
     def model_role(self, cfg: DictConfig) -> str:
         """``instruct`` or ``base``: the checkpoint that answers (``condition.model_role``)."""
-        role = plain(cfg.condition.model_role)
+        role = cfg.condition.model_role
         if role not in ("instruct", "base"):
             raise ValueError(f"condition.model_role must be 'instruct' or 'base', got {role!r}")
         return role

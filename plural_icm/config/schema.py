@@ -17,6 +17,8 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
 from plural_icm.backends.settings import VLLMEngineArgs
+# The dataset's schema lives with the data (the loaders type their input without importing Hydra).
+from plural_icm.data.settings import DatasetConfig, DatasetSizeConfig  # noqa: F401
 # The enumerated settings live below the config layer (the search and the data use them without
 # importing Hydra); re-exported here for the schema below and for existing imports.
 from plural_icm.choices import (QuestionsFrom, Aggregate, ContextOrder, ContextPolicy, Engine, ExampleOrder,
@@ -105,56 +107,6 @@ class ModelConfig:
     throughput_tok_s: Optional[float] = None
     """Prompt tokens per second of one engine of this model on its ``gpus`` (an ESTIMATE used only
     by stage=plan for GPU-hours; measure yours with plural_icm.bench and set it in conf/local)."""
-
-
-@dataclass
-class DatasetSizeConfig:
-    """Approximate sizes for stage=plan's cost estimate (no data is loaded to plan)."""
-
-    personas: int = 1
-    claims_per_persona: int = 100
-    """All claims of one persona, before the fold split."""
-    tokens_per_claim: int = 45
-    """Tokens of one rendered claim (question, claim, label)."""
-    max_claims_per_persona: Optional[int] = None
-    """The largest persona's claims (the context check sizes its longest prompt by it); None:
-    ``claims_per_persona``."""
-    max_tokens_per_claim: Optional[int] = None
-    """Tokens of the longest rendered claim (the query of the longest prompt); None:
-    ``tokens_per_claim``."""
-
-
-@dataclass
-class DatasetConfig:
-    name: str = MISSING
-    """Short name used in result paths (``gqa``)."""
-    loader: str = MISSING
-    """``demo``, ``gqa``, ``oqa``, ``pt`` or ``ot``."""
-    source: str = ""
-    """The public source (hub dataset id and file, or release layout) for users with network."""
-    path: Optional[str] = None
-    """A local copy; takes precedence over downloading."""
-    personas: list[str] = field(default_factory=list)
-    """Subset of persona ids; empty means all."""
-    n_folds: int = 4
-    split_seed: int = 0
-    max_search_claims: Optional[int] = None
-    """Cap on claims per search (per persona and fold); None uses all training claims."""
-    open_ended: bool = False
-    """Open-ended data (OvertonBench): cells also generate steered answers rated by an LM judge."""
-    skip_bad_rows: bool = False
-    """Skip malformed rows (with a count in the log) instead of failing on the first one."""
-    options: dict[str, Any] = field(default_factory=dict)
-    """Loader-specific options, typed and validated by the loader's options dataclass
-    (:data:`plural_icm.data.registry.LOADERS`): an unknown key or a wrong type is an error."""
-    score_metric: ScoreMetric = ScoreMetric.claim_accuracy
-    """The metric the analysis reports as this dataset's score."""
-    acc_matched_construction: Optional[str] = None
-    """Which of the paper fork's accuracy-matched constructions ``condition=acc_matched`` uses on
-    this dataset: ``gold_flip`` (persona datasets: flip as many random training claims of the GOLD
-    labels as ICM got wrong) or ``fix_break`` (OpinionQA: fix ICM's errors, break as many of its
-    right claims); None: ``gold_flip``."""
-    size: DatasetSizeConfig = field(default_factory=DatasetSizeConfig)
 
 
 @dataclass

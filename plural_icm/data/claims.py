@@ -32,13 +32,15 @@ import json
 import logging
 from collections import defaultdict
 from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path
 from typing import Any, Optional
 
 from plural_icm.data.reading import read_text
 from plural_icm.data.records import Claim, ClaimSet, ConsistencyRule, Persona
-from plural_icm.data.sources import (BadRows, DataFormatError, cfg_get, cfg_options,
-                                     configured_path, data_dir_path, missing)
+from plural_icm.data.settings import DatasetSettings
+from plural_icm.data.sources import (BadRows, DataFormatError, configured_path, data_dir_path,
+                                     missing)
 
 log = logging.getLogger(__name__)
 
@@ -145,8 +147,8 @@ def parse_row(where: str, row: dict, default_persona: str | None) -> dict:
             "raw_choices": [str(row[k]) for k in sorted(row) if k.startswith("raw_choice_")]}
 
 
-def resolve_path(cfg: Any, data_dir: str | Path | None) -> Path:
-    path = configured_path(cfg, "claims", FIXES)
+def resolve_path(dataset: DatasetSettings, data_dir: str | Path | None) -> Path:
+    path = configured_path(dataset, "claims", FIXES)
     if path is None:
         path = data_dir_path(data_dir, ["gqa_paper_claims"])
     if path is None:
@@ -178,25 +180,41 @@ def _check_group_question(persona: str, cid: str, rows: list[dict]) -> None:
             f"({b['where']}); the claims of one group must answer one question")
 
 
-def load_claims(cfg: Any, data_dir: str | Path | None = None) -> ClaimSet:
-    from plural_icm.errors import ConfigError
+class Rule(str, Enum):
+    """``dataset.options.rule``: the :class:`ConsistencyRule` of every group (from the config,
+    never from the labels)."""
 
-    opts = cfg_options(cfg)
-    rules = [r.value for r in ConsistencyRule]
-    try:
-        rule = ConsistencyRule(str(opts.get("rule", "exactly_one")))
-    except ValueError:
-        raise ConfigError(f"claims: dataset.options.rule={opts.get('rule')!r}; expected one of "
-                          f"{rules}") from None
-    folds_mode = str(opts.get("folds", "cv"))
-    if folds_mode not in ("cv", "halves"):
-        raise ConfigError(f"claims: dataset.options.folds={folds_mode!r}; expected one of "
-                          f"['cv', 'halves']")
-    template = str(opts.get("persona_template", "{persona}"))
-    default_persona = opts.get("persona")
-    name = str(cfg_get(cfg, "name", "claims"))
-    root = resolve_path(cfg, data_dir)
-    bad = BadRows("claims", bool(cfg_get(cfg, "skip_bad_rows", False)))
+    exactly_one = ConsistencyRule.EXACTLY_ONE.value
+    none = ConsistencyRule.NONE.value
+
+
+class Folds(str, Enum):
+    """``dataset.options.folds``."""
+
+    cv = "cv"          # dataset.n_folds folds over question texts, assigned by the registry
+    halves = "halves"  # the copy's own test/ (fold 0) and train/ (fold 1) halves
+
+
+@dataclass(frozen=True)
+class ClaimsOptions:
+    """``dataset.options`` of the ``claims`` loader (the typed schema the registry validates)."""
+
+    rule: Rule = Rule.exactly_one
+    folds: Folds = Folds.cv
+    persona_template: str = "{persona}"
+    persona: Optional[str] = None
+
+
+def load_claims(dataset: DatasetSettings[ClaimsOptions], data_dir: str | Path | None = None
+                ) -> ClaimSet:
+    opts = dataset.options
+    rule = ConsistencyRule(opts.rule.value)
+    folds_mode = opts.folds.value
+    template = opts.persona_template
+    default_persona = opts.persona
+    name = dataset.name
+    root = resolve_path(dataset, data_dir)
+    bad = BadRows("claims", dataset.skip_bad_rows)
     groups: dict[tuple[str, str], list[dict]] = defaultdict(list)
     half_of: dict[tuple[str, str], int] = {}
     files = claim_files(root)
@@ -261,18 +279,8 @@ def load_claims(cfg: Any, data_dir: str | Path | None = None) -> ClaimSet:
     return cs
 
 
-def declared_folds(cfg: Any) -> int:
+def declared_folds(dataset: DatasetSettings[ClaimsOptions]) -> int:
     """``halves``: the copy's two halves (fold 0 test, fold 1 train); ``cv``: ``dataset.n_folds``."""
-    if str(cfg_options(cfg).get("folds", "cv")) == "halves":
+    if dataset.options.folds is Folds.halves:
         return len(HALVES)
-    return int(cfg_get(cfg, "n_folds", 4))
-
-
-@dataclass
-class ClaimsOptions:
-    """``dataset.options`` of the ``claims`` loader (the typed schema the registry validates)."""
-
-    rule: str = "exactly_one"
-    folds: str = "cv"
-    persona_template: str = "{persona}"
-    persona: Optional[str] = None
+    return dataset.n_folds

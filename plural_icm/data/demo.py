@@ -14,11 +14,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any
 
 from plural_icm.data.folds import assign_folds
 from plural_icm.data.records import Claim, ClaimSet, ConsistencyRule, Persona
-from plural_icm.data.sources import cfg_get
+from plural_icm.data.settings import DatasetConfig, DatasetSettings
 
 PERSONAS = {
     "traditional": ("rural traditionalists",
@@ -78,29 +77,32 @@ def demo_path() -> Path:
     return Path(str(resources.files("plural_icm.data") / "demo" / "demo_claims.jsonl"))
 
 
-@dataclass
+@dataclass(frozen=True)
 class DemoOptions:
     """The ``demo`` loader takes no ``dataset.options``."""
 
 
-def load_demo(cfg: Any = None, data_dir: str | Path | None = None) -> ClaimSet:
+def load_demo(dataset: DatasetSettings[DemoOptions] | None = None,
+              data_dir: str | Path | None = None) -> ClaimSet:
     """The shipped demo claims; folds from ``dataset.n_folds`` and ``split_seed`` (the file's
-    own folds when it carries some)."""
+    own folds when it carries some). No ``dataset``: the demo's default settings."""
     from plural_icm.errors import ConfigError
 
-    if cfg_get(cfg, "path", None):
+    if dataset is None:
+        from plural_icm.data.registry import dataset_settings
+
+        dataset = dataset_settings(DatasetConfig(name="demo", loader="demo"))
+    if dataset.path:
         # Reading the shipped file anyway would give demo numbers for a forgotten dataset=...
-        raise ConfigError(f"demo: dataset.path={cfg_get(cfg, 'path', None)!r} is set, but the demo "
+        raise ConfigError(f"demo: dataset.path={dataset.path!r} is set, but the demo "
                           f"dataset reads only its shipped file; choose the dataset that reads "
                           f"this path (e.g. dataset=gqa dataset.path=...), or leave the path unset")
-    n_folds = cfg_get(cfg, "n_folds", 4)
-    n_folds = 4 if n_folds is None else n_folds
-    if isinstance(n_folds, bool) or not isinstance(n_folds, int) or n_folds < 2:
-        raise ConfigError(f"demo: dataset.n_folds={n_folds!r}; expected an integer >= 2 (one fold "
-                          f"is held out, the others are searched)")
+    if dataset.n_folds < 2:
+        raise ConfigError(f"demo: dataset.n_folds={dataset.n_folds!r}; expected an integer >= 2 "
+                          f"(one fold is held out, the others are searched)")
     cs = ClaimSet.load_jsonl(demo_path())
     if not cs.folds:
-        cs.folds = assign_folds(cs.claims, n_folds, int(cfg_get(cfg, "split_seed", 0) or 0))
+        cs.folds = assign_folds(cs.claims, dataset.n_folds, dataset.split_seed)
     return cs
 
 

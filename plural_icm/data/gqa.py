@@ -45,17 +45,17 @@ import logging
 import math
 import re
 from dataclasses import dataclass, field
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from plural_icm.errors import ConfigError
-from plural_icm.data.reading import check_field_size, read_csv
+from plural_icm.data.reading import check_field_size, check_option_range, read_csv
 from plural_icm.data.records import Claim, ClaimSet, ConsistencyRule, Persona
-from plural_icm.data.sources import (BadRows, DataFormatError, cfg_get, cfg_options,
-                                     configured_path, data_dir_path, download_allowed, hub_file,
-                                     missing, require_columns, as_list)
+from plural_icm.data.settings import DatasetSettings
+from plural_icm.data.sources import (BadRows, DataFormatError, configured_path, data_dir_path,
+                                     download_allowed, hub_file, missing, require_columns)
 
 log = logging.getLogger(__name__)
 
@@ -175,8 +175,8 @@ class GQAQuestion:
     """Indices (into ``options``) of the substantive options."""
 
 
-def resolve_path(cfg: Any, data_dir: str | Path | None) -> Path:
-    path = configured_path(cfg, "gqa", FIXES)
+def resolve_path(dataset: DatasetSettings, data_dir: str | Path | None) -> Path:
+    path = configured_path(dataset, "gqa", FIXES)
     if path is None:
         path = data_dir_path(data_dir, ["llm_global_opinions", "global_opinions", "gqa"])
     if path is not None:
@@ -186,7 +186,7 @@ def resolve_path(cfg: Any, data_dir: str | Path | None) -> Path:
                     return candidate
             raise missing(f"gqa: no {FILE_NAME} in {path} (nor in {path}/data)", FIXES)
         return path
-    if not download_allowed(cfg):
+    if not download_allowed(dataset):
         raise missing("gqa: no local copy of global_opinions.csv (dataset.path is unset) and "
                       "downloads are off", FIXES)
     return hub_file(HUB_REPO, HUB_FILE, "gqa", FIXES)
@@ -234,7 +234,7 @@ def _check_share_sums(selections: dict[str, list[float]], tolerance: float, wher
     return dropped
 
 
-def read_questions(path: str | Path, bad: BadRows, tolerance: float = 0.05
+def read_questions(path: str | Path, bad: BadRows, tolerance: float
                    ) -> tuple[list[GQAQuestion], ReadReport]:
     """Parse the CSV into questions; malformed rows go to ``bad`` (an error or a counted skip),
     quirks of real rows (numeric options, duplicates, empty question) are counted in the report."""
@@ -323,38 +323,46 @@ def select(questions: list[GQAQuestion], countries: list[str], count_nonsubstant
     return kept, report
 
 
-def _settings(cfg: Any) -> tuple[list[str], bool, int, str]:
-    opts = cfg_options(cfg)
-    countries = [str(c) for c in as_list(opts.get("countries"))] or list(COUNTRIES)
-    ties = str(opts.get("ties", "drop"))
-    if ties not in ("drop", "first"):
-        raise ConfigError(f"gqa: dataset.options.ties={ties!r}; expected 'drop' or 'first'")
-    return (countries, bool(opts.get("count_nonsubstantive", False)),
-            int(opts.get("max_options", 3)), ties)
+class Ties(str, Enum):
+    """``dataset.options.ties``: a plurality tie within a country."""
+
+    drop = "drop"    # no label: the question is incomplete, excluded
+    first = "first"  # the option listed first wins
 
 
-def _tolerance(cfg: Any) -> float:
-    raw = cfg_options(cfg).get("share_sum_tolerance", 0.05)
-    try:
-        tol = float(raw)
-    except (TypeError, ValueError):
-        tol = float("nan")
-    if isinstance(raw, bool) or not 0 <= tol < 1:  # nan fails too
-        raise ConfigError(f"gqa: dataset.options.share_sum_tolerance={raw!r}; expected a number "
-                          f"in [0, 1)")
-    return tol
+@dataclass(frozen=True)
+class GQAOptions:
+    """``dataset.options`` of the ``gqa`` loader (validated by :mod:`plural_icm.data.registry`)."""
+
+    count_nonsubstantive: bool = False
+    countries: list[str] = field(default_factory=lambda: list(COUNTRIES))
+    """An empty list means all of :data:`COUNTRIES`."""
+    max_options: int = 3
+    ties: Ties = Ties.drop
+    share_sum_tolerance: float = 0.05
+    download: bool = True
+
+    def __post_init__(self) -> None:
+        check_option_range("gqa", "share_sum_tolerance", self.share_sum_tolerance, 0, 1,
+                           hi_open=True)
 
 
-def question_counts(cfg: Any, data_dir: str | Path | None = None) -> pd.DataFrame:
+def _countries(options: GQAOptions) -> list[str]:
+    return [str(c) for c in options.countries] or list(COUNTRIES)
+
+
+def question_counts(dataset: DatasetSettings[GQAOptions], data_dir: str | Path | None = None
+                    ) -> pd.DataFrame:
     """Questions kept under both ``count_nonsubstantive`` settings (and both tie policies)."""
-    countries, _, max_options, _ = _settings(cfg)
-    path = resolve_path(cfg, data_dir)
-    bad = BadRows("gqa", bool(cfg_get(cfg, "skip_bad_rows", False)))
-    questions, _ = read_questions(path, bad, _tolerance(cfg))
+    opts = dataset.options
+    countries, max_options = _countries(opts), opts.max_options
+    path = resolve_path(dataset, data_dir)
+    bad = BadRows("gqa", dataset.skip_bad_rows)
+    questions, _ = read_questions(path, bad, opts.share_sum_tolerance)
     bad.finish()
     rows = []
     for flag in (False, True):
-        for ties in ("drop", "first"):
+        for ties in (t.value for t in Ties):
             _, rep = select(questions, countries, flag, max_options, ties)
             rows.append({"count_nonsubstantive": flag, "ties": ties,
                          "option_count_ok": rep["option_count_ok"], "questions": rep["complete"],
@@ -362,11 +370,13 @@ def question_counts(cfg: Any, data_dir: str | Path | None = None) -> pd.DataFram
     return pd.DataFrame(rows)
 
 
-def load_gqa(cfg: Any, data_dir: str | Path | None = None) -> ClaimSet:
-    countries, count_nonsub, max_options, ties = _settings(cfg)
-    path = resolve_path(cfg, data_dir)
-    bad = BadRows("gqa", bool(cfg_get(cfg, "skip_bad_rows", False)))
-    questions, read = read_questions(path, bad, _tolerance(cfg))
+def load_gqa(dataset: DatasetSettings[GQAOptions], data_dir: str | Path | None = None) -> ClaimSet:
+    opts = dataset.options
+    countries, count_nonsub = _countries(opts), opts.count_nonsubstantive
+    max_options, ties = opts.max_options, opts.ties.value
+    path = resolve_path(dataset, data_dir)
+    bad = BadRows("gqa", dataset.skip_bad_rows)
+    questions, read = read_questions(path, bad, opts.share_sum_tolerance)
     bad.finish()
     kept, rep = select(questions, countries, count_nonsub, max_options, ties)
     if rep["ties"]:
@@ -401,25 +411,13 @@ def load_gqa(cfg: Any, data_dir: str | Path | None = None) -> ClaimSet:
                    f"{rep['incomplete']} lack a label for some country, {rep['ties']} country "
                    f"ties; {read.text()}; {bad.summary()}.")
     log.info(description)
-    return ClaimSet(name=str(cfg_get(cfg, "name", "gqa")), personas=personas, claims=claims,
+    return ClaimSet(name=dataset.name, personas=personas, claims=claims,
                     rule=ConsistencyRule.EXACTLY_ONE, description=description)
 
 
-@dataclass
-class GQAOptions:
-    """``dataset.options`` of the ``gqa`` loader (validated by :mod:`plural_icm.data.registry`)."""
-
-    count_nonsubstantive: bool = False
-    countries: list[str] = field(default_factory=lambda: list(COUNTRIES))
-    max_options: int = 3
-    ties: str = "drop"
-    share_sum_tolerance: float = 0.05
-    download: bool = True
-
-
-def stats_text(cfg: Any, data_dir: str | Path | None = None) -> str:
+def stats_text(dataset: DatasetSettings[GQAOptions], data_dir: str | Path | None = None) -> str:
     """What ``stage=data_stats dataset=gqa`` prints after the common table: the questions kept
     under both option-count settings (:func:`question_counts`; the paper keeps 180)."""
-    counts = question_counts(cfg, data_dir)
+    counts = question_counts(dataset, data_dir)
     return ("GQA questions with complete labels by option-count setting "
             "(the paper keeps 180):\n" + counts.to_string(index=False))

@@ -31,17 +31,18 @@ import logging
 import math
 import re
 from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from plural_icm.errors import ConfigError
 from plural_icm.data.reading import finite_number, literal, preview, read_csv, read_json
 from plural_icm.data.records import Claim, ClaimSet, ConsistencyRule, Persona
-from plural_icm.data.sources import (BadRows, DataFormatError, cfg_get, cfg_options,
-                                     configured_path, data_dir_path, missing, require_columns)
+from plural_icm.data.settings import DatasetSettings
+from plural_icm.data.sources import (BadRows, DataFormatError, configured_path, data_dir_path,
+                                     missing, require_columns)
 
 log = logging.getLogger(__name__)
 
@@ -82,8 +83,8 @@ def find_human_resp(path: Path) -> Path:
                   f"{path}/human_resp and {path}/data/human_resp)", FIXES)
 
 
-def resolve_path(cfg: Any, data_dir: str | Path | None) -> Path:
-    path = configured_path(cfg, "oqa", FIXES)
+def resolve_path(dataset: DatasetSettings, data_dir: str | Path | None) -> Path:
+    path = configured_path(dataset, "oqa", FIXES)
     if path is None:
         path = data_dir_path(data_dir, ["opinionqa", "opinions_qa", "oqa"])
     if path is None:
@@ -181,17 +182,34 @@ def counts_from_responses(wave_dir: Path, wave: str, keys: list[str]
     return out
 
 
-def load_oqa(cfg: Any, data_dir: str | Path | None = None) -> ClaimSet:
-    opts = cfg_options(cfg)
-    mode = str(opts.get("counts", "auto"))
-    ties = str(opts.get("ties", "drop"))
-    if mode not in ("auto", "weighted", "unweighted"):
-        raise ConfigError(f"oqa: dataset.options.counts={mode!r}; expected auto, weighted or "
-                         f"unweighted")
-    if ties not in ("drop", "first"):
-        raise ConfigError(f"oqa: dataset.options.ties={ties!r}; expected 'drop' or 'first'")
-    root = resolve_path(cfg, data_dir)
-    bad = BadRows("oqa", bool(cfg_get(cfg, "skip_bad_rows", False)))
+class Counts(str, Enum):
+    """``dataset.options.counts``: which answer counts label a (party, question) group."""
+
+    auto = "auto"              # responses.csv (weighted) when present, else POLPARTY_data.json
+    weighted = "weighted"      # responses.csv, answers weighted by WEIGHT_W<wave> (the paper)
+    unweighted = "unweighted"  # POLPARTY_data.json's counts
+
+
+class Ties(str, Enum):
+    """``dataset.options.ties``: a (party, question) plurality tie."""
+
+    drop = "drop"    # no label: the group is left out
+    first = "first"  # the first option wins
+
+
+@dataclass(frozen=True)
+class OQAOptions:
+    """``dataset.options`` of the ``oqa`` loader (validated by :mod:`plural_icm.data.registry`)."""
+
+    counts: Counts = Counts.auto
+    ties: Ties = Ties.drop
+
+
+def load_oqa(dataset: DatasetSettings[OQAOptions], data_dir: str | Path | None = None) -> ClaimSet:
+    mode = dataset.options.counts
+    ties = dataset.options.ties.value
+    root = resolve_path(dataset, data_dir)
+    bad = BadRows("oqa", dataset.skip_bad_rows)
     waves = sorted((p for p in root.iterdir() if p.is_dir() and WAVE_DIR.match(p.name)),
                    key=lambda p: int(WAVE_DIR.match(p.name).group(1)))
     claims: list[Claim] = []
@@ -205,7 +223,7 @@ def load_oqa(cfg: Any, data_dir: str | Path | None = None) -> ClaimSet:
         binary = [k for k in binary if k not in ambiguous]
         has_resp = (wave_dir / "responses.csv").is_file()
         has_json = (wave_dir / "POLPARTY_data.json").is_file()
-        if mode == "weighted" or (mode == "auto" and has_resp):
+        if mode is Counts.weighted or (mode is Counts.auto and has_resp):
             if not has_resp:
                 raise missing(f"oqa: {wave_dir}/responses.csv is missing "
                               f"(dataset.options.counts=weighted)",
@@ -268,7 +286,7 @@ def load_oqa(cfg: Any, data_dir: str | Path | None = None) -> ClaimSet:
                         gold=(j == label),
                         meta={"options": list(row.options), "option_index": j,
                               "distribution": dist, "counts": votes, "wave": f"W{wave}",
-                              "weighted": has_resp and mode != "unweighted"}))
+                              "weighted": has_resp and mode is not Counts.unweighted}))
     bad.finish()
     if not waves:
         raise missing(f"oqa: no American_Trends_Panel_W* folders in {root}", FIXES)
@@ -286,13 +304,5 @@ def load_oqa(cfg: Any, data_dir: str | Path | None = None) -> ClaimSet:
                    f"{n['no_answers']} party groups without answers; {bad.count} bad row(s) "
                    f"skipped.")
     log.info(description)
-    return ClaimSet(name=str(cfg_get(cfg, "name", "oqa")), personas=personas, claims=claims,
+    return ClaimSet(name=dataset.name, personas=personas, claims=claims,
                     rule=ConsistencyRule.EXACTLY_ONE, description=description)
-
-
-@dataclass
-class OQAOptions:
-    """``dataset.options`` of the ``oqa`` loader (validated by :mod:`plural_icm.data.registry`)."""
-
-    counts: str = "auto"
-    ties: str = "drop"

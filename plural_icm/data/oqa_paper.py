@@ -33,12 +33,14 @@ import logging
 import re
 from collections import Counter
 from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
 from plural_icm.data.records import Claim, ClaimSet, ConsistencyRule, Persona
-from plural_icm.data.sources import (BadRows, DataFormatError, cfg_get, cfg_options,
-                                     configured_path, data_dir_path, missing)
+from plural_icm.data.settings import DatasetSettings
+from plural_icm.data.sources import (BadRows, DataFormatError, configured_path, data_dir_path,
+                                     missing)
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +56,14 @@ PROMPT = re.compile(r"^Question: (?P<question>.*)\nClaim: (?P<claim>The majority
                     r"would answer this question as: '(?P<option>.*)')\nI think this claim is ?$",
                     re.S)
 FILE = re.compile(r"^result_opinionsqa_(?P<variant>.+)_fold(?P<fold>\d+)\.json$")
-VARIANTS = ("zero_shot_chat", "zero_shot")
+class Variant(str, Enum):
+    """``dataset.options.variant``: whose released predictions the items carry."""
+
+    zero_shot_chat = "zero_shot_chat"  # the chat model's, folder zero_shot_chat/
+    zero_shot = "zero_shot"            # the base model's, folder zero_shot_base/
+
+
+VARIANTS = tuple(v.value for v in Variant)
 N_FOLDS = 4
 FIXES = ["dataset.path=/path/to/paper_released/opinionqa (the folder of zero_shot_chat/ and "
          "zero_shot_base/), or export PLURAL_ICM_OQA_PAPER=/path/to/it",
@@ -63,26 +72,24 @@ FIXES = ["dataset.path=/path/to/paper_released/opinionqa (the folder of zero_sho
          "(commit cd24ff9c)"]
 
 
-@dataclass
+@dataclass(frozen=True)
 class OQAPaperOptions:
     """``dataset.options`` of the ``oqa_paper`` loader."""
 
-    variant: str = "zero_shot_chat"
+    variant: Variant = Variant.zero_shot_chat
     """Which released files to read: ``zero_shot_chat`` (folder zero_shot_chat/) or
     ``zero_shot`` (the base model's, folder zero_shot_base/). Both hold the same items; the
     variant decides which released predictions ``meta["released_output"]`` carries."""
 
 
-def declared_folds(cfg: Any) -> int:
+def declared_folds(dataset: DatasetSettings) -> int:
     """The fork's four released folds, whatever ``dataset.n_folds`` says."""
     return N_FOLDS
 
 
 def fold_files(root: Path, variant: str) -> dict[int, Path]:
-    """Our fold (0-based) -> its released file, for ``variant``; every fold 1..4 must be there."""
-    if variant not in VARIANTS:
-        raise DataFormatError(f"oqa_paper: dataset.options.variant={variant!r}; expected one of "
-                              f"{list(VARIANTS)}")
+    """Our fold (0-based) -> its released file, for ``variant`` (one of :data:`VARIANTS`); every
+    fold 1..4 must be there."""
     found: dict[int, Path] = {}
     for p in sorted(root.rglob("*.json")):
         m = FILE.match(p.name)
@@ -124,8 +131,8 @@ def parse_item(where: str, row: Any) -> dict:
             "released_output": out if isinstance(out, str) else None}
 
 
-def resolve_root(cfg: Any, data_dir: str | Path | None) -> Path:
-    path = configured_path(cfg, "oqa_paper", FIXES)
+def resolve_root(dataset: DatasetSettings, data_dir: str | Path | None) -> Path:
+    path = configured_path(dataset, "oqa_paper", FIXES)
     if path is None:
         path = data_dir_path(data_dir, ["paper_released/opinionqa", "opinionqa_paper"])
     if path is None:
@@ -133,12 +140,12 @@ def resolve_root(cfg: Any, data_dir: str | Path | None) -> Path:
     return path
 
 
-def load_oqa_paper(cfg: Any, data_dir: str | Path | None = None) -> ClaimSet:
-    opts = cfg_options(cfg)
-    variant = str(opts.get("variant", "zero_shot_chat"))
-    name = str(cfg_get(cfg, "name", "oqa_paper"))
-    root = resolve_root(cfg, data_dir)
-    bad = BadRows("oqa_paper", bool(cfg_get(cfg, "skip_bad_rows", False)))
+def load_oqa_paper(dataset: DatasetSettings[OQAPaperOptions], data_dir: str | Path | None = None
+                   ) -> ClaimSet:
+    variant = dataset.options.variant.value
+    name = dataset.name
+    root = resolve_root(dataset, data_dir)
+    bad = BadRows("oqa_paper", dataset.skip_bad_rows)
     groups: list[list[dict]] = []   # runs of <= 2 adjacent items (module docstring)
     files = fold_files(root, variant)
     for fold, file in sorted(files.items()):

@@ -36,13 +36,11 @@ from typing import Any, Iterable
 
 import pandas as pd
 
-from plural_icm.errors import ConfigError
-
-from plural_icm.data.reading import option_number, read_csv, read_parquet
+from plural_icm.data.reading import check_option_range, read_csv, read_parquet
 from plural_icm.data.records import Claim, ClaimSet, ConsistencyRule, Persona
-from plural_icm.data.sources import (BadRows, DataFormatError, cfg_get, cfg_options,
-                                     configured_path, data_dir_path, download_allowed, hub_table,
-                                     missing, require_columns)
+from plural_icm.data.settings import DatasetSettings
+from plural_icm.data.sources import (BadRows, DataFormatError, configured_path, data_dir_path,
+                                     download_allowed, hub_table, missing, require_columns)
 
 log = logging.getLogger(__name__)
 
@@ -81,8 +79,9 @@ def _read_file(file: Path) -> pd.DataFrame:
     raise DataFormatError(f"ot: {file}: expected a .parquet or .csv file")
 
 
-def read_table(cfg: Any, data_dir: str | Path | None, split: str) -> tuple[pd.DataFrame, str]:
-    path = configured_path(cfg, "ot", FIXES)
+def read_table(dataset: DatasetSettings, data_dir: str | Path | None, split: str
+               ) -> tuple[pd.DataFrame, str]:
+    path = configured_path(dataset, "ot", FIXES)
     if path is None:
         path = data_dir_path(data_dir, ["overtonbench", "ot"])
     if path is not None:
@@ -96,13 +95,13 @@ def read_table(cfg: Any, data_dir: str | Path | None, split: str) -> tuple[pd.Da
                           f"{[p.name for p in files][:10]})",
                           [f"dataset.path=/path/to/{split}.parquet", *FIXES])
         return pd.concat([_read_file(p) for p in chosen], ignore_index=True), str(chosen[0])
-    if not download_allowed(cfg):
+    if not download_allowed(dataset):
         raise missing("ot: no local copy of OvertonBench (dataset.path is unset) and downloads "
                       "are off", FIXES)
     return hub_table(HUB_REPO, None, split, "ot", FIXES), f"hf://{HUB_REPO}/{split}"
 
 
-def declared_folds(cfg: Any) -> int:
+def declared_folds(dataset: DatasetSettings) -> int:
     """OvertonBench has one fixed search/test split: one fold, 0 (whatever ``dataset.n_folds``)."""
     return 1
 
@@ -113,9 +112,8 @@ def search_test_split(claims: Iterable[Claim], search_fraction: float, seed: int
 
     The search questions are never a test fold, so the only valid ``fold`` is 0: the valid folds
     follow from the data (:meth:`ClaimSet.split`), and ``fold=1`` cannot swap search and test."""
-    if not 0 < search_fraction < 1:
-        raise ConfigError(f"ot: dataset.options.search_fraction={search_fraction!r} is not "
-                          f"accepted; expected a number in (0, 1)")
+    if not 0 < search_fraction < 1:  # OTOptions refuses such a dataset.options.search_fraction
+        raise ValueError(f"search_fraction={search_fraction!r}; expected a number in (0, 1)")
     personas_of: dict[str, set[str]] = defaultdict(set)
     for c in claims:
         personas_of[c.question_id].add(c.persona_id)
@@ -133,14 +131,29 @@ def search_test_split(claims: Iterable[Claim], search_fraction: float, seed: int
     return folds
 
 
-def load_ot(cfg: Any, data_dir: str | Path | None = None) -> ClaimSet:
-    opts = cfg_options(cfg)
-    split = str(opts.get("split", "full"))
-    column = str(opts.get("persona_column", PERSONA_COLUMN))
-    threshold = option_number(opts, "rating_threshold", 4.0, "ot", lo=1, hi=5)
-    df, where = read_table(cfg, data_dir, split)
+@dataclass(frozen=True)
+class OTOptions:
+    """``dataset.options`` of the ``ot`` loader (validated by :mod:`plural_icm.data.registry`)."""
+
+    search_fraction: float = 0.3
+    """Share of questions in the search split (fold -1); the rest is the test split (fold 0)."""
+    rating_threshold: float = 4.0
+    split: str = "full"
+    persona_column: str = PERSONA_COLUMN
+    download: bool = True
+
+    def __post_init__(self) -> None:
+        check_option_range("ot", "rating_threshold", self.rating_threshold, 1, 5)
+        check_option_range("ot", "search_fraction", self.search_fraction, 0, 1,
+                           lo_open=True, hi_open=True)
+
+
+def load_ot(dataset: DatasetSettings[OTOptions], data_dir: str | Path | None = None) -> ClaimSet:
+    opts = dataset.options
+    split, column, threshold = opts.split, opts.persona_column, opts.rating_threshold
+    df, where = read_table(dataset, data_dir, split)
     require_columns(df.columns, BASE_COLUMNS + [column], where)
-    bad = BadRows("ot", bool(cfg_get(cfg, "skip_bad_rows", False)))
+    bad = BadRows("ot", dataset.skip_bad_rows)
     others: Counter = Counter()
     n_empty_question = 0
     ratings: dict[tuple[str, str, str], list[float]] = defaultdict(list)
@@ -209,21 +222,8 @@ def load_ot(cfg: Any, data_dir: str | Path | None = None) -> ClaimSet:
                    f"{n_empty_question} row(s) with an empty question skipped; "
                    f"{bad.count} bad row(s) skipped.")
     log.info(description)
-    claimset = ClaimSet(name=str(cfg_get(cfg, "name", "ot")), personas=personas, claims=claims,
+    claimset = ClaimSet(name=dataset.name, personas=personas, claims=claims,
                         rule=ConsistencyRule.NONE, description=description)
     # OT brings its own folds: its fixed search/test split (test = fold 0, search = fold -1).
-    fraction = option_number(opts, "search_fraction", 0.3, "ot", lo=0, hi=1, open_interval=True)
-    claimset.folds = search_test_split(claims, fraction, int(cfg_get(cfg, "split_seed", 0) or 0))
+    claimset.folds = search_test_split(claims, opts.search_fraction, dataset.split_seed)
     return claimset
-
-
-@dataclass
-class OTOptions:
-    """``dataset.options`` of the ``ot`` loader (validated by :mod:`plural_icm.data.registry`)."""
-
-    search_fraction: float = 0.3
-    """Share of questions in the search split (fold 1); the rest is the test split (fold 0)."""
-    rating_threshold: float = 4.0
-    split: str = "full"
-    persona_column: str = PERSONA_COLUMN
-    download: bool = True

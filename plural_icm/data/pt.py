@@ -49,17 +49,18 @@ import logging
 import re
 from dataclasses import dataclass
 from dataclasses import field as dc_field
+from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import ClassVar
 
 import pandas as pd
 
 from plural_icm.errors import ConfigError
 from plural_icm.data.reading import parse_json, read_arrow, read_parquet, read_text
 from plural_icm.data.records import Claim, ClaimSet, ConsistencyRule, Persona
-from plural_icm.data.sources import (BadRows, as_list, cfg_get, cfg_options,
-                                     configured_path, data_dir_path, download_allowed, hub_table,
-                                     missing, require_columns)
+from plural_icm.data.settings import DatasetSettings
+from plural_icm.data.sources import (BadRows, configured_path, data_dir_path, download_allowed,
+                                     hub_table, missing, require_columns)
 
 log = logging.getLogger(__name__)
 
@@ -200,9 +201,9 @@ def _read_jsonl(file: Path, bad: BadRows) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def read_split(cfg: Any, data_dir: str | Path | None, config: str, split: str, fmt: str,
-               bad: BadRows) -> tuple[pd.DataFrame, str]:
-    path = configured_path(cfg, "pt", FIXES)
+def read_split(dataset: DatasetSettings, data_dir: str | Path | None, config: str, split: str,
+               fmt: str, bad: BadRows) -> tuple[pd.DataFrame, str]:
+    path = configured_path(dataset, "pt", FIXES)
     if path is None:
         path = data_dir_path(data_dir, ["persona_tailoring", "persona-tailoring", "pt"])
     if path is not None:
@@ -222,7 +223,7 @@ def read_split(cfg: Any, data_dir: str | Path | None, config: str, split: str, f
         else:
             df = _read_jsonl(files[0], bad)
         return df, str(files[0].parent if kind != "jsonl" else files[0])
-    if not download_allowed(cfg):
+    if not download_allowed(dataset):
         raise missing(f"pt: no local copy of {config}/{split} (dataset.path is unset) and "
                       f"downloads are off", FIXES)
     return hub_table(HUB_REPO, config, split, f"pt ({config}/{split})", FIXES), \
@@ -242,6 +243,52 @@ def _ab(pair_id: str, seed: int) -> bool:
 DEFAULT_SPLITS = ["sft_train"]
 
 
+class PersonaField(str, Enum):
+    """``dataset.options.persona_field``: which persona columns a row's sides are read from."""
+
+    gold = "gold"  # chosen_persona_gold / rejected_persona_gold
+    retr = "retr"  # chosen_persona_retr / rejected_persona_retr
+
+
+class Format(str, Enum):
+    """``dataset.options.format``: the local copy's layout (``auto``: the first found)."""
+
+    auto = "auto"
+    arrow = "arrow"
+    parquet = "parquet"
+    jsonl = "jsonl"
+
+
+class PersonaText(str, Enum):
+    """``dataset.options.persona_text``: what the claim shows as the persona."""
+
+    type = "type"          # the persona's type, as the paper's Table 5
+    instance = "instance"  # the row's own persona sentence
+
+
+@dataclass(frozen=True)
+class PTOptions:
+    """``dataset.options`` of the ``pt`` loader (validated by :mod:`plural_icm.data.registry`)."""
+
+    RENAMED: ClassVar[dict[str, str]] = {"split": "splits"}
+    """Old option names, refused with the name that replaced them."""
+
+    configs: list[str] = dc_field(default_factory=lambda: list(CONFIGS))
+    """An empty list means all of :data:`CONFIGS`."""
+    splits: list[str] = dc_field(default_factory=lambda: list(DEFAULT_SPLITS))
+    """Some of :data:`SPLITS`; an empty list means :data:`DEFAULT_SPLITS`."""
+    persona_field: PersonaField = PersonaField.gold
+    format: Format = Format.auto
+    persona_text: PersonaText = PersonaText.type
+    download: bool = True
+
+    def __post_init__(self) -> None:
+        unknown = [x for x in self.splits if x not in SPLITS]
+        if unknown:
+            raise ConfigError(f"pt: dataset.options.splits has unknown split(s) {unknown}; "
+                              f"valid: {SPLITS}")
+
+
 @dataclass
 class _Settings:
     configs: list[str]
@@ -252,30 +299,13 @@ class _Settings:
     seed: int
 
 
-def _settings(cfg: Any) -> _Settings:
-    opts = cfg_options(cfg)
-    if "split" in opts:
-        raise ConfigError("pt: dataset.options.split is now dataset.options.splits, a list "
-                         f"(e.g. [{opts['split']}]); the default is {DEFAULT_SPLITS}")
-    splits = as_list(opts.get("splits")) or list(DEFAULT_SPLITS)
-    st = _Settings(configs=[str(c) for c in as_list(opts.get("configs"))] or list(CONFIGS),
-                   splits=[str(x) for x in splits], field=str(opts.get("persona_field", "gold")),
-                   fmt=str(opts.get("format", "auto")),
-                   persona_text=str(opts.get("persona_text", "type")),
-                   seed=int(cfg_get(cfg, "split_seed", 0) or 0))
-    if st.field not in ("gold", "retr"):
-        raise ConfigError(f"pt: dataset.options.persona_field={st.field!r}; expected gold or retr")
-    if st.fmt not in ("auto", "arrow", "parquet", "jsonl"):
-        raise ConfigError(f"pt: dataset.options.format={st.fmt!r}; expected auto, arrow, parquet "
-                         f"or jsonl")
-    if st.persona_text not in ("instance", "type"):
-        raise ConfigError(f"pt: dataset.options.persona_text={st.persona_text!r}; expected "
-                         f"type (the paper's Table 5) or instance")
-    unknown = [x for x in st.splits if x not in SPLITS]
-    if unknown:
-        raise ConfigError(f"pt: dataset.options.splits has unknown split(s) {unknown}; valid: "
-                         f"{SPLITS}")
-    return st
+def _settings(dataset: DatasetSettings[PTOptions]) -> _Settings:
+    """The options as the loader's plain values (an empty list: the default configs/splits)."""
+    opts = dataset.options
+    return _Settings(configs=[str(c) for c in opts.configs] or list(CONFIGS),
+                     splits=[str(x) for x in opts.splits] or list(DEFAULT_SPLITS),
+                     field=opts.persona_field.value, fmt=opts.format.value,
+                     persona_text=opts.persona_text.value, seed=dataset.split_seed)
 
 
 def _row_values(rec: dict, columns: list[str], where: str, bad: BadRows) -> dict | None:
@@ -320,7 +350,7 @@ def _pair_claims(values: dict, types: dict, personas: dict, pair_id: str, st: _S
     return claims
 
 
-def _typed_rows(cfg: Any, data_dir: str | Path | None, st: _Settings, bad: BadRows, n: dict,
+def _typed_rows(dataset: DatasetSettings, data_dir: str | Path | None, st: _Settings, bad: BadRows, n: dict,
                 sources: list):
     """Yield (values, types, personas, pair_id, meta) per usable row; skips are counted in ``n``."""
     columns = ["prompt", "chosen", "rejected", f"chosen_persona_{st.field}",
@@ -328,7 +358,7 @@ def _typed_rows(cfg: Any, data_dir: str | Path | None, st: _Settings, bad: BadRo
     for config in st.configs:
         cfg_key = config.replace(" ", "_")
         for split in st.splits:
-            df, where = read_split(cfg, data_dir, config, split, st.fmt, bad)
+            df, where = read_split(dataset, data_dir, config, split, st.fmt, bad)
             sources.append(where)
             require_columns(df.columns, columns, where)
             n_empty_here = 0
@@ -368,18 +398,19 @@ def _new_counts() -> dict[str, int]:
             "same_type": 0, "groups": 0}
 
 
-def cluster_sizes(cfg: Any, data_dir: str | Path | None = None) -> pd.DataFrame:
+def cluster_sizes(dataset: DatasetSettings[PTOptions], data_dir: str | Path | None = None
+                  ) -> pd.DataFrame:
     """Persona sentences per type (the paper's keyword clusters) and what was not clustered.
 
     One row per type with the sentences assigned on the chosen side, the rejected side and in all,
     then rows for the sentences left unassigned (``no_match``, ``ambiguous``) and the pairs
     dropped (``same_type``, ``equal_responses``, ``empty``).
     """
-    st = _settings(cfg)
-    bad = BadRows("pt", bool(cfg_get(cfg, "skip_bad_rows", False)))
+    st = _settings(dataset)
+    bad = BadRows("pt", dataset.skip_bad_rows)
     n = _new_counts()
     sizes = {t: {"chosen": 0, "rejected": 0} for t in KEYWORDS}
-    for _values, types, _p, _pid, _meta in _typed_rows(cfg, data_dir, st, bad, n, []):
+    for _values, types, _p, _pid, _meta in _typed_rows(dataset, data_dir, st, bad, n, []):
         for side, t in types.items():
             if t is not None:
                 sizes[t][side] += 1
@@ -393,13 +424,13 @@ def cluster_sizes(cfg: Any, data_dir: str | Path | None = None) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def load_pt(cfg: Any, data_dir: str | Path | None = None) -> ClaimSet:
-    st = _settings(cfg)
-    bad = BadRows("pt", bool(cfg_get(cfg, "skip_bad_rows", False)))
+def load_pt(dataset: DatasetSettings[PTOptions], data_dir: str | Path | None = None) -> ClaimSet:
+    st = _settings(dataset)
+    bad = BadRows("pt", dataset.skip_bad_rows)
     n = _new_counts()
     sources: list[str] = []
     claims: list[Claim] = []
-    for values, types, personas, pair_id, meta in _typed_rows(cfg, data_dir, st, bad, n,
+    for values, types, personas, pair_id, meta in _typed_rows(dataset, data_dir, st, bad, n,
                                                                 sources):
         new = _pair_claims(values, types, personas, pair_id, st, meta)
         n["groups"] += len(new) // 2
@@ -420,25 +451,13 @@ def load_pt(cfg: Any, data_dir: str | Path | None = None) -> ClaimSet:
                    f"{n['same_type']} pairs with both personas in one type dropped; "
                    f"{bad.summary()}.")
     log.info(description)
-    return ClaimSet(name=str(cfg_get(cfg, "name", "pt")), personas=personas, claims=claims,
+    return ClaimSet(name=dataset.name, personas=personas, claims=claims,
                     rule=ConsistencyRule.EXACTLY_ONE, description=description)
 
 
-@dataclass
-class PTOptions:
-    """``dataset.options`` of the ``pt`` loader (validated by :mod:`plural_icm.data.registry`)."""
-
-    configs: list[str] = dc_field(default_factory=lambda: list(CONFIGS))
-    splits: list[str] = dc_field(default_factory=lambda: list(DEFAULT_SPLITS))
-    persona_field: str = "gold"
-    format: str = "auto"
-    persona_text: str = "type"
-    download: bool = True
-
-
-def stats_text(cfg: Any, data_dir: str | Path | None = None) -> str:
+def stats_text(dataset: DatasetSettings[PTOptions], data_dir: str | Path | None = None) -> str:
     """What ``stage=data_stats dataset=pt`` prints after the common table: the persona clusters'
     sizes (:func:`cluster_sizes`)."""
     return ("PT persona clusters (the paper's Table 2 keywords; persona sentences per "
-            "type and side):\n" + cluster_sizes(cfg, data_dir).to_string(
+            "type and side):\n" + cluster_sizes(dataset, data_dir).to_string(
                 index=False, na_rep="", float_format=lambda x: f"{x:.0f}"))

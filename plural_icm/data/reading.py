@@ -8,7 +8,8 @@ file (and row where there is one) and what was expected, never a raw ``UnicodeDe
   took 10 GB of memory) and never evaluates anything but literals.
 * :func:`finite_number` refuses ``Infinity``, ``NaN`` and integers too large for a float
   (``10**400``), which would otherwise pass ``>= 0`` checks and end as NaN metrics.
-* :func:`option_number` reads a numeric ``dataset.options`` entry, naming the option.
+* :func:`check_option_range` checks a numeric ``dataset.options`` entry (from an options
+  dataclass's ``__post_init__``), naming the option.
 """
 
 from __future__ import annotations
@@ -221,34 +222,19 @@ def finite_or_inf(value: Any) -> float:
         return math.inf
 
 
-def option_number(options: dict, key: str, default: float, dataset: str,
-                  lo: float | None = None, hi: float | None = None,
-                  open_interval: bool = False, integer: bool = False) -> float:
-    """A numeric ``dataset.options.<key>`` within [lo, hi] (or (lo, hi)), naming the option."""
-    value = options.get(key, default)
-    bounds = ("(" if open_interval else "[") + f"{lo}, {hi}" + (")" if open_interval else "]")
-    expected = ("an integer" if integer else "a number") + \
-        (f" in {bounds}" if lo is not None and hi is not None else
-         f" >= {lo}" if lo is not None else "")
-    bad = ConfigError(f"{dataset}: dataset.options.{key}={value!r} is not accepted; expected "
-                      f"{expected}")
-    if isinstance(value, bool):
-        raise bad
-    try:
-        number = float(value) if not integer else int(value)
-    except (TypeError, ValueError, OverflowError):
-        raise bad from None
-    if integer and isinstance(value, float) and value != int(value):
-        raise bad
-    if not math.isfinite(number):
-        raise bad
-    if lo is not None and (number <= lo if open_interval else number < lo):
-        raise bad
-    if hi is not None and (number >= hi if open_interval else number > hi):
-        raise bad
-    return number
+def check_option_range(dataset: str, key: str, value: float, lo: float, hi: float,
+                       lo_open: bool = False, hi_open: bool = False) -> None:
+    """A numeric ``dataset.options.<key>`` lies within its interval (and is finite); else a
+    :class:`ConfigError` naming the option, the value and the interval. Called by a loader's
+    options dataclass (``__post_init__``), so the check runs where the options are validated."""
+    bounds = ("(" if lo_open else "[") + f"{lo}, {hi}" + (")" if hi_open else "]")
+    inside = math.isfinite(value) and (lo < value if lo_open else lo <= value) and \
+        (value < hi if hi_open else value <= hi)
+    if isinstance(value, bool) or not inside:
+        raise ConfigError(f"{dataset}: dataset.options.{key}={value!r} is not accepted; expected "
+                          f"a number in {bounds}")
 
 
 __all__ = ["MAX_FIELD_CHARS", "check_field_size", "finite_or_inf", "check_file_or_dir", "check_regular_file", "read_text",
            "read_json", "parse_json", "read_csv", "read_parquet", "read_arrow", "literal",
-           "finite_number", "option_number", "preview"]
+           "finite_number", "check_option_range", "preview"]

@@ -1,38 +1,46 @@
-"""``load_claimset(cfg)``: the one entry point from a dataset config to a :class:`ClaimSet`.
+"""``load_claimset(dataset)``: the one entry point from a dataset config to a :class:`ClaimSet`.
 
-Every loader has one signature, ``load(cfg, data_dir) -> ClaimSet``, and one options dataclass (the
-typed schema of ``dataset.options``), registered in :data:`LOADERS` by name. ``cfg`` is the dataset
-config with ``options`` already validated against that dataclass (an unknown key or a wrong type is
-an error naming ``dataset.options.<key>`` and the valid keys) and its defaults filled in.
+Every loader has one signature, ``load(dataset, data_dir) -> ClaimSet``, and one options dataclass
+(the typed schema of ``dataset.options``), registered in :data:`LOADERS` by name. ``dataset`` is a
+frozen :class:`~plural_icm.data.settings.DatasetSettings` whose ``options`` is an instance of that
+dataclass, validated once here (:func:`validated_options`: an unknown key, a wrong type or a value
+outside an enumeration is an error naming ``dataset.options.<key>``, the value and what is
+expected) with the dataclass's defaults filled in. Loaders read attributes; they repeat no default
+and check no option.
+
+:func:`dataset_settings` is the one boundary from a config (the DictConfig Hydra composes, a
+:class:`~plural_icm.data.settings.DatasetConfig`, a mapping) to those settings; every public
+function here accepts either and converts there.
 
 A loader may return its own folds (OvertonBench's fixed search/test split; a claims file that
 carries folds); otherwise folds are assigned here on the *full* dataset, before the persona filter,
 so a run restricted to some personas sees the same split as a run on all of them
-(:func:`plural_icm.data.folds.assign_folds` with ``cfg.n_folds`` and ``cfg.split_seed``).
+(:func:`plural_icm.data.folds.assign_folds` with ``dataset.n_folds`` and ``dataset.split_seed``).
 
-Adding a dataset: a module with ``load_x(cfg, data_dir)`` and an ``XOptions`` dataclass, one line
-in :data:`LOADERS`, and ``conf/dataset/x.yaml`` (``loader: x``, ``score_metric``, ``options``).
-OT's loader brings its fixed search/test split (:func:`plural_icm.data.ot.search_test_split`): test
-questions are fold 0, search questions -1, so ``ClaimSet.split(0)`` returns (search, test) and 0 is
-its only fold.
+Adding a dataset: a module with ``load_x(dataset, data_dir)`` and an ``XOptions`` dataclass, one
+line in :data:`LOADERS`, and ``conf/dataset/x.yaml`` (``loader: x``, ``score_metric``,
+``options``). OT's loader brings its fixed search/test split
+(:func:`plural_icm.data.ot.search_test_split`): test questions are fold 0, search questions -1, so
+``ClaimSet.split(0)`` returns (search, test) and 0 is its only fold.
 """
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import importlib
 import logging
+import typing
+from enum import Enum
 from pathlib import Path
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable, Mapping, NamedTuple
 
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from plural_icm.data.folds import assign_folds
 from plural_icm.data.records import ClaimSet
+from plural_icm.data.settings import DatasetConfig, DatasetSettings
 from plural_icm.errors import ConfigError
-from plural_icm.data.sources import as_list, cfg_get, cfg_options
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +48,7 @@ log = logging.getLogger(__name__)
 class LoaderSpec(NamedTuple):
     module: str
     function: str
-    """``function(cfg, data_dir) -> ClaimSet``."""
+    """``function(dataset: DatasetSettings, data_dir) -> ClaimSet``."""
     options: str
     """The dataclass (in ``module``) that types and validates ``dataset.options``."""
     kfold: bool = False
@@ -49,11 +57,12 @@ class LoaderSpec(NamedTuple):
     False: the loader brings its own split (OT). The demo and claim files are k-fold too: with one
     fold a cell would search on nothing and score its test fold against no examples."""
     stats: str | None = None
-    """A function of ``module``, ``stats(cfg, data_dir) -> str``: what ``stage=data_stats`` prints
-    for this dataset after the common table (:func:`plural_icm.data.stats.data_stats_report`)."""
+    """A function of ``module``, ``stats(dataset: DatasetSettings, data_dir) -> str``: what
+    ``stage=data_stats`` prints for this dataset after the common table
+    (:func:`plural_icm.data.stats.data_stats_report`)."""
     folds: str | None = None
-    """A function of ``module``, ``folds(cfg) -> int``: how many folds the loader itself brings (a
-    fixed split, folds carried by the files), given the validated config. None: ``dataset.n_folds``
+    """A function of ``module``, ``folds(dataset: DatasetSettings) -> int``: how many folds the
+    loader itself brings (a fixed split, folds carried by the files). None: ``dataset.n_folds``
     (at least 2 for a ``kfold`` loader: one fold must be left to search)."""
 
 
@@ -81,7 +90,7 @@ def _loader(name: str) -> tuple[Callable[..., ClaimSet], type]:
     return getattr(module, spec.function), getattr(module, spec.options)
 
 
-_EXPECTED = {"float": "a number", "int": "an integer", "bool": "true or false", "str": "a string"}
+_EXPECTED = {float: "a number", int: "an integer", bool: "true or false", str: "a string"}
 
 
 def kfold_loaders() -> tuple[str, ...]:
@@ -89,106 +98,144 @@ def kfold_loaders() -> tuple[str, ...]:
     return tuple(name for name, spec in LOADERS.items() if spec.kfold)
 
 
-def loader_stats_text(cfg: Any, data_dir: str | Path | None = None) -> str | None:
-    """The dataset's own statistics text (:attr:`LoaderSpec.stats`), None when it declares none."""
-    spec = LOADERS.get(str(getattr(cfg, "loader", "")))
-    if spec is None or spec.stats is None:
-        return None
-    return getattr(importlib.import_module(spec.module), spec.stats)(cfg, data_dir)
-
-
 def _expected(options_class: type, key: str) -> str:
     """What a field of a loader's options dataclass takes, in words (for error messages)."""
-    types = {f.name: str(f.type) for f in dataclasses.fields(options_class)}
-    t = types.get(key, "")
-    for name, words in _EXPECTED.items():
-        if t == name or t.startswith(f"Optional[{name}]") or t.startswith(f"{name} |"):
-            return words
-    return "a list" if "list" in t else f"a value of type {t or 'unknown'}"
+    t = typing.get_type_hints(options_class).get(key)
+    args = [a for a in typing.get_args(t) if a is not type(None)]
+    if typing.get_origin(t) is typing.Union and len(args) == 1:  # Optional[X]
+        t = args[0]
+    if isinstance(t, type) and issubclass(t, Enum):
+        values = [m.value for m in t]
+        words = " or ".join(filter(None, [", ".join(values[:-1]), values[-1]]))
+        return f"{words} (one of {values})"
+    if t in _EXPECTED:
+        return _EXPECTED[t]
+    return "a list" if typing.get_origin(t) is list else f"a value of type {t or 'unknown'}"
 
 
-def validated_options(cfg: Any) -> dict[str, Any]:
-    """``cfg.options`` checked against its loader's options dataclass, defaults filled in."""
-    name = str(cfg_get(cfg, "loader", "") or "")
-    _, options_class = _loader(name)
-    raw = cfg_options(cfg)
+def _container(node: Any) -> Any:
+    """An OmegaConf node as plain Python containers, interpolations resolved against its root."""
+    return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
+
+
+def options_of(loader: str, raw: Mapping[str, Any] | None) -> Any:
+    """``raw`` (``dataset.options``) as an instance of ``loader``'s (frozen) options dataclass: the one
+    validation of a dataset's options. An unknown (or renamed) key, a value of the wrong type, a
+    value outside an enumeration or a range (the dataclass's ``__post_init__``) is a
+    :class:`ConfigError` naming ``dataset.options.<key>``, the value and what is expected."""
+    _, options_class = _loader(loader)
+    raw = dict(raw or {})
     valid = [f.name for f in dataclasses.fields(options_class)]
+    for old, new in getattr(options_class, "RENAMED", {}).items():
+        if old in raw:
+            default = getattr(options_class(), new)
+            raise ConfigError(f"{loader}: dataset.options.{old} is now dataset.options.{new} "
+                              f"(e.g. {new}={[raw[old]]!r}; the default is {default!r})")
     unknown = sorted(set(raw) - set(valid))
     if unknown:
-        raise ConfigError(f"dataset.options.{unknown[0]} is not an option of loader {name!r}"
+        raise ConfigError(f"dataset.options.{unknown[0]} is not an option of loader {loader!r}"
                          + (f" (also unknown: {', '.join(unknown[1:])})" if len(unknown) > 1 else "")
                          + f"; valid options: {', '.join(valid) or 'none'}")
     try:
-        merged = OmegaConf.merge(OmegaConf.structured(options_class), raw)
+        schema = OmegaConf.structured(options_class)
+        OmegaConf.set_readonly(schema, False)  # a frozen dataclass's node is read-only
+        merged = OmegaConf.merge(schema, raw)
     except OmegaConfBaseException as e:
         key = str(getattr(e, "full_key", None) or getattr(e, "key", None) or "?")
-        raise ConfigError(f"dataset.options.{key}={raw.get(key)!r} (loader {name!r}) is not "
+        raise ConfigError(f"dataset.options.{key}={raw.get(key)!r} (loader {loader!r}) is not "
                           f"accepted; expected {_expected(options_class, key)}") from None
-    return OmegaConf.to_container(merged, resolve=True)
+    return OmegaConf.to_object(merged)
 
 
-def _with_options(cfg: Any, options: dict[str, Any]) -> Any:
-    """A copy of ``cfg`` whose ``options`` are ``options`` (the caller's config is not changed)."""
-    if isinstance(cfg, dict):
-        return {**cfg, "options": options}
-    if isinstance(cfg, DictConfig):
-        out = copy.deepcopy(cfg)
-        with open_dict(out):
-            out.options = options
-        return out
-    if dataclasses.is_dataclass(cfg):
-        return dataclasses.replace(cfg, options=options)
-    out = copy.copy(cfg)
-    out.options = options
-    return out
+def validated_options(cfg: Any) -> Any:
+    """The typed options of a dataset config (its loader's options dataclass instance, defaults
+    filled in), validated by :func:`options_of`. ``cfg``: anything with ``loader`` and
+    ``options`` (the DictConfig Hydra composes, a DatasetConfig, DatasetSettings)."""
+    if isinstance(cfg, DatasetSettings):
+        return cfg.options
+    options = _container(cfg.options)
+    if dataclasses.is_dataclass(options):
+        options = dataclasses.asdict(options)
+    return options_of(str(cfg.loader or ""), options)
+
+
+def dataset_settings(cfg: Any) -> DatasetSettings:
+    """THE boundary from a dataset config to typed settings: ``cfg`` (the DictConfig Hydra
+    composes, a :class:`DatasetConfig`, or a mapping of its keys) checked against
+    :class:`DatasetConfig`, its options against the loader's dataclass, as a frozen
+    :class:`DatasetSettings`. Settings already typed are returned as they are."""
+    if isinstance(cfg, DatasetSettings):
+        return cfg
+    if isinstance(cfg, DatasetConfig):
+        config = cfg
+    else:
+        raw = _container(cfg)
+        try:
+            config = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(DatasetConfig), raw))
+        except OmegaConfBaseException as e:
+            key = str(getattr(e, "full_key", None) or getattr(e, "key", None) or "?")
+            raise ConfigError(f"dataset.{key} is not accepted ({type(e).__name__}: "
+                              f"{str(e).splitlines()[0]})") from None
+    n_folds = config.n_folds
+    if isinstance(n_folds, bool) or not isinstance(n_folds, int) or n_folds < 1:
+        raise ConfigError(f"dataset.n_folds={n_folds!r} is not accepted; expected an integer >= 1")
+    values = {f.name: getattr(config, f.name) for f in dataclasses.fields(DatasetSettings)}
+    return DatasetSettings(**{**values, "personas": tuple(str(p) for p in config.personas),
+                              "options": validated_options(config)})
+
+
+def loader_stats_text(cfg: Any, data_dir: str | Path | None = None) -> str | None:
+    """The dataset's own statistics text (:attr:`LoaderSpec.stats`), None when it declares none."""
+    dataset = dataset_settings(cfg)
+    spec = LOADERS.get(dataset.loader)
+    if spec is None or spec.stats is None:
+        return None
+    return getattr(importlib.import_module(spec.module), spec.stats)(dataset, data_dir)
 
 
 def declared_folds(cfg: Any) -> int:
     """How many folds the dataset of ``cfg`` has, by what its loader declares (no data is read):
     the loader's own ``folds`` function when it brings its folds, else ``dataset.n_folds``.
     Raises :class:`ConfigError` when a k-fold split is asked for fewer than 2 folds."""
-    name = str(cfg_get(cfg, "loader", "") or "")
-    _loader(name)  # an unknown loader: the error listing the valid ones
-    spec = LOADERS[name]
+    dataset = dataset_settings(cfg)  # an unknown loader: the error listing the valid ones
+    spec = LOADERS[dataset.loader]
     if spec.folds is not None:
         module = importlib.import_module(spec.module)
-        return int(getattr(module, spec.folds)(_with_options(cfg, validated_options(cfg))))
-    n = cfg_get(cfg, "n_folds", 4)
+        return int(getattr(module, spec.folds)(dataset))
+    n = dataset.n_folds
     least = 2 if spec.kfold else 1
-    if isinstance(n, bool) or not isinstance(n, int) or n < least:
-        raise ConfigError(f"dataset.n_folds={n!r} is not accepted for loader {name!r}; expected an "
-                          f"integer >= {least}" + (" (a k-fold split)" if spec.kfold else ""))
+    if n < least:
+        raise ConfigError(f"dataset.n_folds={n!r} is not accepted for loader {dataset.loader!r}; "
+                          f"expected an integer >= {least}" + (" (a k-fold split)" if spec.kfold else ""))
     return n
 
 
 def check_fold(cfg: Any, fold: int) -> None:
     """``fold`` is one of the folds the dataset declares (:func:`declared_folds`); else a
     :class:`ConfigError` naming the dataset's folds."""
-    n = declared_folds(cfg)
+    dataset = dataset_settings(cfg)
+    n = declared_folds(dataset)
     if isinstance(fold, bool) or not isinstance(fold, int) or not 0 <= fold < n:
-        name = cfg_get(cfg, "name", cfg_get(cfg, "loader", "?"))
-        raise ConfigError(f"config: fold={fold!r} is not accepted; dataset {name!r} declares "
+        raise ConfigError(f"config: fold={fold!r} is not accepted; dataset {dataset.name!r} declares "
                           f"{n} fold(s): expected " + ("0" if n == 1 else f"one of 0..{n - 1}"))
 
 
 def load_claimset(cfg: Any, data_dir: str | Path | None = None) -> ClaimSet:
-    """Load, split and persona-filter the dataset described by ``cfg`` (a DatasetConfig-like)."""
-    name = str(cfg_get(cfg, "loader", "") or "")
-    n_folds = cfg_get(cfg, "n_folds", 4)
-    if isinstance(n_folds, bool) or not isinstance(n_folds, int) or n_folds < 1:
-        raise ConfigError(f"dataset.n_folds={n_folds!r} is not accepted; expected an integer >= 1")
-    load, _ = _loader(name)
-    claimset = load(_with_options(cfg, validated_options(cfg)), data_dir)
+    """Load, split and persona-filter the dataset of ``cfg`` (:class:`DatasetSettings`, or a
+    config :func:`dataset_settings` converts)."""
+    dataset = dataset_settings(cfg)
+    load, _ = _loader(dataset.loader)
+    claimset = load(dataset, data_dir)
     if not claimset.claims:
-        raise ConfigError(f"dataset {cfg_get(cfg, 'name', name)!r} (loader {name}) produced no "
+        raise ConfigError(f"dataset {dataset.name!r} (loader {dataset.loader}) produced no "
                          f"claims: {claimset.description}")
     if not claimset.folds:
-        claimset.folds = assign_folds(claimset.claims, n_folds, int(cfg_get(cfg, "split_seed", 0) or 0))
+        claimset.folds = assign_folds(claimset.claims, dataset.n_folds, dataset.split_seed)
     missing = {c.question_id for c in claimset.claims} - set(claimset.folds)
     if missing:
         raise ConfigError(f"dataset {claimset.name!r}: {len(missing)} question id(s) have no fold, "
                          f"e.g. {sorted(missing)[:3]}")
-    return filter_personas(claimset, [str(p) for p in as_list(cfg_get(cfg, "personas", None))])
+    return filter_personas(claimset, list(dataset.personas))
 
 
 def filter_personas(claimset: ClaimSet, wanted: list[str]) -> ClaimSet:

@@ -19,52 +19,14 @@ import logging
 import os
 import stat
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import TYPE_CHECKING, Iterable, Sequence
 
 from plural_icm.errors import UserError
 
+if TYPE_CHECKING:
+    from plural_icm.data.settings import DatasetSettings
+
 log = logging.getLogger(__name__)
-
-
-def cfg_get(cfg: Any, key: str, default: Any = None) -> Any:
-    """``cfg.key`` for an OmegaConf node, a dataclass, a namespace or a dict."""
-    if isinstance(cfg, dict):
-        value = cfg.get(key, default)
-    else:
-        try:
-            value = getattr(cfg, key)
-        except (AttributeError, KeyError):
-            value = default
-    return default if value is None and default is not None else value
-
-
-def cfg_options(cfg: Any) -> dict[str, Any]:
-    """``cfg.options`` as a plain dict (OmegaConf containers converted)."""
-    opts = cfg_get(cfg, "options", None) or {}
-    try:
-        from omegaconf import DictConfig, OmegaConf
-
-        if isinstance(opts, DictConfig):
-            opts = OmegaConf.to_container(opts, resolve=True)
-    except ImportError:  # pragma: no cover - omegaconf is a core dependency
-        pass
-    return dict(opts)
-
-
-def as_list(value: Any) -> list:
-    """A config list (ListConfig, tuple, single string) as a plain list."""
-    if value is None:
-        return []
-    if isinstance(value, str):
-        return [value]
-    try:
-        from omegaconf import ListConfig, OmegaConf
-
-        if isinstance(value, ListConfig):
-            return list(OmegaConf.to_container(value, resolve=True))
-    except ImportError:  # pragma: no cover
-        pass
-    return list(value)
 
 
 class DataNotFoundError(UserError, FileNotFoundError):
@@ -78,9 +40,9 @@ def missing(what: str, fixes: Sequence[str]) -> FileNotFoundError:
     return DataNotFoundError("\n".join(lines))
 
 
-def configured_path(cfg: Any, dataset: str, fixes: Sequence[str]) -> Path | None:
+def configured_path(settings: DatasetSettings, dataset: str, fixes: Sequence[str]) -> Path | None:
     """``dataset.path`` as an existing Path, None when unset; an error when set but missing."""
-    raw = cfg_get(cfg, "path", None)
+    raw = settings.path
     if raw in (None, ""):
         return None
     path = Path(str(raw)).expanduser()
@@ -115,10 +77,12 @@ def data_dir_path(data_dir: str | Path | None, subdirs: Iterable[str]) -> Path |
     return None
 
 
-def download_allowed(cfg: Any) -> bool:
+def download_allowed(settings: DatasetSettings) -> bool:
+    """Whether a loader may fetch from the hub: its ``dataset.options.download`` unless
+    ``HF_HUB_OFFLINE`` is set."""
     if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes"}:
         return False
-    return bool(cfg_options(cfg).get("download", True))
+    return bool(settings.options.download)
 
 
 def hub_file(repo_id: str, filename: str, what: str, fixes: Sequence[str]) -> Path:

@@ -71,12 +71,15 @@ def format_stats(claimset_or_df: ClaimSet | pd.DataFrame, title: str | None = No
 
 
 def data_stats_report(cfg: Any, data_dir: str | Path | None = None) -> str:
-    """Everything ``stage=data_stats`` prints for one dataset config."""
-    from plural_icm.data.registry import load_claimset, loader_stats_text
+    """Everything ``stage=data_stats`` prints for one dataset: ``cfg`` is its
+    :class:`~plural_icm.data.settings.DatasetSettings`, or a config
+    :func:`plural_icm.data.registry.dataset_settings` converts."""
+    from plural_icm.data.registry import dataset_settings, load_claimset, loader_stats_text
 
-    claimset = load_claimset(cfg, data_dir)
+    dataset = dataset_settings(cfg)
+    claimset = load_claimset(dataset, data_dir)
     text = format_stats(claimset)
-    extra = loader_stats_text(cfg, data_dir)  # what the dataset declares (LoaderSpec.stats)
+    extra = loader_stats_text(dataset, data_dir)  # what the dataset declares (LoaderSpec.stats)
     if extra:
         text += "\n\n" + extra
     return text

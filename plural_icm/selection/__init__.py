@@ -11,8 +11,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from plural_icm.utils.values import plain
-
 SELECTIONS = ("all", "random", "nearest", "spica")
 PROMPTS = ("contrastive", "positive")
 GROUP_SOURCES = ("auto", "gold", "icm")
@@ -21,7 +19,7 @@ GROUP_SOURCES = ("auto", "gold", "icm")
 def selection_name(cfg: Any) -> str:
     """``cfg.selection.name``, ``all`` when the config has no selection (older configs)."""
     sel = cfg.get("selection") if hasattr(cfg, "get") else None
-    return "all" if sel is None else str(plain(sel.get("name", "all")))
+    return "all" if sel is None else str(sel.get("name", "all"))
 
 
 def per_query(cfg: Any) -> bool:

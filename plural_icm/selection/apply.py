@@ -20,7 +20,6 @@ from plural_icm.selection.group_terms import composite_distance, terms_from_mome
 from plural_icm.selection.retrieve import (Examples, by_question, dev_split, fit_spica, gold_ratings, gold_variance,
                                            icm_ratings, option_order, population_means, random_order,
                                            retrieval_error, take_k)
-from plural_icm.utils.values import plain
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +40,8 @@ def check_selection(cfg: Any) -> None:
     """Refuse settings the selection cannot honour, naming the option."""
     sel = cfg.selection
     name = selection_name(cfg)
-    for key, value, valid in (("name", name, SELECTIONS), ("prompt", plain(sel.prompt), PROMPTS),
-                              ("group_source", plain(sel.group_source), GROUP_SOURCES)):
+    for key, value, valid in (("name", name, SELECTIONS), ("prompt", sel.prompt, PROMPTS),
+                              ("group_source", sel.group_source, GROUP_SOURCES)):
         if value not in valid:
             raise ValueError(f"selection.{key}={value!r} is not one of {', '.join(valid)}")
     if name == "all":
@@ -55,7 +54,7 @@ def check_selection(cfg: Any) -> None:
 def group_source(cfg: Any, condition_has_search: bool) -> str:
     """``gold`` or ``icm``: what SPICA's group terms read (``auto``: icm when the condition has an
     ICM search, so ``icm x spica`` reads no human label)."""
-    src = plain(cfg.selection.group_source)
+    src = cfg.selection.group_source
     if src == "auto":
         return "icm" if condition_has_search else "gold"
     return src
@@ -86,7 +85,7 @@ def select_for_cell(cfg: Any, claimset: ClaimSet, labelled: Mapping[str, Any],
     """Per persona, the examples of each held-out question under ``cfg.selection``."""
     check_selection(cfg)
     name, seed, k = selection_name(cfg), int(cfg.seed), int(cfg.inference.n_examples)
-    prompt = plain(cfg.selection.prompt)
+    prompt = cfg.selection.prompt
     personas = sorted(labelled)
     source = group_source(cfg, condition_has_search)
     # a condition without examples (zero-shot) has nothing to rank: no embedding model is loaded
@@ -125,7 +124,7 @@ def select_for_cell(cfg: Any, claimset: ClaimSet, labelled: Mapping[str, Any],
         queries = by_question(test)
         metrics: dict[str, Any] = {"selection_group_source": source if name == "spica" else None}
         if name == "spica":
-            terms = {q: _terms(r, variances[pid][q], pop.get(q), plain(cfg.selection.contrast_mean))
+            terms = {q: _terms(r, variances[pid][q], pop.get(q), cfg.selection.contrast_mean)
                      for q, r in ratings[pid].items()}
             dev, rest = dev_split(list(bank), float(cfg.selection.dev_fraction), seed, pid)
             fit = fit_spica(dev, rest, ratings[pid], terms, sims)
@@ -210,7 +209,7 @@ def embedder_from_config(cfg: Any) -> Any:
     from plural_icm.backends.embeddings import make_embedder
 
     sel = cfg.selection
-    kind = plain(sel.embedding_backend)
+    kind = sel.embedding_backend
     kwargs: dict[str, Any] = {"batch_size": int(sel.embedding_batch_size)}
     if kind == "openai":
         kwargs |= {"api_base": sel.embedding_api_base, "api_key_env": sel.embedding_api_key_env}
