@@ -49,10 +49,10 @@ def check_config(cfg: Any) -> None:
     are checked against the loader's options dataclass
     (:func:`plural_icm.data.registry.validated_options`).
     """
-    from plural_icm.backends.settings import engine_settings, model_get
+    from plural_icm.backends.settings import engine_settings
     from plural_icm.data.registry import validated_options
 
-    engine_settings(model_get(cfg.model, "vllm"))
+    engine_settings(cfg.model.get("vllm"))  # before typing: a `+` key is still there to refuse
     validated_options(cfg.dataset)
 
 
