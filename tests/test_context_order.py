@@ -184,3 +184,27 @@ def test_published_order_equals_reference_on_paper_gqa_claims():
     p_fast, p_ref = mean_log_odds(fast, gold), mean_log_odds(ref, gold)
     print(f"P(gold) published: fast engine {p_fast:.6f}, reference {p_ref:.6f}")
     assert abs(p_fast - p_ref) < 1e-4
+
+
+def test_order_benchmark_cell_reports_both_orders_and_progress(tiny_model_dir, capsys):
+    """``python -m plural_icm.bench.order``'s unit of work on the tiny model: both orders' searches
+    (same seeds), P of gold/random/ICM labels under each order, agreement, and a progress line with
+    rate and time left while the searches run."""
+    from plural_icm.backends.hf import HFBackend
+    from plural_icm.bench import order as bench
+
+    claims = demo_claims(4)
+    backend = HFBackend(str(tiny_model_dir), dtype="float32", prefix_cache=True)
+    out = bench.run_cell(backend, claims, seeds=[0, 1], max_iters=2, prog=bench.Progress(6))
+    gold = {c.item_id: bool(c.gold) for c in claims}
+    published = labelling_scores(claims, ConsistencyRule.EXACTLY_ONE, backend,
+                                 SearchParams(context_order="published"), gold, TEMPLATE, LABELS)
+    assert out["orders"]["published"]["P_gold"] == pytest.approx(mean_log_odds(published, gold), abs=1e-6)
+    assert out["orders"]["published"]["P_gold"] != pytest.approx(out["orders"]["halving_tail"]["P_gold"])
+    for order in bench.ORDERS:
+        o = out["orders"][order]
+        assert len(o["labels"]) == len(o["accuracy"]) == 2 and all(0 <= a <= 1 for a in o["accuracy"])
+    assert len(out["agreement"]) == 2 and all(0 <= a <= 1 for a in out["agreement"])
+    printed = capsys.readouterr().out
+    assert "2 searches, published: 4/4 iterations" in printed and "min left" in printed
+    assert "| model |" in bench.table([{"model": "tiny", "persona": "progressive", "unit": "part", **out}])

@@ -147,6 +147,27 @@ class Progress:
               f"~{left / 60:.1f} min left", flush=True)
 
 
+class IterationMeter:
+    """Counts the iterations of a batch of searches (their ``on_iteration`` callback) and prints
+    one line every ``every`` seconds: done of total, rate, time left at that rate. The searches of
+    one order run together in shared batches, so without it a cell is silent for its longest part."""
+
+    def __init__(self, total: int, what: str, every: float = 60.0):
+        self.total, self.what, self.every = total, what, every
+        self.done, self.t0 = 0, time.perf_counter()
+        self.last = self.t0
+
+    def __call__(self, _row: dict) -> None:
+        self.done += 1
+        now = time.perf_counter()
+        if now - self.last >= self.every or self.done == self.total:
+            self.last = now
+            rate = self.done / max(now - self.t0, 1e-9)
+            left = (self.total - self.done) / rate if rate else float("nan")
+            print(f"    {self.what}: {self.done}/{self.total} iterations, {rate * 60:.1f}/min, "
+                  f"~{left / 60:.1f} min left", flush=True)
+
+
 def run_cell(backend, claims: list[Claim], seeds: Sequence[int], max_iters: int, prog: Progress) -> dict:
     """Everything the table reports for one (model, persona, search set)."""
     ids = [c.item_id for c in claims]
@@ -183,8 +204,9 @@ def run_cell(backend, claims: list[Claim], seeds: Sequence[int], max_iters: int,
     for order in ORDERS:
         o = out["orders"][order]
         t0 = time.perf_counter()
+        meter = IterationMeter(len(seeds) * max_iters, f"{len(seeds)} searches, {order}")
         searches = [ICMSearch(claims, rule, renderer, search_params(order, max_iters), seed=k,
-                              max_context=backend.max_context) for k in seeds]
+                              max_context=backend.max_context, on_iteration=meter) for k in seeds]
         results: list[SearchResult] = run_searches(searches, backend, list(LABELS))
         o["search_wall_s"] = time.perf_counter() - t0
         o["labels"] = [r.labels for r in results]
