@@ -88,15 +88,17 @@ def typed(cfg: DictConfig) -> Settings:
     """``cfg`` as :class:`Settings`, without the checks (:func:`as_settings`)."""
     if not OmegaConf.is_config(cfg):
         raise TypeError(f"expected a composed DictConfig, not {type(cfg).__name__}")
-    if OmegaConf.get_type(cfg) is not Config:  # composed without the schema (a hand-made config)
-        cfg = OmegaConf.merge(OmegaConf.structured(Config), cfg)
+    source = cfg
+    if OmegaConf.get_type(cfg) is not Config:  # assembled without the schema's type (the sweep
+        # launcher's jobs, a hand-made config): typed through the schema; ``composed`` stays as given
+        source = OmegaConf.merge(OmegaConf.structured(Config), cfg)
     values: dict[str, Any] = {}
     for f in fields(Config):
-        if OmegaConf.is_missing(cfg, f.name):
+        if OmegaConf.is_missing(source, f.name):
             values[f.name] = None  # only ``icm`` (refused by validate); the others fail below
             continue
         try:
-            node = cfg[f.name]
+            node = source[f.name]
             values[f.name] = OmegaConf.to_object(node) if OmegaConf.is_config(node) else node
         except Exception as e:  # a value still missing (???) or an interpolation that cannot resolve
             raise ConfigError(f"config: cannot resolve {f.name}: {e}") from e
