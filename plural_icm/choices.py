@@ -67,5 +67,11 @@ class ScoreMetric(str, Enum):
     representation_score = "representation_score"  # OvertonBench: judge rating 1-5
 
 
+class QuestionsFrom(str, Enum):
+    """Where collaborative elicitation takes its ``k_per_fold`` questions from (per round)."""
+    pooled = "pooled"                        # ours: the k least sure over all the training claims
+    per_training_fold = "per_training_fold"  # the paper's Section 6: k from EACH training fold
+
+
 __all__ = ["Schedule", "TemperatureIndex", "SearchUnit", "SeedLabels", "Aggregate", "Engine",
-           "ContextPolicy", "RepairRule", "ExampleOrder", "ScoreMetric"]
+           "ContextPolicy", "RepairRule", "ExampleOrder", "ScoreMetric", "QuestionsFrom"]

@@ -13,8 +13,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def synthetic_study(path: Path, n_questions: int = 4, personas=("north", "south")):
-    """A study without searches: ``n_questions`` three-option questions per persona."""
+def synthetic_study(path: Path, n_questions: int = 4, personas=("north", "south"),
+                    layout: str | None = None):
+    """A study without searches: ``n_questions`` three-option questions per persona (``layout``:
+    the study's setting; None: a study file from before the setting, one question per page)."""
     from plural_icm.elicitation.store import Option, Question, StudyStore
 
     qs = [Question(0, p, f"{p}/q{i}", f"q{i}", f"Question {i} for {p}?", i, [0],
@@ -23,6 +25,8 @@ def synthetic_study(path: Path, n_questions: int = 4, personas=("north", "south"
     meta = {"name": "synthetic", "model": "none", "dataset": "synthetic", "method": "confidence",
             "k_per_fold": n_questions, "folds": [0], "seed": 0, "overrides": [],
             "instruction": "Answer as most people in this group would."}
+    if layout is not None:
+        meta["layout"] = layout
     store = StudyStore.create(path, meta, {p: f"The group is {p}erners." for p in personas}, qs)
     return store, store.set_researcher_token()
 
@@ -75,16 +79,12 @@ class Server:
                 self.proc.wait(timeout=10)
 
 
-def answer_counts(study: Path) -> dict[tuple[int, int], list[str]]:
+def answer_counts(study) -> dict[tuple[int, int], list[str]]:
     """Every stored answer, (invitation id, question id) -> the option keys stored (a list, so a
-    duplicate would show as two)."""
-    import sqlite3
+    duplicate would show as two); ``study``: a file or a postgresql:// URL."""
+    from plural_icm.elicitation.store import StudyStore
 
-    con = sqlite3.connect(study)
-    try:
-        out: dict[tuple[int, int], list[str]] = {}
-        for inv, q, opt in con.execute("SELECT invitation_id, question_id, option_key FROM answers"):
-            out.setdefault((inv, q), []).append(opt)
-        return out
-    finally:
-        con.close()
+    out: dict[tuple[int, int], list[str]] = {}
+    for r in StudyStore(study).all_answers():
+        out.setdefault((r["invitation_id"], r["question_id"]), []).append(r["option_key"])
+    return out

@@ -15,7 +15,7 @@ from conftest import needs_packaged
 from plural_icm.data.demo import load_demo
 from plural_icm.data.records import ConsistencyRule
 from plural_icm.search.engine import SearchParams, evaluate_labelling, labelling_scores
-from plural_icm.search.layout import FixedLayout, TreeTailLayout
+from plural_icm.search.context_order import FixedLayout, TreeTailLayout
 from plural_icm.search.store import SearchTask
 
 TEMPLATE = "Question: {question}\nClaim: {claim}\nI think this claim is"

@@ -7,6 +7,7 @@ import json
 import logging
 import re
 import sqlite3
+import time
 
 import pytest
 from elicitation_support import CSRF, answer_counts, synthetic_study
@@ -296,3 +297,175 @@ def test_command_line_invite_status_export(tmp_path, capsys):
     assert "persona 'west' is not in this study" in capsys.readouterr().err
     assert main(["status", "--study", str(tmp_path / "none.db")]) == 2
     assert "no such study file" in capsys.readouterr().err
+
+
+# -- a study of each selection method asks what stage=collaborative asks ----------------------------
+
+TINY_SEARCH = ("model.name=tiny", "logger=none", "progress=false", "icm.max_iters=8", "icm.patience=4",
+               "icm.num_seed=2", "icm.checkpoint_every=2", "dataset.personas=[progressive]")
+
+
+def test_active_study_asks_what_the_collaborative_stage_asks(tmp_path, tiny_model_dir, monkeypatch,
+                                                              capsys):
+    """``create --method active`` from real (tiny-model) searches: the questions are the ones
+    ``stage=collaborative`` with ``collaborative.selection=[active]`` asks for the same searches
+    (the stage itself is run and its ``asked`` read back), and not the ``confidence`` ones."""
+    from plural_icm.elicitation.__main__ import main
+    from plural_icm.elicitation.store import StudyStore
+    from plural_icm.elicitation.study import compose
+    from plural_icm.pipeline.collaborative import run_collaborative
+
+    monkeypatch.setenv("PLURAL_ICM_OUTPUT", str(tmp_path / "out"))
+    overrides = [f"model.base={tiny_model_dir}", f"model.instruct={tiny_model_dir}", *TINY_SEARCH]
+    chosen = {}
+    for method in ("active", "confidence"):  # the second reuses the searches on disk
+        db = tmp_path / f"{method}.db"
+        run = ["--run-searches"] if method == "active" else []
+        assert main(["create", "--study", str(db), "--k", "2", "--method", method, *run,
+                     "--", *overrides]) == 0
+        store = StudyStore(db)
+        assert store.meta()["method"] == method
+        chosen[method] = [q.group_id for q in store.questions("progressive")]
+    capsys.readouterr()
+    assert len(chosen["active"]) == 2
+    stage = run_collaborative(compose([*overrides, "experiment=collaborative",
+                                       "collaborative.k_per_fold=2", "collaborative.selection=[active]"]))
+    assert stage["progressive"]["active"]["asked"] == chosen["active"]
+    asked_file = (tmp_path / "out" / "collaborative" / "tiny" / "demo" / "progressive" / "active"
+                  / "fold0" / "questions.jsonl")
+    assert [json.loads(x)["group_id"] for x in asked_file.read_text().splitlines()] == chosen["active"]
+    # the method is honoured: the few-shot model's doubts pick other questions than ICM's here
+    assert chosen["active"] != chosen["confidence"], chosen
+    print(f"chosen: {chosen}; stage=collaborative (active) asked {stage['progressive']['active']['asked']}")
+
+
+# -- serve stops cleanly on Ctrl-C and SIGTERM ------------------------------------------------------
+
+@pytest.mark.parametrize("signame", ["SIGINT", "SIGTERM"])
+def test_serve_stops_cleanly_on_a_signal(tmp_path, signame):
+    """``serve`` in a subprocess; answers through HTTP (a keep-alive session left open); one answer
+    is in flight (its body half sent) when the signal arrives: it is still answered and stored,
+    new connections are refused, the process exits 0 with one line naming the study file, no
+    traceback, and the write-ahead log folded into the file."""
+    import os
+    import signal
+    import socket
+    from urllib.parse import urlencode, urlsplit
+
+    pytest.importorskip("flask", reason=NO_EXTRA)
+    pytest.importorskip("waitress", reason=NO_EXTRA)
+    requests = pytest.importorskip("requests")
+    from elicitation_support import Server
+
+    db = tmp_path / "s.db"
+    store, _ = synthetic_study(db, personas=("north",))
+    (_, tok), = store.add_invitations("north", 1)
+    qids = _qids(store, "north")
+    server = Server(db, tmp_path / "server.log")
+    base = server.start()
+    try:
+        http = requests.Session()  # keep-alive: an idle connection is open when the signal comes
+        for qid in qids[:-1]:
+            csrf = CSRF.search(http.get(f"{base}/a/{tok}/q/{qid}").text).group(1)
+            r = http.post(f"{base}/a/{tok}/q/{qid}", data={"csrf": csrf, "option": "2"},
+                          allow_redirects=False)
+            assert r.status_code == 303
+        csrf = CSRF.search(http.get(f"{base}/a/{tok}/q/{qids[-1]}").text).group(1)
+        body = urlencode({"csrf": csrf, "option": "1"}).encode()
+        host, port = urlsplit(base).hostname, urlsplit(base).port
+        with socket.create_connection((host, port), timeout=30) as s:
+            s.sendall(f"POST /a/{tok}/q/{qids[-1]} HTTP/1.1\r\nHost: {host}:{port}\r\n"
+                      f"Content-Type: application/x-www-form-urlencoded\r\n"
+                      f"Content-Length: {len(body)}\r\n\r\n".encode() + body[:10])
+            time.sleep(0.3)  # the server has read the headers and part of the body
+            os.kill(server.proc.pid, getattr(signal, signame))
+            time.sleep(0.5)
+            with pytest.raises(requests.ConnectionError):  # no new connection is accepted
+                requests.get(f"{base}/healthz", timeout=5)
+            s.sendall(body[10:])
+            reply = s.recv(4096).decode("latin-1")
+        assert reply.startswith("HTTP/1.1 303"), reply[:200]  # the in-flight answer is confirmed
+        assert server.proc.wait(timeout=30) == 0
+    finally:
+        server.stop()
+    log = (tmp_path / "server.log").read_text()
+    assert "Traceback" not in log, log[-2000:]
+    stopped = [line for line in log.splitlines() if "confirmed answer" in line]
+    assert stopped == [f"stopped ({signame}): the study file {db} keeps every confirmed answer"]
+    assert answer_counts(db) == {(1, q): ["2"] for q in qids[:-1]} | {(1, qids[-1]): ["1"]}
+    wal = db.with_name(db.name + "-wal")
+    assert not wal.exists() or wal.stat().st_size == 0
+
+
+# -- the single-form layout -------------------------------------------------------------------------
+
+@pytest.fixture
+def form_study(tmp_path):
+    pytest.importorskip("flask", reason=NO_EXTRA)
+    from plural_icm.elicitation.server import make_app
+
+    db = tmp_path / "s.db"
+    store, researcher = synthetic_study(db, layout="form")
+    (_, north), = store.add_invitations("north", 1)
+    (_, south), = store.add_invitations("south", 1)
+    return {"db": db, "store": store, "client": make_app(db).test_client(), "north": north,
+            "south": south, "researcher": researcher}
+
+
+def test_form_layout_all_questions_on_one_page_change_until_submit(form_study):
+    c, store, tok = form_study["client"], form_study["store"], form_study["north"]
+    qids = _qids(store, "north")
+    welcome = c.get(f"/a/{tok}").text
+    assert f'href="/a/{tok}/form"' in welcome  # Start leads to the form
+    csrf, html = _form(c, f"/a/{tok}/form")
+    assert html.count("<fieldset") == 4 and html.count('type="radio"') == 12 and html.count("<label") == 12
+    assert [f"Question {i} of 4" in html for i in range(1, 5)] == [True] * 4
+    assert "0 of 4 answered" in html and len(set(re.findall(r'id="([^"]+)"', html))) == \
+        len(re.findall(r'id="([^"]+)"', html))  # every label's target unique
+    r = c.post(f"/a/{tok}/form", data={"csrf": csrf, **{f"q-{q}": "0" for q in qids[:3]}})
+    assert r.status_code == 303 and r.headers["Location"].endswith("/review")  # partial: saved
+    review = c.get(f"/a/{tok}/review").text
+    assert "3 of 4 answered" in review and "Not answered yet" in review
+    assert f'href="/a/{tok}/form#q-{qids[0]}"' in review  # Change returns to the form, at it
+    csrf, html = _form(c, f"/a/{tok}/form")
+    assert re.search(rf'name="q-{qids[0]}" value="0" checked', html) and "3 of 4 answered" in html
+    r = c.post(f"/a/{tok}/form", data={"csrf": csrf, f"q-{qids[0]}": "2",
+                                       **{f"q-{q}": "1" for q in qids[1:]}})
+    assert r.status_code == 303
+    csrf, review = _form(c, f"/a/{tok}/review")
+    assert "4 of 4 answered" in review
+    assert c.post(f"/a/{tok}/submit", data={"csrf": csrf}).status_code == 303
+    assert c.get(f"/a/{tok}/form").status_code == 303  # submitted: only the thank-you
+    assert answer_counts(form_study["db"]) == {(1, qids[0]): ["2"], **{(1, q): ["1"] for q in qids[1:]}}
+    assert "layout form" in c.get(f"/r/{form_study['researcher']}").text
+
+
+def test_form_layout_hostile_requests_are_refused_and_write_nothing(form_study):
+    c, store, tok = form_study["client"], form_study["store"], form_study["north"]
+    north, south = _qids(store, "north"), _qids(store, "south")
+    good = {f"q-{q}": "0" for q in north}
+    got = []
+
+    def attempt(name, data):
+        before = answer_counts(form_study["db"])
+        r = c.post(f"/a/{tok}/form", data=data)
+        got.append((name, r.status_code, answer_counts(form_study["db"]) == before))
+
+    csrf, _ = _form(c, f"/a/{tok}/form")
+    attempt("another persona's question among valid ones", {"csrf": csrf, **good, f"q-{south[0]}": "0"})
+    attempt("one forged option among valid ones", {"csrf": csrf, **good, f"q-{north[3]}": "7"})
+    attempt("a malformed question field", {"csrf": csrf, **good, "q-x": "0"})
+    attempt("two values for one question", {"csrf": csrf, f"q-{north[0]}": ["0", "1"]})
+    attempt("no answer at all", {"csrf": csrf})
+    attempt("missing CSRF token", good)
+    attempt("CSRF token of another invitation",
+            {"csrf": _form(c, f"/a/{form_study['south']}/form")[0], **good})
+    assert c.post(f"/a/{tok}/form", data={"csrf": csrf, **good}).status_code == 303
+    assert c.post(f"/a/{tok}/form", data={"csrf": csrf, **good}).status_code == 303  # a retry
+    attempt("replayed CSRF token (other answers)", {"csrf": csrf, **{k: "1" for k in good}})
+    attempt("oversized body (100 KB)", {"csrf": _form(c, f"/a/{tok}/form")[0], **good, "pad": "x" * 100_000})
+    for name, status, unchanged in got:
+        print(f"{status}  {name}")
+    assert [s for _, s, _ in got] == [404, 400, 400, 400, 400, 403, 403, 403, 413]
+    assert all(unchanged for _, _, unchanged in got)
+    assert answer_counts(form_study["db"]) == {(1, q): ["0"] for q in north}  # the legitimate one, once

@@ -105,6 +105,14 @@ def _stored(study, store, crowd: Crowd) -> dict[tuple[str, int], list[str]]:
 @pytest.mark.slow
 def test_fifty_annotators_then_sigkill_mid_study_loses_and_duplicates_nothing(tmp_path):
     study = tmp_path / "load.db"
+    load_then_sigkill(study, tmp_path)
+    con = sqlite3.connect(study)
+    assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+def load_then_sigkill(study, tmp_path) -> None:
+    """The load and kill tiers on ``study`` (a new file, or an empty database's URL: the
+    PostgreSQL tests run it too)."""
     store, _ = synthetic_study(study, n_questions=K)
     server = Server(study, tmp_path / "server.log")
     server.start()
@@ -146,10 +154,7 @@ def test_fifty_annotators_then_sigkill_mid_study_loses_and_duplicates_nothing(tm
         assert len(crowd2.confirmed) == len(crowd2.sent) == found == N_ANNOTATORS * K
         assert all(stored[key] == [opt] for key, opt in crowd2.confirmed.items())  # exactly once
         assert len(crowd2.submitted) == N_ANNOTATORS
-        con = sqlite3.connect(study)
-        assert con.execute("SELECT COUNT(*) FROM invitations WHERE finished_at IS NOT NULL").fetchone()[0] \
-            == 2 * N_ANNOTATORS
-        assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        assert sum(i.finished_at is not None for i in store.invitations()) == 2 * N_ANNOTATORS
         # an oversized body through the real server too
         big = requests.post(f"{server.base}/a/{crowd2.invitations[0][1]}/submit",
                             data={"pad": "x" * 200_000}, timeout=30)

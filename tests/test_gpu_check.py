@@ -13,12 +13,16 @@ def test_gpu_check_cpu_smoke(capsys):
     out = capsys.readouterr().out
     results = json.loads(out.split("RESULTS ", 1)[1])
     # fp32: the cached scorer equals the prompts computed from scratch (bf16 only rounds)
-    assert results["exact_float32"]["max_abs_diff"] < 1e-4
-    assert results["exact_float32"]["prompts"] == 8
-    assert results["fast"]["proposals"] == 1 and results["reference"]["proposals"] == 1
-    # the published cost model recomputes every context; ours reuses prefixes
-    assert results["reference"]["proposal_tokens"] > results["fast"]["proposal_tokens"]
-    assert "projected paper-size search (n=10" in out
+    # in both context orders (the presets' published one and halving_tail)
+    for order in ("published", "halving_tail"):
+        assert results[f"exact_{order}_float32"]["max_abs_diff"] < 1e-4
+        assert results[f"exact_{order}_float32"]["prompts"] == 8
+    assert all(results[e]["proposals"] == 1 for e in ("published", "fast", "reference"))
+    # the published cost model recomputes every context; ours reuses prefixes, in either order
+    assert results["reference"]["proposal_tokens"] > results["published"]["proposal_tokens"] \
+        > results["fast"]["proposal_tokens"]
+    assert "projected paper-size search (n=10, 3000 iterations, published engine" in out
+    assert "projected paper-size search (n=10, 3000 iterations, fast engine" in out
 
 
 def test_architecture_is_llama_3_1_8b_unless_scaled():

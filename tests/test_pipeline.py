@@ -428,3 +428,55 @@ def test_collaborative_later_rounds_use_the_constrained_reruns_confidences(tmp_p
     assert {j: v for j, v in seen[1].items() if j not in asked} == \
         {j: v for j, v in rerun.items() if j not in asked}
     assert seen[1] != {j: (0.0 if j in asked else v) for j, v in first.items()}
+
+
+def test_collaborative_questions_per_training_fold_as_the_papers_section_6():
+    """``collaborative.questions_from=per_training_fold``: k questions from EACH training fold,
+    ranked within it, and a fold asks the same question whichever fold is held out (so with the
+    paper's per-part searches, k = 4 over 4 folds); ``pooled`` takes k over all training claims."""
+    from plural_icm.data.demo import load_demo
+    from plural_icm.pipeline.collaborative import round_questions
+
+    cs = load_demo()
+    pid = "progressive"
+    conf = {c.item_id: (hash(c.item_id) % 997) / 997 for c in cs.claims if c.persona_id == pid}
+    group_fold = {c.group_id: cs.folds[c.question_id] for c in cs.claims if c.persona_id == pid}
+    picks = {}
+    for held_out in (0, 1):
+        train, _ = cs.split(held_out, pid)
+        for method in ("confidence", "random"):
+            per_fold = round_questions(method, train, 1, 7, 0, conf, {}, None, [], folds=cs.folds)
+            assert sorted(group_fold[g] for g in per_fold) == sorted({0, 1, 2, 3} - {held_out})
+            picks[held_out, method] = {group_fold[g]: g for g in per_fold}
+            pooled = round_questions(method, train, 1, 7, 0, conf, {}, None, [])
+            assert len(pooled) == 1
+        # within a fold: the least sure question of that fold
+        for fold, g in picks[held_out, "confidence"].items():
+            in_fold = {c.group_id: min(conf[x.item_id] for x in train if x.group_id == c.group_id)
+                       for c in train if cs.folds[c.question_id] == fold}
+            assert in_fold[g] == min(in_fold.values())
+    for method in ("confidence", "random"):  # folds 2 and 3 are training folds of both jobs
+        assert {f: picks[0, method][f] for f in (2, 3)} == {f: picks[1, method][f] for f in (2, 3)}
+
+
+def test_a_persona_without_training_claims_gets_no_search_and_no_examples(tmp_path, tiny_cfg, caplog):
+    """Small data: every item of a persona can fall in the held-out fold (the PT fixture's DEC and
+    DMS in fold 0). The cell runs: no search for that persona, no examples under any condition,
+    a warning naming it; the other personas are searched as usual."""
+    import json
+
+    from plural_icm.pipeline.cell import cell_path, run_cell
+
+    fixtures = Path(__file__).resolve().parent / "fixtures" / "datasets"
+    cfg = tiny_cfg(["condition=icm", "dataset=pt", "dataset.options.configs=[BeaverTails]",
+                    "dataset.options.splits=[test]", f"paths.data_dir={fixtures}", "fold=0"])
+    with caplog.at_level("WARNING"):
+        metrics = run_cell(cfg)
+    assert metrics["overall"]["n_claims"] > 0
+    warned = " ".join(r.getMessage() for r in caplog.records)
+    for pid in ("DEC", "DMS"):
+        assert f"persona '{pid}' has no training claims" in warned
+    searched = {p.parent.parent.name for p in (tmp_path / "out" / "searches").rglob("summary.json")}
+    assert searched == {"DCF", "DSN"}, searched
+    examples = [json.loads(x) for x in (cell_path(cfg) / "examples.jsonl").read_text().splitlines()]
+    assert {e["persona_id"] for e in examples} == {"DCF", "DSN"}

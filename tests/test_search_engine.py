@@ -13,7 +13,7 @@ from plural_icm.backends.base import ContextLengthError
 from plural_icm.data.records import Claim, ConsistencyRule
 from plural_icm.search.consistency import group_inconsistencies, inconsistencies, repair_options
 from plural_icm.search.engine import ICMSearch, SearchInterrupted, SearchParams, run_searches
-from plural_icm.search.layout import FixedLayout, TreeTailLayout
+from plural_icm.search.context_order import FixedLayout, TreeTailLayout
 from plural_icm.search.prompts import ClaimRenderer
 from plural_icm.search.schedule import temperature
 
@@ -246,7 +246,7 @@ def test_reference_order_is_by_uid_grouped_by_consistency_group():
     lay = lay.with_changes(["q1o1"], {"q2o0", "q0o0", "q1o1"})  # a new claim at its uid position
     assert lay.order == ["q0o0", "q1o1", "q2o0"]
     assert lay.contexts()["q2o0"] == ["q0o0", "q1o1"]
-    from plural_icm.search.layout import layout_from_dict
+    from plural_icm.search.context_order import layout_from_dict
     assert layout_from_dict(lay.to_dict()) == lay
     assert FixedLayout(order=["b"]).with_changes(["a"], {"a", "b"}).order == ["b", "a"]  # no canonical: appended
 

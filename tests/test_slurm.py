@@ -332,6 +332,8 @@ def test_cell_that_raises_is_a_failed_job(slurm_tmp):
     assert all(r["ExitCode"] != "0:0" for r in _sacct(ids, "JobID,State,ExitCode"))
     assert "0 done, 0 skipped (complete before the launch), 2 failed" in text, text[-3000:]
     assert "global_opinions.csv" in text.split("sweep summary")[-1], text[-3000:]   # the reason
+    # the end is one line, not the launcher's stack trace
+    assert "2 of 2 jobs failed or were not run" in text and "Traceback" not in text, text[-3000:]
 
 
 @needs_cluster

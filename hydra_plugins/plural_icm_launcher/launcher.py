@@ -40,6 +40,8 @@ from hydra._internal.core_plugins.basic_launcher import BasicLauncher
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra_plugins.hydra_submitit_launcher.submitit_launcher import SlurmLauncher
 
+from plural_icm.errors import UserError  # light: hydra.errors only (plugins are imported at every start)
+
 log = logging.getLogger(__name__)
 
 _RESOURCE_KEYS = {"gpus_per_node": "gpus", "cpus_per_task": "cpus", "mem_gb": "mem_gb",
@@ -48,8 +50,11 @@ _ACTIVE = {"PENDING", "RUNNING", "REQUEUED", "CONFIGURING", "COMPLETING", "SUSPE
            "PREEMPTED", "REQUEUE_HOLD", "REQUEUE_FED"}
 
 
-class SweepFailed(RuntimeError):
-    """Some jobs of the sweep failed or were not run (the summary above says which and why)."""
+class SweepFailed(UserError, RuntimeError):
+    """Some jobs of the sweep failed or were not run (the summary above says which and why).
+
+    A :class:`~plural_icm.errors.UserError`: the summary and overview already said everything, so
+    Hydra prints this one line and exits 1, without a stack trace of the launcher."""
 
 
 def _compose(launcher: Any, job_overrides: Sequence[Sequence[str]]) -> list:

@@ -32,7 +32,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, NamedTuple, Sequence
 
 import numpy as np
 
@@ -210,6 +210,17 @@ class HFBackend(LMBackend):
             self._forward_rows(None, 0, batch, ctx)
 
     def _score_with_reuse(self, requests: list[_Request], results: list[Any]) -> None:
+        """Fill ``results`` for ``requests``, computing each distinct uncached segment once.
+
+        The requests' segments become a trie (a node per distinct prefix, keyed by the hash chain
+        the LRU uses). A depth-first walk keeps the states of the current path in one
+        :class:`PathBuffer`; at each node, a child found in the LRU is descended into without
+        computing anything, and the others are computed together in :meth:`_run_chains`, one row
+        per chain of segments down to the next branching point or prompt end (a chain stops early
+        at a segment the LRU holds, so a cached suffix is not recomputed). Prompts that end at a
+        node are scored where their row ends; their final segment is never taken from the LRU
+        (its last position's logits are needed). Equal, up to float rounding, to running each
+        prompt alone (module doc)."""
         root = _Node(ROOT_KEY, ())
         for i, req in enumerate(requests):
             node = root
@@ -254,19 +265,18 @@ class HFBackend(LMBackend):
 
     def _run_chains(self, buf: PathBuffer, past_len: int, chains: list[list[_Node]],
                     ctx: "_Ctx") -> list[tuple[_Node, int, list[tuple[Any, Any]]]]:
-        """Compute chains of segments after the buffer's first ``past_len`` positions."""
-        rows = []
-        for chain in chains:
-            toks = [t for n in chain for t in n.seg]
-            rows.append((toks, chain[-1].ends, chain))
-        rows.sort(key=lambda r: len(r[0]))
+        """Compute chains of segments after the buffer's first ``past_len`` positions, store every
+        segment's states in the LRU, and return, for each chain whose last node has children, the
+        node to descend into with the chain's joined states (a :class:`_ChainEnd`)."""
+        rows = sorted((_ChainRow([t for n in chain for t in n.seg], chain[-1].ends, chain)
+                       for chain in chains), key=lambda r: len(r.tokens))
         follow: list[tuple[_Node, int, list[tuple[Any, Any]]]] = []
         for batch in self._batches(rows, past_len):
-            kv_out = self._forward_rows(buf, past_len, [(r[0], r[1]) for r in batch], ctx)
-            for b, (toks, _, chain) in enumerate(batch):
+            kv_out = self._forward_rows(buf, past_len, [(r.tokens, r.ends) for r in batch], ctx)
+            for b, row in enumerate(batch):
                 off = 0
                 seg_kvs = []
-                for n in chain:
+                for n in row.chain:
                     seg_len = len(n.seg)
                     seg_kv = [(k[b:b + 1, :, past_len + off: past_len + off + seg_len].clone(),
                                v[b:b + 1, :, past_len + off: past_len + off + seg_len].clone())
@@ -274,7 +284,7 @@ class HFBackend(LMBackend):
                     self._store(n.key, seg_len, seg_kv)
                     seg_kvs.append(seg_kv)
                     off += seg_len
-                end = chain[-1]
+                end = row.chain[-1]
                 if end.children:
                     # States of the whole chain, written after the parent's in the path buffer.
                     joined = seg_kvs[0] if len(seg_kvs) == 1 else [
@@ -446,6 +456,17 @@ class HFBackend(LMBackend):
 class _Ctx:
     requests: list[_Request]
     results: list[Any]
+
+
+class _ChainRow(NamedTuple):
+    """One row of a batched forward pass in :meth:`HFBackend._run_chains`."""
+
+    tokens: list[int]
+    """The chain's segments' tokens, concatenated."""
+    ends: list[int]
+    """Indices of the requests whose prompt ends at the row's last token."""
+    chain: list["_Node"]
+    """The trie nodes the row computes, in order."""
 
 
 class _ChainEnd(_Node):

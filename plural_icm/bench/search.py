@@ -40,7 +40,7 @@ import numpy as np
 
 from plural_icm.data.records import Claim, ConsistencyRule
 from plural_icm.search.engine import ICMSearch, SearchParams, drive, run_searches
-from plural_icm.search.layout import FixedLayout, TreeTailLayout
+from plural_icm.search.context_order import FixedLayout, TreeTailLayout
 from plural_icm.search.prompts import ClaimRenderer
 
 TEMPLATE = "Question: {question}\nClaim: {claim}\nI think this claim is"

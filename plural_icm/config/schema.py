@@ -19,7 +19,7 @@ from omegaconf import MISSING
 from plural_icm.backends.settings import VLLMEngineArgs
 # The enumerated settings live below the config layer (the search and the data use them without
 # importing Hydra); re-exported here for the schema below and for existing imports.
-from plural_icm.choices import (Aggregate, ContextOrder, ContextPolicy, Engine, ExampleOrder,
+from plural_icm.choices import (QuestionsFrom, Aggregate, ContextOrder, ContextPolicy, Engine, ExampleOrder,
                                  RepairRule, ScoreMetric, SearchUnit, SeedLabels, Schedule,
                                  TemperatureIndex)
 from plural_icm.search.params import DEFAULTS as SEARCH_DEFAULTS
@@ -314,6 +314,13 @@ class PathsConfig:
 @dataclass
 class CollaborativeConfig:
     k_per_fold: int = 1
+    """Questions asked per round: in all (``questions_from=pooled``) or from each training fold."""
+    questions_from: QuestionsFrom = QuestionsFrom.pooled
+    """``pooled`` (ours): the ``k_per_fold`` questions ICM is least sure of over the held-out
+    fold's whole training set; ``per_training_fold`` (the paper's Section 6, "1 per fold", k = 4
+    over 4 folds): ``k_per_fold`` from EACH training fold, ranked within it, so with
+    ``icm.search_unit=part`` every part's search gets its own answers and a part asks the same
+    question in every held-out fold's job."""
     rounds: int = 1
     selection: list[str] = field(default_factory=lambda: ["confidence", "random", "active"])
     answers_file: Optional[str] = None

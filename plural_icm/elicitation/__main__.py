@@ -1,12 +1,15 @@
 """``python -m plural_icm.elicitation {create,invite,serve,status,export} ...``
 
   create  --study S.db --k 4 --method confidence [--folds 0 1 2 3] [--annotators N]
-          [--base-url URL] [--run-searches] -- <launch.py overrides: model=... dataset=...>
+          [--layout one-per-page|form] [--base-url URL] [--run-searches]
+          -- <launch.py overrides: model=... dataset=...>
   invite  --study S.db --persona P [--annotators N] [--base-url URL]     more invitation links
   serve   --study S.db [--host 127.0.0.1] [--port 8765]
   status  --study S.db                                                 the researcher's table, as text
   export  --study S.db --out answers.jsonl [--on-tie error|first] [--partial]
 
+S.db is a SQLite file; where a team has a database server, a postgresql://user@host/db URL instead
+(the URL's password is never printed; better: leave it out and use ~/.pgpass or PGPASSWORD).
 Invitation links and the researcher's link are printed once (only their hashes are stored).
 """
 
@@ -30,13 +33,16 @@ def _parser() -> argparse.ArgumentParser:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="command", required=True)
     c = sub.add_parser("create", help="a study from finished ICM searches")
-    c.add_argument("--study", required=True, help="the study file to create (SQLite)")
+    c.add_argument("--study", required=True,
+                   help="the study file to create (SQLite), or a postgresql:// URL of an empty database")
     c.add_argument("--k", type=int, required=True, help="questions per persona and fold")
     c.add_argument("--method", default="confidence", choices=["confidence", "active", "random"])
     c.add_argument("--folds", type=int, nargs="*", help="default: the config's fold")
     c.add_argument("--annotators", type=int, default=1, help="invitation links per persona")
     c.add_argument("--name", help="the study's name (default: the file's stem)")
     c.add_argument("--instruction", help="the sentence telling annotators what to answer")
+    c.add_argument("--layout", default="one-per-page", choices=["one-per-page", "form"],
+                   help="the annotator's page: one question per page (default), or all on one form")
     c.add_argument("--base-url", default="http://127.0.0.1:8765", help="where `serve` will listen")
     c.add_argument("--run-searches", action="store_true",
                    help="run the ICM searches that are not finished (default: refuse)")
@@ -71,22 +77,23 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from plural_icm.elicitation.store import StudyStore
+    from plural_icm.elicitation.store import StudyStore, redact
 
     if args.command == "create":
         from plural_icm.elicitation.study import create_study
 
         store, researcher, invites = create_study(
             args.study, args.overrides, args.method, args.k, args.folds, args.annotators, args.name,
-            args.instruction, args.run_searches)
+            args.instruction, args.run_searches, args.layout)
         base = args.base_url.rstrip("/")
         n_q = {p: len(store.questions(p)) for p in invites}
-        print(f"study {args.study}: {sum(n_q.values())} questions "
+        print(f"{store.where}: {sum(n_q.values())} questions "
               f"({', '.join(f'{p}: {n}' for p, n in n_q.items())})")
         print("invitation links (shown once; only their hashes are stored):")
         _links(base, invites)
         print(f"researcher's view (keep it private): {base}/r/{researcher}")
-        print(f"serve it: python -m plural_icm.elicitation serve --study {args.study}")
+        print(f"serve it: python -m plural_icm.elicitation serve --study "
+              f"{args.study if store.url is None else redact(args.study)}")
         return 0
     store = StudyStore(args.study).open_checked()
     if args.command == "invite":

@@ -19,10 +19,11 @@ from omegaconf import DictConfig
 
 from plural_icm.data.records import Claim, ClaimSet
 from plural_icm.data.registry import load_claimset
-from plural_icm.elicitation.store import Option, Question, StudyStore
+from plural_icm.elicitation.store import LAYOUTS, Option, Question, StudyStore
 from plural_icm.errors import ConfigError
 from plural_icm.pipeline.collaborative import (
     fewshot_confidence,
+    question_folds,
     round_questions,
     search_set,
 )
@@ -98,7 +99,7 @@ def select_for_study(cfg: DictConfig, method: str, k: int, folds: Sequence[int],
                 fewshot = (fewshot_confidence(fcfg, claimset, pid, train, base[pid].labels, backends)
                            if method == "active" else None)
                 groups = round_questions(method, train, k, int(fcfg.seed), 0, base[pid].confidence,
-                                         {}, fewshot, [])
+                                         {}, fewshot, [], question_folds(fcfg, claimset))
                 by_group = claimset.groups(train)
                 chosen[pid] += [(int(fold), by_group[g]) for g in groups]
         finally:
@@ -128,18 +129,22 @@ def build_questions(chosen: dict[str, list[tuple[int, list[Claim]]]]) -> list[Qu
 
 def create_study(path: str | Path, overrides: Sequence[str], method: str, k: int,
                  folds: Sequence[int] | None = None, annotators: int = 1, name: str | None = None,
-                 instruction: str | None = None, run_searches: bool = False
-                 ) -> tuple[StudyStore, str, dict[str, list[tuple[str, str]]]]:
+                 instruction: str | None = None, run_searches: bool = False,
+                 layout: str = LAYOUTS[0]) -> tuple[StudyStore, str, dict[str, list[tuple[str, str]]]]:
     """Create the study file; returns the store, the researcher token and per persona the
-    ``(annotator id, invitation token)`` pairs (tokens exist only in this return value)."""
+    ``(annotator id, invitation token)`` pairs (tokens exist only in this return value).
+    ``layout``: one question per page, or all on one form (:data:`~.store.LAYOUTS`)."""
     if annotators < 1:
         raise ConfigError(f"--annotators {annotators}: invite at least 1 annotator per persona")
+    if layout not in LAYOUTS:
+        raise ConfigError(f"--layout {layout!r}: use one of {', '.join(LAYOUTS)}")
     cfg = compose(overrides)
     folds = [int(cfg.fold)] if not folds else [int(f) for f in folds]
     claimset, chosen = select_for_study(cfg, method, k, folds, run_searches)
-    meta = {"name": name or Path(path).stem, "model": cfg.model.name, "dataset": cfg.dataset.name,
+    meta = {"name": name or StudyStore(path).default_name, "model": cfg.model.name, "dataset": cfg.dataset.name,
             "method": method, "k_per_fold": k, "folds": folds, "seed": int(cfg.seed),
-            "overrides": list(overrides), "instruction": instruction or DEFAULT_INSTRUCTION}
+            "overrides": list(overrides), "instruction": instruction or DEFAULT_INSTRUCTION,
+            "layout": layout}
     personas = {pid: claimset.personas[pid].description for pid in chosen}
     store = StudyStore.create(path, meta, personas, build_questions(chosen))
     researcher = store.set_researcher_token()

@@ -238,7 +238,17 @@ def condition_examples(settings: Settings | DictConfig, condition: Condition, cl
     s = as_settings(settings)
     searches = run_searches_for(s, claimset, personas, backends, wb=wb) if condition.needs_search else {}
     inputs = CellInputs(s.composed, claimset, lambda: backends.get("base"), searches)
-    return {pid: ordered_examples(condition.examples(inputs, pid), s.composed, pid) for pid in personas}
+
+    def examples(pid: str) -> ConditionLabels:
+        if not inputs.search_claims(pid):
+            # every item of the persona is in the held-out fold (small personas, small data): no
+            # search ran for it (pipeline/searches.py), so no condition has examples to show
+            log.warning("%s fold %s: persona %r has no training claims; its queries get no "
+                        "examples under every condition", s.dataset.name, s.fold, pid)
+            return ConditionLabels(examples=[], details={"no_training_claims": True})
+        return condition.examples(inputs, pid)
+
+    return {pid: ordered_examples(examples(pid), s.composed, pid) for pid in personas}
 
 
 def base_work_in_child_process(settings: Settings | DictConfig, role: str) -> bool:

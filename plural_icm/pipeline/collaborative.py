@@ -24,7 +24,7 @@ import json
 import logging
 import random
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 import pandas as pd
@@ -40,7 +40,9 @@ from plural_icm.layout import (CollaborativeSummary, LabellingScore, collaborati
 from plural_icm.metrics.aggregate import cell_metrics
 from plural_icm.pipeline.models import Backends
 from plural_icm.pipeline.searches import run_searches_for
+from plural_icm.choices import QuestionsFrom, SearchUnit
 from plural_icm.search.records import SearchSummary
+from plural_icm.search.units import search_sets
 from plural_icm.errors import ConfigError, ResultsConflictError
 from plural_icm.utils.io import atomic_write_json, atomic_write_jsonl, read_jsonl
 
@@ -73,13 +75,30 @@ def select_questions(method: str, claims: list[Claim], k: int, seed: int, confid
 
 def round_questions(method: str, train: list[Claim], k: int, seed: int, round_index: int,
                     confidence: dict[str, float], fixed: dict[str, bool],
-                    fewshot_confidence: dict[str, float] | None, asked: list[str]) -> list[str]:
+                    fewshot_confidence: dict[str, float] | None, asked: list[str],
+                    folds: Mapping[str, int] | None = None) -> list[str]:
     """The questions round ``round_index`` asks (already-fixed labels' confidences read 0.0; their
     groups are excluded through ``asked``; the seed differs per round). One function, so a study
-    of real people (:mod:`plural_icm.elicitation`) asks exactly what this stage would ask."""
+    of real people (:mod:`plural_icm.elicitation`) asks exactly what this stage would ask.
+
+    ``folds`` (question id -> fold; ``collaborative.questions_from=per_training_fold``): ``k``
+    questions from each training fold, ranked within it, in fold order; the seed of ``random``
+    depends on the fold, not on the held-out fold, so a fold asks the same in every job."""
     conf = {j: 0.0 if j in fixed else v for j, v in confidence.items()}
-    return select_questions(method, train, k, seed * 7919 + round_index, conf, fewshot_confidence,
-                            set(asked))
+    if folds is None:
+        return select_questions(method, train, k, seed * 7919 + round_index, conf,
+                                fewshot_confidence, set(asked))
+    out: list[str] = []
+    for part, claims in search_sets(train, folds, SearchUnit.part):
+        out += select_questions(method, claims, k, (seed * 7919 + round_index) * 31 + int(part), conf,
+                                fewshot_confidence, set(asked))
+    return out
+
+
+def question_folds(cfg: Any, claimset: ClaimSet) -> Mapping[str, int] | None:
+    """``claimset.folds`` when ``collaborative.questions_from`` is ``per_training_fold``, else None."""
+    return (claimset.folds if QuestionsFrom(cfg.collaborative.questions_from)
+            is QuestionsFrom.per_training_fold else None)
 
 
 def answers_for(groups: list[str], claims: list[Claim], directory: Path,
@@ -176,8 +195,12 @@ def collaborative_fingerprint(s: Settings, method: str) -> str:
     answers = s.collaborative.answers_file
     digest = hashlib.sha256(Path(answers).read_bytes()).hexdigest()[:16] \
         if answers and Path(answers).is_file() else None
-    blob = json.dumps([fingerprint(s.composed), method, s.collaborative.k_per_fold,
-                       s.collaborative.rounds, answers, digest])
+    settings = [fingerprint(s.composed), method, s.collaborative.k_per_fold,
+                s.collaborative.rounds, answers, digest]
+    questions_from = QuestionsFrom(s.collaborative.questions_from)
+    if questions_from is not QuestionsFrom.pooled:  # appended only then: pooled keeps its old hashes
+        settings.append(questions_from.value)
+    blob = json.dumps(settings)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -243,7 +266,7 @@ def run_collaborative(settings: Settings | DictConfig, wb: Any = None) -> dict:
                 for r in range(s.collaborative.rounds):
                     groups = round_questions(method, train, s.collaborative.k_per_fold,
                                              s.seed, r, current.confidence, fixed, fewshot,
-                                             asked)
+                                             asked, question_folds(s, claimset))
                     asked += groups
                     fixed.update(answers_for(asked, train, d, s.collaborative.answers_file))
                     after = run_searches_for(s, claimset, [pid], backends, fixed={pid: fixed},

@@ -39,6 +39,10 @@ def search_tasks(settings: Settings | Any, claimset: ClaimSet, backend_identity:
     for pid in personas:
         train, _ = claimset.split(fold, pid)
         train = cap_search_claims(train, s.dataset.max_search_claims, s.seed)
+        if not train:  # all its items are in the held-out fold: nothing to search (the cell warns)
+            log.warning("%s fold %s: persona %r has no training claims; no ICM search for it",
+                        s.dataset.name, fold, pid)
+            continue
         pid_fixed = (fixed or {}).get(pid, {})
         for part, claims in search_sets(train, claimset.folds, unit):
             ids = {c.item_id for c in claims}

@@ -17,7 +17,7 @@ log-probabilities depend on it), chosen by ``icm.context_order``:
   cache and the score memo make that reuse exact, so this engine computes the published scores
   (the same as each prompt run alone) at a fraction of the published code's tokens.
 * ``halving_tail``: per-query recursive-halving orders over a seeded shuffle plus a tail of
-  recently changed claims (plural_icm.search.layout): far fewer tokens, but a different order, so
+  recently changed claims (plural_icm.search.context_order): far fewer tokens, but a different order, so
   different scores (docs/benchmark.md measures how different).
 
 Within one order a proposal's two scores U(D) and U(D') use the same orders, so their difference
@@ -40,8 +40,8 @@ from plural_icm.backends.base import ContextLengthError, LMBackend, Prompt
 from plural_icm.choices import Aggregate
 from plural_icm.data.records import Claim, ConsistencyRule
 from plural_icm.search.consistency import group_inconsistencies, repair_options
+from plural_icm.search.context_order import FixedLayout, TreeTailLayout, layout_from_dict
 from plural_icm.search.params import CONTEXT_ORDERS, SearchParams  # noqa: F401 (re-exported)
-from plural_icm.search.layout import FixedLayout, TreeTailLayout, layout_from_dict
 from plural_icm.search.prompts import ClaimRenderer
 from plural_icm.search.schedule import temperature, temperature_index
 from plural_icm.utils.stop import ScoringStopped

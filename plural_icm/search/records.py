@@ -279,7 +279,7 @@ def checkpoint_problem(state: Any, item_ids: Any = None) -> str | None:
     claims), its labels must be booleans of those claims and its scores finite pairs for them."""
     import numpy as np
 
-    from plural_icm.search.layout import layout_from_dict
+    from plural_icm.search.context_order import layout_from_dict
 
     if not isinstance(state, dict):
         return f"expected a JSON object, got {type(state).__name__}"
