@@ -324,16 +324,15 @@ def test_representation_is_the_mean_of_persona_means():
     add_representation(m2, gens2)
     assert m2["overall"]["representation_score"] == pytest.approx((3 + 3) / 2)
     assert m2["per_persona"]["A"]["representation_score"] == pytest.approx((4 + 3) / 2)
-    from omegaconf import OmegaConf
+    from plural_icm.config.schema import InferenceConfig, ModelConfig
 
-    cfg = OmegaConf.create({"inference": {"judge_model": None},
-                            "model": {"instruct": "m-instruct", "base": "m-base"}})
-    assert judge_info(cfg)["judge_is_model_under_test"] is True
-    cfg.inference.judge_model = "overton-judge"
-    assert judge_info(cfg) == {"judge_model": "overton-judge", "judge_is_model_under_test": False,
-                               "judge_validation": None}
-    cfg.inference.judge_validation = "Spearman 0.87 vs OvertonBench's human ratings"
-    assert judge_info(cfg)["judge_validation"].startswith("Spearman")
+    inference, model = InferenceConfig(), ModelConfig(name="m", instruct="m-instruct", base="m-base")
+    assert judge_info(inference, model)["judge_is_model_under_test"] is True
+    inference.judge_model = "overton-judge"
+    assert judge_info(inference, model) == {"judge_model": "overton-judge", "judge_is_model_under_test": False,
+                                            "judge_validation": None}
+    inference.judge_validation = "Spearman 0.87 vs OvertonBench's human ratings"
+    assert judge_info(inference, model)["judge_validation"].startswith("Spearman")
 
 
 def test_collaborative_asks_only_within_the_capped_search_set(tmp_path, tiny_model_dir, monkeypatch, tiny_cfg):

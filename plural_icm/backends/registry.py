@@ -8,7 +8,8 @@ from typing import Any, NamedTuple
 
 from .base import LMBackend
 from .request_cache import CachedBackend
-from .settings import BackendSettings, BackendSettingsError, model_get
+from .settings import BackendSettings, BackendSettingsError
+
 
 class BackendInfo(NamedTuple):
     """What a backend is, declared where it is registered, so no orchestrator compares backend
@@ -108,17 +109,18 @@ def make_judge(kind: Any, model_spec: str, *, cache_dir: Any, max_context: Any, 
     return make_backend(kind, model_spec=model_spec, **kwargs)
 
 
-def backend_settings(model_cfg: Any, role: str, cache_dir: str | Path | None = None,
+def backend_settings(model: Any, role: str, cache_dir: str | Path | None = None,
                      **overrides: Any) -> BackendSettings:
-    """The settings ``model_cfg``'s backend takes for its ``base`` or ``instruct`` checkpoint.
+    """The settings ``model``'s backend takes for its ``base`` or ``instruct`` checkpoint
+    (``model``: the typed :class:`plural_icm.config.schema.ModelConfig`).
 
     Only the fields of the backend's ``settings_class`` are read (validated there); ``overrides``
     replace fields (``prefix_cache=False``, ``model_spec=...``), an unknown one is an error.
     """
-    cls = backend_class(model_get(model_cfg, "backend") or "hf")
+    cls = backend_class(model.backend)
     if cls.settings_class is None:
         raise BackendSettingsError(f"backend {cls.name!r} declares no settings_class")
-    return cls.settings_class.from_model_config(model_cfg, role, cache_dir, **overrides)
+    return cls.settings_class.from_model_config(model, role, cache_dir, **overrides)
 
 
 def request_cache_dir(cache_dir: str | Path) -> Path:
@@ -126,9 +128,9 @@ def request_cache_dir(cache_dir: str | Path) -> Path:
     return Path(cache_dir).expanduser() / "requests"
 
 
-def backend_from_model_config(model_cfg: Any, role: str, cache_dir: str | Path,
+def backend_from_model_config(model: Any, role: str, cache_dir: str | Path,
                               request_cache_path: str | Path | None = None, **overrides: Any) -> LMBackend:
-    """The backend for ``model_cfg``'s ``role`` checkpoint.
+    """The backend for the typed ``model`` settings' ``role`` checkpoint (a ``ModelConfig``).
 
     With ``model.request_cache: true`` (or an explicit ``request_cache_path``, one JSONL file) the
     backend sits behind the content-keyed :class:`~plural_icm.backends.request_cache.CachedBackend`:
@@ -136,10 +138,10 @@ def backend_from_model_config(model_cfg: Any, role: str, cache_dir: str | Path,
     answered from ``<cache_dir>/requests`` without calling the model. ``overrides`` are settings
     fields (``prefix_cache=False`` for the reference engine, ``model_spec=`` for a judge model).
     """
-    settings = backend_settings(model_cfg, role, cache_dir, **overrides)
+    settings = backend_settings(model, role, cache_dir, **overrides)
     backend = make_backend(settings.backend, **settings.kwargs())
     if request_cache_path is not None:
         backend = CachedBackend(backend, request_cache_path)
-    elif model_get(model_cfg, "request_cache"):
+    elif model.request_cache:
         backend = CachedBackend.in_dir(backend, request_cache_dir(cache_dir))
     return backend

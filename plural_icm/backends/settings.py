@@ -18,7 +18,8 @@ from a config.
 
 from __future__ import annotations
 
-from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass
+from collections.abc import Mapping
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Any, ClassVar, Optional
 
 DTYPES = ("auto", "float32", "fp32", "float16", "fp16", "bfloat16", "bf16")
@@ -79,37 +80,13 @@ VLLM_SPEED_ONLY_KEYS: tuple[str, ...] = (
 VLLM_ENGINE_KEYS: tuple[str, ...] = tuple(f.name for f in fields(VLLMEngineArgs))
 
 
-def result_engine_settings(model_cfg: Any) -> dict[str, Any]:
-    """The ``model.vllm`` settings that change outputs, only those set (for search addresses)."""
-    if model_get(model_cfg, "backend") != "vllm":
+def result_engine_settings(model: Any) -> dict[str, Any]:
+    """The ``model.vllm`` settings that change outputs, only those set (for search addresses);
+    ``model``: the typed ``ModelConfig``."""
+    if model.backend != "vllm":  # the schema's BackendName is a str enum
         return {}
-    engine = engine_settings(model_get(model_cfg, "vllm"))
+    engine = engine_settings(model.vllm)
     return {f"vllm.{k}": v for k, v in sorted(engine.items()) if k not in VLLM_SPEED_ONLY_KEYS}
-
-
-# -- reading a model config -----------------------------------------------------------------------
-def _plain(value: Any) -> Any:
-    """OmegaConf containers and dataclasses as plain dicts/lists, enums as their values."""
-    if is_dataclass(value) and not isinstance(value, type):
-        return asdict(value)
-    try:
-        from omegaconf import DictConfig, ListConfig, OmegaConf
-
-        if isinstance(value, (DictConfig, ListConfig)):
-            return OmegaConf.to_container(value, resolve=True)
-    except ImportError:  # pragma: no cover - omegaconf is a core dependency
-        pass
-    return getattr(value, "value", value)
-
-
-def model_get(model_cfg: Any, key: str) -> Any:
-    """``model_cfg.key`` for a DictConfig, a dataclass or a dict; None when absent."""
-    if isinstance(model_cfg, dict):
-        return _plain(model_cfg.get(key))
-    try:
-        return _plain(getattr(model_cfg, key))
-    except (AttributeError, KeyError):
-        return None
 
 
 @dataclass(frozen=True)
@@ -141,9 +118,11 @@ class BackendSettings:
                                        f"backend={self.backend}, not {value!r}")
 
     @classmethod
-    def from_model_config(cls, model_cfg: Any, role: str, cache_dir: Any = None,
+    def from_model_config(cls, model: Any, role: str, cache_dir: Any = None,
                           **overrides: Any) -> "BackendSettings":
-        """This class's fields read from ``model_cfg`` for its ``base`` or ``instruct`` checkpoint.
+        """This class's fields read from the typed ``model`` settings
+        (:class:`plural_icm.config.schema.ModelConfig`, whose attributes they are named after) for
+        its ``base`` or ``instruct`` checkpoint.
 
         ``overrides`` replace fields (``prefix_cache=False`` for the reference engine,
         ``model_spec=...`` for a judge model); an unknown name is an error listing the valid ones.
@@ -155,12 +134,12 @@ class BackendSettings:
         if unknown:
             raise BackendSettingsError(f"backend={cls.backend} takes no setting(s) {unknown}; "
                                        f"valid: {', '.join(names)}")
-        values: dict[str, Any] = {"model_spec": model_get(model_cfg, role),
+        values: dict[str, Any] = {"model_spec": getattr(model, role),
                                   "cache_dir": None if cache_dir is None else str(cache_dir)}
         for f in fields(cls):
             if f.name in values:
                 continue
-            value = model_get(model_cfg, f.metadata.get("model_key", f.name))
+            value = getattr(model, f.metadata.get("model_key", f.name), None)
             if value is not None:
                 values[f.name] = value
         values.update(overrides)
@@ -206,10 +185,15 @@ class HFSettings(BackendSettings):
 
 
 def engine_settings(value: Any) -> dict[str, Any]:
-    """``model.vllm`` as a dict with only the set keys; an unknown key is an error."""
+    """``model.vllm`` (a :class:`VLLMEngineArgs`, or a mapping of its keys) as a dict with only
+    the set keys; an unknown key is an error."""
     if value is None:
         return {}
-    if not isinstance(value, dict):
+    if isinstance(value, VLLMEngineArgs):
+        value = asdict(value)
+    elif isinstance(value, Mapping):  # a dict, or the composed config's section before typing
+        value = dict(value.items())
+    else:
         raise BackendSettingsError(f"model.vllm must be a mapping of vLLM engine settings, not "
                                    f"{type(value).__name__}")
     unknown = sorted(set(value) - set(VLLM_ENGINE_KEYS))
@@ -247,7 +231,7 @@ class VLLMSettings(BackendSettings):
                 0 < self.gpu_memory_utilization <= 1:
             raise BackendSettingsError(f"model.gpu_memory_utilization must be in (0, 1], not "
                                        f"{self.gpu_memory_utilization!r}")
-        object.__setattr__(self, "engine", engine_settings(_plain(self.engine)))
+        object.__setattr__(self, "engine", engine_settings(self.engine))
         self._positive("top_logprobs")
         self._positive("cpu_kv_cache_gib", number=float)
 

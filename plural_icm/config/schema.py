@@ -24,6 +24,7 @@ from plural_icm.data.settings import DatasetConfig, DatasetSizeConfig  # noqa: F
 from plural_icm.choices import (QuestionsFrom, Aggregate, ContextOrder, ContextPolicy, Engine, ExampleOrder,
                                  RepairRule, ScoreMetric, SearchUnit, SeedLabels, Schedule,
                                  TemperatureIndex)
+from plural_icm.search.params import DEFAULTS as SEARCH_DEFAULTS
 # Which config keys change results is the fingerprint's concern (plural_icm.layout).
 from plural_icm.layout import NON_RESULT_KEYS, drop_non_result_keys  # noqa: F401
 
@@ -50,10 +51,10 @@ def check_config(cfg: Any) -> None:
     are checked against the loader's options dataclass
     (:func:`plural_icm.data.registry.validated_options`).
     """
-    from plural_icm.backends.settings import engine_settings, model_get
+    from plural_icm.backends.settings import engine_settings
     from plural_icm.data.registry import validated_options
 
-    engine_settings(model_get(cfg.model, "vllm"))
+    engine_settings(cfg.model.get("vllm"))  # before typing: a `+` key is still there to refuse
     validated_options(cfg.dataset)
 
 
@@ -132,43 +133,45 @@ class ConditionConfig:
 @dataclass
 class ICMConfig:
     preset: str = MISSING
-    alpha: float = 50.0
-    num_seed: int = 8
-    max_iters: int = 3000
-    initial_temp: float = 10.0
-    final_temp: float = 0.01
-    decay: float = 0.99
-    schedule: Schedule = Schedule.log
-    log_schedule_constant: float = 2.0
+    # The algorithm's settings default to THE defaults, the search's (plural_icm.search.params);
+    # the keys below them are the pipeline's (which searches, how many, which engine, the prompt).
+    alpha: float = SEARCH_DEFAULTS.alpha
+    num_seed: int = SEARCH_DEFAULTS.num_seed
+    max_iters: int = SEARCH_DEFAULTS.max_iters
+    initial_temp: float = SEARCH_DEFAULTS.initial_temp
+    final_temp: float = SEARCH_DEFAULTS.final_temp
+    decay: float = SEARCH_DEFAULTS.decay
+    schedule: Schedule = Schedule(SEARCH_DEFAULTS.schedule)
+    log_schedule_constant: float = SEARCH_DEFAULTS.log_schedule_constant
     """The log schedule's constant: 2 in the published code, beta = 0.99 in Wen et al.'s text."""
-    temperature_index: TemperatureIndex = TemperatureIndex.accepted
-    aggregate: Aggregate = Aggregate.mean_log_odds
-    repair_rule: RepairRule = RepairRule.improve
+    temperature_index: TemperatureIndex = TemperatureIndex(SEARCH_DEFAULTS.temperature_index)
+    aggregate: Aggregate = Aggregate(SEARCH_DEFAULTS.aggregate)
+    repair_rule: RepairRule = RepairRule(SEARCH_DEFAULTS.repair_rule)
     """ConsistencyFix's adoption rule: ``improve`` (ours, a repair must raise U) or ``first``
     (the paper's fork adopts each inconsistent group's best-scored repair unconditionally: its
     running best starts at -1e6). icm=fork uses ``first``."""
-    patience: Optional[int] = 200
+    patience: Optional[int] = SEARCH_DEFAULTS.patience
     """Early stop (ours): every claim labelled and no accepted change for this many iterations;
     null = no early stop (the published algorithm runs its fixed iteration count)."""
     search_unit: SearchUnit = SearchUnit.training_folds
     """What one search covers for held-out fold k: the union of the training folds (ours), or
     each training fold part on its own, the examples being the union of the parts' labels (the
     paper's fork)."""
-    seed_labels: SeedLabels = SeedLabels.random
-    repair_seed_labels: bool = True
+    seed_labels: SeedLabels = SeedLabels(SEARCH_DEFAULTS.seed_labels)
+    repair_seed_labels: bool = SEARCH_DEFAULTS.repair_seed_labels
     """ConsistencyFix on the seed labels before the first iteration (Wen et al. Alg. 1 line 2)."""
     restarts: int = 1
     """Independent searches from different seeds; the highest-U assignment wins."""
     engine: Engine = Engine.fast
-    context_order: ContextOrder = ContextOrder.published
+    context_order: ContextOrder = ContextOrder(SEARCH_DEFAULTS.context_order)
     """The order of the other labelled claims in every leave-one-out context: ``published`` (one
     global order, by uid grouped by consistency group, as the published code) or ``halving_tail``
     (recursive halving over a seeded shuffle plus a tail of recently changed claims: fewer tokens,
     a different objective). Part of every search's identity."""
-    fix_max_rounds: int = 10
-    unlabelled_weight: float = 100.0
+    fix_max_rounds: int = SEARCH_DEFAULTS.fix_max_rounds
+    unlabelled_weight: float = SEARCH_DEFAULTS.unlabelled_weight
     """Sampling weight of unlabelled claims whose group already holds a labelled claim."""
-    checkpoint_every: int = 25
+    checkpoint_every: int = SEARCH_DEFAULTS.checkpoint_every
     labels: list[str] = field(default_factory=lambda: [" True", " False"])
     template: str = "Question: {question}\nClaim: {claim}\nI think this claim is"
 

@@ -17,9 +17,9 @@ import numpy as np
 
 from plural_icm.backends.base import ContextLengthError, LMBackend, Prompt, as_prompt, prompt_length
 from plural_icm.backends.canonical import check_concatenation, encode_split, encode_text
+from plural_icm.choices import ContextPolicy
 from plural_icm.data.records import Claim, Persona
 from plural_icm.layout import PredictionRow
-from plural_icm.utils.values import plain
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +103,7 @@ class PromptBuilder:
 
 
 def fit_examples(builder: PromptBuilder, persona: Persona, examples: list[tuple[Claim, bool]],
-                 targets: Sequence[Claim], policy: str) -> list[tuple[Claim, bool]]:
+                 targets: Sequence[Claim], policy: ContextPolicy) -> list[tuple[Claim, bool]]:
     """Check the longest prompt fits the context; under ``drop_oldest`` drop examples from the
     front until it does (logged), else raise naming the item and the sizes."""
     limit = builder.backend.max_context
@@ -115,7 +115,7 @@ def fit_examples(builder: PromptBuilder, persona: Persona, examples: list[tuple[
         n = prompt_length(p) + 1
         if n <= limit:
             return examples
-        if policy != "drop_oldest" or not examples:
+        if policy != ContextPolicy.drop_oldest or not examples:
             raise ContextLengthError(
                 f"the prompt for item {longest.item_id} (persona {persona.id}) with {len(examples)} "
                 f"examples needs {n} tokens, more than the context of {limit}; set "
@@ -138,7 +138,7 @@ def predict(backend: LMBackend, inf_cfg: Any, persona: Persona,
     their prefix, so the prefix is still computed once.
     """
     builder = PromptBuilder(backend, inf_cfg, base=base)
-    examples = fit_examples(builder, persona, examples, targets, plain(inf_cfg.context_policy))
+    examples = fit_examples(builder, persona, examples, targets, ContextPolicy(inf_cfg.context_policy))
     prompts = builder.prompts(persona, examples, targets)
     if progress is None:
         lp = backend.label_logprobs(prompts, builder.labels)

@@ -25,7 +25,6 @@ from omegaconf import OmegaConf
 
 from plural_icm.backends.base import LMBackend
 from plural_icm.layout import CONFIG, EXAMPLES
-from plural_icm.utils.values import plain
 
 
 class _TokenizerOnly(LMBackend):
@@ -69,7 +68,7 @@ def cell_prompt(cell_dir: str | Path, item_id: str | None = None, persona: str |
     _, test = claimset.split(int(cfg.fold), persona)
     target = by_id[item_id] if item_id is not None else test[0]
     examples = [(by_id[r["item_id"]], bool(r["label"])) for r in rows if r["persona_id"] == persona]
-    base = plain(cfg.condition.get("model_role", "instruct")) == "base"
+    base = cfg.condition.get("model_role", "instruct") == "base"  # config.yaml holds strings
     if tokenizer is None:
         from plural_icm.backends.loading import load_tokenizer, resolve_model
 

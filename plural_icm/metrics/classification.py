@@ -146,7 +146,7 @@ def _option_column(df: pd.DataFrame) -> str:
                      f"(columns present: {list(df.columns)})")
 
 
-def _plain(x):
+def _python_scalar(x):
     """numpy scalar -> Python scalar, so downstream JSON and comparisons behave."""
     return x.item() if isinstance(x, np.generic) else x
 
@@ -178,7 +178,7 @@ def question_predictions(df: pd.DataFrame) -> pd.DataFrame:
             raise ValueError(f"group {group!r} of persona {persona!r} has several claims for "
                              f"option(s) {sorted(map(str, g.loc[dup, opt_col]))}")
         g = g.sort_values(opt_col, kind="stable")
-        options = [_plain(o) for o in g[opt_col]]
+        options = [_python_scalar(o) for o in g[opt_col]]
         p = g["p_true"].to_numpy(dtype=float)
         if not np.isfinite(p).all():  # argmax would pick the first NaN's option as the answer
             from plural_icm.metrics.finite import NonFiniteMetricError
@@ -203,7 +203,7 @@ def question_predictions(df: pd.DataFrame) -> pd.DataFrame:
                 js = js_distance(p_option, [dist[int(i)] for i in options])
         row = {"persona_id": persona, "group_id": group}
         for c in extra:
-            row[c] = _plain(g[c].iloc[0])
+            row[c] = _python_scalar(g[c].iloc[0])
         row.update({"n_options": len(options), "options": options, "p_true": p.tolist(),
                     "p_option": p_option.tolist(), "predicted_option": pred,
                     "gold_option": gold_opt,

@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 
 from plural_icm.backends.registry import backend_info, make_judge
 from plural_icm.config.secrets import scrub_secrets
+from plural_icm.config.settings import Settings, as_settings
 from plural_icm.conditions.base import CellInputs, Condition, ConditionLabels, ordered_examples
 from plural_icm.conditions.labels import cap_search_claims, label_accuracy
 from plural_icm.conditions.registry import get_condition
@@ -50,7 +51,6 @@ from plural_icm.selection.apply import (PersonaQueries, check_selection, embedde
                                         selection_rows)
 from plural_icm.tracking.results import log_cell_result
 from plural_icm.utils.io import atomic_write_json, atomic_write_jsonl, atomic_write_text
-from plural_icm.utils.values import plain
 
 log = logging.getLogger(__name__)
 
@@ -75,34 +75,38 @@ class CellOutput:
     """Per persona and held-out question, the training questions shown (per-query selection)."""
 
 
-def run_cell(cfg: DictConfig, wb: Any = None) -> dict:
-    """Run (or skip) one cell and return its metrics (the content of ``metrics.json``)."""
+def run_cell(settings: Settings | DictConfig, wb: Any = None) -> dict:
+    """Run (or skip) one cell and return its metrics (the content of ``metrics.json``).
+    ``settings``: the job's :class:`~plural_icm.config.settings.Settings` (a composed DictConfig
+    is typed first)."""
+    s = as_settings(settings)
+    cfg = s.composed  # the record: the cell's path, fingerprint and config.yaml come from it
     out, fp = cell_path(cfg), fingerprint(cfg)
-    done = load_if_complete(cfg, out, fp)
+    done = load_if_complete(s, out, fp)
     if done is not None:
         return done
     # the data and the fold are checked before the W&B run exists: an error that needs no model
     # (fold=7, a dataset without its data) leaves no failed run behind
-    data = cell_data(cfg)
+    data = cell_data(s)
     if wb is not None:
         wb.start()  # the W&B run begins with the work (a skipped cell, above, starts none)
     t0 = time.perf_counter()
     print(f"[plural_icm] cell {cell_name(cfg)} -> {out}", flush=True)
-    result = compute_cell(cfg, get_condition(plain(cfg.condition.name)), wb, data=data)
+    result = compute_cell(s, get_condition(s.condition.name), wb, data=data)
     result.metrics["meta"]["wall_time_s"] = time.perf_counter() - t0
     # a NaN fails the cell, never completes it; checked before the directory exists, so a failed
     # (or invalid, e.g. fold=7) cell leaves nothing behind
     check_metrics_finite(result.metrics, where=str(out))
-    prepare_cell_dir(cfg, out)
-    write_cell(cfg, out, fp, result, t0)
-    log_cell(wb, out, cfg, result)
+    prepare_cell_dir(s, out)
+    write_cell(s, out, fp, result, t0)
+    log_cell(wb, out, s, result)
     return result.metrics
 
 
-def load_if_complete(cfg: DictConfig, out: Path, fp: str) -> dict | None:
+def load_if_complete(s: Settings, out: Path, fp: str) -> dict | None:
     """The stored metrics of a complete cell of the same settings (None: compute it). Raises when
     the complete cell holds results of different settings and ``force`` is off."""
-    if not is_complete(out, CELL_FILES) or cfg.force:
+    if not is_complete(out, CELL_FILES) or s.force:
         return None
     done = CompleteRecord.read(out)
     if done.fingerprint != fp:
@@ -110,13 +114,13 @@ def load_if_complete(cfg: DictConfig, out: Path, fp: str) -> dict | None:
             f"{out} holds results of different settings (fingerprint {done.fingerprint} != {fp}); "
             "they are never overwritten: set run_tag=<name> to keep both, or force=true to "
             "recompute (the old results are moved aside)")
-    log.info("skip complete cell %s (%s)", cell_name(cfg), out)
+    log.info("skip complete cell %s (%s)", cell_name(s.composed), out)
     return json.loads((out / METRICS).read_text(encoding="utf-8"))
 
 
-def prepare_cell_dir(cfg: DictConfig, out: Path) -> None:
+def prepare_cell_dir(s: Settings, out: Path) -> None:
     """Create the cell's directory; under ``force``, move complete old results aside first."""
-    if cfg.force and is_complete(out, CELL_FILES):
+    if s.force and is_complete(out, CELL_FILES):
         aside = out.with_name(out.name + f".replaced-{int(time.time())}")
         shutil.move(str(out), aside)
         log.warning("force=true: moved the old results to %s", aside)
@@ -126,29 +130,31 @@ def prepare_cell_dir(cfg: DictConfig, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
 
 
-def compute_cell(cfg: DictConfig, condition: Condition, wb: Any = None,
+def compute_cell(settings: Settings | DictConfig, condition: Condition, wb: Any = None,
                  data: tuple[ClaimSet, list[str]] | None = None) -> CellOutput:
     """Searches (if the condition needs them), the condition's examples, inference, metrics
     (``data``: :func:`cell_data`, when the caller loaded it already)."""
-    claimset, personas = data or cell_data(cfg)
+    s = as_settings(settings)
+    cfg = s.composed  # for the conditions and the selection, which read the composed config
+    claimset, personas = data or cell_data(s)
     check_selection(cfg)  # before any model work: a bad selection setting fails at once
     role = condition.model_role(cfg)
-    backends = Backends(cfg)
+    backends = Backends(s)
     queries: dict[str, PersonaQueries] | None = None
     try:
-        if base_work_in_child_process(cfg, role) and base_model_work_due(cfg, condition, claimset,
-                                                                          personas):
-            labelled = examples_in_child_process(cfg)
+        if base_work_in_child_process(s, role) and base_model_work_due(s, condition, claimset,
+                                                                        personas):
+            labelled = examples_in_child_process(s)
             if condition.needs_search and wb is not None:  # log them: on disk now, no engine loaded
-                run_searches_for(cfg, claimset, personas, backends, wb=wb)
+                run_searches_for(s, claimset, personas, backends, wb=wb)
         else:
-            labelled = condition_examples(cfg, condition, claimset, personas, backends, wb)
+            labelled = condition_examples(s, condition, claimset, personas, backends, wb)
         if per_query(cfg):
             queries = select_queries(cfg, claimset, labelled, condition)
         backend = backends.get(role)
-        rows = predict_personas(cfg, claimset, labelled, backend, base=role == "base", queries=queries)
-        generations = (steered_generation(cfg, claimset, labelled, backend, queries)
-                       if cfg.dataset.open_ended else [])
+        rows = predict_personas(s, claimset, labelled, backend, base=role == "base", queries=queries)
+        generations = (steered_generation(s, claimset, labelled, backend, queries)
+                       if s.dataset.open_ended else [])
         stats = backend.stats.as_dict()
     finally:
         backends.close()
@@ -156,15 +162,15 @@ def compute_cell(cfg: DictConfig, condition: Condition, wb: Any = None,
     add_condition_metrics(metrics, labelled)
     if queries is not None:
         add_selection_metrics(metrics, queries)
-    if cfg.dataset.open_ended:
+    if s.dataset.open_ended:
         add_representation(metrics, generations)
-        metrics["overall"].update(judge_info(cfg))
-    meta = CellMeta(model=cfg.model.name, dataset=cfg.dataset.name,
-                    condition=plain(cfg.condition.name), fold=cfg.fold, seed=cfg.seed,
-                    n_examples=cfg.inference.n_examples, run_tag=cfg.run_tag,
-                    score_metric=plain(cfg.dataset.get("score_metric")), backend_stats=stats,
+        metrics["overall"].update(judge_info(s.inference, s.model))
+    meta = CellMeta(model=s.model.name, dataset=s.dataset.name,
+                    condition=s.condition.name, fold=s.fold, seed=s.seed,
+                    n_examples=s.inference.n_examples, run_tag=s.run_tag,
+                    score_metric=s.dataset.score_metric.value, backend_stats=stats,
                     # which search protocol produced the examples (the report marks it)
-                    **(icm_protocol(cfg) if condition.needs_search else {}),
+                    **(icm_protocol(s) if condition.needs_search else {}),
                     **selection_meta(cfg, condition))
     metrics = CellResult(metrics["overall"], metrics["per_persona"], meta.as_dict()).as_dict()
     examples = [ExampleRow(persona_id=pid, item_id=c.item_id, label=y, gold=c.gold)
@@ -216,43 +222,47 @@ def add_selection_metrics(metrics: dict, queries: dict[str, PersonaQueries]) -> 
         metrics["overall"][key] = sum(vs) / len(vs)
 
 
-def cell_data(cfg: DictConfig) -> tuple[ClaimSet, list[str]]:
+def cell_data(settings: Settings | DictConfig) -> tuple[ClaimSet, list[str]]:
     """The cell's dataset and its personas (sorted), the fold checked against the data."""
-    claimset = load_claimset(cfg.dataset, cfg.paths.data_dir)
-    claimset.split(cfg.fold)  # the fold must be one of the data's (valid folds follow from the data)
+    s = as_settings(settings)
+    claimset = load_claimset(s.composed.dataset, s.paths.data_dir)
+    claimset.split(s.fold)  # the fold must be one of the data's (valid folds follow from the data)
     return claimset, sorted(claimset.personas)
 
 
-def condition_examples(cfg: DictConfig, condition: Condition, claimset: ClaimSet, personas: list[str],
-                       backends: Backends, wb: Any = None) -> dict[str, ConditionLabels]:
+def condition_examples(settings: Settings | DictConfig, condition: Condition, claimset: ClaimSet,
+                       personas: list[str], backends: Backends,
+                       wb: Any = None) -> dict[str, ConditionLabels]:
     """The condition's examples per persona, with the searches they need: all of a cell's base
     model work (the base model is loaded only if a search or the condition asks for it)."""
-    searches = run_searches_for(cfg, claimset, personas, backends, wb=wb) if condition.needs_search else {}
-    inputs = CellInputs(cfg, claimset, lambda: backends.get("base"), searches)
+    s = as_settings(settings)
+    searches = run_searches_for(s, claimset, personas, backends, wb=wb) if condition.needs_search else {}
+    inputs = CellInputs(s.composed, claimset, lambda: backends.get("base"), searches)
 
     def examples(pid: str) -> ConditionLabels:
         if not inputs.search_claims(pid):
             # every item of the persona is in the held-out fold (small personas, small data): no
             # search ran for it (pipeline/searches.py), so no condition has examples to show
             log.warning("%s fold %s: persona %r has no training claims; its queries get no "
-                        "examples under every condition", cfg.dataset.name, cfg.fold, pid)
+                        "examples under every condition", s.dataset.name, s.fold, pid)
             return ConditionLabels(examples=[], details={"no_training_claims": True})
         return condition.examples(inputs, pid)
 
-    return {pid: ordered_examples(examples(pid), cfg, pid) for pid in personas}
+    return {pid: ordered_examples(examples(pid), s.composed, pid) for pid in personas}
 
 
-def base_work_in_child_process(cfg: DictConfig, role: str) -> bool:
+def base_work_in_child_process(settings: Settings | DictConfig, role: str) -> bool:
     """Whether the base model's work runs in a child process (``model.engine_per_process``; null:
     for vLLM, which does not reliably free GPU memory when an engine is closed). Only needed when
     the cell then loads a different (instruct) checkpoint."""
-    if role == "base" or str(cfg.model.base) == str(cfg.model.instruct):
+    model = as_settings(settings).model
+    if role == "base" or str(model.base) == str(model.instruct):
         return False
-    flag = cfg.model.get("engine_per_process")
-    return backend_info(cfg.model.backend).engine_per_process if flag is None else bool(flag)
+    flag = model.engine_per_process
+    return backend_info(model.backend).engine_per_process if flag is None else bool(flag)
 
 
-def base_model_work_due(cfg: DictConfig, condition: Condition, claimset: ClaimSet,
+def base_model_work_due(settings: Settings | DictConfig, condition: Condition, claimset: ClaimSet,
                         personas: list[str]) -> bool:
     """Whether the condition's examples need the base model: it says it uses it, or a search it
     needs is not complete on disk. Otherwise the cell never starts a child process for nothing."""
@@ -260,16 +270,16 @@ def base_model_work_due(cfg: DictConfig, condition: Condition, claimset: ClaimSe
         return True
     if not condition.needs_search:
         return False
-    return not searches_on_disk(cfg, claimset, personas)
+    return not searches_on_disk(settings, claimset, personas)
 
 
-def examples_in_child_process(cfg: DictConfig) -> dict[str, ConditionLabels]:
+def examples_in_child_process(s: Settings) -> dict[str, ConditionLabels]:
     """:func:`condition_examples` in a fresh (spawned) process, whose exit frees every byte its
     engine held. Searches it computes are on disk for the parent; their W&B rows are not live."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
-    resolved = cfg.copy()
+    resolved = s.composed.copy()
     OmegaConf.resolve(resolved)  # ${hydra:...} interpolations cannot resolve in the child
     log.info("base model work of this cell in a child process (model.engine_per_process)")
     with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
@@ -277,39 +287,40 @@ def examples_in_child_process(cfg: DictConfig) -> dict[str, ConditionLabels]:
 
 
 def _condition_examples_job(cfg: DictConfig) -> dict[str, ConditionLabels]:
-    """Child-process entry of :func:`examples_in_child_process`."""
+    """Child-process entry of :func:`examples_in_child_process` (the composed config, resolved:
+    settings are typed again in the child)."""
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
-    claimset, personas = cell_data(cfg)
-    backends = Backends(cfg)
+    s = as_settings(cfg)
+    claimset, personas = cell_data(s)
+    backends = Backends(s)
     try:
-        return condition_examples(cfg, get_condition(plain(cfg.condition.name)), claimset, personas,
-                                  backends)
+        return condition_examples(s, get_condition(s.condition.name), claimset, personas, backends)
     finally:
         backends.close()
 
 
-def predict_personas(cfg: DictConfig, claimset: ClaimSet, labelled: dict[str, ConditionLabels],
+def predict_personas(s: Settings, claimset: ClaimSet, labelled: dict[str, ConditionLabels],
                      backend: Any, base: bool = False,
                      queries: dict[str, PersonaQueries] | None = None) -> list[PredictionRow]:
     """Every persona's held-out claims, once per example set of its condition (``base``: the
     backend is the base model, always prompted as plain text). With ``queries`` (a per-query
     selection) each held-out question is prompted with its own examples."""
     rows: list[PredictionRow] = []
-    cell = {"model": cfg.model.name, "dataset": cfg.dataset.name,
-            "condition": condition_part(cfg), "fold": cfg.fold, "seed": cfg.seed}
-    n_claims = sum(len(claimset.split(cfg.fold, pid)[1]) * len(cl.perturbations or [0])
+    cell = {"model": s.model.name, "dataset": s.dataset.name,
+            "condition": condition_part(s.composed), "fold": s.fold, "seed": s.seed}
+    n_claims = sum(len(claimset.split(s.fold, pid)[1]) * len(cl.perturbations or [0])
                    for pid, cl in labelled.items())
-    bar = tqdm(total=n_claims, desc="inference", unit="claim", disable=not cfg.progress)
+    bar = tqdm(total=n_claims, desc="inference", unit="claim", disable=not s.progress)
     for pid in sorted(labelled):
-        _, test = claimset.split(cfg.fold, pid)
+        _, test = claimset.split(s.fold, pid)
         cl = labelled[pid]
         bar.set_postfix_str(pid)
         for k, examples in enumerate(cl.perturbations or [cl.examples]):
             if queries is None:
-                preds, _ = predict(backend, cfg.inference, claimset.personas[pid], examples, test,
+                preds, _ = predict(backend, s.inference, claimset.personas[pid], examples, test,
                                    base=base, progress=bar.update)
             else:
-                preds = predict_per_question(cfg, claimset, pid, queries[pid].sets[k], test, backend,
+                preds = predict_per_question(s, claimset, pid, queries[pid].sets[k], test, backend,
                                              base, bar.update)
             for r in preds:
                 r.perturbation = k if cl.perturbations else None
@@ -320,7 +331,7 @@ def predict_personas(cfg: DictConfig, claimset: ClaimSet, labelled: dict[str, Co
     return rows
 
 
-def predict_per_question(cfg: DictConfig, claimset: ClaimSet, pid: str, per_question: dict,
+def predict_per_question(s: Settings, claimset: ClaimSet, pid: str, per_question: dict,
                          test: list, backend: Any, base: bool, progress: Any) -> list[PredictionRow]:
     """The held-out claims of each question with that question's examples (one prompt prefix per
     question), in the order of ``test``."""
@@ -329,7 +340,7 @@ def predict_per_question(cfg: DictConfig, claimset: ClaimSet, pid: str, per_ques
         by_q.setdefault(c.question_id, []).append(c)
     got: dict[str, PredictionRow] = {}
     for q, claims in by_q.items():
-        preds, _ = predict(backend, cfg.inference, claimset.personas[pid], per_question[q], claims,
+        preds, _ = predict(backend, s.inference, claimset.personas[pid], per_question[q], claims,
                            base=base, progress=progress)
         got.update({r.item_id: r for r in preds})
     return [got[c.item_id] for c in test]
@@ -346,28 +357,27 @@ def add_condition_metrics(metrics: dict, labelled: dict[str, ConditionLabels]) -
                        not_averaged=("n_examples",))
 
 
-def steered_generation(cfg: DictConfig, claimset: ClaimSet, labelled: dict[str, ConditionLabels],
+def steered_generation(s: Settings, claimset: ClaimSet, labelled: dict[str, ConditionLabels],
                        backend: Any, queries: dict[str, PersonaQueries] | None = None) -> list[dict]:
     """Open-ended data: an answer per held-out question, steered by the condition's
     representative examples, rated 1-5 by the judge (:func:`judge_backend`). ``acc_matched``
     generates and judges with every perturbation (rows carry ``perturbation``), as its claim
     metrics average them all."""
-    judge = judge_backend(cfg, backend)
+    judge = judge_backend(s, backend)
     rows = []
     try:
-        for pid in tqdm(sorted(labelled), desc="generation + judge", unit="persona", disable=not cfg.progress):
-            _, test = claimset.split(cfg.fold, pid)
+        for pid in tqdm(sorted(labelled), desc="generation + judge", unit="persona", disable=not s.progress):
+            _, test = claimset.split(s.fold, pid)
             cl = labelled[pid]
             for k, examples in enumerate(cl.perturbations or [cl.examples]):
                 if queries is None:
-                    got = generate_and_judge(backend, judge, cfg.inference, claimset.personas[pid],
-                                             examples, test, int(cfg.seed))
+                    got = generate_and_judge(backend, judge, s.inference, claimset.personas[pid],
+                                             examples, test, s.seed)
                 else:  # a per-query selection: each held-out question steered by its own examples
                     got = []
                     for q, ex in sorted(queries[pid].sets[k].items()):
-                        got += generate_and_judge(backend, judge, cfg.inference, claimset.personas[pid],
-                                                  ex, [c for c in test if c.question_id == q],
-                                                  int(cfg.seed))
+                        got += generate_and_judge(backend, judge, s.inference, claimset.personas[pid],
+                                                  ex, [c for c in test if c.question_id == q], s.seed)
                 rows += [r | {"perturbation": k if cl.perturbations else None} for r in got]
     finally:
         if judge is not backend:
@@ -375,39 +385,41 @@ def steered_generation(cfg: DictConfig, claimset: ClaimSet, labelled: dict[str, 
     return rows
 
 
-def judge_backend(cfg: DictConfig, backend: Any) -> Any:
+def judge_backend(s: Settings, backend: Any) -> Any:
     """The OvertonBench judge: the model under test unless ``inference.judge_model`` names another
     checkpoint (loaded with ``inference.judge_backend``, default the model's backend) or, with
     ``judge_backend=openai``, a model behind an OpenAI-compatible ``inference.judge_api_base``
     (key from the env var ``inference.judge_api_key_env``). The paper used OvertonBench's
     validated judge; a self-judged score is marked as not comparable in the report."""
-    inf = cfg.inference
+    inf, model = s.inference, s.model
     if not inf.judge_model:
         return backend
-    return make_judge(plain(inf.get("judge_backend") or cfg.model.backend), inf.judge_model,
-                      cache_dir=cfg.paths.cache_dir, max_context=cfg.model.max_context,
-                      dtype=cfg.model.dtype, api_base=inf.get("judge_api_base"),
-                      api_key_env=inf.get("judge_api_key_env"))
+    return make_judge(inf.judge_backend or model.backend, inf.judge_model,
+                      cache_dir=s.paths.cache_dir, max_context=model.max_context,
+                      dtype=model.dtype, api_base=inf.judge_api_base,
+                      api_key_env=inf.judge_api_key_env)
 
 
-def judge_info(cfg: DictConfig) -> dict:
-    """Which judge rated the answers, and whether it is the model under test (then the scores are
-    not comparable with the paper's, judged by OvertonBench's validated judge)."""
-    judge = cfg.inference.judge_model
-    self_judged = not judge or str(judge) in (str(cfg.model.instruct), str(cfg.model.base))
-    validation = cfg.inference.get("judge_validation")
-    return {"judge_model": str(judge or cfg.model.instruct), "judge_is_model_under_test": self_judged,
+def judge_info(inference: Any, model: Any) -> dict:
+    """Which judge rated the answers (the typed ``inference`` and ``model`` settings), and whether
+    it is the model under test (then the scores are not comparable with the paper's, judged by
+    OvertonBench's validated judge)."""
+    judge = inference.judge_model
+    self_judged = not judge or str(judge) in (str(model.instruct), str(model.base))
+    validation = inference.judge_validation
+    return {"judge_model": str(judge or model.instruct), "judge_is_model_under_test": self_judged,
             # the report calls OT scores comparable with the paper's only with a stated validation
             "judge_validation": str(validation) if validation and not self_judged else None}
 
 
-def write_cell(cfg: DictConfig, out: Path, fp: str, result: CellOutput, t0: float) -> None:
-    """The result files, each atomic; ``COMPLETE.json`` last."""
+def write_cell(s: Settings, out: Path, fp: str, result: CellOutput, t0: float) -> None:
+    """The result files, each atomic; ``COMPLETE.json`` last (``config.yaml``: the composed
+    config, the record of what ran)."""
     atomic_write_text(out / CONFIG, OmegaConf.to_yaml(OmegaConf.create(
-        scrub_secrets(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)))))
+        scrub_secrets(OmegaConf.to_container(s.composed, resolve=True, enum_to_str=True)))))
     atomic_write_jsonl(out / PREDICTIONS, (r.as_dict() for r in result.predictions))
     atomic_write_jsonl(out / EXAMPLES, (e.as_dict() for e in result.examples))
-    if cfg.dataset.open_ended:
+    if s.dataset.open_ended:
         atomic_write_jsonl(out / GENERATIONS, result.generations)
     if result.selection:
         atomic_write_jsonl(out / SELECTION, result.selection)
@@ -417,8 +429,8 @@ def write_cell(cfg: DictConfig, out: Path, fp: str, result: CellOutput, t0: floa
         slurm=slurm_job_info()).as_dict())
 
 
-def log_cell(wb: Any, out: Path, cfg: DictConfig, result: CellOutput) -> None:
+def log_cell(wb: Any, out: Path, s: Settings, result: CellOutput) -> None:
     """Metrics, predictions table and the result files as an Artifact (tracking/results.py)."""
     if wb is not None:
-        log_cell_result(wb, out, cfg.paths.results_dir, result.metrics,
+        log_cell_result(wb, out, s.paths.results_dir, result.metrics,
                         pd.DataFrame([r.as_dict() for r in result.predictions]))

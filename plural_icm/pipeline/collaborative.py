@@ -31,6 +31,7 @@ import pandas as pd
 from omegaconf import DictConfig
 
 from plural_icm.conditions.labels import cap_search_claims
+from plural_icm.config.settings import Settings, as_settings
 from plural_icm.data.records import Claim, ClaimSet
 from plural_icm.data.registry import load_claimset
 from plural_icm.inference.predict import predict
@@ -144,11 +145,11 @@ def answers_for(groups: list[str], claims: list[Claim], directory: Path,
     return fixed
 
 
-def _evaluate(cfg: DictConfig, claimset: ClaimSet, pid: str, labels: dict[str, bool],
+def _evaluate(s: Settings, claimset: ClaimSet, pid: str, labels: dict[str, bool],
               summary: SearchSummary, backends: Backends) -> dict:
-    train, test = claimset.split(cfg.fold, pid)
+    train, test = claimset.split(s.fold, pid)
     examples = [(c, labels[c.item_id]) for c in train if c.item_id in labels]
-    rows, _ = predict(backends.get("instruct"), cfg.inference, claimset.personas[pid], examples, test)
+    rows, _ = predict(backends.get("instruct"), s.inference, claimset.personas[pid], examples, test)
     m = cell_metrics(pd.DataFrame([r.as_dict() for r in rows]), claimset.rule)["overall"]
     gold = [labels[c.item_id] == c.gold for c in train if c.item_id in labels and c.gold is not None]
     return LabellingScore(test_accuracy=m.get("claim_accuracy"),
@@ -159,42 +160,44 @@ def _evaluate(cfg: DictConfig, claimset: ClaimSet, pid: str, labels: dict[str, b
                           context_order=summary.context_order).as_dict()
 
 
-def fewshot_confidence(cfg, claimset, pid, train: list[Claim], labels, backends) -> dict[str, float]:
+def fewshot_confidence(settings, claimset, pid, train: list[Claim], labels, backends) -> dict[str, float]:
     """Confidence of the few-shot instruct model on each searched training item, with the ICM
     labels of the OTHER questions as examples (the item's own label is never in its context)."""
+    s = as_settings(settings)
     by_question: dict[str, list[Claim]] = {}
     for c in train:
         by_question.setdefault(c.group_id, []).append(c)
     out: dict[str, float] = {}
     for g, members in by_question.items():
         examples = [(c, labels[c.item_id]) for c in train if c.group_id != g]
-        rows, _ = predict(backends.get("instruct"), cfg.inference, claimset.personas[pid], examples, members)
+        rows, _ = predict(backends.get("instruct"), s.inference, claimset.personas[pid], examples, members)
         out.update({r.item_id: max(r.p_true, 1 - r.p_true) for r in rows})
     return out
 
 
-def search_set(cfg: DictConfig, claimset: ClaimSet, pid: str) -> list[Claim]:
+def search_set(settings: Settings | DictConfig, claimset: ClaimSet, pid: str) -> list[Claim]:
     """The training claims the search labels (capped by dataset.max_search_claims, as in cells)."""
-    train, _ = claimset.split(cfg.fold, pid)
-    return cap_search_claims(train, cfg.dataset.max_search_claims, int(cfg.seed))
+    s = as_settings(settings)
+    train, _ = claimset.split(s.fold, pid)
+    return cap_search_claims(train, s.dataset.max_search_claims, s.seed)
 
 
-def method_dir(cfg: DictConfig, method: str) -> str:
+def method_dir(s: Settings, method: str) -> str:
     """The summary's method directory: ``<method>`` with simulated (gold) answers,
     ``<method>-answers`` with an answers file (people's answers), so both sit side by side in one
     output tree and the report shows them together (the summary's ``method`` stays ``<method>``)."""
-    return f"{method}-answers" if cfg.collaborative.answers_file else method
+    return f"{method}-answers" if s.collaborative.answers_file else method
 
 
-def collaborative_fingerprint(cfg: DictConfig, method: str) -> str:
+def collaborative_fingerprint(s: Settings, method: str) -> str:
     """What determines one summary: the cell settings (run_tag included), the method, k, rounds
     and the answers file (by content)."""
-    answers = cfg.collaborative.answers_file
+    answers = s.collaborative.answers_file
     digest = hashlib.sha256(Path(answers).read_bytes()).hexdigest()[:16] \
         if answers and Path(answers).is_file() else None
-    settings = [fingerprint(cfg), method, int(cfg.collaborative.k_per_fold),
-                int(cfg.collaborative.rounds), answers, digest]
-    questions_from = QuestionsFrom(cfg.collaborative.questions_from)
+    settings = [fingerprint(s.composed), method, s.collaborative.k_per_fold,
+                s.collaborative.rounds, answers, digest]
+    questions_from = QuestionsFrom(s.collaborative.questions_from)
     if questions_from is not QuestionsFrom.pooled:  # appended only then: pooled keeps its old hashes
         settings.append(questions_from.value)
     blob = json.dumps(settings)
@@ -230,47 +233,50 @@ def reusable_summary(path: Path, fp: str, force: bool) -> bool:
     return False
 
 
-def run_collaborative(cfg: DictConfig, wb: Any = None) -> dict:
-    claimset = load_claimset(cfg.dataset, cfg.paths.data_dir)
+def run_collaborative(settings: Settings | DictConfig, wb: Any = None) -> dict:
+    """Stage ``collaborative`` on the job's settings: per persona and selection method, ICM
+    before and after answers to the questions the method asks (Section 6 of the paper)."""
+    s = as_settings(settings)
+    claimset = load_claimset(s.composed.dataset, s.paths.data_dir)
     personas = sorted(claimset.personas)
-    root = collaborative_root(cfg.paths.output_dir, cfg.model.name, cfg.dataset.name)
-    backends = Backends(cfg)
+    root = collaborative_root(s.paths.output_dir, s.model.name, s.dataset.name)
+    backends = Backends(s)
     results: dict[str, dict] = {}
     try:
-        base = run_searches_for(cfg, claimset, personas, backends, desc="ICM search (before)", wb=wb)
+        base = run_searches_for(s, claimset, personas, backends, desc="ICM search (before)", wb=wb)
         for pid in personas:
-            train = search_set(cfg, claimset, pid)  # questions are asked from this set only
+            train = search_set(s, claimset, pid)  # questions are asked from this set only
             s0 = base[pid]
-            before = _evaluate(cfg, claimset, pid, s0.labels, s0.summary, backends)
+            before = _evaluate(s, claimset, pid, s0.labels, s0.summary, backends)
             fewshot = None
-            for method in cfg.collaborative.selection:
-                d = collaborative_dir(cfg.paths.output_dir, cfg.model.name, cfg.dataset.name, pid,
-                                      method_dir(cfg, method), cfg.fold)
+            for method in s.collaborative.selection:
+                d = collaborative_dir(s.paths.output_dir, s.model.name, s.dataset.name, pid,
+                                      method_dir(s, method), s.fold)
                 done = d / "summary.json"
-                fp = collaborative_fingerprint(cfg, method)
-                if reusable_summary(done, fp, bool(cfg.force)):
+                fp = collaborative_fingerprint(s, method)
+                if reusable_summary(done, fp, s.force):
                     results.setdefault(pid, {})[method] = json.loads(done.read_text())
                     log.info("skip complete %s", done)
                     continue
                 if method == "active" and fewshot is None:
-                    fewshot = fewshot_confidence(cfg, claimset, pid, train, s0.labels, backends)
+                    fewshot = fewshot_confidence(s, claimset, pid, train, s0.labels, backends)
                 fixed: dict[str, bool] = {}
                 labels, summary, asked = s0.labels, s0.summary, []
                 current = s0  # the latest search: round r > 1 asks where the re-run is unsure
-                for r in range(int(cfg.collaborative.rounds)):
-                    groups = round_questions(method, train, int(cfg.collaborative.k_per_fold),
-                                             int(cfg.seed), r, current.confidence, fixed, fewshot,
-                                             asked, question_folds(cfg, claimset))
+                for r in range(s.collaborative.rounds):
+                    groups = round_questions(method, train, s.collaborative.k_per_fold,
+                                             s.seed, r, current.confidence, fixed, fewshot,
+                                             asked, question_folds(s, claimset))
                     asked += groups
-                    fixed.update(answers_for(asked, train, d, cfg.collaborative.answers_file))
-                    after = run_searches_for(cfg, claimset, [pid], backends, fixed={pid: fixed},
+                    fixed.update(answers_for(asked, train, d, s.collaborative.answers_file))
+                    after = run_searches_for(s, claimset, [pid], backends, fixed={pid: fixed},
                                              desc=f"ICM search ({method}, round {r + 1})", wb=wb)[pid]
                     labels, summary, current = after.labels, after.summary, after
                 res = CollaborativeSummary(
-                    persona=pid, method=method, fold=int(cfg.fold), k=len(asked), asked=asked,
-                    before=before, **_evaluate(cfg, claimset, pid, labels, summary, backends),
-                    fingerprint=fp, run_tag=cfg.run_tag, k_per_fold=int(cfg.collaborative.k_per_fold),
-                    rounds=int(cfg.collaborative.rounds)).as_dict()
+                    persona=pid, method=method, fold=s.fold, k=len(asked), asked=asked,
+                    before=before, **_evaluate(s, claimset, pid, labels, summary, backends),
+                    fingerprint=fp, run_tag=s.run_tag, k_per_fold=s.collaborative.k_per_fold,
+                    rounds=s.collaborative.rounds).as_dict()
                 atomic_write_json(done, res)
                 results.setdefault(pid, {})[method] = res
     finally:
@@ -284,8 +290,8 @@ def run_collaborative(cfg: DictConfig, wb: Any = None) -> dict:
     if wb is not None:
         wb.log_table("collaborative", pd.DataFrame(rows))
         wb.log_files_artifact(  # the before/after summaries of this fold, named by their paths
-            f"collaborative-{cfg.model.name}-{cfg.dataset.name}-fold{cfg.fold}", "collaborative",
-            [collaborative_dir(cfg.paths.output_dir, cfg.model.name, cfg.dataset.name, pid,
-                               method_dir(cfg, m), cfg.fold) / "summary.json" for pid, ms in results.items() for m in ms],
+            f"collaborative-{s.model.name}-{s.dataset.name}-fold{s.fold}", "collaborative",
+            [collaborative_dir(s.paths.output_dir, s.model.name, s.dataset.name, pid,
+                               method_dir(s, m), s.fold) / "summary.json" for pid, ms in results.items() for m in ms],
             root=root)
     return results

@@ -8,10 +8,8 @@ import logging
 import time
 from typing import Any
 
-from omegaconf import DictConfig
-
 from plural_icm.backends.registry import backend_from_model_config
-from plural_icm.utils.values import plain
+from plural_icm.config.settings import Settings, as_settings
 
 log = logging.getLogger(__name__)
 
@@ -25,18 +23,19 @@ class Backends:
     GPU job holds one engine at a time (vLLM cannot start a second engine in one process).
     """
 
-    def __init__(self, cfg: DictConfig):
-        self.cfg = cfg
+    def __init__(self, settings: Settings | Any):
+        s = as_settings(settings)
+        self.model, self.cache_dir = s.model, s.paths.cache_dir
         self._current: tuple[str, Any] | None = None
 
     def get(self, role: str) -> Any:
-        spec = self.cfg.model.base if role == "base" else self.cfg.model.instruct
+        spec = self.model.base if role == "base" else self.model.instruct
         if self._current and self._current[0] == spec:
             return self._current[1]
         self.close()
-        log.info("loading %s model %s (%s backend) ...", role, spec, plain(self.cfg.model.backend))
+        log.info("loading %s model %s (%s backend) ...", role, spec, self.model.backend.value)
         t0 = time.perf_counter()
-        backend = backend_from_model_config(self.cfg.model, role, self.cfg.paths.cache_dir)
+        backend = backend_from_model_config(self.model, role, self.cache_dir)
         log.info("loaded %s model %s in %.1f s", role, spec, time.perf_counter() - t0)
         self._current = (spec, backend)
         return backend

@@ -30,12 +30,12 @@ from typing import Any, Iterable, Sequence
 from omegaconf import DictConfig, OmegaConf
 
 from plural_icm.backends.registry import backend_info
+from plural_icm.config.settings import Settings, as_settings
 from plural_icm.conditions.registry import get_condition
 from plural_icm.layout import CELL_FILES, COMPLETE, cell_path, condition_part, fingerprint, is_complete
 from plural_icm.pipeline.searches import model_identity
 from plural_icm.selection import per_query
 from plural_icm.selection.apply import needs_embeddings
-from plural_icm.utils.values import plain
 
 GIB = 1024 ** 3
 # Paper: "4-6 h per search" on RTX PRO 6000s; our figures come from the cost model instead.
@@ -61,43 +61,45 @@ class Resources:
                    time_min=int(model.time_min))
 
 
-def planned_stage(cfg: DictConfig) -> str:
+def planned_stage(settings: Settings | DictConfig) -> str:
     """The stage a job will run: under ``stage=plan`` the jobs are planned as cells."""
-    stage = plain(cfg.stage)
+    stage = as_settings(settings).stage.value
     return "cell" if stage == "plan" else stage
 
 
-def needs_search(cfg: DictConfig) -> bool:
+def needs_search(settings: Settings | DictConfig) -> bool:
     """Whether the job reads ICM searches (so it runs after the search job of its fold): the
     collaborative stage always does; a cell when its condition declares ``needs_search``."""
-    if planned_stage(cfg) == "collaborative":
+    s = as_settings(settings)
+    if planned_stage(s) == "collaborative":
         return True
-    return get_condition(plain(cfg.condition.name)).needs_search
+    return get_condition(s.condition.name).needs_search
 
 
-def search_key(cfg: DictConfig) -> str:
+def search_key(settings: Settings | DictConfig) -> str:
     """Equal for two configs whose searches have equal content addresses (config-level inputs)."""
-
+    s = as_settings(settings)
+    cfg = s.composed  # the key of launches already recorded: computed from the composed config
     icm = OmegaConf.to_container(cfg.icm, resolve=True)
     icm.pop("checkpoint_every", None)
     dataset = OmegaConf.to_container(cfg.dataset, resolve=True)
     dataset.pop("size", None)
-    spec = {"model": model_identity(cfg), "name": cfg.model.name, "max_context": int(cfg.model.max_context),
-            "dataset": dataset, "fold": int(cfg.fold), "seed": int(cfg.seed), "icm": icm}
+    spec = {"model": model_identity(s), "name": s.model.name, "max_context": s.model.max_context,
+            "dataset": dataset, "fold": s.fold, "seed": s.seed, "icm": icm}
     return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
-def cell_key(cfg: DictConfig) -> str:
+def cell_key(settings: Settings | DictConfig) -> str:
     """The identity of a cell job across launches (its result directory and stage)."""
-
-    return f"{planned_stage(cfg)}:{cell_path(cfg)}"
+    s = as_settings(settings)
+    return f"{planned_stage(s)}:{cell_path(s.composed)}"
 
 
 @dataclass
 class PlannedJob:
     stage: str                 # search | cell | collaborative
     overrides: list[str]
-    cfg: DictConfig
+    settings: Settings
     resources: Resources
     key: str                   # identity across launches (registry of running jobs)
     search: str | None = None  # search key: the one it runs (stage=search) or reads (cells)
@@ -108,12 +110,17 @@ class PlannedJob:
     problems: list[str] = field(default_factory=list)  # why it cannot start, with what to change
 
     @property
+    def cfg(self) -> DictConfig:
+        """The job's composed config (its result path and record)."""
+        return self.settings.composed
+
+    @property
     def label(self) -> str:
-        c = self.cfg
+        c = self.settings
         if self.stage == "search":
             return f"search {c.model.name}/{c.dataset.name}/fold{c.fold}"
         n = "all" if c.inference.n_examples is None else c.inference.n_examples
-        cond = "collaborative" if self.stage == "collaborative" else condition_part(c)
+        cond = "collaborative" if self.stage == "collaborative" else condition_part(c.composed)
         return f"{c.model.name}/{c.dataset.name}/{cond}/n{n}/fold{c.fold}/seed{c.seed}"
 
 
@@ -180,9 +187,10 @@ def _bytes_per_value(dtype: str, gpu: bool) -> int:
 
 
 def memory_check(model: Any, cluster: Any) -> MemoryCheck:
-    """Weights + KV cache of one ``max_context`` sequence against the GPUs (or RAM) of a job."""
+    """Weights + KV cache of one ``max_context`` sequence against the GPUs (or RAM) of a job
+    (``model``, ``cluster``: the typed ``ModelConfig`` and ``ClusterConfig``)."""
     name = model.name
-    sizes = [model.get(k) for k in ("params_b", "layers", "kv_heads", "head_dim")]
+    sizes = [getattr(model, k) for k in ("params_b", "layers", "kv_heads", "head_dim")]
     if any(v is None for v in sizes):
         return MemoryCheck(name, True, f"{name}: no params_b/layers/kv_heads/head_dim in its config: not checked")
     params_b, layers, kv_heads, head_dim = sizes
@@ -222,65 +230,68 @@ def memory_check(model: Any, cluster: Any) -> MemoryCheck:
     return MemoryCheck(name, False, line + "  DOES NOT FIT", ", or ".join(fixes))
 
 
-def _train_fraction(cfg: DictConfig) -> float:
+def _train_fraction(s: Settings) -> float:
     """Share of a persona's claims its searches see: (k-1)/k for k folds, else the loader's split."""
-    k = int(cfg.dataset.n_folds)
+    k = s.dataset.n_folds
     if k > 1:
         return (k - 1) / k
-    return float((cfg.dataset.get("options") or {}).get("search_fraction", 0.5))
+    return float((s.dataset.options or {}).get("search_fraction", 0.5))
 
 
-def _train_claims(cfg: DictConfig) -> int:
-    size = cfg.dataset.size
-    n = int(int(size.claims_per_persona) * _train_fraction(cfg))
-    cap = cfg.dataset.max_search_claims
-    return min(n, int(cap)) if cap is not None else n
+def _train_claims(s: Settings) -> int:
+    size = s.dataset.size
+    n = int(size.claims_per_persona * _train_fraction(s))
+    cap = s.dataset.max_search_claims
+    return min(n, cap) if cap is not None else n
 
 
-def _personas(cfg: DictConfig) -> int:
-    return len(cfg.dataset.personas) if cfg.dataset.personas else int(cfg.dataset.size.personas)
+def _personas(s: Settings) -> int:
+    return len(s.dataset.personas) if s.dataset.personas else s.dataset.size.personas
 
 
-def _n_sets(cfg: DictConfig) -> int:
+def _n_sets(s: Settings) -> int:
     """Search sets per persona of one fold's job: its training parts under icm.search_unit=part."""
-    n_train = _train_claims(cfg)
-    n_set = _search_set_claims(cfg, n_train)
+    n_train = _train_claims(s)
+    n_set = _search_set_claims(s, n_train)
     return math.ceil(n_train / n_set) if n_set else 1
 
 
-def search_job_tokens(cfg: DictConfig) -> float:
+def search_job_tokens(settings: Settings | DictConfig) -> float:
     """Prompt tokens of one stage=search job: every persona x restart of its fold (estimate)."""
     from plural_icm.search.cost import cost_mode, search_tokens
 
-    n_train = _train_claims(cfg)
-    n_set = _search_set_claims(cfg, n_train)
-    mode = cost_mode(plain(cfg.icm.engine), plain(cfg.icm.get("context_order", "published")))
-    per = search_tokens(n_set, int(cfg.dataset.size.tokens_per_claim), int(cfg.icm.max_iters), mode)
+    s = as_settings(settings)
+    n_train = _train_claims(s)
+    n_set = _search_set_claims(s, n_train)
+    mode = cost_mode(s.icm.engine.value, s.icm.context_order.value)
+    per = search_tokens(n_set, s.dataset.size.tokens_per_claim, s.icm.max_iters, mode)
     # under icm.search_unit=part a fold's job runs one search per training part (a part's search
     # is shared by the other folds' jobs through the store: the sum over folds counts it k-1 times)
-    return per * _n_sets(cfg) * _personas(cfg) * int(cfg.icm.restarts)
+    return per * _n_sets(s) * _personas(s) * s.icm.restarts
 
 
-def cell_tokens(cfg: DictConfig) -> float:
+def cell_tokens(settings: Settings | DictConfig) -> float:
     """Prompt tokens of a cell's inference (estimate): per persona, its in-context examples once
     (the engines' prefix cache shares them) plus every test claim; acc_matched once per perturbation."""
-    size = cfg.dataset.size
-    L = int(size.tokens_per_claim)
-    n_train = _train_claims(cfg)
-    n_test = int(int(size.claims_per_persona) * (1 - _train_fraction(cfg)))
-    condition = get_condition(plain(cfg.condition.name))
+    s = as_settings(settings)
+    cfg = s.composed  # for the condition and the selection, which read the composed config
+    size = s.dataset.size
+    L = size.tokens_per_claim
+    n_train = _train_claims(s)
+    n_test = int(size.claims_per_persona * (1 - _train_fraction(s)))
+    condition = get_condition(s.condition.name)
     n_ex = n_train if condition.uses_examples else 0
-    if cfg.inference.n_examples is not None and n_ex:
-        n_ex = min(n_ex, int(cfg.inference.n_examples))
+    if s.inference.n_examples is not None and n_ex:
+        n_ex = min(n_ex, s.inference.n_examples)
     sets = condition.n_example_sets(cfg)
     if per_query(cfg) and n_ex:
         # each held-out question has its own examples (one prefix per question, ~2 claims each)
         per_persona = sets * (max(1, n_test // 2) * n_ex * L + n_test * (L + 60))
     else:
         per_persona = sets * (n_ex * L + n_test * (L + 60))
-    tokens = per_persona * _personas(cfg)
-    if planned_stage(cfg) == "collaborative":  # a constrained search per selection method and round
-        tokens += search_job_tokens(cfg) * len(cfg.collaborative.selection) * int(cfg.collaborative.rounds)
+    tokens = per_persona * _personas(s)
+    if planned_stage(s) == "collaborative":  # a constrained search per selection method and round
+        tokens += search_job_tokens(s) * len(s.collaborative.selection) * s.collaborative.rounds
     return tokens
 
 
@@ -292,94 +303,96 @@ def cell_tokens(cfg: DictConfig) -> float:
 PROMPT_OVERHEAD_TOKENS = 96
 
 
-def _max_persona_claims(cfg: DictConfig) -> int:
-    size = cfg.dataset.size
-    return int(size.get("max_claims_per_persona") or size.claims_per_persona)
+def _max_persona_claims(s: Settings) -> int:
+    size = s.dataset.size
+    return size.max_claims_per_persona or size.claims_per_persona
 
 
-def _max_claim_tokens(cfg: DictConfig) -> int:
-    size = cfg.dataset.size
-    return int(size.get("max_tokens_per_claim") or size.tokens_per_claim)
+def _max_claim_tokens(s: Settings) -> int:
+    size = s.dataset.size
+    return size.max_tokens_per_claim or size.tokens_per_claim
 
 
-def _largest_train_claims(cfg: DictConfig) -> int:
-    n = int(_max_persona_claims(cfg) * _train_fraction(cfg))
-    cap = cfg.dataset.max_search_claims
-    return min(n, int(cap)) if cap is not None else n
+def _largest_train_claims(s: Settings) -> int:
+    n = int(_max_persona_claims(s) * _train_fraction(s))
+    cap = s.dataset.max_search_claims
+    return min(n, cap) if cap is not None else n
 
 
-def _search_set_claims(cfg: DictConfig, n_train: int) -> int:
+def _search_set_claims(s: Settings, n_train: int) -> int:
     """Claims of the largest single search: one part under ``icm.search_unit=part``."""
-    k = int(cfg.dataset.n_folds)
-    if plain(cfg.icm.get("search_unit", "training_folds")) == "part" and k > 1:
+    k = s.dataset.n_folds
+    if s.icm.search_unit.value == "part" and k > 1:
         return math.ceil(n_train / (k - 1))
     return n_train
 
 
-def search_prompt_tokens(cfg: DictConfig) -> int:
+def search_prompt_tokens(settings: Settings | DictConfig) -> int:
     """Tokens of the longest prompt of a search (estimate): every other claim of the largest search
     set as an example, then the longest claim as the query (leave-one-out)."""
-    n = _search_set_claims(cfg, _largest_train_claims(cfg))
-    return max(n - 1, 0) * int(cfg.dataset.size.tokens_per_claim) + _max_claim_tokens(cfg) + 1
+    s = as_settings(settings)
+    n = _search_set_claims(s, _largest_train_claims(s))
+    return max(n - 1, 0) * s.dataset.size.tokens_per_claim + _max_claim_tokens(s) + 1
 
 
-def inference_prompt_tokens(cfg: DictConfig) -> int:
+def inference_prompt_tokens(settings: Settings | DictConfig) -> int:
     """Tokens of the longest inference prompt of a cell (estimate): the largest persona's
     examples, the longest query, the template allowance and, for open-ended data, the answer."""
-    condition = get_condition(plain(cfg.condition.name))
-    n_ex = _largest_train_claims(cfg) if condition.uses_examples else 0
-    if cfg.inference.n_examples is not None:
-        n_ex = min(n_ex, int(cfg.inference.n_examples))
-    extra = int(cfg.inference.max_new_tokens) if cfg.dataset.get("open_ended") else 0
-    return n_ex * int(cfg.dataset.size.tokens_per_claim) + _max_claim_tokens(cfg) + \
+    s = as_settings(settings)
+    condition = get_condition(s.condition.name)
+    n_ex = _largest_train_claims(s) if condition.uses_examples else 0
+    if s.inference.n_examples is not None:
+        n_ex = min(n_ex, s.inference.n_examples)
+    extra = s.inference.max_new_tokens if s.dataset.open_ended else 0
+    return n_ex * s.dataset.size.tokens_per_claim + _max_claim_tokens(s) + \
         PROMPT_OVERHEAD_TOKENS + extra
 
 
-def _fitting_claims(cfg: DictConfig, budget: int) -> int:
-    return max((budget - _max_claim_tokens(cfg) - PROMPT_OVERHEAD_TOKENS)
-               // max(int(cfg.dataset.size.tokens_per_claim), 1), 0)
+def _fitting_claims(s: Settings, budget: int) -> int:
+    return max((budget - _max_claim_tokens(s) - PROMPT_OVERHEAD_TOKENS)
+               // max(s.dataset.size.tokens_per_claim, 1), 0)
 
 
-def start_problems(cfg: DictConfig, search: bool = False) -> list[str]:
-    """Why the job of ``cfg`` would fail at its start, each with the keys to change (empty: it
-    can start). ``search``: the job is the stage=search job of this config."""
+def start_problems(settings: Settings | DictConfig, search: bool = False) -> list[str]:
+    """Why the job of ``settings`` would fail at its start, each with the keys to change (empty:
+    it can start). ``search``: the job is the stage=search job of this config."""
     from plural_icm.data.registry import check_fold
     from plural_icm.errors import ConfigError
 
+    s = as_settings(settings)
     out = []
     try:
-        check_fold(cfg.dataset, int(cfg.fold))
+        check_fold(s.composed.dataset, s.fold)
     except ConfigError as e:
         out.append(f"{e}; change: fold, or sweep each dataset over its own folds (the sweeper "
                    "drops a swept fold its dataset does not have)")
-    ctx = int(cfg.model.max_context)
-    size = (f"dataset.size of {cfg.dataset.name}: {_max_persona_claims(cfg)} claims in its largest "
-            f"persona, {cfg.dataset.size.tokens_per_claim} tokens per claim, "
-            f"{_max_claim_tokens(cfg)} the longest")
-    if search or needs_search(cfg):
-        n = search_prompt_tokens(cfg)
+    ctx = s.model.max_context
+    size = (f"dataset.size of {s.dataset.name}: {_max_persona_claims(s)} claims in its largest "
+            f"persona, {s.dataset.size.tokens_per_claim} tokens per claim, "
+            f"{_max_claim_tokens(s)} the longest")
+    if search or needs_search(s):
+        n = search_prompt_tokens(s)
         if n > ctx:
-            unit = plain(cfg.icm.get("search_unit", "training_folds"))
-            fit = _fitting_claims(cfg, ctx) + 1
-            k = int(cfg.dataset.n_folds)
+            unit = s.icm.search_unit.value
+            fit = _fitting_claims(s, ctx) + 1
+            k = s.dataset.n_folds
             cap = fit * (k - 1) if unit == "part" and k > 1 else fit
             out.append(f"search prompts of about {n} tokens (icm.search_unit={unit}; {size}) > "
-                       f"model.max_context={ctx} of {cfg.model.name}; change: "
+                       f"model.max_context={ctx} of {s.model.name}; change: "
                        f"dataset.max_search_claims={cap}, or model.max_context={n} where the "
                        "checkpoint supports it" + ("" if unit == "part" else ", or icm.search_unit=part"))
-    if not search and plain(cfg.inference.context_policy) == "error":
-        n = inference_prompt_tokens(cfg)
+    if not search and s.inference.context_policy.value == "error":
+        n = inference_prompt_tokens(s)
         if n > ctx:
-            fit = _fitting_claims(cfg, ctx - (int(cfg.inference.max_new_tokens)
-                                              if cfg.dataset.get("open_ended") else 0))
+            fit = _fitting_claims(s, ctx - (s.inference.max_new_tokens if s.dataset.open_ended else 0))
             out.append(f"inference prompts of about {n} tokens ({size}) > model.max_context={ctx} "
-                       f"of {cfg.model.name}; change: inference.n_examples={fit}, or "
+                       f"of {s.model.name}; change: inference.n_examples={fit}, or "
                        f"dataset.max_search_claims={fit}, or inference.context_policy=drop_oldest")
     return out
 
 
 def _gpu_hours(tokens: float, model: Any) -> float:
-    rate = model.get("throughput_tok_s")
+    rate = model.throughput_tok_s
     if not rate:
         return 0.0
     return tokens / float(rate) / 3600 * max(int(model.gpus or 0), 1 if int(model.gpus or 0) else 0)
@@ -402,7 +415,7 @@ def time_limit_notes(plan: Plan, max_num_timeout: int | None) -> list[str]:
         if s.complete or not hours or not limit_h or hours <= limit_h:
             continue
         runs = math.ceil(hours / limit_h)
-        line = (f"{s.cfg.model.name}/{s.cfg.dataset.name}/fold{s.cfg.fold}: estimated {hours:.1f} h "
+        line = (f"{s.settings.model.name}/{s.settings.dataset.name}/fold{s.settings.fold}: estimated {hours:.1f} h "
                 f"(upper bound) > model.time_min={s.resources.time_min} min: about {runs} runs of "
                 f"the time limit, resumed from its checkpoint after each requeue")
         if max_num_timeout is not None and runs - 1 > max_num_timeout:
@@ -414,11 +427,12 @@ def time_limit_notes(plan: Plan, max_num_timeout: int | None) -> list[str]:
 
 
 # -- building -------------------------------------------------------------------------------------
-def _is_complete_cell(cfg: DictConfig) -> bool:
+def _is_complete_cell(s: Settings) -> bool:
     """Complete with the same settings: such a cell is not submitted (a cell of different settings
     is, so that its job stops with the message saying so)."""
-    if planned_stage(cfg) != "cell":
+    if planned_stage(s) != "cell":
         return False
+    cfg = s.composed
     out = cell_path(cfg)
     if not is_complete(out, CELL_FILES):
         return False
@@ -428,32 +442,33 @@ def _is_complete_cell(cfg: DictConfig) -> bool:
         return False
 
 
-def build_plan(jobs: Iterable[tuple[Sequence[str], DictConfig]]) -> Plan:
-    """Plan the sweep whose jobs are given as (overrides, composed config)."""
+def build_plan(jobs: Iterable[tuple[Sequence[str], Settings | DictConfig]]) -> Plan:
+    """Plan the sweep whose jobs are given as (overrides, composed config or its settings)."""
     plan = Plan()
     searches: dict[str, PlannedJob] = {}
     models: dict[str, Any] = {}
-    for overrides, cfg in jobs:
-        stage = planned_stage(cfg)
-        models.setdefault(cfg.model.name, (cfg.model, cfg.cluster))
-        res = Resources.of_model(cfg.model)
-        cell = PlannedJob(stage=stage, overrides=list(overrides), cfg=cfg, resources=res,
-                          key=cell_key(cfg), complete=_is_complete_cell(cfg))
-        cell.prompt_tokens = cell_tokens(cfg)
-        if stage == "cell" and needs_embeddings(cfg):
-            cell.embed = f"{cfg.dataset.name} x {plain(cfg.selection.embedding_model)}"
-        cell.gpu_hours = _gpu_hours(cell.prompt_tokens, cfg.model)
-        cell.problems = start_problems(cfg)
-        if needs_search(cfg):
-            sk = search_key(cfg)
+    for overrides, job in jobs:
+        st = as_settings(job)
+        stage = planned_stage(st)
+        models.setdefault(st.model.name, (st.model, st.cluster))
+        res = Resources.of_model(st.model)
+        cell = PlannedJob(stage=stage, overrides=list(overrides), settings=st, resources=res,
+                          key=cell_key(st), complete=_is_complete_cell(st))
+        cell.prompt_tokens = cell_tokens(st)
+        if stage == "cell" and needs_embeddings(st.composed):
+            cell.embed = f"{st.dataset.name} x {st.selection.embedding_model}"
+        cell.gpu_hours = _gpu_hours(cell.prompt_tokens, st.model)
+        cell.problems = start_problems(st)
+        if needs_search(st):
+            sk = search_key(st)
             cell.search = sk
             if sk not in searches:
                 s_over = [o for o in overrides if not o.startswith("stage=")] + ["stage=search"]
-                s = PlannedJob(stage="search", overrides=s_over, cfg=cfg, resources=res,
+                s = PlannedJob(stage="search", overrides=s_over, settings=st, resources=res,
                                key=f"search:{sk}", search=sk)
-                s.problems = start_problems(cfg, search=True)
-                s.prompt_tokens = search_job_tokens(cfg)
-                s.gpu_hours = _gpu_hours(s.prompt_tokens, cfg.model)
+                s.problems = start_problems(st, search=True)
+                s.prompt_tokens = search_job_tokens(st)
+                s.gpu_hours = _gpu_hours(s.prompt_tokens, st.model)
                 searches[sk] = s
                 plan.searches.append(s)
             plan.shared_by[sk] = plan.shared_by.get(sk, 0) + 1
@@ -473,17 +488,16 @@ def assumption_lines(plan: Plan) -> list[str]:
     out = []
     seen = set()
     for s in plan.searches:
-        c = s.cfg
-        key = (c.model.name, c.dataset.name, plain(c.icm.get("search_unit", "training_folds")),
-               int(c.icm.restarts), int(c.icm.max_iters))
+        c = s.settings
+        key = (c.model.name, c.dataset.name, c.icm.search_unit.value, c.icm.restarts, c.icm.max_iters)
         if key in seen:
             continue
         seen.add(key)
         unit = key[2]
-        k = int(c.dataset.n_folds)
+        k = c.dataset.n_folds
         n_train = _train_claims(c)
         per_search = _search_set_claims(c, n_train)
-        n_searches = _personas(c) * int(c.icm.restarts) * ((k - 1) if unit == "part" and k > 1 else 1)
+        n_searches = _personas(c) * c.icm.restarts * ((k - 1) if unit == "part" and k > 1 else 1)
         per = s.gpu_hours / max(n_searches, 1)
         out.append(f"  {c.model.name}/{c.dataset.name}: a search job = {_personas(c)} personas x "
                    f"{(k - 1) if unit == 'part' and k > 1 else 1} search set(s) "
@@ -507,7 +521,7 @@ def embedding_work(plan: Plan) -> dict[str, tuple[int, int]]:
     out: dict[str, tuple[int, int]] = {}
     for j in plan.to_submit():
         if j.embed:
-            n = int(j.cfg.dataset.size.claims_per_persona) * _personas(j.cfg)
+            n = j.settings.dataset.size.claims_per_persona * _personas(j.settings)
             out[j.embed] = (max(n, out.get(j.embed, (0, 0))[0]), out.get(j.embed, (0, 0))[1] + 1)
     return out
 
@@ -527,10 +541,10 @@ def format_plan(plan: Plan, max_num_timeout: int | None = None) -> str:
             "time_min", "after", "state")
     rows = []
     for j in plan.jobs:
-        c = j.cfg
+        c = j.settings
         search = j.stage == "search"
         n = "-" if search else ("all" if c.inference.n_examples is None else str(c.inference.n_examples))
-        cond = "-" if search else ("collaborative" if j.stage == "collaborative" else condition_part(c))
+        cond = "-" if search else ("collaborative" if j.stage == "collaborative" else condition_part(c.composed))
         rows.append((ids[j.search] if search else "-", j.stage, c.model.name, c.dataset.name, str(c.fold),
                      cond, n, str(j.resources.gpus), str(j.resources.cpus), str(j.resources.mem_gb),
                      str(j.resources.time_min), ids[j.search] if (j.search and not search) else "-",
@@ -541,12 +555,12 @@ def format_plan(plan: Plan, max_num_timeout: int | None = None) -> str:
     out.append("")
     out.append(f"distinct searches ({len(plan.searches)}; estimated prompt tokens from the engine's cost model, max_iters as an upper bound):")
     for s in plan.searches:
-        c = s.cfg
+        c = s.settings
         out.append(f"  {ids[s.search]}  {c.model.name}/{c.dataset.name}/fold{c.fold} [{s.search}]: "
                    f"{_personas(c)} personas x {_n_sets(c)} search set(s) x {c.icm.restarts} restart(s), "
                    f"{_search_set_claims(c, _train_claims(c))} claims x "
                    f"{c.dataset.size.tokens_per_claim} tokens, <= {c.icm.max_iters} iterations "
-                   f"({plain(c.icm.engine)} engine, {plain(c.icm.context_order)} order, icm preset {c.icm.preset}): "
+                   f"({c.icm.engine.value} engine, {c.icm.context_order.value} order, icm preset {c.icm.preset}): "
                    f"{_fmt_tokens(s.prompt_tokens)} tokens, {s.gpu_hours:.1f} GPU-h; "
                    f"read by {plan.shared_by.get(s.search, 0)} cell(s)"
                    + ("  [complete]" if s.complete else ""))
@@ -566,27 +580,26 @@ def format_plan(plan: Plan, max_num_timeout: int | None = None) -> str:
                f"inference adds {PROMPT_OVERHEAD_TOKENS} tokens of template):")
     seen = set()
     for j in plan.jobs:
-        c = j.cfg
+        c = j.settings
         if j.stage == "search":
-            key = ("search", c.model.name, c.dataset.name, plain(c.icm.get("search_unit", "")),
+            key = ("search", c.model.name, c.dataset.name, c.icm.search_unit.value,
                    c.dataset.max_search_claims)
-            what = f"search ({plain(c.icm.get('search_unit', 'training_folds'))})"
+            what = f"search ({c.icm.search_unit.value})"
             n = search_prompt_tokens(c)
         else:
+            uses_examples = get_condition(c.condition.name).uses_examples
             key = ("cell", c.model.name, c.dataset.name, c.inference.n_examples,
-                   c.dataset.max_search_claims, get_condition(plain(c.condition.name)).uses_examples)
-            if not get_condition(plain(c.condition.name)).uses_examples and \
-                    ("cell0", c.model.name, c.dataset.name) in seen:
+                   c.dataset.max_search_claims, uses_examples)
+            if not uses_examples and ("cell0", c.model.name, c.dataset.name) in seen:
                 continue
             seen.add(("cell0", c.model.name, c.dataset.name))
             ex = "all" if c.inference.n_examples is None else c.inference.n_examples
-            what = (f"inference, {ex} examples" if get_condition(plain(c.condition.name)).uses_examples
-                    else "inference, zero-shot")
+            what = f"inference, {ex} examples" if uses_examples else "inference, zero-shot"
             n = inference_prompt_tokens(c)
         if key in seen:
             continue
         seen.add(key)
-        ctx = int(c.model.max_context)
+        ctx = c.model.max_context
         out.append(f"  {c.model.name}/{c.dataset.name} {what}: ~{n} tokens "
                    f"{'<=' if n <= ctx else '>'} {ctx}" + ("" if n <= ctx else "  DOES NOT FIT"))
     bad = plan.cannot_start()

@@ -8,9 +8,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from omegaconf import DictConfig
-
 from plural_icm.backends.settings import result_engine_settings
+from plural_icm.config.settings import Settings, as_settings
 from plural_icm.conditions.labels import cap_search_claims
 from plural_icm.data.records import ClaimSet
 from plural_icm.pipeline.models import Backends
@@ -20,7 +19,6 @@ from plural_icm.search.progress import SearchProgress
 from plural_icm.search.store import SearchTask, all_on_disk, run_or_load
 from plural_icm.search.units import best_per_persona, search_sets
 from plural_icm.tracking.searches import SearchTracker
-from plural_icm.utils.values import plain
 
 log = logging.getLogger(__name__)
 
@@ -29,50 +27,54 @@ __all__ = ["search_tasks", "model_identity", "run_searches_for", "searches_on_di
 
 # -- ICM searches -----------------------------------------------------------------------------
 
-def search_tasks(cfg: DictConfig, claimset: ClaimSet, backend_identity: dict,
+def search_tasks(settings: Settings | Any, claimset: ClaimSet, backend_identity: dict,
                  personas: list[str], fold: int, fixed: dict[str, dict[str, bool]] | None = None):
     """The ICM searches a cell needs: per persona, restart and search set (icm.search_unit: the
     training claims, or each training fold part of them; plural_icm.search.units)."""
-    params = SearchParams.from_config(cfg.icm)
-    unit = plain(cfg.icm.search_unit)
+    s = as_settings(settings)
+    icm = s.icm
+    params = SearchParams.from_settings(icm)
+    unit = icm.search_unit.value
     tasks = []
     for pid in personas:
         train, _ = claimset.split(fold, pid)
-        train = cap_search_claims(train, cfg.dataset.max_search_claims, cfg.seed)
+        train = cap_search_claims(train, s.dataset.max_search_claims, s.seed)
         if not train:  # all its items are in the held-out fold: nothing to search (the cell warns)
             log.warning("%s fold %s: persona %r has no training claims; no ICM search for it",
-                        cfg.dataset.name, fold, pid)
+                        s.dataset.name, fold, pid)
             continue
         pid_fixed = (fixed or {}).get(pid, {})
         for part, claims in search_sets(train, claimset.folds, unit):
             ids = {c.item_id for c in claims}
-            for r in range(int(cfg.icm.restarts)):
+            for r in range(icm.restarts):
                 tasks.append(SearchTask(
-                    model=cfg.model.name, dataset=cfg.dataset.name,
+                    model=s.model.name, dataset=s.dataset.name,
                     fold=fold if part is None else part, persona=pid, claims=claims,
-                    rule=claimset.rule, params=params, seed=int(cfg.seed) * 1000 + r,
-                    template=cfg.icm.template, labels=tuple(cfg.icm.labels),
+                    rule=claimset.rule, params=params, seed=s.seed * 1000 + r,
+                    template=icm.template, labels=tuple(icm.labels),
                     model_identity=backend_identity,
                     fixed={k: v for k, v in pid_fixed.items() if k in ids},
                     search_unit=unit, part=part))
     return tasks
 
 
-def model_identity(cfg: DictConfig) -> dict:
+def model_identity(settings: Settings | Any) -> dict:
     """What identifies the base model for search hashing, without loading it."""
-    return {"backend": plain(cfg.model.backend), "model": cfg.model.base,
-            "revision": cfg.model.revision, "dtype": cfg.model.dtype,
-            **result_engine_settings(cfg.model)}
+    model = as_settings(settings).model
+    return {"backend": model.backend.value, "model": model.base,
+            "revision": model.revision, "dtype": model.dtype,
+            **result_engine_settings(model)}
 
 
-def run_searches_for(cfg: DictConfig, claimset: ClaimSet, personas: list[str], backends: Backends,
-                     fixed: dict[str, dict[str, bool]] | None = None, desc: str = "ICM search",
-                     wb: Any = None) -> dict[str, Any]:
+def run_searches_for(settings: Settings | Any, claimset: ClaimSet, personas: list[str],
+                     backends: Backends, fixed: dict[str, dict[str, bool]] | None = None,
+                     desc: str = "ICM search", wb: Any = None) -> dict[str, Any]:
     """Best-of-restarts ICM search result per persona (run, resumed or loaded; the parts of a
     persona merged when icm.search_unit=part)."""
-    tasks = search_tasks(cfg, claimset, model_identity(cfg), personas, cfg.fold, fixed)
-    progress = SearchProgress(tasks, cfg.paths.searches_dir, desc, enabled=bool(cfg.progress))
-    tracker = SearchTracker(wb, cfg.paths.searches_dir)
+    s = as_settings(settings)
+    tasks = search_tasks(s, claimset, model_identity(s), personas, s.fold, fixed)
+    progress = SearchProgress(tasks, s.paths.searches_dir, desc, enabled=s.progress)
+    tracker = SearchTracker(wb, s.paths.searches_dir)
 
     def on_iteration(task, row):
         progress(task, row)
@@ -82,32 +84,33 @@ def run_searches_for(cfg: DictConfig, claimset: ClaimSet, personas: list[str], b
     base_model, release = base_model_for_searches(lambda: backends.get("base"), tasks, progress)
 
     try:
-        stored = run_or_load(tasks, cfg.paths.searches_dir, base_model, on_iteration)
+        stored = run_or_load(tasks, s.paths.searches_dir, base_model, on_iteration)
     finally:
         progress.close()
         release()
     tracker.finished(stored)
     by_persona: dict[str, list] = {}
-    for s in stored:
-        by_persona.setdefault(s.task.persona, []).append(s)
+    for got in stored:
+        by_persona.setdefault(got.task.persona, []).append(got)
     for pid, ss in by_persona.items():
-        for s in ss:
-            log.info("search %s fold %d seed %d: %s (%s)", pid, cfg.fold, s.task.seed,
-                     "computed" if s.computed else "loaded", s.path)
-            if s.summary.warning:
-                log.warning("search %s (%s): %s", pid, s.path, s.summary.warning)
+        for got in ss:
+            log.info("search %s fold %d seed %d: %s (%s)", pid, s.fold, got.task.seed,
+                     "computed" if got.computed else "loaded", got.path)
+            if got.summary.warning:
+                log.warning("search %s (%s): %s", pid, got.path, got.summary.warning)
     return best_per_persona(stored)
 
 
-def searches_on_disk(cfg: DictConfig, claimset: ClaimSet, personas: list[str]) -> bool:
+def searches_on_disk(settings: Settings | Any, claimset: ClaimSet, personas: list[str]) -> bool:
     """Whether every search of these personas (no fixed labels) is complete on disk: loading them
     needs no model."""
-    tasks = search_tasks(cfg, claimset, model_identity(cfg), personas, cfg.fold, None)
-    return all_on_disk(tasks, cfg.paths.searches_dir)
+    s = as_settings(settings)
+    tasks = search_tasks(s, claimset, model_identity(s), personas, s.fold, None)
+    return all_on_disk(tasks, s.paths.searches_dir)
 
 
-def icm_protocol(cfg: DictConfig) -> dict:
+def icm_protocol(settings: Settings | Any) -> dict:
     """The ICM settings a number depends on beyond the hyperparameters, for the result's meta."""
-    return {"icm_preset": plain(cfg.icm.preset),
-            "search_unit": plain(cfg.icm.search_unit), "seed_labels": plain(cfg.icm.seed_labels),
-            "context_order": plain(cfg.icm.context_order)}
+    icm = as_settings(settings).icm
+    return {"icm_preset": icm.preset, "search_unit": icm.search_unit.value,
+            "seed_labels": icm.seed_labels.value, "context_order": icm.context_order.value}

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from omegaconf import DictConfig
+from typing import Any
 
+from plural_icm.config.settings import Settings, as_settings
 from plural_icm.data.stats import data_stats_report
 
 
-def run_data_stats(cfg: DictConfig):
-    print(data_stats_report(cfg.dataset, cfg.paths.data_dir), flush=True)
+def run_data_stats(settings: Settings | Any):
+    s = as_settings(settings)
+    print(data_stats_report(s.composed.dataset, s.paths.data_dir), flush=True)
     return None

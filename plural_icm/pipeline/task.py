@@ -1,4 +1,8 @@
-"""The Hydra task: dispatch a composed config to its stage, inside one W&B run.
+"""The Hydra task: resolve the composed config once, dispatch it to its stage, inside one W&B run.
+
+:func:`run_task` is every stage's entry: it hands the composed config to
+:func:`plural_icm.config.settings.resolve_settings` (THE place it is validated and typed) and
+passes the typed :class:`~plural_icm.config.settings.Settings` down.
 
 Lives in an importable module (not ``__main__``) so that submitit can pickle it for SLURM.
 """
@@ -11,8 +15,7 @@ import os
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from plural_icm.config.checks import validate_config
-from plural_icm.config.schema import check_config
+from plural_icm.config.settings import Settings, require_icm_preset, resolve_settings
 from plural_icm.data.registry import load_claimset
 from plural_icm.layout import cell_name
 from plural_icm.pipeline.cell import run_cell
@@ -23,7 +26,6 @@ from plural_icm.pipeline.slurm import check_allocation, in_slurm_job
 from plural_icm.pipeline.stats_stage import run_data_stats
 from plural_icm.pipeline.summary import print_summary
 from plural_icm.tracking.wandb_run import cell_run
-from plural_icm.utils.values import plain
 
 log = logging.getLogger(__name__)
 
@@ -35,35 +37,29 @@ def _hydra_choices() -> dict:
         return {}
 
 
-def wandb_name_and_tags(cfg: DictConfig, stage: str) -> tuple[str, dict]:
+def wandb_name_and_tags(s: Settings, stage: str) -> tuple[str, dict]:
     """A readable W&B run name and the tags of one job: model, dataset, fold, the condition of a
     cell, the personas when the dataset is restricted to some."""
-    tags = {"model": cfg.model.name, "dataset": cfg.dataset.name, "fold": cfg.fold}
+    tags = {"model": s.model.name, "dataset": s.dataset.name, "fold": s.fold}
     if stage == "cell":
-        name = cell_name(cfg)
-        tags["condition"] = plain(cfg.condition.name)
+        name = cell_name(s.composed)
+        tags["condition"] = s.condition.name
     else:
-        name = f"{cfg.model.name}/{cfg.dataset.name}/{stage}/fold{cfg.fold}/seed{cfg.seed}"
-    if cfg.dataset.personas:
-        tags["persona"] = [str(p) for p in cfg.dataset.personas]
+        name = f"{s.model.name}/{s.dataset.name}/{stage}/fold{s.fold}/seed{s.seed}"
+    if s.dataset.personas:
+        tags["persona"] = [str(p) for p in s.dataset.personas]
     return name, tags
 
 
-def _require_icm_preset(cfg: DictConfig) -> None:
-    """A model config of one's own may not name an ICM preset: never fall back to the demo one."""
-    from omegaconf import OmegaConf
-
-    if OmegaConf.is_missing(cfg, "icm"):
-        raise SystemExit(f"plural_icm: no ICM preset for model {cfg.model.name}: choose one with "
-                         "icm=paper (the paper's settings), icm=fork or icm=demo (12-claim laptop demo), "
-                         "or add `- /icm@_global_.icm: paper` to the model config's defaults")
+#: Former name of :func:`plural_icm.config.settings.require_icm_preset`.
+_require_icm_preset = require_icm_preset
 
 
-def _print_plan(cfg: DictConfig) -> None:
+def _print_plan(s: Settings) -> None:
     """stage=plan without -m: the plan of this one cell (with -m the launcher plans the sweep)."""
     from plural_icm.pipeline.plan import PlanError, build_plan, format_plan
 
-    plan = build_plan([([], cfg)])
+    plan = build_plan([([], s)])
     print(format_plan(plan), flush=True)
     try:
         plan.refuse_if_infeasible()
@@ -75,40 +71,37 @@ def _print_plan(cfg: DictConfig) -> None:
 
 
 def run_task(cfg: DictConfig):
-    _require_icm_preset(cfg)
-    check_config(cfg)  # before anything is loaded or submitted
-    validate_config(cfg)  # values (nan, n_folds=0, an empty path...) before anything is written
-    if cfg.get("dataset") is not None:  # the fold against what the dataset's loader declares
-        from plural_icm.data.registry import check_fold
-
-        check_fold(cfg.dataset, int(cfg.fold))
+    """Every stage's entry: the composed ``cfg`` resolved once (checked before anything is loaded,
+    submitted or written, and typed), then the stage run on the typed settings."""
+    s = resolve_settings(cfg)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    stage = plain(cfg.stage)
+    stage = s.stage.value
     if stage == "plan":
-        return _print_plan(cfg)
+        return _print_plan(s)
     if stage == "data_stats":
-        return run_data_stats(cfg)
+        return run_data_stats(s)
     if in_slurm_job():
-        check_allocation(cfg.model)
+        check_allocation(s.model)
 
-    name, tags = wandb_name_and_tags(cfg, stage)
-    with cell_run(cfg, job_type=stage, name=name, tags=tags, hydra_choices=_hydra_choices()) as wb:
+    name, tags = wandb_name_and_tags(s, stage)
+    with cell_run(s.composed, job_type=stage, name=name, tags=tags,
+                  hydra_choices=_hydra_choices()) as wb:
         if stage == "cell":
-            metrics = run_cell(cfg, wb=wb)
-            print_summary(cfg, metrics)
+            metrics = run_cell(s, wb=wb)
+            print_summary(s.composed, metrics)
             return metrics.get("overall", {}).get("claim_accuracy")  # the paper's metric
         if stage == "search":
-            claimset = load_claimset(cfg.dataset, cfg.paths.data_dir)
-            backends = Backends(cfg)
+            claimset = load_claimset(s.composed.dataset, s.paths.data_dir)
+            backends = Backends(s)
             try:
-                res = run_searches_for(cfg, claimset, sorted(claimset.personas), backends, wb=wb)
+                res = run_searches_for(s, claimset, sorted(claimset.personas), backends, wb=wb)
             finally:
                 backends.close()
-            for pid, s in res.items():
-                print(f"{pid}: U={s.summary.U:.2f} label_accuracy={s.summary.label_accuracy} -> {s.path}")
+            for pid, got in res.items():
+                print(f"{pid}: U={got.summary.U:.2f} label_accuracy={got.summary.label_accuracy} -> {got.path}")
             return None
         if stage == "collaborative":
-            return run_collaborative(cfg, wb=wb)
+            return run_collaborative(s, wb=wb)
     from plural_icm.errors import ConfigError
 
     raise ConfigError(f"unknown stage {stage!r}")

@@ -41,76 +41,16 @@ from plural_icm.choices import Aggregate
 from plural_icm.data.records import Claim, ConsistencyRule
 from plural_icm.search.consistency import group_inconsistencies, repair_options
 from plural_icm.search.context_order import FixedLayout, TreeTailLayout, layout_from_dict
+from plural_icm.search.params import CONTEXT_ORDERS, SearchParams  # noqa: F401 (re-exported)
 from plural_icm.search.prompts import ClaimRenderer
 from plural_icm.search.schedule import temperature, temperature_index
 from plural_icm.utils.stop import ScoringStopped
-from plural_icm.utils.values import plain
 
 log = logging.getLogger(__name__)
 
 Scores = dict[str, tuple[float, float]]  # item_id -> (logP(True), logP(False))
 Request = list[Prompt]
 Step = Generator[Request, np.ndarray, Any]
-
-
-@dataclass
-class SearchParams:
-    """The algorithm's settings (a plain copy of the icm config group)."""
-
-    alpha: float = 50.0
-    num_seed: int = 8
-    max_iters: int = 3000
-    initial_temp: float = 10.0
-    final_temp: float = 0.01
-    decay: float = 0.99
-    schedule: str = "log"
-    log_schedule_constant: float = 2.0
-    temperature_index: str = "accepted"  # accepted (the published code) | iteration (Wen Alg. 1)
-    aggregate: str = "mean_log_odds"
-    patience: int | None = 200  # None: no early stop (the published algorithm)
-    fix_max_rounds: int = 10
-    unlabelled_weight: float = 100.0
-    checkpoint_every: int = 25
-    context_order: str = "published"  # published (one global order) | halving_tail (ours, faster)
-    max_tail: int = 8
-    memo: bool = True           # reuse scores of identical prompts (off for the reference engine)
-    seed_labels: str = "random"  # random (balanced, as the paper's text) | gold (one fork script)
-    repair_seed_labels: bool = True  # ConsistencyFix on the seed labels first (Wen Alg. 1 line 2)
-    # improve: a group's best repair is adopted only if it raises U (ours); first: as the paper's
-    # fork, the best-scoring repair of each inconsistent group is adopted whatever U it gives
-    # (its running best starts at -1e6, never compared with the unrepaired labelling).
-    repair_rule: str = "improve"
-
-    @classmethod
-    def from_config(cls, icm_cfg: Any, engine: str | None = None) -> "SearchParams":
-        keys = cls.__dataclass_fields__.keys()
-        kwargs = {k: plain(getattr(icm_cfg, k)) for k in keys if hasattr(icm_cfg, k)}
-        engine = engine or plain(getattr(icm_cfg, "engine", "fast"))
-        if engine == "reference":
-            if kwargs.get("context_order", "published") != "published":
-                raise ValueError(
-                    f"icm.engine=reference scores the published code's order; "
-                    f"icm.context_order={kwargs['context_order']!r} is not it. Set "
-                    "icm.context_order=published (or icm.engine=fast for the halving layout)")
-            kwargs.update(memo=False)
-        return cls(**kwargs)
-
-    @property
-    def cost_mode(self) -> str:
-        """This search's mode in the cost model (:func:`plural_icm.search.cost.cost_mode`): the
-        reference engine is the one configuration that scores without the memo."""
-        from plural_icm.search.cost import cost_mode
-
-        return cost_mode("fast" if self.memo else "reference", self.context_order)
-
-    def __post_init__(self) -> None:
-        if self.context_order not in CONTEXT_ORDERS:
-            raise ValueError(f"icm.context_order must be one of {', '.join(CONTEXT_ORDERS)}, "
-                             f"got {self.context_order!r}")
-
-
-CONTEXT_ORDERS = ("published", "halving_tail")
-
 
 
 @dataclass
