@@ -91,7 +91,9 @@ def _tiny_model() -> Path:
     return _TINY[0]
 
 
-def _env(out: Path) -> dict:
+def _env(out: Path, full_error: bool = True) -> dict:
+    """A launcher's environment; ``full_error``: HYDRA_FULL_ERROR=1 (stack traces, for debugging a
+    failing test), off where the test checks what a user sees."""
     env = dict(os.environ, PLURAL_ICM_OUTPUT=str(out), HYDRA_FULL_ERROR="1", WANDB_MODE="disabled",
                PLURAL_ICM_TINY_MODEL=str(_tiny_model()), PLURAL_ICM_POLL_S="2",
                # one torch thread per job even with 2 CPUs allocated: on the shared 2-core test
@@ -99,15 +101,17 @@ def _env(out: Path) -> dict:
                OMP_NUM_THREADS="1")
     # The job's Python must import plural_icm even if the package is not installed.
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    if not full_error:
+        env.pop("HYDRA_FULL_ERROR")
     return env
 
 
 _LAUNCHERS: list[subprocess.Popen] = []
 
 
-def _popen(args: list[str], out: Path) -> subprocess.Popen:
+def _popen(args: list[str], out: Path, full_error: bool = True) -> subprocess.Popen:
     log = open(out.parent / f"{out.name}.launch.log", "a")
-    proc = subprocess.Popen([sys.executable, "launch.py", *args], cwd=ROOT, env=_env(out),
+    proc = subprocess.Popen([sys.executable, "launch.py", *args], cwd=ROOT, env=_env(out, full_error),
                             stdout=log, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     _LAUNCHERS.append(proc)
     return proc
@@ -131,9 +135,9 @@ def _launch_log(out: Path) -> str:
     return p.read_text() if p.exists() else ""
 
 
-def _launch(args: list[str], out: Path, timeout: float) -> tuple[int, float, str]:
+def _launch(args: list[str], out: Path, timeout: float, full_error: bool = True) -> tuple[int, float, str]:
     t0 = time.monotonic()
-    rc, _, text = _wait(_popen(args, out), out, timeout)
+    rc, _, text = _wait(_popen(args, out, full_error), out, timeout)
     return rc, time.monotonic() - t0, text
 
 
@@ -322,7 +326,7 @@ def test_cell_that_raises_is_a_failed_job(slurm_tmp):
     args = ["-m", "hydra/launcher=slurm", f"hydra.searchpath=[file://{FIXTURE_CONF}]", "model=tiny_a",
             "condition=zero_shot,gold", "dataset=gqa", "dataset.path=/nonexistent/global_opinions.csv",
             "dataset.options.download=false", *COMMON]
-    rc, _, text = _launch(args, out, FAIL_TIMEOUT)
+    rc, _, text = _launch(args, out, FAIL_TIMEOUT, full_error=False)  # as a user runs it
     assert rc != 0
     ids = _job_ids(out)
     assert len(ids) == 1, ids      # the two cells ask for the same resources: one job array
