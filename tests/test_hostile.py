@@ -1768,15 +1768,36 @@ def test_a_stop_during_a_long_batch_checkpoints_within_seconds(tmp_path, sig, co
     assert [r.summary["U"] for r in resumed] == [r.summary["U"] for r in fresh]
 
 
+def _wait_until_python_handles_sigint(pid: int, timeout: float = 30.0) -> None:
+    """Until the interpreter has installed its SIGINT handler (bit 2 of SigCgt in /proc)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            caught = next(int(ln.split()[1], 16) for ln in Path(f"/proc/{pid}/status").read_text().splitlines()
+                          if ln.startswith("SigCgt:"))
+        except (OSError, StopIteration):
+            caught = 0
+        if caught & (1 << (2 - 1)):
+            return
+        time.sleep(0.01)
+    raise AssertionError(f"process {pid} did not install a SIGINT handler in {timeout} s")
+
+
 def test_ctrl_c_early_in_launch_prints_one_line_and_no_trace(tmp_path):
     """Ctrl-C while launch.py imports or composes (before any search): one line, no traceback."""
     import time
 
     env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
     env.update(PLURAL_ICM_OUTPUT=str(tmp_path / "out"), PYTHONPATH=str(ROOT))
-    proc = subprocess.Popen([sys.executable, "launch.py", "logger=none", "stage=data_stats"],
+    # the paper grid's plan composes for several seconds (stage=data_stats on the demo took about
+    # 1 s here: a Ctrl-C 0.5 s in could come after it ended and be missed)
+    proc = subprocess.Popen([sys.executable, "launch.py", "-m", "experiment=paper", "stage=plan",
+                             "logger=none"],
                             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
+    _wait_until_python_handles_sigint(proc.pid)  # before that, SIGINT kills the process silently
     time.sleep(0.5)
     proc.send_signal(2)
     _, err = proc.communicate(timeout=120)

@@ -93,7 +93,15 @@ class StopRequest:
 
         sig = self.received
         prev = self._previous.get(sig, signal.SIG_DFL)
-        signal.signal(sig, prev if prev is not None else signal.SIG_DFL)
+        prev = prev if prev is not None else signal.SIG_DFL
+        signal.signal(sig, prev)
+        if callable(prev):
+            # A Python handler (Python's own, which raises KeyboardInterrupt, or submitit's):
+            # call it here. A signal sent to ourselves may be delivered to another thread and run
+            # by the interpreter only later, after the caller's next statement (seen: the
+            # caller's SearchInterrupted escaped with a traceback instead of Ctrl-C's exit 130).
+            prev(sig, None)
+            return
         os.kill(os.getpid(), sig)
 
 
