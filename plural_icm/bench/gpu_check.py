@@ -36,17 +36,16 @@ from typing import Any
 import numpy as np
 
 from plural_icm.bench.search import (
+    ENGINES,
     LABELS,
     TEMPLATE,
     TOPICS,
     measure,
     synthetic_claims,
 )
+from plural_icm.search.params import CONTEXT_ORDERS
 
 CONFIG = Path(__file__).with_name("configs") / "llama-3.1-8b.json"
-#: Engines of bench.search: ours in the published order, ours in halving_tail, the reference.
-ENGINES = ("published", "fast", "reference")
-ORDERS = ("published", "halving_tail")
 PAPER_ITERATIONS = 3000  # conf/icm/paper.yaml max_iters
 
 
@@ -171,7 +170,7 @@ def main(argv=None) -> int:
     results: dict[str, Any] = {"device": device, "n": n, "paper_n": paper_n}
     with tempfile.TemporaryDirectory() as tmp:
         folder = build_model_dir(Path(tmp) / "model", architecture(args.cpu_smoke), device)
-        for order in ORDERS:
+        for order in CONTEXT_ORDERS:
             for dtype in ("float32", "bfloat16"):
                 r = exactness(folder, dtype, exact_n, order)
                 results[f"exact_{order}_{dtype}"] = r

@@ -41,12 +41,13 @@ import numpy as np
 
 from plural_icm.data.records import Claim, ConsistencyRule
 from plural_icm.search.engine import ICMSearch, SearchParams, SearchResult, labelling_scores, run_searches
+from plural_icm.search.params import CONTEXT_ORDERS
 from plural_icm.search.prompts import ClaimRenderer
 
 TEMPLATE = "Question: {question}\nClaim: {claim}\nI think this claim is"
 LABELS = (" True", " False")
 MODELS = {"smollm2": "packaged:smollm2", "gemma270m": "packaged:gemma3-270m"}
-ORDERS = ("published", "halving_tail")
+ORDERS = CONTEXT_ORDERS  # published first: the correlations compare ORDERS[0] with ORDERS[1]
 DEFAULT_PERSONAS = ("Nigeria", "Britain", "Brazil")
 
 
