@@ -104,8 +104,8 @@ def exactness(folder: Path, dtype: str, n: int, order: str = "published") -> dic
     from plural_icm.backends.base import flatten
     from plural_icm.backends.hf import HFBackend
     from plural_icm.data.records import ConsistencyRule
-    from plural_icm.search.engine import ICMSearch, SearchParams, drive
     from plural_icm.search.context_order import FixedLayout, TreeTailLayout
+    from plural_icm.search.engine import ICMSearch, SearchParams, drive
     from plural_icm.search.prompts import ClaimRenderer
 
     backend = HFBackend(str(folder), dtype=dtype, prefix_cache=True)
