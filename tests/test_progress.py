@@ -60,3 +60,87 @@ def test_inference_progress_per_batch_same_rows():
     assert ticks == [64, 64, 22]
     plain_rows, _ = P.predict(FakeLM(), inf, persona, [], targets)
     assert rows == plain_rows
+
+
+# -- steered generation and judging (OvertonBench) ---------------------------------------------
+
+class _RecordingBar:
+    """Stands in for tqdm in plural_icm.inference.steered: records (desc, total, updates)."""
+    log: list = []
+
+    def __init__(self, total=None, desc="", **_kw):
+        self.desc, self.total, self.n = desc, total, 0
+        _RecordingBar.log.append(("open", desc, total))
+
+    def update(self, n=1):
+        self.n += n
+        _RecordingBar.log.append(("update", self.desc, n))
+
+    def set_postfix_str(self, _s):
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        _RecordingBar.log.append(("close", self.desc, self.n))
+
+
+def _ot_jobs(claimset, fold=0):
+    from plural_icm.inference.steered import SteeringJob
+
+    jobs = []
+    for pid in sorted(claimset.personas):
+        train, test = claimset.split(fold, pid)
+        jobs.append(SteeringJob(claimset.personas[pid], [(c, bool(c.gold)) for c in train[:3]],
+                                test, {"perturbation": None}))
+    return jobs
+
+
+def test_generation_then_judging_each_with_its_bar(tmp_path, tiny_model_dir, tiny_cfg, monkeypatch):
+    """Every answer is generated (bar ``generation``, ticking per batch of the backend), then every
+    answer judged (bar ``judging``); the rows are exactly those of generating and judging each job
+    in one call, as before the bars."""
+    from pathlib import Path
+
+    from plural_icm.backends.hf import HFBackend
+    from plural_icm.data.registry import load_claimset
+    from plural_icm.inference import steered
+
+    fixture = Path(__file__).parent / "fixtures" / "datasets" / "ot"
+    claimset = load_claimset(tiny_cfg(["dataset=ot", f"dataset.path={fixture}"]).dataset)
+    jobs = _ot_jobs(claimset)
+    n = sum(len(j.questions()) for j in jobs)
+    assert n >= 4 and any(len(j.questions()) > 2 for j in jobs)  # some job needs several batches
+    be = HFBackend(str(tiny_model_dir), cache_dir=tmp_path, batch_size=2)
+    inf = OmegaConf.create({"max_new_tokens": 6, "judge_prompt":
+                            "Group: {persona}\nQuestion: {question}\nAnswer: {answer}\nRate 1-5:"})
+    _RecordingBar.log = []
+    monkeypatch.setattr(steered, "tqdm", _RecordingBar)
+    rows = steered.generate_and_judge_all(be, be, inf, jobs, seed=0)
+    log = _RecordingBar.log
+    assert [e for e in log if e[0] != "update"] == [("open", "generation", n), ("close", "generation", n),
+                                                   ("open", "judging", n), ("close", "judging", n)]
+    gen_ticks = [e[2] for e in log[1:log.index(("close", "generation", n))]]
+    assert len(gen_ticks) > len(jobs) and max(gen_ticks) <= 2  # per batch of 2, not per persona
+    expected = []
+    for job in jobs:
+        expected += [r | job.extra for r in steered.generate_and_judge(be, be, inf, job.persona,
+                                                                       job.examples, job.test, 0)]
+    assert rows == expected and len(rows) == n
+
+
+def test_batched_generation_equals_one_call(tmp_path, tiny_model_dir):
+    """Chunks in the hf backend's own batch order: the same batches, the same outputs."""
+    from plural_icm.backends.base import GenerationParams
+    from plural_icm.backends.hf import HFBackend
+    from plural_icm.inference.steered import generate_batched
+
+    be = HFBackend(str(tiny_model_dir), cache_dir=tmp_path, batch_size=3)
+    words = be.tokenizer.encode("the a of to in and is it", add_special_tokens=False)
+    prompts = [tuple([tuple(list(be.bos()) + words[: 1 + (7 * i) % len(words)] * (1 + i % 3))])
+               for i in range(8)]
+    params = GenerationParams(max_new_tokens=5, temperature=0.0, seed=0)
+    ticks: list[int] = []
+    assert generate_batched(be, prompts, params, ticks.append) == be.generate(prompts, params)
+    assert ticks == [3, 3, 2]

@@ -33,7 +33,7 @@ from plural_icm.data.records import ClaimSet
 from plural_icm.data.registry import load_claimset
 from plural_icm.inference.predict import predict
 from plural_icm.errors import ResultsConflictError
-from plural_icm.inference.steered import generate_and_judge
+from plural_icm.inference.steered import SteeringJob, generate_and_judge_all
 from plural_icm.layout import (CELL_FILES, COMPLETE, CONFIG, EXAMPLES, GENERATIONS, METRICS, PREDICTIONS,
                                SELECTION, CellMeta, CellResult, CompleteRecord, ExampleRow, PredictionRow,
                                cell_name, cell_path, condition_part, fingerprint, is_complete,
@@ -364,25 +364,24 @@ def steered_generation(s: Settings, claimset: ClaimSet, labelled: dict[str, Cond
     generates and judges with every perturbation (rows carry ``perturbation``), as its claim
     metrics average them all."""
     judge = judge_backend(s, backend)
-    rows = []
+    jobs = []
+    for pid in sorted(labelled):
+        _, test = claimset.split(s.fold, pid)
+        cl = labelled[pid]
+        persona = claimset.personas[pid]
+        for k, examples in enumerate(cl.perturbations or [cl.examples]):
+            extra = {"perturbation": k if cl.perturbations else None}
+            if queries is None:
+                jobs.append(SteeringJob(persona, examples, test, extra))
+            else:  # a per-query selection: each held-out question steered by its own examples
+                jobs += [SteeringJob(persona, ex, [c for c in test if c.question_id == q], extra)
+                         for q, ex in sorted(queries[pid].sets[k].items())]
     try:
-        for pid in tqdm(sorted(labelled), desc="generation + judge", unit="persona", disable=not s.progress):
-            _, test = claimset.split(s.fold, pid)
-            cl = labelled[pid]
-            for k, examples in enumerate(cl.perturbations or [cl.examples]):
-                if queries is None:
-                    got = generate_and_judge(backend, judge, s.inference, claimset.personas[pid],
-                                             examples, test, s.seed)
-                else:  # a per-query selection: each held-out question steered by its own examples
-                    got = []
-                    for q, ex in sorted(queries[pid].sets[k].items()):
-                        got += generate_and_judge(backend, judge, s.inference, claimset.personas[pid],
-                                                  ex, [c for c in test if c.question_id == q], s.seed)
-                rows += [r | {"perturbation": k if cl.perturbations else None} for r in got]
+        # every answer, then every rating: each phase has its own bar, rate and time left
+        return generate_and_judge_all(backend, judge, s.inference, jobs, s.seed, show=s.progress)
     finally:
         if judge is not backend:
             judge.close()
-    return rows
 
 
 def judge_backend(s: Settings, backend: Any) -> Any:
