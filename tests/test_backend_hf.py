@@ -133,6 +133,8 @@ def test_tiny_byte_budget_evicts_and_equals_unbounded(tiny_model_dir, tmp_path, 
     assert 0 < small.kv_cache.peak_bytes <= 8 * 1024 < unbounded.kv_cache.peak_bytes
     # evicted prefixes were recomputed: more tokens went through the model than without a budget
     assert small.stats.prompt_tokens_computed > unbounded.stats.prompt_tokens_computed
+    # ... and counted as what the budget cost
+    assert small.kv_cache.recomputed_tokens > 0 == unbounded.kv_cache.recomputed_tokens
     full = [r for r in caplog.records if "prefix cache full" in r.getMessage()]
     assert len(full) == 1 and "model.prefix_cache_gb" in full[0].getMessage(), full
 

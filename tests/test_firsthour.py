@@ -233,20 +233,52 @@ def search_task(n, max_iters=3000):
 
 
 def test_prefix_cache_budget_follows_the_searches(monkeypatch):
+    """The budget is what the searches at once reuse: EVALUATIONS_KEPT full evaluations of each
+    under its context order (not every position they could ever compute, issue #29: 20.8 GiB for
+    the demo), never more than they compute."""
     from plural_icm.pipeline import memory
-    from plural_icm.search.cost import search_tokens
+    from plural_icm.search.cost import full_evaluation_tokens, search_tokens
 
     monkeypatch.setattr(memory, "available_bytes", lambda device: (64 * 2**30, "available RAM"))
+    per_pos = 2 * 30 * 3 * 64 * 4
     be = fake_backend()
-    assert memory.kv_bytes_per_position(be) == 2 * 30 * 3 * 64 * 4  # SmolLM2-135M in fp32: 45 KiB
-    # three 4-claim searches of 10 iterations compute 38,766 positions of 45 KiB: 1.66 GiB < 4 GiB
-    line = memory.size_prefix_cache(be, [search_task(4, max_iters=10)] * 3)
-    L = memory.tokens_per_claim([search_task(4)])
-    assert be.kv_cache.max_bytes == 3 * int(search_tokens(4, L, 10)) * 2 * 30 * 3 * 64 * 4
-    assert line.startswith("prefix cache budget 1.66 GiB = what 3 search(es) can use")
+    assert memory.kv_bytes_per_position(be) == per_pos  # SmolLM2-135M in fp32: 45 KiB
+    L = memory.tokens_per_claim([search_task(12)])
+    k = memory.EVALUATIONS_KEPT
+    # the demo's shape: three 12-claim searches of 40 iterations, run at once
+    line = memory.size_prefix_cache(be, [search_task(12, max_iters=40)] * 3)
+    one = full_evaluation_tokens(12, L, "fast")
+    assert be.kv_cache.max_bytes == pytest.approx(3 * k * one * per_pos, abs=3 * per_pos)
+    assert be.kv_cache.max_bytes < 3 * search_tokens(12, L, 40) * per_pos / 10  # far below the old bound
+    assert line.startswith(f"prefix cache budget {be.kv_cache.max_bytes / 2**30:.2f} GiB = what 3 "
+                           f"search(es) at once reuse ({k:g} full evaluations of each")
+    # twice the searches at once: twice the budget
+    two = fake_backend()
+    memory.size_prefix_cache(two, [search_task(12, max_iters=40)] * 6)
+    assert two.kv_cache.max_bytes == pytest.approx(2 * be.kv_cache.max_bytes, abs=6 * per_pos)
+    # a search of 1 iteration computes less than k evaluations: it is held whole, no more
+    short = fake_backend()
+    memory.size_prefix_cache(short, [search_task(12, max_iters=1)])
+    assert short.kv_cache.max_bytes == pytest.approx(search_tokens(12, L, 1) * per_pos, abs=per_pos)
     big = fake_backend()
     memory.size_prefix_cache(big, [search_task(340)] * 13)
     assert big.kv_cache.max_bytes == 4 * 2**30  # the cap binds for the paper's sizes
+
+
+def test_prefix_cache_is_emptied_after_the_searches_with_a_line(tiny_model_dir, tmp_path):
+    from plural_icm.backends.hf import HFBackend
+    from plural_icm.pipeline import memory
+
+    be = HFBackend(str(tiny_model_dir), cache_dir=tmp_path, batch_size=2)
+    ids = be.tokenizer.encode("the a of to in and is it", add_special_tokens=False)
+    be.label_logprobs([(tuple(be.bos()), tuple(ids)), (tuple(be.bos()), tuple(ids[:3]))], ["the", "a"])
+    held = be.kv_cache.bytes
+    assert held > 0
+    line = memory.release_prefix_cache(be)
+    assert be.kv_cache.bytes == 0 and len(be.kv_cache) == 0
+    assert line.startswith(f"prefix cache after the searches: peak {held / 2**30:.2f} GiB of 4.00 GiB")
+    assert (f"0 segments evicted, 0 positions recomputed after eviction of "
+            f"{be.stats.prompt_tokens_computed:,} computed") in line
 
 
 def test_prefix_cache_budget_follows_the_machine(monkeypatch):

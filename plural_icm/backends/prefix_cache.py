@@ -7,7 +7,8 @@
 * :class:`SegmentKVCache` keeps the key/value states of each segment (only that segment's
   positions, per layer) in an LRU bounded by a byte budget (``model.prefix_cache_gb``). Evicting an
   entry never changes a result: the scorer finds it missing and recomputes that segment from the
-  same tokens. ``evictions``, ``bytes`` and ``peak_bytes`` say what the budget cost.
+  same tokens. ``evictions``, ``recomputed_tokens`` (positions computed again after their
+  eviction), ``bytes`` and ``peak_bytes`` say what the budget cost.
 * :class:`PathBuffer` holds the states of the trie path the scorer is on (a DFS stack in one
   growing buffer), handed to the model as ``past_key_values``.
 """
@@ -69,6 +70,9 @@ class SegmentKVCache:
         """Entries dropped to stay within the budget (each is recomputed if asked for again)."""
         self.rejected = 0
         """Entries never stored because one alone exceeds the budget."""
+        self.recomputed_tokens = 0
+        """Positions stored again after an eviction: what the budget cost in compute."""
+        self._evicted: set[bytes] = set()  # keys (16 bytes each) evicted and not stored since
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -93,6 +97,9 @@ class SegmentKVCache:
                 or (self.max_tokens is not None and n_tokens > self.max_tokens)):
             self.rejected += 1
             return
+        if key in self._evicted:
+            self._evicted.discard(key)
+            self.recomputed_tokens += n_tokens
         old = self.entries.pop(key, None)
         if old is not None:
             self.tokens -= old[0]
@@ -103,7 +110,8 @@ class SegmentKVCache:
         while self._over():
             if not self.evictions:
                 self._warn_full(size / max(n_tokens, 1))
-            _, (n, b, _) = self.entries.popitem(last=False)
+            gone, (n, b, _) = self.entries.popitem(last=False)
+            self._evicted.add(gone)
             self.tokens -= n
             self.bytes -= b
             self.evictions += 1
@@ -124,10 +132,12 @@ class SegmentKVCache:
         return {"entries": len(self.entries), "tokens": self.tokens, "bytes": self.bytes,
                 "peak_bytes": self.peak_bytes, "peak_tokens": self.peak_tokens,
                 "max_bytes": self.max_bytes,
-                "evictions": self.evictions, "rejected": self.rejected}
+                "evictions": self.evictions, "rejected": self.rejected,
+                "recomputed_tokens": self.recomputed_tokens}
 
     def clear(self) -> None:
         self.entries.clear()
+        self._evicted.clear()
         self.tokens = 0
         self.bytes = 0
 

@@ -1,22 +1,25 @@
 """The prefix cache's budget, sized to the model, the machine and the searches it serves.
 
 The ``hf`` backend keeps the key/value states of the prompt segments it computed in an LRU of
-``model.prefix_cache_gb`` GiB (4 by default). For a small model on a small search that is far more
-than the search can use (the 135M demo held 3.7 GB), and on a small machine it may be more than
-there is. So before the searches start the budget becomes the smallest of
+``model.prefix_cache_gb`` GiB (4 by default). Every segment it computes is stored, including the
+many that are never asked for again (a rejected proposal's, a repair option's), so the LRU fills
+whatever budget it has: a budget is what the process holds. Before the searches start the budget
+becomes the smallest of
 
 * ``model.prefix_cache_gb`` (the cap; ``null`` keeps the cache unbounded and nothing is sized),
 * :data:`AVAILABLE_FRACTION` of the memory available at that moment (free GPU memory on a GPU,
   available RAM on CPU),
-* what the searches can use: the positions they compute at most (the first evaluation and
-  ``max_iters`` proposals of each, from the engine's cost model ``search.cost``; an unbounded cache
-  never holds more), times the key/value bytes of one position of this model,
+* what the searches reuse: :data:`EVALUATIONS_KEPT` full evaluations of each search running at
+  once (the positions of one evaluation of P(D) under its context order, ``search.cost``: every
+  call of a search shares that trie's prefixes, and the searches of a job run at once in shared
+  batches), never more than the positions they compute at all, times the key/value bytes of one
+  position of this model,
 
-and one line states it. An evicted prefix is recomputed, so the budget never changes a result,
-only compute (docs/benchmark.md, "Memory of the transformers backend's prefix cache"). The third
-bound evicts nothing the searches could reuse; a tighter one (a few full evaluations' worth) was
-not chosen because docs/benchmark.md measured that a budget of ~4 evaluations at n = 64 made the
-first proposal recompute 4.7x the positions.
+and one line states it; when the searches end another states what the cache held, evicted and
+computed, and the cache is emptied (what follows, the cell's inference, prompts other text).
+An evicted prefix is recomputed, so the budget never changes a result, only compute
+(docs/benchmark.md, "Memory of the transformers backend's prefix cache", has the measurements
+behind :data:`EVALUATIONS_KEPT`).
 """
 
 from __future__ import annotations
@@ -24,12 +27,15 @@ from __future__ import annotations
 import logging
 from typing import Any, Sequence
 
-from plural_icm.search.cost import search_tokens
+from plural_icm.search.cost import full_evaluation_tokens, search_tokens
 
 log = logging.getLogger(__name__)
 
 #: Share of the memory available when the searches start that the prefix cache may take.
 AVAILABLE_FRACTION = 0.25
+#: Full evaluations' worth of positions kept per search running at once (module doc; measured in
+#: docs/benchmark.md: the reuse distances of the demo's searches).
+EVALUATIONS_KEPT = 6
 GIB = 2 ** 30
 
 
@@ -84,9 +90,11 @@ def tokens_per_claim(tasks: Sequence[Any], tokenizer: Any = None, sample: int = 
     return max(1, round(sum(len(x) for x in texts) / len(texts) / 4))
 
 
-def search_working_set(tasks: Sequence[Any], tokens: int, engine: str = "fast") -> int:
-    """Positions the searches compute at most (what their cache can ever hold; module doc)."""
-    return int(sum(search_tokens(len(t.claims), tokens, int(t.params.max_iters), engine)
+def search_working_set(tasks: Sequence[Any], tokens: int) -> int:
+    """Positions the searches reuse (module doc): :data:`EVALUATIONS_KEPT` full evaluations of
+    each, under its own context order, and never more than the search computes at all."""
+    return int(sum(min(EVALUATIONS_KEPT * full_evaluation_tokens(len(t.claims), tokens, t.params.cost_mode),
+                       search_tokens(len(t.claims), tokens, int(t.params.max_iters), t.params.cost_mode))
                    for t in tasks))
 
 
@@ -99,11 +107,12 @@ def size_prefix_cache(backend: Any, tasks: Sequence[Any]) -> str | None:
     if cache is None or cap_gb is None or not getattr(backend, "prefix_cache", True) or not per_pos:
         return None
     tokens = tokens_per_claim(tasks, getattr(backend, "tokenizer", None))
-    engine = tasks[0].params.cost_mode if tasks else "fast"
-    positions = search_working_set(tasks, tokens, engine)
+    positions = search_working_set(tasks, tokens)
+    orders = "/".join(sorted({str(getattr(t.params, "context_order", t.params.cost_mode)) for t in tasks}))
     avail, where = available_bytes(getattr(backend, "device", "cpu"))
     limits = {f"model.prefix_cache_gb={cap_gb:g}": int(cap_gb * GIB),
-              f"what {len(tasks)} search(es) can use ({positions:,} positions x "
+              f"what {len(tasks)} search(es) at once reuse ({EVALUATIONS_KEPT:g} full evaluations "
+              f"of each in the {orders} order, {tokens} tokens per claim: {positions:,} positions x "
               f"{per_pos / 1024:.0f} KiB)": positions * per_pos}
     if avail:
         limits[f"{AVAILABLE_FRACTION:.0%} of {avail / GIB:.1f} GiB {where}"] = int(AVAILABLE_FRACTION * avail)
@@ -113,5 +122,23 @@ def size_prefix_cache(backend: Any, tasks: Sequence[Any]) -> str | None:
     return f"prefix cache budget {budget / GIB:.2f} GiB = {why} (the least of it and {others})"
 
 
-__all__ = ["AVAILABLE_FRACTION", "kv_bytes_per_position", "available_bytes",
-           "tokens_per_claim", "search_working_set", "size_prefix_cache"]
+def release_prefix_cache(backend: Any) -> str | None:
+    """Empty the backend's prefix cache after the searches; returns the line that states what it
+    held, evicted and computed (None: the backend has no prefix cache)."""
+    cache = getattr(backend, "kv_cache", None)
+    if cache is None or not hasattr(cache, "stats"):
+        return None
+    st = cache.stats()
+    budget = "unbounded" if st["max_bytes"] is None else f"{st['max_bytes'] / GIB:.2f} GiB"
+    computed = getattr(getattr(backend, "stats", None), "prompt_tokens_computed", None)
+    line = (f"prefix cache after the searches: peak {st['peak_bytes'] / GIB:.2f} GiB of {budget} "
+            f"({st['peak_tokens']:,} positions), {st['evictions']:,} segments evicted, "
+            f"{st.get('recomputed_tokens', 0):,} positions recomputed after eviction"
+            + (f" of {computed:,} computed" if computed is not None else "")
+            + "; emptied for what follows")
+    cache.clear()
+    return line
+
+
+__all__ = ["AVAILABLE_FRACTION", "EVALUATIONS_KEPT", "kv_bytes_per_position", "available_bytes",
+           "tokens_per_claim", "search_working_set", "size_prefix_cache", "release_prefix_cache"]

@@ -1,15 +1,17 @@
 """What happens when a job's searches first need the base model: the progress bar names the phase
 (loading the model, then the first evaluation with its seed repair, counting prompts scored), the
 prefix cache's budget is sized to the model, the machine and the searches and stated in one line
-(plural_icm.pipeline.memory), and the prompt counting is undone when the searches end (the same
-backend may serve the cell's inference next)."""
+(plural_icm.pipeline.memory), and when the searches end the prompt counting is undone and the
+prefix cache emptied, with a line saying what it held (the same backend may serve the cell's
+inference next, whose prompts share nothing with the searches')."""
 
 from __future__ import annotations
 
 import logging
+import sys
 from typing import Any, Callable, Sequence
 
-from plural_icm.pipeline.memory import size_prefix_cache
+from plural_icm.pipeline.memory import release_prefix_cache, size_prefix_cache
 from plural_icm.search.progress import SearchProgress, count_prompts, stop_counting
 
 log = logging.getLogger(__name__)
@@ -35,5 +37,9 @@ def base_model_for_searches(get_base: Callable[[], Any], tasks: Sequence[Any],
     def release() -> None:
         for backend in got:
             stop_counting(backend)
+            held = release_prefix_cache(backend)
+            # called from a finally: a stop (Ctrl-C) or failure prints its own line, not this one
+            if held and sys.exc_info()[0] is None:
+                log.info("%s", held)
 
     return factory, release
