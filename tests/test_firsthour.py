@@ -346,4 +346,3 @@ def test_choices_from_an_added_search_path_or_config_dir_are_valid_choices():
     assert msg and "tiny_a" in msg and "did you mean" in msg
     assert "tiny_a" in (command_line_error(["model=tiny_a"]) or "")  # not without the folder
     assert command_line_error(["hydra.searchpath=[pkg://elsewhere.conf]", "model=tiny_a"]) is None
-
