@@ -346,3 +346,34 @@ def test_choices_from_an_added_search_path_or_config_dir_are_valid_choices():
     assert msg and "tiny_a" in msg and "did you mean" in msg
     assert "tiny_a" in (command_line_error(["model=tiny_a"]) or "")  # not without the folder
     assert command_line_error(["hydra.searchpath=[pkg://elsewhere.conf]", "model=tiny_a"]) is None
+
+
+def test_reuse_distance_is_the_lru_budget_that_keeps_a_hit():
+    """bench.reuse: a hit's distance is the bytes touched since its segment's last touch, its own
+    included; an LRU of that many bytes still holds it, one byte less does not."""
+    from plural_icm.backends.prefix_cache import SegmentKVCache
+    from plural_icm.bench.reuse import Distances
+
+    d = Distances(capacity=64)
+    for key, size in ((b"a", 1), (b"b", 2), (b"c", 4)):
+        d.touch(key, size, hit=False)
+    d.touch(b"a", 1, hit=True)  # b, c and a itself since a's last touch
+    d.touch(b"a", 1, hit=True)  # nothing else since
+    d.touch(b"b", 2, hit=True)  # c, a, b
+    assert [h for h, _ in d.hits] == [7, 1, 7]
+
+    class Entry:  # kv_nbytes of a one-layer entry of `size` bytes
+        def __init__(self, size):
+            self.size = size
+
+        def element_size(self):
+            return 1
+
+        def numel(self):
+            return self.size
+
+    for budget, kept in ((7, True), (6, False)):
+        lru = SegmentKVCache(max_bytes=budget)
+        for key, size in ((b"a", 1), (b"b", 2), (b"c", 4)):
+            lru.put(key, size, [(Entry(size), Entry(0))])
+        assert (lru.get(b"a") is not None) is kept
