@@ -143,13 +143,19 @@ def test_overview_counts_outcomes_and_tables_scores(tmp_path):
     text = format_overview([SweepJob("m/demo/icm/nall/fold0/seed0", "skipped", cell_dir=old),
                             SweepJob("m/demo/gold/nall/fold0/seed0", "done", cell_dir=new),
                             SweepJob("m/demo/icm/nall/fold7/seed0", "failed",
-                                     "ConfigError: fold=7 is out of range")])
+                                     "ConfigError: fold=7 is out of range"),
+                            # refused to overwrite the results of other settings in its folder
+                            SweepJob("m/demo/icm/nall/fold0/seed0", "failed",
+                                     "ResultsConflictError: holds results of different settings",
+                                     cell_dir=old)])
     head, header, *rows = text.splitlines()
-    assert head == "sweep overview: 1 done, 1 skipped, 1 failed"
+    assert head == "sweep overview: 1 done, 1 skipped, 2 failed"
     assert "claim_acc" in header and "pred_True" in header and "majority" in header
     assert "fold=7 is out of range" in rows[0] and rows[0].lstrip().startswith("failed")
     assert "degenerate" in text  # the old cell predicts False everywhere
     assert "0.750" in text       # the new one's predicted-True rate
+    conflict = next(r for r in rows if "ResultsConflictError" in r)
+    assert "0.500" not in conflict and "0.250" not in conflict  # not the other settings' scores
 
 
 # -- the report ----------------------------------------------------------------------------------

@@ -46,7 +46,9 @@ def skipped_before(cell_dir: Path | None, launched_at: float) -> bool:
 
 def _score_row(job: SweepJob) -> dict[str, Any]:
     row: dict[str, Any] = {"outcome": job.outcome, "job": job.label}
-    if job.cell_dir is None or not (Path(job.cell_dir) / METRICS).is_file():
+    # a failed job's folder holds no result of its own: what is there is another run's (the
+    # results of other settings it refused to overwrite, or an earlier complete run)
+    if job.outcome == "failed" or job.cell_dir is None or not (Path(job.cell_dir) / METRICS).is_file():
         row["note"] = job.reason
         return row
     overall = json.loads((Path(job.cell_dir) / METRICS).read_text(encoding="utf-8")).get("overall", {})
