@@ -271,6 +271,32 @@ def test_prefix_cache_budget_follows_the_searches(monkeypatch):
     assert big.kv_cache.max_bytes == 4 * 2**30  # the cap binds for the paper's sizes
 
 
+def test_first_eviction_is_information_when_sized_to_the_searches(monkeypatch, caplog):
+    """Sized to what the searches reuse, the LRU evicts dead segments by design: its first eviction
+    is logged as information, not as a warning to raise model.prefix_cache_gb (which would not
+    change the budget); with the cap binding it stays a warning."""
+    import logging
+
+    import torch
+
+    from plural_icm.backends.prefix_cache import SegmentKVCache
+    from plural_icm.pipeline import memory
+
+    monkeypatch.setattr(memory, "available_bytes", lambda device: (64 * 2**30, "available RAM"))
+    for n_claims, level in ((12, logging.INFO), (340, logging.WARNING)):
+        be = fake_backend()
+        be.kv_cache = SegmentKVCache(max_bytes=None)
+        memory.size_prefix_cache(be, [search_task(n_claims)] * 3)
+        assert (be.kv_cache.sized_by is not None) == (n_claims == 12)
+        be.kv_cache.max_bytes = 2 * 256  # room for two of the four entries below (256 bytes each)
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="plural_icm.backends.prefix_cache"):
+            for i in range(4):
+                be.kv_cache.put(bytes([i]), 4, [(torch.zeros(1, 1, 4, 8), torch.zeros(1, 1, 4, 8))])
+        (rec,) = [r for r in caplog.records if "prefix cache" in r.getMessage()]
+        assert rec.levelno == level and be.kv_cache.evictions == 2
+
+
 def test_prefix_cache_is_emptied_after_the_searches_with_a_line(tiny_model_dir, tmp_path):
     from plural_icm.backends.hf import HFBackend
     from plural_icm.pipeline import memory

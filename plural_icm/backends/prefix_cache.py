@@ -70,6 +70,9 @@ class SegmentKVCache:
         """Entries dropped to stay within the budget (each is recomputed if asked for again)."""
         self.rejected = 0
         """Entries never stored because one alone exceeds the budget."""
+        self.sized_by: str | None = None
+        """Set when the budget was sized to the work (``pipeline.memory``): the first eviction
+        is then expected and logged as information, not as a warning to raise the cap."""
         self.recomputed_tokens = 0
         """Positions stored again after an eviction: what the budget cost in compute."""
         self._evicted: set[bytes] = set()  # keys (16 bytes each) evicted and not stored since
@@ -123,6 +126,11 @@ class SegmentKVCache:
         recomputed (same results, more compute). Measured in docs/benchmark.md: at n = 64 with
         SmolLM2 a 4 GiB budget made the first proposal compute 4.7x the tokens of no bound."""
         budget = "" if self.max_bytes is None else f"{self.max_bytes / 2**30:g} GiB "
+        if self.sized_by:
+            log.info("prefix cache at its budget (%s): %s positions; evicting the least recently "
+                     "used segments from here on (recomputed when needed, results do not change)",
+                     self.sized_by, f"{self.tokens:,}")
+            return
         log.warning("prefix cache full: %sbudget holds %s positions of %.0f KiB each; evicting the "
                     "least recently used segments, which are recomputed when needed (results do "
                     "not change, compute grows): raise model.prefix_cache_gb if memory allows "

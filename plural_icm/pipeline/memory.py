@@ -118,6 +118,10 @@ def size_prefix_cache(backend: Any, tasks: Sequence[Any]) -> str | None:
         limits[f"{AVAILABLE_FRACTION:.0%} of {avail / GIB:.1f} GiB {where}"] = int(AVAILABLE_FRACTION * avail)
     why, budget = min(limits.items(), key=lambda kv: kv[1])
     cache.max_bytes = budget
+    if hasattr(cache, "sized_by"):
+        # evictions are expected when what the searches reuse binds (a dead segment makes room);
+        # when the cap or the machine binds, the first one stays a warning
+        cache.sized_by = f"{budget / GIB:.2f} GiB = {why.split(' (')[0]}" if why.startswith("what ") else None
     others = "; ".join(f"{k}: {v / GIB:.2f} GiB" for k, v in limits.items() if k != why)
     return f"prefix cache budget {budget / GIB:.2f} GiB = {why} (the least of it and {others})"
 
