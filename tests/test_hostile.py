@@ -1839,6 +1839,17 @@ def test_refused_launches_write_nothing_and_planted_secrets_reach_no_file(tmp_pa
           f"{sum(map(len, found.values()))} hits; {len(refused) + 1} refused launches wrote nothing")
 
 
+def test_the_working_directory_variables_are_not_secrets():
+    """PWD holds the word ``pwd`` but its value is a path: overrides under the working directory
+    (a SLURM sweep's ``hydra.searchpath``) must not be refused as secrets."""
+    from plural_icm.config.secrets import secret_environment_values, secret_in_text
+
+    env = {"PWD": "/work/project", "OLDPWD": "/work/elsewhere", "HF_TOKEN": "hf_secretvalue123"}
+    assert set(secret_environment_values(env)) == {"HF_TOKEN"}
+    assert secret_in_text("hydra.searchpath=[file:///work/project/conf]", env) is None
+    assert secret_in_text("x=hf_secretvalue123", env) is not None
+
+
 if __name__ == "__main__":  # the count by outcome, for the record
     import tempfile
     from collections import Counter
@@ -1857,14 +1868,3 @@ if __name__ == "__main__":  # the count by outcome, for the record
             print("\n".join(hostile_search_tree(Path(d))))
     print(dict(counts), "of", len(CASES), "cases;", len(wrong), "not as declared", *wrong,
           sep="\n" if wrong else " ")
-
-
-def test_the_working_directory_variables_are_not_secrets():
-    """PWD holds the word ``pwd`` but its value is a path: overrides under the working directory
-    (a SLURM sweep's ``hydra.searchpath``) must not be refused as secrets."""
-    from plural_icm.config.secrets import secret_environment_values, secret_in_text
-
-    env = {"PWD": "/work/project", "OLDPWD": "/work/elsewhere", "HF_TOKEN": "hf_secretvalue123"}
-    assert set(secret_environment_values(env)) == {"HF_TOKEN"}
-    assert secret_in_text("hydra.searchpath=[file:///work/project/conf]", env) is None
-    assert secret_in_text("x=hf_secretvalue123", env) is not None
