@@ -402,3 +402,43 @@ def test_overtonbench_ratings_give_spica_terms_and_per_question_steering(tmp_pat
     assert set(sel) == {(g["persona_id"], g["question_id"]) for g in gens}
     assert metrics["meta"]["selection_supervised"] is True
     assert any(pm.get("retrieval_error") is not None for pm in metrics["per_persona"].values())
+
+
+def test_per_question_prefixes_are_batched_and_equal_scoring_each_alone(tiny_model_dir, tmp_path):
+    """A per-query selection gives each held-out question its own prefix: scoring the questions
+    together (predict_groups) gives the same probabilities as one predict call per question, in
+    fewer forward passes (the distinct prefixes share batches)."""
+    from types import SimpleNamespace
+
+    from plural_icm.backends.hf import HFBackend
+    from plural_icm.data.records import Claim, Persona
+    from plural_icm.inference.predict import predict, predict_groups
+
+    inf = SimpleNamespace(labels=["True", "False"], system_prompt="Answer True or False.",
+                          example_template="Question: {question}\nClaim: {claim}\nLabel: {label}\n\n",
+                          query_template="Question: {question}\nClaim: {claim}\nLabel:",
+                          context_policy="error")
+    words = ["people", "government", "good", "bad", "more", "less", "agree", "yes", "no"]
+
+    def claim(q, j):
+        return Claim(item_id=f"q{q}/o{j}", persona_id="P", group_id=f"q{q}", question_id=f"q{q}",
+                     option_key=str(j), question=f"Do people agree {words[q % len(words)]} {q}?",
+                     claim=f"people {words[(q + j) % len(words)]}", gold=j == 0)
+
+    pool = [(claim(q, j), j == 0) for q in range(10, 16) for j in range(2)]
+    groups = [(pool[q % 3 * 2: q % 3 * 2 + 4 + q % 2 * 2], [claim(q, 0), claim(q, 1)]) for q in range(6)]
+    persona = Persona("P", "The user is from P.")
+    be = HFBackend(str(tiny_model_dir), cache_dir=tmp_path, batch_size=4)
+    passes = []
+    forward = be._forward_rows
+    be._forward_rows = lambda *a, **k: passes.append(1) or forward(*a, **k)
+
+    alone = [predict(be, inf, persona, ex, targets) for ex, targets in groups]
+    n_alone = len(passes)
+    be.kv_cache.clear()
+    passes.clear()
+    together = predict_groups(be, inf, persona, groups)
+    assert len(passes) < n_alone
+    for (rows_a, used_a), (rows_t, used_t) in zip(alone, together):
+        assert used_a == used_t and [r.item_id for r in rows_a] == [r.item_id for r in rows_t]
+        assert [r.p_true for r in rows_t] == pytest.approx([r.p_true for r in rows_a], abs=1e-5)

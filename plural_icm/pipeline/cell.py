@@ -31,7 +31,7 @@ from plural_icm.conditions.labels import cap_search_claims, label_accuracy
 from plural_icm.conditions.registry import get_condition
 from plural_icm.data.records import ClaimSet
 from plural_icm.data.registry import load_claimset
-from plural_icm.inference.predict import predict
+from plural_icm.inference.predict import predict, predict_groups
 from plural_icm.errors import ResultsConflictError
 from plural_icm.inference.steered import generate_and_judge
 from plural_icm.layout import (CELL_FILES, COMPLETE, CONFIG, EXAMPLES, GENERATIONS, METRICS, PREDICTIONS,
@@ -334,14 +334,15 @@ def predict_personas(s: Settings, claimset: ClaimSet, labelled: dict[str, Condit
 def predict_per_question(s: Settings, claimset: ClaimSet, pid: str, per_question: dict,
                          test: list, backend: Any, base: bool, progress: Any) -> list[PredictionRow]:
     """The held-out claims of each question with that question's examples (one prompt prefix per
-    question), in the order of ``test``."""
+    question, the questions' prompts scored together so the backend batches their prefixes), in
+    the order of ``test``."""
     by_q: dict[str, list] = {}
     for c in test:
         by_q.setdefault(c.question_id, []).append(c)
+    groups = [(per_question[q], claims) for q, claims in by_q.items()]
     got: dict[str, PredictionRow] = {}
-    for q, claims in by_q.items():
-        preds, _ = predict(backend, s.inference, claimset.personas[pid], per_question[q], claims,
-                           base=base, progress=progress)
+    for preds, _ in predict_groups(backend, s.inference, claimset.personas[pid], groups,
+                                   base=base, progress=progress):
         got.update({r.item_id: r for r in preds})
     return [got[c.item_id] for c in test]
 
