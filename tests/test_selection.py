@@ -442,3 +442,35 @@ def test_per_question_prefixes_are_batched_and_equal_scoring_each_alone(tiny_mod
     for (rows_a, used_a), (rows_t, used_t) in zip(alone, together):
         assert used_a == used_t and [r.item_id for r in rows_a] == [r.item_id for r in rows_t]
         assert [r.p_true for r in rows_t] == pytest.approx([r.p_true for r in rows_a], abs=1e-5)
+
+
+def test_contrastive_response_shows_non_representative_answers_marked(compose_config):
+    """SPICA's C-R on open-ended data: ``selection.prompt=contrastive_response`` steers with the
+    True-labelled answers and, marked as not representative, the False-labelled ones; the default
+    prompts steer with the True ones only (P-R), text unchanged; the setting has its own path."""
+    from plural_icm.data.records import Claim, Persona
+    from plural_icm.inference.steered import steering_messages
+    from plural_icm.layout import cell_path, split_condition
+    from plural_icm.selection.retrieve import shown_claims
+
+    def answer(j, text):
+        return Claim(item_id=f"q1/m{j}", persona_id="P", group_id="q1", question_id="q1",
+                     option_key=f"m{j}", question="Is it good?", claim=text, gold=j == 0,
+                     meta={"answer": text})
+
+    ex = [(answer(0, "Yes, clearly good."), True), (answer(1, "No, terrible."), False)]
+    persona = Persona("P", "The user is a democrat.")
+    pr = steering_messages(persona, ex, "Is tax fair?", "SYS")[1]["content"]
+    cr = steering_messages(persona, ex, "Is tax fair?", "SYS", contrastive=True)[1]["content"]
+    assert "Yes, clearly good." in pr and "terrible" not in pr and "NOT represent" not in pr
+    assert pr == ("The user is a democrat.\n\nAnswers that represent this group's views:\n\n"
+                  "Question: Is it good?\nAnswer: Yes, clearly good.\n\n"
+                  "Answer the following question as this group would.\nQuestion: Is tax fair?\nAnswer:")
+    good, bad = cr.index("Yes, clearly good."), cr.index("No, terrible.")
+    assert cr.index("Answers that represent") < good < cr.index("do NOT represent") < bad
+    # the claims a retrieved question contributes are contrastive's (True and False)
+    labels = {c.item_id: y for c, y in ex}
+    assert shown_claims([c for c, _ in ex], labels, "contrastive_response") == ex
+    cfg = compose_config(["condition=gold", "inference.n_examples=4", "selection=nearest",
+                          "selection.prompt=contrastive_response"])
+    assert split_condition(cell_path(cfg).parts[-4]) == ("gold", "nearest-cr")

@@ -365,6 +365,8 @@ def steered_generation(s: Settings, claimset: ClaimSet, labelled: dict[str, Cond
     generates and judges with every perturbation (rows carry ``perturbation``), as its claim
     metrics average them all."""
     judge = judge_backend(s, backend)
+    # selection.prompt=contrastive_response: SPICA's C-R, the non-representative answers shown too
+    contrastive = queries is not None and s.composed.selection.prompt == "contrastive_response"
     rows = []
     try:
         for pid in tqdm(sorted(labelled), desc="generation + judge", unit="persona", disable=not s.progress):
@@ -378,7 +380,8 @@ def steered_generation(s: Settings, claimset: ClaimSet, labelled: dict[str, Cond
                     got = []
                     for q, ex in sorted(queries[pid].sets[k].items()):
                         got += generate_and_judge(backend, judge, s.inference, claimset.personas[pid],
-                                                  ex, [c for c in test if c.question_id == q], s.seed)
+                                                  ex, [c for c in test if c.question_id == q], s.seed,
+                                                  contrastive=contrastive)
                 rows += [r | {"perturbation": k if cl.perturbations else None} for r in got]
     finally:
         if judge is not backend:
