@@ -474,3 +474,30 @@ def test_contrastive_response_shows_non_representative_answers_marked(compose_co
     cfg = compose_config(["condition=gold", "inference.n_examples=4", "selection=nearest",
                           "selection.prompt=contrastive_response"])
     assert split_condition(cell_path(cfg).parts[-4]) == ("gold", "nearest-cr")
+
+
+@pytest.mark.parametrize("prompt,expected", [("contrastive_response", True), ("contrastive", False),
+                                             ("positive", False)])
+def test_steered_generation_passes_the_contrastive_response_setting(monkeypatch, prompt, expected):
+    """The cell steers each held-out question with its own examples, contrastively only under
+    ``selection.prompt=contrastive_response``."""
+    from types import SimpleNamespace
+
+    from plural_icm.conditions.base import ConditionLabels
+    from plural_icm.data.records import Claim, Persona
+    from plural_icm.pipeline import cell
+    from plural_icm.selection.apply import PersonaQueries
+
+    seen = []
+    monkeypatch.setattr(cell, "generate_and_judge",
+                        lambda *a, contrastive=False, **k: seen.append((a[4], contrastive)) or [])
+    c = Claim(item_id="q2/m0", persona_id="P", group_id="q2", question_id="q2", option_key="m0",
+              question="Q2?", claim="A", gold=True)
+    ex = [(c, True)]
+    s = SimpleNamespace(fold=0, seed=0, progress=False, model=None,
+                        inference=SimpleNamespace(judge_model=None),
+                        composed=SimpleNamespace(selection=SimpleNamespace(prompt=prompt)))
+    claimset = SimpleNamespace(split=lambda fold, pid: ([], [c]), personas={"P": Persona("P", "P.")})
+    cell.steered_generation(s, claimset, {"P": ConditionLabels(examples=[])}, object(),
+                            {"P": PersonaQueries(sets=[{"q2": ex}])})
+    assert seen == [(ex, expected)]
