@@ -372,6 +372,29 @@ def test_report_section_tables_gains_equity_and_figure(tmp_path):
     assert (tmp_path / "selection_retrieval_gain.png").is_file() and "spica_w_sim" in md
 
 
+def test_equity_on_question_accuracy_when_the_claim_score_sits_at_chance(tmp_path):
+    """A model that labels both options of every question alike scores claim accuracy 0.5 in
+    every cell: no gain, no Kruskal-Wallis p (all gains equal). The question-level equity table
+    still compares the personas."""
+    from analysis import load, selection
+
+    for fold, (qa, qb) in enumerate(((0.7, 0.4), (0.8, 0.5))):
+        _write_cell(tmp_path, "zero_shot", {p: {"claim_accuracy": 0.5, "question_accuracy": 0.5}
+                                            for p in "AB"}, {"claim_accuracy": 0.5}, fold=fold)
+        _write_cell(tmp_path, "gold+nearest", {"A": {"claim_accuracy": 0.5, "question_accuracy": qa},
+                                               "B": {"claim_accuracy": 0.5, "question_accuracy": qb}},
+                    {"claim_accuracy": 0.5}, {"selection": "nearest", "selection_supervised": False},
+                    fold=fold)
+    gains = selection.persona_gains(load.load_cells(tmp_path))
+    eq = selection.equity_table(gains).iloc[0]
+    assert eq.gaining == 0 and eq.gap == 0 and np.isnan(eq.gap_p)
+    q = selection.equity_table(gains, "question_gain").iloc[0]
+    # A gains 0.25 on average, B loses 0.05: 1 of 2 personas gain, gap 0.3, p from two folds each
+    assert q.gaining == 1 and q.gap == pytest.approx(0.3) and 0 < q.gap_p < 1
+    md, files = selection.section(load.load_cells(tmp_path), tmp_path)
+    assert "question accuracy" in md and (tmp_path / "selection_equity_question.csv") in files
+
+
 def test_overtonbench_ratings_give_spica_terms_and_per_question_steering(tmp_path, tiny_cfg, word_embedder):
     """OT keeps each answer's raters: the group's mean 1-5 rating and its spread are SPICA's
     ratings and stability; each held-out question is steered by its own retrieved answers."""
