@@ -26,6 +26,8 @@ PERSONA_KEYS = ["run_tag", "model", "dataset", "n", "fold", "seed"]
 #: The second metric the equity check is reported on (argmax of P(True) over a question's options).
 QUESTION_METRIC = "question_accuracy"
 WEIGHTS = ("spica_w_sim", "spica_w_stability", "spica_w_contrast", "spica_intercept")
+#: How the weights were fitted: dev pairs (under 4: no fit, similarity only) and the fit's R^2.
+FIT = ("spica_fit_pairs", "spica_fit_r2")
 
 
 def _read(path: Path) -> dict:
@@ -92,7 +94,8 @@ def persona_gains(cells: pd.DataFrame) -> pd.DataFrame:
                          # cell (a model giving both options of each question the same label)
                          "question_gain": (qs - qz) if qs is not None and qz is not None else np.nan,
                          "retrieval_error": pm.get("retrieval_error"),
-                         **{k: pm.get(k) for k in WEIGHTS}, "group_source": pm.get("selection_group_source")})
+                         **{k: pm.get(k) for k in (*WEIGHTS, *FIT)},
+                         "group_source": pm.get("selection_group_source")})
     return pd.DataFrame(rows)
 
 
@@ -181,9 +184,9 @@ def section(cells: pd.DataFrame, out: Path) -> tuple[str, list[Path]]:
     w = gains.dropna(subset=["spica_w_sim"]) if "spica_w_sim" in gains else pd.DataFrame()
     if not w.empty:
         md += ["\nSPICA's fitted weights per persona (d = w_sim sim + w_stab g_stability + "
-               "w_con g_contrast + c):\n",
+               "w_con g_contrast + c; fewer than 4 dev pairs: not fitted, similarity only, R^2 empty):\n",
                to_markdown(w[["model", "dataset", "condition", "fold", "persona_id", "group_source",
-                              *WEIGHTS]], digits=4)]
+                              *WEIGHTS, *[k for k in FIT if k in w]]], digits=4)]
     if fig:
         md.append(f"\n![retrieval error and gain per persona]({fig.name})\n")
     return "\n".join(md) + "\n", written

@@ -370,6 +370,7 @@ def test_report_section_tables_gains_equity_and_figure(tmp_path):
     md, files = selection.section(cells, tmp_path)
     assert "Example selection (SPICA)" in md and "spica *" not in md and "nearest *" in md
     assert (tmp_path / "selection_retrieval_gain.png").is_file() and "spica_w_sim" in md
+    assert "spica_fit_r2" in md and "spica_fit_pairs" in md
 
 
 def test_equity_on_question_accuracy_when_the_claim_score_sits_at_chance(tmp_path):
