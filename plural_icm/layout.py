@@ -133,7 +133,8 @@ identifiers, so the split is unambiguous)."""
 
 def selection_tag(cfg: DictConfig) -> str | None:
     """The selection part of a cell's path: None for ``selection=all`` (or no selection key),
-    else its name, with ``-positive`` for positive prompts and ``-<source>`` for an explicit
+    else its name, with ``-positive`` for positive prompts, ``-cr`` for ``contrastive_response``
+    and ``-<source>`` for an explicit
     ``group_source`` (so settings that change results get their own directory)."""
     sel = cfg.get("selection") if hasattr(cfg, "get") else None
     if sel is None or sel.get("name", "all") == "all":
@@ -141,6 +142,8 @@ def selection_tag(cfg: DictConfig) -> str | None:
     tag = str(sel.name)
     if sel.get("prompt", "contrastive") == "positive":
         tag += "-positive"
+    elif sel.get("prompt", "contrastive") == "contrastive_response":
+        tag += "-cr"
     if tag.startswith("spica") and sel.get("group_source", "auto") != "auto":
         tag += f"-{sel.group_source}"
     return tag

@@ -35,12 +35,18 @@ def parse_rating(reply: str) -> int | None:
 
 
 def steering_messages(persona: Persona, examples: Sequence[tuple[Claim, bool]], question: str,
-                      system_prompt: str) -> list[dict[str, str]]:
-    shown = [c for c, y in examples if y]
+                      system_prompt: str, contrastive: bool = False) -> list[dict[str, str]]:
+    """The steering prompt: the examples labelled True as answers that represent the group
+    (SPICA's P-R); ``contrastive``: then those labelled False, marked as answers that do not
+    (SPICA's C-R: a representative and a non-representative response)."""
     text = f"{persona.description}\n\n"
-    if shown:
-        text += "Answers that represent this group's views:\n\n"
-        text += "".join(f"Question: {c.question}\nAnswer: {c.meta.get('answer', c.claim)}\n\n" for c in shown)
+    for label, heading in ((True, "Answers that represent this group's views:"),
+                           (False, "Answers that do NOT represent this group's views:")):
+        shown = [c for c, y in examples if y == label]
+        if shown and (label or contrastive):
+            text += heading + "\n\n"
+            text += "".join(f"Question: {c.question}\nAnswer: {c.meta.get('answer', c.claim)}\n\n"
+                            for c in shown)
     text += f"Answer the following question as this group would.\nQuestion: {question}\nAnswer:"
     return [{"role": "system", "content": system_prompt}, {"role": "user", "content": text}]
 
@@ -77,6 +83,8 @@ class SteeringJob:
     examples: Sequence[tuple[Claim, bool]]
     test: Sequence[Claim]
     extra: dict = field(default_factory=dict)
+    contrastive: bool = False
+    """SPICA's C-R prompt (:func:`steering_messages`)."""
 
     def questions(self) -> dict[str, str]:
         """question id -> text, in sorted id order."""
@@ -91,8 +99,8 @@ def generate_answers(generator: LMBackend, inf_cfg: Any, job: SteeringJob, seed:
     """question id -> the generator's answer (stripped), steered by the job's examples."""
     questions = job.questions()
     params = GenerationParams(max_new_tokens=int(inf_cfg.max_new_tokens), temperature=0.0, seed=seed)
-    prompts = [as_prompt(generator.chat_prompt(steering_messages(job.persona, job.examples, q, SYSTEM)))
-               for q in questions.values()]
+    prompts = [as_prompt(generator.chat_prompt(
+        steering_messages(job.persona, job.examples, q, SYSTEM, job.contrastive))) for q in questions.values()]
     answers = generate_batched(generator, prompts, params, progress)
     return {q: a.strip() for q, a in zip(questions, answers)}
 
@@ -115,9 +123,10 @@ def judge_answers(judge: LMBackend, inf_cfg: Any, job: SteeringJob, answers: dic
 
 def generate_and_judge(generator: LMBackend, judge: LMBackend, inf_cfg: Any, persona: Persona,
                        examples: Sequence[tuple[Claim, bool]], test: Sequence[Claim],
-                       seed: int) -> list[dict]:
-    """One generated answer per held-out question, with the judge's rating."""
-    job = SteeringJob(persona, examples, test)
+                       seed: int, contrastive: bool = False) -> list[dict]:
+    """One generated answer per held-out question, with the judge's rating (``contrastive``:
+    :func:`steering_messages`)."""
+    job = SteeringJob(persona, examples, test, contrastive=contrastive)
     return judge_answers(judge, inf_cfg, job, generate_answers(generator, inf_cfg, job, seed), seed)
 
 

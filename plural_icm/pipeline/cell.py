@@ -31,7 +31,7 @@ from plural_icm.conditions.labels import cap_search_claims, label_accuracy
 from plural_icm.conditions.registry import get_condition
 from plural_icm.data.records import ClaimSet
 from plural_icm.data.registry import load_claimset
-from plural_icm.inference.predict import predict
+from plural_icm.inference.predict import predict, predict_groups
 from plural_icm.errors import ResultsConflictError
 from plural_icm.inference.steered import SteeringJob, generate_and_judge_all
 from plural_icm.layout import (CELL_FILES, COMPLETE, CONFIG, EXAMPLES, GENERATIONS, METRICS, PREDICTIONS,
@@ -334,14 +334,15 @@ def predict_personas(s: Settings, claimset: ClaimSet, labelled: dict[str, Condit
 def predict_per_question(s: Settings, claimset: ClaimSet, pid: str, per_question: dict,
                          test: list, backend: Any, base: bool, progress: Any) -> list[PredictionRow]:
     """The held-out claims of each question with that question's examples (one prompt prefix per
-    question), in the order of ``test``."""
+    question, the questions' prompts scored together so the backend batches their prefixes), in
+    the order of ``test``."""
     by_q: dict[str, list] = {}
     for c in test:
         by_q.setdefault(c.question_id, []).append(c)
+    groups = [(per_question[q], claims) for q, claims in by_q.items()]
     got: dict[str, PredictionRow] = {}
-    for q, claims in by_q.items():
-        preds, _ = predict(backend, s.inference, claimset.personas[pid], per_question[q], claims,
-                           base=base, progress=progress)
+    for preds, _ in predict_groups(backend, s.inference, claimset.personas[pid], groups,
+                                   base=base, progress=progress):
         got.update({r.item_id: r for r in preds})
     return [got[c.item_id] for c in test]
 
@@ -364,6 +365,8 @@ def steered_generation(s: Settings, claimset: ClaimSet, labelled: dict[str, Cond
     generates and judges with every perturbation (rows carry ``perturbation``), as its claim
     metrics average them all."""
     judge = judge_backend(s, backend)
+    # selection.prompt=contrastive_response: SPICA's C-R, the non-representative answers shown too
+    contrastive = queries is not None and s.composed.selection.prompt == "contrastive_response"
     jobs = []
     for pid in sorted(labelled):
         _, test = claimset.split(s.fold, pid)
@@ -374,7 +377,8 @@ def steered_generation(s: Settings, claimset: ClaimSet, labelled: dict[str, Cond
             if queries is None:
                 jobs.append(SteeringJob(persona, examples, test, extra))
             else:  # a per-query selection: each held-out question steered by its own examples
-                jobs += [SteeringJob(persona, ex, [c for c in test if c.question_id == q], extra)
+                jobs += [SteeringJob(persona, ex, [c for c in test if c.question_id == q], extra,
+                                     contrastive=contrastive)
                          for q, ex in sorted(queries[pid].sets[k].items())]
     try:
         # every answer, then every rating: each phase has its own bar, rate and time left
