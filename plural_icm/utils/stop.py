@@ -120,7 +120,8 @@ def report_stop(signum: int, kept: list[tuple[str, int | None]], finished: int =
     saved = [(p, i) for p, i in kept if i is not None]
     where = ""
     if saved:
-        first, it = saved[0]
+        # the furthest-along search: the one whose kept work a user most wants to see named
+        first, it = max(saved, key=lambda s: s[1])
         where = f" (e.g. iteration {it} in {first})" if len(saved) > 1 else \
             f" (iteration {it} in {first})"
     done = f", {finished} search(es) that had finished," if finished else ""
