@@ -1745,13 +1745,14 @@ def test_a_signal_ignored_at_start_stays_ignored():
             _signal.signal(s, h)
 
 
-def test_the_stop_line_names_the_furthest_along_search(capsys):
+def test_the_stop_line_names_the_furthest_along_search(capsys, monkeypatch):
     """Of several kept checkpoints the line names the one with the most iterations, not the first
     found (a stop once named iteration 0 while another search had kept 10)."""
     import signal as _signal
 
     from plural_icm.utils import stop
 
+    monkeypatch.setattr(stop, "_reported", False)  # restored after: other tests see no report
     line = stop.report_stop(_signal.SIGTERM, [("a/checkpoint.json", 0), ("b/checkpoint.json", 10),
                                               ("c/checkpoint.json", None)])
     assert "kept 2 of 3 running search checkpoint(s) (e.g. iteration 10 in b/checkpoint.json)" in line
