@@ -551,8 +551,7 @@ class PluralBasicSweeper(BasicSweeper):
             parts = [f"{name} declares {k} fold(s), dropped fold(s) {','.join(map(str, sorted(fs)))}"
                      for (name, k), fs in dropped.items()]
             msg = f"sweep: {n} of {len(batch)} job(s) dropped, their fold is not one of their dataset's ({'; '.join(parts)})"
-            print(msg, flush=True)
-            log.info(msg)
+            log.info(msg)  # Hydra's console handler shows it (a print beside it showed it twice)
         return keep
 
     def validate_batch_is_legal(self, batch: Sequence[Sequence[str]]) -> None:
