@@ -61,27 +61,32 @@ def require_icm_preset(cfg: DictConfig) -> None:
                          "or add `- /icm@_global_.icm: paper` to the model config's defaults")
 
 
-def validate(cfg: DictConfig) -> None:
+def validate(cfg: DictConfig) -> Settings:
     """Every check of a composed config, in one place, before anything is loaded or written: the
     ICM preset is chosen, what the schema cannot check (``config.schema.check_config``: the
-    ``model.vllm`` keys, ``dataset.options``), values (``config.checks.validate_config``), the
-    fold against what the dataset's loader declares."""
-    from plural_icm.config.checks import validate_config
+    ``model.vllm`` keys, ``dataset.options``), the composed tree's leaves
+    (``config.checks``: finite numbers, paths), then the typed settings' values
+    (``config.checks.check_settings``) and the fold against what the dataset's loader declares.
+    Returns the typed settings."""
+    from plural_icm.config.checks import check_dataset_options, check_finite_numbers, check_paths, check_settings
     from plural_icm.config.schema import check_config
     from plural_icm.data.registry import check_fold
 
     require_icm_preset(cfg)
     check_config(cfg)
-    validate_config(cfg)
-    if cfg.get("dataset") is not None:
-        check_fold(cfg.dataset, int(cfg.fold))
+    check_finite_numbers(cfg)
+    check_paths(cfg)
+    check_dataset_options(cfg)
+    s = typed(cfg)
+    check_settings(s)
+    check_fold(s.dataset, s.fold)
+    return s
 
 
 def resolve_settings(cfg: DictConfig) -> Settings:
     """THE place a composed config is validated (:func:`validate`) and typed; every stage entry
     calls it once and passes the result down."""
-    validate(cfg)
-    return typed(cfg)
+    return validate(cfg)
 
 
 def typed(cfg: DictConfig) -> Settings:

@@ -93,9 +93,11 @@ def _loader(name: str) -> tuple[Callable[..., ClaimSet], type]:
 _EXPECTED = {float: "a number", int: "an integer", bool: "true or false", str: "a string"}
 
 
-def kfold_loaders() -> tuple[str, ...]:
-    """The loaders whose folds are assigned k-fold (:attr:`LoaderSpec.kfold`)."""
-    return tuple(name for name, spec in LOADERS.items() if spec.kfold)
+def declares_kfold(loader: str) -> bool:
+    """Whether ``loader`` declares a k-fold split of ``dataset.n_folds`` (:attr:`LoaderSpec.kfold`);
+    False for an unknown loader (refused, listing the valid ones, when its folds are checked)."""
+    spec = LOADERS.get(loader)
+    return bool(spec and spec.kfold)
 
 
 def _expected(options_class: type, key: str) -> str:
