@@ -131,18 +131,20 @@ SELECTION_SEP = "+"
 identifiers, so the split is unambiguous)."""
 
 
-def selection_tag(cfg: DictConfig) -> str | None:
+def selection_tag(cfg: Any) -> str | None:
     """The selection part of a cell's path: None for ``selection=all`` (or no selection key),
     else its name, with ``-positive`` for positive prompts and ``-<source>`` for an explicit
-    ``group_source`` (so settings that change results get their own directory)."""
-    sel = cfg.get("selection") if hasattr(cfg, "get") else None
-    if sel is None or sel.get("name", "all") == "all":
+    ``group_source`` (so settings that change results get their own directory). ``cfg``: the
+    job's typed settings (or a config with the same attributes)."""
+    sel = getattr(cfg, "selection", None)
+    if sel is None or (getattr(sel, "name", None) or "all") == "all":
         return None
     tag = str(sel.name)
-    if sel.get("prompt", "contrastive") == "positive":
+    if (getattr(sel, "prompt", None) or "contrastive") == "positive":
         tag += "-positive"
-    if tag.startswith("spica") and sel.get("group_source", "auto") != "auto":
-        tag += f"-{sel.group_source}"
+    source = getattr(sel, "group_source", None) or "auto"
+    if tag.startswith("spica") and source != "auto":
+        tag += f"-{source}"
     return tag
 
 
@@ -276,22 +278,24 @@ def drop_non_result_keys(d: dict) -> dict:
 SELECTION_SPEED_ONLY_KEYS = ("embedding_device", "embedding_batch_size", "embedding_api_key_env")
 
 
-# -- a cell from its config -------------------------------------------------------------------
+# -- a cell from its settings -----------------------------------------------------------------
+# ``cfg``: the job's typed settings (plural_icm.config.settings.Settings), or a composed config
+# with the same attributes; only the fingerprint hashes the composed config (the record).
 
-def cell_name(cfg: DictConfig) -> str:
+def cell_name(cfg: Any) -> str:
     """``<model>/<dataset>/<condition>/n<n|all>/fold<k>/seed<s>`` (logs, W&B run names)."""
     n = "all" if cfg.inference.n_examples is None else cfg.inference.n_examples
     return f"{cfg.model.name}/{cfg.dataset.name}/{condition_part(cfg)}/n{n}/fold{cfg.fold}/seed{cfg.seed}"
 
 
-def condition_part(cfg: DictConfig) -> str:
+def condition_part(cfg: Any) -> str:
     """The condition's part of the cell's path and rows: ``<condition>`` or
     ``<condition>+<selection tag>`` (:func:`selection_tag`)."""
     sel = selection_tag(cfg)
     return str(cfg.condition.name) + (f"{SELECTION_SEP}{sel}" if sel else "")
 
 
-def cell_path(cfg: DictConfig) -> Path:
+def cell_path(cfg: Any) -> Path:
     return cell_dir(cfg.paths.results_dir, cfg.run_tag, cfg.model.name, cfg.dataset.name,
                     str(cfg.condition.name), cfg.inference.n_examples, cfg.fold, cfg.seed,
                     selection_tag(cfg))

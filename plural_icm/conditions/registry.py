@@ -2,17 +2,33 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import pkgutil
+from typing import Any
 
-from plural_icm.conditions.base import Condition
+from plural_icm.conditions.base import Condition, ConditionSettings
 
 _REGISTRY: dict[str, type[Condition]] = {}
 _NOT_CONDITIONS = {"base", "registry", "labels"}
 
 
 def register(cls: type[Condition]) -> type[Condition]:
-    """Class decorator: make ``cls`` available as ``condition=<cls.name>``."""
+    """Class decorator: make ``cls`` available as ``condition=<cls.name>``. The condition declares
+    what the planner reads of it (``uses_examples``, ``n_example_sets``: a default would give a
+    wrong plan without an error) and its settings (a frozen :class:`ConditionSettings`)."""
+    missing = [what for what, ok in (
+        ("uses_examples", hasattr(cls, "uses_examples")),
+        ("n_example_sets", cls.n_example_sets is not Condition.n_example_sets)) if not ok]
+    if missing:
+        raise TypeError(f"condition {getattr(cls, 'name', cls.__name__)!r} must declare "
+                        f"{' and '.join(missing)} (the planner's cost of its cells; "
+                        "docs/extending.md, 'A condition')")
+    settings_class = cls.settings_class
+    if not (dataclasses.is_dataclass(settings_class) and issubclass(settings_class, ConditionSettings)
+            and settings_class.__dataclass_params__.frozen):
+        raise TypeError(f"condition {cls.name!r}: settings_class must be a frozen dataclass "
+                        "subclassing ConditionSettings")
     if getattr(cls, "name", None) in _REGISTRY and _REGISTRY[cls.name] is not cls:
         raise ValueError(f"condition {cls.name!r} is registered twice")
     _REGISTRY[cls.name] = cls
@@ -40,3 +56,15 @@ def get_condition(name: str) -> Condition:
     if name not in _REGISTRY:
         raise ValueError(f"unknown condition {name!r}; registered conditions: {', '.join(available())}")
     return _REGISTRY[name]()
+
+
+def condition_settings(condition: Condition, section: Any) -> ConditionSettings:
+    """The condition's own settings (its ``settings_class``) from the typed ``condition`` section
+    of the job's settings (or any object with those attributes): each declared key is read, none
+    other is handed to the condition."""
+    cls = condition.settings_class
+    try:
+        return cls(**{f.name: getattr(section, f.name) for f in dataclasses.fields(cls)})
+    except AttributeError as e:
+        raise ValueError(f"condition {condition.name!r} declares a key the config has no value for: "
+                         f"{e}") from e

@@ -28,7 +28,7 @@ from plural_icm.config.secrets import scrub_secrets
 from plural_icm.config.settings import Settings, as_settings
 from plural_icm.conditions.base import CellInputs, Condition, ConditionLabels, ordered_examples
 from plural_icm.conditions.labels import cap_search_claims, label_accuracy
-from plural_icm.conditions.registry import get_condition
+from plural_icm.conditions.registry import condition_settings, get_condition
 from plural_icm.data.records import ClaimSet
 from plural_icm.data.registry import load_claimset
 from plural_icm.inference.predict import predict
@@ -80,8 +80,7 @@ def run_cell(settings: Settings | DictConfig, wb: Any = None) -> dict:
     ``settings``: the job's :class:`~plural_icm.config.settings.Settings` (a composed DictConfig
     is typed first)."""
     s = as_settings(settings)
-    cfg = s.composed  # the record: the cell's path, fingerprint and config.yaml come from it
-    out, fp = cell_path(cfg), fingerprint(cfg)
+    out, fp = cell_path(s), fingerprint(s.composed)  # the fingerprint hashes the record
     done = load_if_complete(s, out, fp)
     if done is not None:
         return done
@@ -91,7 +90,7 @@ def run_cell(settings: Settings | DictConfig, wb: Any = None) -> dict:
     if wb is not None:
         wb.start()  # the W&B run begins with the work (a skipped cell, above, starts none)
     t0 = time.perf_counter()
-    print(f"[plural_icm] cell {cell_name(cfg)} -> {out}", flush=True)
+    print(f"[plural_icm] cell {cell_name(s)} -> {out}", flush=True)
     result = compute_cell(s, get_condition(s.condition.name), wb, data=data)
     result.metrics["meta"]["wall_time_s"] = time.perf_counter() - t0
     # a NaN fails the cell, never completes it; checked before the directory exists, so a failed
@@ -114,7 +113,7 @@ def load_if_complete(s: Settings, out: Path, fp: str) -> dict | None:
             f"{out} holds results of different settings (fingerprint {done.fingerprint} != {fp}); "
             "they are never overwritten: set run_tag=<name> to keep both, or force=true to "
             "recompute (the old results are moved aside)")
-    log.info("skip complete cell %s (%s)", cell_name(s.composed), out)
+    log.info("skip complete cell %s (%s)", cell_name(s), out)
     return json.loads((out / METRICS).read_text(encoding="utf-8"))
 
 
@@ -135,10 +134,9 @@ def compute_cell(settings: Settings | DictConfig, condition: Condition, wb: Any 
     """Searches (if the condition needs them), the condition's examples, inference, metrics
     (``data``: :func:`cell_data`, when the caller loaded it already)."""
     s = as_settings(settings)
-    cfg = s.composed  # for the conditions and the selection, which read the composed config
     claimset, personas = data or cell_data(s)
-    check_selection(cfg)  # before any model work: a bad selection setting fails at once
-    role = condition.model_role(cfg)
+    check_selection(s)  # before any model work: a bad selection setting fails at once
+    role = condition.model_role(condition_settings(condition, s.condition))
     backends = Backends(s)
     queries: dict[str, PersonaQueries] | None = None
     try:
@@ -149,8 +147,8 @@ def compute_cell(settings: Settings | DictConfig, condition: Condition, wb: Any 
                 run_searches_for(s, claimset, personas, backends, wb=wb)
         else:
             labelled = condition_examples(s, condition, claimset, personas, backends, wb)
-        if per_query(cfg):
-            queries = select_queries(cfg, claimset, labelled, condition)
+        if per_query(s):
+            queries = select_queries(s, claimset, labelled, condition)
         backend = backends.get(role)
         rows = predict_personas(s, claimset, labelled, backend, base=role == "base", queries=queries)
         generations = (steered_generation(s, claimset, labelled, backend, queries)
@@ -171,7 +169,7 @@ def compute_cell(settings: Settings | DictConfig, condition: Condition, wb: Any 
                     score_metric=s.dataset.score_metric.value, backend_stats=stats,
                     # which search protocol produced the examples (the report marks it)
                     **(icm_protocol(s) if condition.needs_search else {}),
-                    **selection_meta(cfg, condition))
+                    **selection_meta(s, condition))
     metrics = CellResult(metrics["overall"], metrics["per_persona"], meta.as_dict()).as_dict()
     examples = [ExampleRow(persona_id=pid, item_id=c.item_id, label=y, gold=c.gold)
                 for pid, cl in labelled.items() for c, y in cl.examples]
@@ -179,7 +177,7 @@ def compute_cell(settings: Settings | DictConfig, condition: Condition, wb: Any 
                       selection_rows(queries) if queries is not None else [])
 
 
-def select_queries(cfg: DictConfig, claimset: ClaimSet, labelled: dict[str, ConditionLabels],
+def select_queries(cfg: Settings, claimset: ClaimSet, labelled: dict[str, ConditionLabels],
                    condition: Condition) -> dict[str, PersonaQueries]:
     """The examples of each held-out question (``selection`` other than ``all``); the embedding
     model, when one is needed, is loaded here and released before inference."""
@@ -200,7 +198,7 @@ def select_queries(cfg: DictConfig, claimset: ClaimSet, labelled: dict[str, Cond
             e.close()
 
 
-def selection_meta(cfg: DictConfig, condition: Condition) -> dict:
+def selection_meta(cfg: Settings, condition: Condition) -> dict:
     """The selection behind a cell's examples, for its meta (absent under ``selection=all``):
     its path tag and whether it read gold (``spica`` with the gold group source)."""
     tag = selection_tag(cfg)
@@ -225,7 +223,7 @@ def add_selection_metrics(metrics: dict, queries: dict[str, PersonaQueries]) -> 
 def cell_data(settings: Settings | DictConfig) -> tuple[ClaimSet, list[str]]:
     """The cell's dataset and its personas (sorted), the fold checked against the data."""
     s = as_settings(settings)
-    claimset = load_claimset(s.composed.dataset, s.paths.data_dir)
+    claimset = load_claimset(s.dataset, s.paths.data_dir)
     claimset.split(s.fold)  # the fold must be one of the data's (valid folds follow from the data)
     return claimset, sorted(claimset.personas)
 
@@ -237,7 +235,12 @@ def condition_examples(settings: Settings | DictConfig, condition: Condition, cl
     model work (the base model is loaded only if a search or the condition asks for it)."""
     s = as_settings(settings)
     searches = run_searches_for(s, claimset, personas, backends, wb=wb) if condition.needs_search else {}
-    inputs = CellInputs(s.composed, claimset, lambda: backends.get("base"), searches)
+    inputs = CellInputs(condition_settings(condition, s.condition), claimset,
+                        lambda: backends.get("base"), searches, icm=s.icm, dataset=s.dataset,
+                        fold=s.fold, seed=s.seed,
+                        # under a per-query selection every search claim is labelled
+                        n_examples=None if per_query(s) else s.inference.n_examples,
+                        progress=s.progress)
 
     def examples(pid: str) -> ConditionLabels:
         if not inputs.search_claims(pid):
@@ -248,7 +251,7 @@ def condition_examples(settings: Settings | DictConfig, condition: Condition, cl
             return ConditionLabels(examples=[], details={"no_training_claims": True})
         return condition.examples(inputs, pid)
 
-    return {pid: ordered_examples(examples(pid), s.composed, pid) for pid in personas}
+    return {pid: ordered_examples(examples(pid), s, pid) for pid in personas}
 
 
 def base_work_in_child_process(settings: Settings | DictConfig, role: str) -> bool:
@@ -307,7 +310,7 @@ def predict_personas(s: Settings, claimset: ClaimSet, labelled: dict[str, Condit
     selection) each held-out question is prompted with its own examples."""
     rows: list[PredictionRow] = []
     cell = {"model": s.model.name, "dataset": s.dataset.name,
-            "condition": condition_part(s.composed), "fold": s.fold, "seed": s.seed}
+            "condition": condition_part(s), "fold": s.fold, "seed": s.seed}
     n_claims = sum(len(claimset.split(s.fold, pid)[1]) * len(cl.perturbations or [0])
                    for pid, cl in labelled.items())
     bar = tqdm(total=n_claims, desc="inference", unit="claim", disable=not s.progress)

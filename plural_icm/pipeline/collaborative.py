@@ -237,7 +237,7 @@ def run_collaborative(settings: Settings | DictConfig, wb: Any = None) -> dict:
     """Stage ``collaborative`` on the job's settings: per persona and selection method, ICM
     before and after answers to the questions the method asks (Section 6 of the paper)."""
     s = as_settings(settings)
-    claimset = load_claimset(s.composed.dataset, s.paths.data_dir)
+    claimset = load_claimset(s.dataset, s.paths.data_dir)
     personas = sorted(claimset.personas)
     root = collaborative_root(s.paths.output_dir, s.model.name, s.dataset.name)
     backends = Backends(s)

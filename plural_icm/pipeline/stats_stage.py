@@ -10,5 +10,5 @@ from plural_icm.data.stats import data_stats_report
 
 def run_data_stats(settings: Settings | Any):
     s = as_settings(settings)
-    print(data_stats_report(s.composed.dataset, s.paths.data_dir), flush=True)
+    print(data_stats_report(s.dataset, s.paths.data_dir), flush=True)
     return None

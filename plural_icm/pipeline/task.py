@@ -42,7 +42,7 @@ def wandb_name_and_tags(s: Settings, stage: str) -> tuple[str, dict]:
     cell, the personas when the dataset is restricted to some."""
     tags = {"model": s.model.name, "dataset": s.dataset.name, "fold": s.fold}
     if stage == "cell":
-        name = cell_name(s.composed)
+        name = cell_name(s)
         tags["condition"] = s.condition.name
     else:
         name = f"{s.model.name}/{s.dataset.name}/{stage}/fold{s.fold}/seed{s.seed}"
@@ -92,10 +92,10 @@ def run_task(cfg: DictConfig):
                  hydra_choices=_hydra_choices()) as wb:
         if stage == "cell":
             metrics = run_cell(s, wb=wb)
-            print_summary(s.composed, metrics)
+            print_summary(s, metrics)
             return metrics.get("overall", {}).get("claim_accuracy")  # the paper's metric
         if stage == "search":
-            claimset = load_claimset(s.composed.dataset, s.paths.data_dir)
+            claimset = load_claimset(s.dataset, s.paths.data_dir)
             backends = Backends(s)
             try:
                 res = run_searches_for(s, claimset, sorted(claimset.personas), backends, wb=wb)
