@@ -7,9 +7,9 @@ layers below read typed attributes of their own part (``settings.icm`` an ``ICMC
 ``settings.model`` a ``ModelConfig``, ...): enumerations are the enum members of
 :mod:`plural_icm.choices`, the ``model.vllm`` section a ``VLLMEngineArgs``.
 
-``Settings.composed`` keeps the composed ``DictConfig``: it is the record of a run (the cell's
-``config.yaml`` and fingerprint are made from it, :mod:`plural_icm.layout`), and what modules not
-yet typed (conditions, selection) still receive.
+``Settings.composed`` keeps the composed ``DictConfig``: it is the record of a run, read only
+where the record is made (the cell's ``config.yaml`` and fingerprint, :mod:`plural_icm.layout`;
+the config logged to W&B; the child process's copy of the job). Every layer reads typed parts.
 """
 
 from __future__ import annotations
@@ -112,6 +112,8 @@ def typed(cfg: DictConfig) -> Settings:
 
 def as_settings(cfg: Any) -> Settings:
     """``cfg`` if it is already :class:`Settings`, else the composed ``DictConfig`` typed (not
-    validated again: the stage entries validated it through :func:`resolve_settings`). For the
-    pipeline's public functions, which tests and the elicitation study call with a DictConfig."""
+    validated again: the stage entries validated it through :func:`resolve_settings`). Only at
+    the pipeline's public entries (``run_cell``, ``run_collaborative``, ``build_plan``,
+    ``Backends``, ``model_identity``, ``search_tasks``, ...), which tests and tools call with a
+    composed config; the functions inside the pipeline take :class:`Settings`."""
     return cfg if isinstance(cfg, Settings) else typed(cfg)

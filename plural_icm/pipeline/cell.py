@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 
 from plural_icm.backends.registry import backend_info, make_judge
 from plural_icm.config.secrets import scrub_secrets
-from plural_icm.config.settings import Settings, as_settings
+from plural_icm.config.settings import Settings, as_settings, typed
 from plural_icm.conditions.base import CellInputs, Condition, ConditionLabels, ordered_examples
 from plural_icm.conditions.labels import cap_search_claims, label_accuracy
 from plural_icm.conditions.registry import condition_settings, get_condition
@@ -129,11 +129,11 @@ def prepare_cell_dir(s: Settings, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
 
 
-def compute_cell(settings: Settings | DictConfig, condition: Condition, wb: Any = None,
+def compute_cell(settings: Settings, condition: Condition, wb: Any = None,
                  data: tuple[ClaimSet, list[str]] | None = None) -> CellOutput:
     """Searches (if the condition needs them), the condition's examples, inference, metrics
     (``data``: :func:`cell_data`, when the caller loaded it already)."""
-    s = as_settings(settings)
+    s = settings
     claimset, personas = data or cell_data(s)
     check_selection(s)  # before any model work: a bad selection setting fails at once
     role = condition.model_role(condition_settings(condition, s.condition))
@@ -228,12 +228,12 @@ def cell_data(settings: Settings | DictConfig) -> tuple[ClaimSet, list[str]]:
     return claimset, sorted(claimset.personas)
 
 
-def condition_examples(settings: Settings | DictConfig, condition: Condition, claimset: ClaimSet,
+def condition_examples(settings: Settings, condition: Condition, claimset: ClaimSet,
                        personas: list[str], backends: Backends,
                        wb: Any = None) -> dict[str, ConditionLabels]:
     """The condition's examples per persona, with the searches they need: all of a cell's base
     model work (the base model is loaded only if a search or the condition asks for it)."""
-    s = as_settings(settings)
+    s = settings
     searches = run_searches_for(s, claimset, personas, backends, wb=wb) if condition.needs_search else {}
     inputs = CellInputs(condition_settings(condition, s.condition), claimset,
                         lambda: backends.get("base"), searches, icm=s.icm, dataset=s.dataset,
@@ -265,7 +265,7 @@ def base_work_in_child_process(settings: Settings | DictConfig, role: str) -> bo
     return backend_info(model.backend).engine_per_process if flag is None else bool(flag)
 
 
-def base_model_work_due(settings: Settings | DictConfig, condition: Condition, claimset: ClaimSet,
+def base_model_work_due(settings: Settings, condition: Condition, claimset: ClaimSet,
                         personas: list[str]) -> bool:
     """Whether the condition's examples need the base model: it says it uses it, or a search it
     needs is not complete on disk. Otherwise the cell never starts a child process for nothing."""
@@ -293,7 +293,7 @@ def _condition_examples_job(cfg: DictConfig) -> dict[str, ConditionLabels]:
     """Child-process entry of :func:`examples_in_child_process` (the composed config, resolved:
     settings are typed again in the child)."""
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
-    s = as_settings(cfg)
+    s = typed(cfg)  # the child's boundary: the parent validated this config
     claimset, personas = cell_data(s)
     backends = Backends(s)
     try:

@@ -61,24 +61,24 @@ class Resources:
                    time_min=int(model.time_min))
 
 
-def planned_stage(settings: Settings | DictConfig) -> str:
+def planned_stage(settings: Settings) -> str:
     """The stage a job will run: under ``stage=plan`` the jobs are planned as cells."""
-    stage = as_settings(settings).stage.value
+    stage = settings.stage.value
     return "cell" if stage == "plan" else stage
 
 
-def needs_search(settings: Settings | DictConfig) -> bool:
+def needs_search(settings: Settings) -> bool:
     """Whether the job reads ICM searches (so it runs after the search job of its fold): the
     collaborative stage always does; a cell when its condition declares ``needs_search``."""
-    s = as_settings(settings)
+    s = settings
     if planned_stage(s) == "collaborative":
         return True
     return get_condition(s.condition.name).needs_search
 
 
-def search_key(settings: Settings | DictConfig) -> str:
+def search_key(settings: Settings) -> str:
     """Equal for two configs whose searches have equal content addresses (config-level inputs)."""
-    s = as_settings(settings)
+    s = settings
     cfg = s.composed  # the key of launches already recorded: computed from the composed config
     icm = OmegaConf.to_container(cfg.icm, resolve=True)
     icm.pop("checkpoint_every", None)
@@ -89,9 +89,9 @@ def search_key(settings: Settings | DictConfig) -> str:
     return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
-def cell_key(settings: Settings | DictConfig) -> str:
+def cell_key(settings: Settings) -> str:
     """The identity of a cell job across launches (its result directory and stage)."""
-    s = as_settings(settings)
+    s = settings
     return f"{planned_stage(s)}:{cell_path(s)}"
 
 
@@ -251,11 +251,11 @@ def _n_sets(s: Settings) -> int:
     return math.ceil(n_train / n_set) if n_set else 1
 
 
-def search_job_tokens(settings: Settings | DictConfig) -> float:
+def search_job_tokens(settings: Settings) -> float:
     """Prompt tokens of one stage=search job: every persona x restart of its fold (estimate)."""
     from plural_icm.search.cost import cost_mode, search_tokens
 
-    s = as_settings(settings)
+    s = settings
     n_train = _train_claims(s)
     n_set = _search_set_claims(s, n_train)
     mode = cost_mode(s.icm.engine.value, s.icm.context_order.value)
@@ -321,18 +321,18 @@ def _search_set_claims(s: Settings, n_train: int) -> int:
     return n_train
 
 
-def search_prompt_tokens(settings: Settings | DictConfig) -> int:
+def search_prompt_tokens(settings: Settings) -> int:
     """Tokens of the longest prompt of a search (estimate): every other claim of the largest search
     set as an example, then the longest claim as the query (leave-one-out)."""
-    s = as_settings(settings)
+    s = settings
     n = _search_set_claims(s, _largest_train_claims(s))
     return max(n - 1, 0) * s.dataset.size.tokens_per_claim + _max_claim_tokens(s) + 1
 
 
-def inference_prompt_tokens(settings: Settings | DictConfig) -> int:
+def inference_prompt_tokens(settings: Settings) -> int:
     """Tokens of the longest inference prompt of a cell (estimate): the largest persona's
     examples, the longest query, the template allowance and, for open-ended data, the answer."""
-    s = as_settings(settings)
+    s = settings
     condition = get_condition(s.condition.name)
     n_ex = _largest_train_claims(s) if condition.uses_examples else 0
     if s.inference.n_examples is not None:
@@ -347,13 +347,13 @@ def _fitting_claims(s: Settings, budget: int) -> int:
                // max(s.dataset.size.tokens_per_claim, 1), 0)
 
 
-def start_problems(settings: Settings | DictConfig, search: bool = False) -> list[str]:
+def start_problems(settings: Settings, search: bool = False) -> list[str]:
     """Why the job of ``settings`` would fail at its start, each with the keys to change (empty:
     it can start). ``search``: the job is the stage=search job of this config."""
     from plural_icm.data.registry import check_fold
     from plural_icm.errors import ConfigError
 
-    s = as_settings(settings)
+    s = settings
     out = []
     try:
         check_fold(s.dataset, s.fold)
