@@ -389,6 +389,42 @@ class ExampleRow(_Record):
 
 
 @dataclass
+class GenerationRow(_Record):
+    """One steered answer of an open-ended cell and its judge's rating (a line of
+    ``generations.jsonl``, :data:`GENERATIONS`; OvertonBench)."""
+
+    FILE: ClassVar[str] = GENERATIONS
+
+    persona_id: str
+    question_id: str
+    question: str
+    answer: str
+    judge_reply: str
+    score: Optional[int]
+    """The judge's 1-5 rating, None when its reply holds none (counted as missing)."""
+    n_steering_examples: int
+    """Examples labelled True in the steering prompt."""
+    perturbation: Optional[int] = None
+    """Which perturbed example set steered it (conditions with perturbations), else None."""
+
+    @classmethod
+    def read_rows(cls, directory: str | Path) -> list["GenerationRow"]:
+        """Every row of ``<directory>/generations.jsonl``; an unreadable line or an unexpected key
+        is a :class:`RecordError` naming the file and line."""
+        path = Path(directory) / cls.FILE
+        rows = []
+        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            try:
+                d = json.loads(line)
+            except ValueError as exc:
+                raise RecordError(f"{path}:{n}: not readable JSON ({type(exc).__name__})") from None
+            if not isinstance(d, dict):
+                raise RecordError(f"{path}:{n}: expected a JSON object, got {type(d).__name__}")
+            rows.append(cls.from_dict(d, f"{path}:{n}"))
+        return rows
+
+
+@dataclass
 class CellMeta(_Record):
     model: str
     dataset: str

@@ -50,13 +50,9 @@ class _Backends(dict):
         if _Backends._discovered:
             return
         _Backends._discovered = True
-        import pkgutil
+        from plural_icm.utils.plugins import import_plugin_modules
 
-        import plural_icm.backends as pkg
-
-        for m in pkgutil.iter_modules(pkg.__path__):
-            if not m.name.startswith("_"):
-                importlib.import_module(f"plural_icm.backends.{m.name}")
+        import_plugin_modules("plural_icm.backends")
 
     def register(self, kind: str, info: BackendInfo) -> None:
         dict.__setitem__(self, kind, info)

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
-import importlib
-import pkgutil
 from typing import Any
 
 from plural_icm.conditions.base import Condition, ConditionSettings
+from plural_icm.utils.plugins import import_plugin_module, import_plugin_modules
 
 _REGISTRY: dict[str, type[Condition]] = {}
 _NOT_CONDITIONS = {"base", "registry", "labels"}
@@ -37,22 +36,14 @@ def register(cls: type[Condition]) -> type[Condition]:
 
 def available() -> list[str]:
     """Every condition the package defines (imports each condition module once)."""
-    import plural_icm.conditions as pkg
-
-    for m in pkgutil.iter_modules(pkg.__path__):
-        if m.name not in _NOT_CONDITIONS and not m.name.startswith("_"):
-            importlib.import_module(f"plural_icm.conditions.{m.name}")
+    import_plugin_modules("plural_icm.conditions", _NOT_CONDITIONS)
     return sorted(_REGISTRY)
 
 
 def get_condition(name: str) -> Condition:
     """The condition registered as ``name`` (its module is imported on first use)."""
-    if name not in _REGISTRY and name not in _NOT_CONDITIONS and name.isidentifier():
-        try:
-            importlib.import_module(f"plural_icm.conditions.{name}")
-        except ModuleNotFoundError as e:
-            if e.name != f"plural_icm.conditions.{name}":
-                raise
+    if name not in _REGISTRY:
+        import_plugin_module("plural_icm.conditions", name, _NOT_CONDITIONS)
     if name not in _REGISTRY:
         raise ValueError(f"unknown condition {name!r}; registered conditions: {', '.join(available())}")
     return _REGISTRY[name]()

@@ -29,7 +29,6 @@ Adding a dataset: a module ``plural_icm/data/x.py`` with ``load_x(dataset, data_
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import logging
 import typing
 from enum import Enum
@@ -43,6 +42,7 @@ from plural_icm.data.folds import assign_folds
 from plural_icm.data.records import ClaimSet
 from plural_icm.data.settings import DatasetConfig, DatasetSettings
 from plural_icm.errors import ConfigError
+from plural_icm.utils.plugins import import_plugin_module, import_plugin_modules
 
 log = logging.getLogger(__name__)
 
@@ -90,26 +90,15 @@ def register_loader(name: str, load: Callable[..., ClaimSet], options: type, *, 
 
 def available_loaders() -> list[str]:
     """Every loader the package defines (imports each loader module once)."""
-    import pkgutil
-
-    import plural_icm.data as pkg
-
-    for m in pkgutil.iter_modules(pkg.__path__):
-        if not m.ispkg and m.name not in _NOT_LOADERS and not m.name.startswith("_"):
-            importlib.import_module(f"plural_icm.data.{m.name}")
+    import_plugin_modules("plural_icm.data", _NOT_LOADERS)
     return sorted(_REGISTERED)
 
 
 def loader_spec(name: str) -> LoaderSpec:
     """The declaration of loader ``name`` (its module imported on first use); a ConfigError
     listing the valid loaders for an unknown name."""
-    if name not in _REGISTERED and isinstance(name, str) and name.isidentifier() \
-            and name not in _NOT_LOADERS:
-        try:
-            importlib.import_module(f"plural_icm.data.{name}")
-        except ModuleNotFoundError as e:
-            if e.name != f"plural_icm.data.{name}":
-                raise
+    if name not in _REGISTERED:
+        import_plugin_module("plural_icm.data", name, _NOT_LOADERS)
     if name not in _REGISTERED:
         raise ConfigError(f"dataset.loader={name!r} is unknown; valid loaders: "
                           f"{available_loaders()}")

@@ -35,7 +35,8 @@ from plural_icm.inference.predict import predict
 from plural_icm.errors import ResultsConflictError
 from plural_icm.inference.steered import generate_and_judge
 from plural_icm.layout import (CELL_FILES, COMPLETE, CONFIG, EXAMPLES, GENERATIONS, METRICS, PREDICTIONS,
-                               SELECTION, CellMeta, CellResult, CompleteRecord, ExampleRow, PredictionRow,
+                               SELECTION, CellMeta, CellResult, CompleteRecord, ExampleRow, GenerationRow,
+                               PredictionRow,
                                cell_name, cell_path, condition_part, fingerprint, is_complete,
                                selection_tag)
 from plural_icm.metrics.aggregate import (add_persona_values, add_representation,
@@ -70,7 +71,7 @@ class CellOutput:
     predictions: list[PredictionRow]
     examples: list[ExampleRow]
     metrics: dict
-    generations: list[dict] = field(default_factory=list)
+    generations: list[GenerationRow] = field(default_factory=list)
     selection: list[dict] = field(default_factory=list)
     """Per persona and held-out question, the training questions shown (per-query selection)."""
 
@@ -161,7 +162,7 @@ def compute_cell(settings: Settings, condition: Condition, wb: Any = None,
     if queries is not None:
         add_selection_metrics(metrics, queries)
     if s.dataset.open_ended:
-        add_representation(metrics, generations)
+        add_representation(metrics, [g.as_dict() for g in generations])
         metrics["overall"].update(judge_info(s.inference, s.model))
     meta = CellMeta(model=s.model.name, dataset=s.dataset.name,
                     condition=s.condition.name, fold=s.fold, seed=s.seed,
@@ -361,7 +362,8 @@ def add_condition_metrics(metrics: dict, labelled: dict[str, ConditionLabels]) -
 
 
 def steered_generation(s: Settings, claimset: ClaimSet, labelled: dict[str, ConditionLabels],
-                       backend: Any, queries: dict[str, PersonaQueries] | None = None) -> list[dict]:
+                       backend: Any, queries: dict[str, PersonaQueries] | None = None
+                       ) -> list[GenerationRow]:
     """Open-ended data: an answer per held-out question, steered by the condition's
     representative examples, rated 1-5 by the judge (:func:`judge_backend`). ``acc_matched``
     generates and judges with every perturbation (rows carry ``perturbation``), as its claim
@@ -381,7 +383,8 @@ def steered_generation(s: Settings, claimset: ClaimSet, labelled: dict[str, Cond
                     for q, ex in sorted(queries[pid].sets[k].items()):
                         got += generate_and_judge(backend, judge, s.inference, claimset.personas[pid],
                                                   ex, [c for c in test if c.question_id == q], s.seed)
-                rows += [r | {"perturbation": k if cl.perturbations else None} for r in got]
+                rows += [GenerationRow(**r, perturbation=k if cl.perturbations else None)
+                         for r in got]
     finally:
         if judge is not backend:
             judge.close()
@@ -423,7 +426,7 @@ def write_cell(s: Settings, out: Path, fp: str, result: CellOutput, t0: float) -
     atomic_write_jsonl(out / PREDICTIONS, (r.as_dict() for r in result.predictions))
     atomic_write_jsonl(out / EXAMPLES, (e.as_dict() for e in result.examples))
     if s.dataset.open_ended:
-        atomic_write_jsonl(out / GENERATIONS, result.generations)
+        atomic_write_jsonl(out / GENERATIONS, [g.as_dict() for g in result.generations])
     if result.selection:
         atomic_write_jsonl(out / SELECTION, result.selection)
     atomic_write_json(out / METRICS, result.metrics)
