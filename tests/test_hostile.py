@@ -1723,6 +1723,37 @@ print("FINISHED", flush=True)
 """
 
 
+def test_a_signal_ignored_at_start_stays_ignored():
+    """A background job (`launch.py &`, nohup) starts with SIGINT ignored: the stop handler leaves
+    it so (as Python does), catches the others, and restores every handler on exit."""
+    import signal as _signal
+
+    from plural_icm.utils.stop import StopRequest
+
+    before = {s: _signal.getsignal(s) for s in StopRequest.SIGNALS}
+    _signal.signal(_signal.SIGINT, _signal.SIG_IGN)
+    try:
+        with StopRequest() as stop:
+            assert _signal.getsignal(_signal.SIGINT) is _signal.SIG_IGN
+            assert _signal.getsignal(_signal.SIGTERM) == stop._handle
+            os.kill(os.getpid(), _signal.SIGINT)  # ignored: no stop requested
+            assert not stop()
+        assert _signal.getsignal(_signal.SIGINT) is _signal.SIG_IGN
+        assert _signal.getsignal(_signal.SIGTERM) == before[_signal.SIGTERM]
+    finally:
+        for s, h in before.items():
+            _signal.signal(s, h)
+
+
+def _sigint_default() -> None:
+    """In a child before it runs: SIGINT at its default action, as in a terminal's foreground job.
+    A test run started in the background (`pytest &`, nohup) passes SIGINT on ignored, and a
+    process that starts with it ignored keeps ignoring it (Python and StopRequest alike)."""
+    import signal as _signal
+
+    _signal.signal(_signal.SIGINT, _signal.SIG_DFL)
+
+
 def _stop_run(tmp: Path, sig: int, slow_after: int = 12):
     """A child process running two fake-model searches whose batch ``slow_after`` never ends in
     time; ``sig`` is sent during that batch. (seconds to exit, returncode, stderr)."""
@@ -1733,7 +1764,7 @@ def _stop_run(tmp: Path, sig: int, slow_after: int = 12):
     code = STOP_SCRIPT.format(tests=str(ROOT / "tests"), root=str(ROOT), out=str(out),
                               slow_after=slow_after)
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True, preexec_fn=_sigint_default)
     line = proc.stdout.readline()
     assert "SLOW BATCH" in line, (line, proc.stderr.read()[-2000:] if proc.poll() else "")
     sent = time.time()
@@ -1796,7 +1827,7 @@ def test_ctrl_c_early_in_launch_prints_one_line_and_no_trace(tmp_path):
     proc = subprocess.Popen([sys.executable, "launch.py", "-m", "experiment=paper", "stage=plan",
                              "logger=none"],
                             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+                            text=True, preexec_fn=_sigint_default)
     _wait_until_python_handles_sigint(proc.pid)  # before that, SIGINT kills the process silently
     time.sleep(0.5)
     proc.send_signal(2)
@@ -1839,6 +1870,17 @@ def test_refused_launches_write_nothing_and_planted_secrets_reach_no_file(tmp_pa
           f"{sum(map(len, found.values()))} hits; {len(refused) + 1} refused launches wrote nothing")
 
 
+def test_the_working_directory_variables_are_not_secrets():
+    """PWD holds the word ``pwd`` but its value is a path: overrides under the working directory
+    (a SLURM sweep's ``hydra.searchpath``) must not be refused as secrets."""
+    from plural_icm.config.secrets import secret_environment_values, secret_in_text
+
+    env = {"PWD": "/work/project", "OLDPWD": "/work/elsewhere", "HF_TOKEN": "hf_secretvalue123"}
+    assert set(secret_environment_values(env)) == {"HF_TOKEN"}
+    assert secret_in_text("hydra.searchpath=[file:///work/project/conf]", env) is None
+    assert secret_in_text("x=hf_secretvalue123", env) is not None
+
+
 if __name__ == "__main__":  # the count by outcome, for the record
     import tempfile
     from collections import Counter
@@ -1857,14 +1899,3 @@ if __name__ == "__main__":  # the count by outcome, for the record
             print("\n".join(hostile_search_tree(Path(d))))
     print(dict(counts), "of", len(CASES), "cases;", len(wrong), "not as declared", *wrong,
           sep="\n" if wrong else " ")
-
-
-def test_the_working_directory_variables_are_not_secrets():
-    """PWD holds the word ``pwd`` but its value is a path: overrides under the working directory
-    (a SLURM sweep's ``hydra.searchpath``) must not be refused as secrets."""
-    from plural_icm.config.secrets import secret_environment_values, secret_in_text
-
-    env = {"PWD": "/work/project", "OLDPWD": "/work/elsewhere", "HF_TOKEN": "hf_secretvalue123"}
-    assert set(secret_environment_values(env)) == {"HF_TOKEN"}
-    assert secret_in_text("hydra.searchpath=[file:///work/project/conf]", env) is None
-    assert secret_in_text("x=hf_secretvalue123", env) is not None

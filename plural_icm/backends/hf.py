@@ -9,10 +9,11 @@ How label scoring reuses work (``prefix_cache=True``):
   current path in one growing buffer (a DFS stack: a child's states are written after its parent's,
   siblings overwrite each other). At each node, children whose states are cached are descended into
   without computing anything; the others are computed in batches that share the node's states as
-  ``past_key_values`` (expanded over the batch): each row is the chain of segments down to the next
-  branching point or prompt end, right-padded (under causal attention real tokens never see pads
-  that come after them). Shared uncached segments are thus computed once; the LM head runs only
-  where a label is scored (``logits_to_keep``).
+  the KV cache (the forward's ``cache``, ``past_key_values`` before transformers 5.25; expanded
+  over the batch): each row is the chain of segments down to the next branching point or prompt
+  end, right-padded (under causal attention real tokens never see pads that come after them).
+  Shared uncached segments are thus computed once; the LM head runs only where a label is scored
+  (``logits_to_keep``).
 * The final segment of a scored prompt is always computed (its last position gives the logits).
 * Labels of several tokens are scored exactly as the sum over the continuation: the label's tokens
   but the last become one more segment after the prompt (one extra short row per prompt and label).
@@ -120,6 +121,7 @@ class HFBackend(LMBackend):
         self.revision = revision
         self.tokenizer = load_tokenizer(self.resolved)
         self.model = load_causal_lm(self.resolved, self.torch_dtype, device)
+        self._cache_arg = _cache_keyword(self.model)
         text_cfg = self.model.config.get_text_config(decoder=True)
         model_ctx = int(getattr(text_cfg, "max_position_embeddings", 0) or 0)
         self.max_context = int(max_context or model_ctx)
@@ -335,7 +337,7 @@ class HFBackend(LMBackend):
         past = buf.past(past_len, n_rows) if buf is not None else None
         pos = torch.arange(past_len, past_len + width, dtype=torch.long).unsqueeze(0).expand(n_rows, -1)
         out = self.model(input_ids=ids.to(self.device), position_ids=pos.to(self.device),
-                         past_key_values=past if past is not None else _empty_cache(),
+                         **{self._cache_arg: past if past is not None else _empty_cache()},
                          use_cache=True,
                          logits_to_keep=torch.tensor(keep if keep else [width - 1], dtype=torch.long,
                                                      device=self.device))
@@ -351,7 +353,7 @@ class HFBackend(LMBackend):
                     lp = torch.log_softmax(logits[b, col[p]].float(), dim=-1)
                     res.append(lp[torch.tensor(targets, dtype=torch.long, device=lp.device)].cpu().numpy())
                 ctx.results[i] = res
-        return [(layer.keys, layer.values) for layer in out.past_key_values.layers]
+        return [(layer.keys, layer.values) for layer in _returned_cache(out).layers]
 
     # -- generation -------------------------------------------------------------------------------
     def generate(self, prompts: Sequence[Prompt], params: GenerationParams) -> list[str]:
@@ -396,7 +398,7 @@ class HFBackend(LMBackend):
         dev = self.device
         cache = DynamicCache(config=self.model.config)
         res = self.model(input_ids=ids.to(dev), attention_mask=mask.to(dev), position_ids=pos.to(dev),
-                         past_key_values=cache, use_cache=True, logits_to_keep=1)
+                         **{self._cache_arg: cache}, use_cache=True, logits_to_keep=1)
         texts = [""] * n
         for _step in range(max_new):
             logits = res.logits[:, -1, :].float().cpu()
@@ -421,7 +423,7 @@ class HFBackend(LMBackend):
             mask = torch.cat([mask, torch.ones((n, 1), dtype=torch.long)], dim=1)
             pos = pos[:, -1:] + 1
             res = self.model(input_ids=nxt[:, None].to(dev), attention_mask=mask.to(dev),
-                             position_ids=pos.to(dev), past_key_values=res.past_key_values,
+                             position_ids=pos.to(dev), **{self._cache_arg: _returned_cache(res)},
                              use_cache=True)
         for b in range(n):
             toks = [t for t in gens[b] if t not in eos]
@@ -482,6 +484,21 @@ class _ChainEnd(_Node):
 def _cat(ts: list[Any]) -> Any:
     import torch
     return torch.cat(ts, dim=-2)
+
+
+def _cache_keyword(model: Any) -> str:
+    """The forward's name for the KV cache: transformers 5.25 renamed ``past_key_values`` to
+    ``cache`` (the old name still works but warns on every call, and goes in 5.40); the versions
+    before know only ``past_key_values``."""
+    import inspect
+
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+
+def _returned_cache(out: Any) -> Any:
+    """The KV cache a forward returned, under either version's field name."""
+    cache = getattr(out, "cache", None)
+    return cache if cache is not None else out.past_key_values
 
 
 def _empty_cache() -> Any:

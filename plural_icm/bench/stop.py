@@ -23,12 +23,18 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 
 
+def _sigint_default() -> None:
+    # as a terminal's foreground job: started in the background, this benchmark would pass SIGINT
+    # on ignored, and the run (like Python) keeps a signal ignored that it started with
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _launch(out: Path, extra: list[str]) -> subprocess.Popen:
     env = {**os.environ, "PLURAL_ICM_OUTPUT": str(out), "PYTHONPATH": str(ROOT)}
     env.pop("HYDRA_FULL_ERROR", None)
     return subprocess.Popen([sys.executable, "launch.py", "logger=none", "progress=false", *extra],
                             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+                            text=True, preexec_fn=_sigint_default)
 
 
 def _labels(out: Path) -> dict:

@@ -52,6 +52,12 @@ class StopRequest:
     def __enter__(self) -> "StopRequest":
         try:
             for sig in self.SIGNALS:
+                # A signal ignored when we start stays ignored: a shell starts background jobs
+                # (`cmd &`, nohup) with SIGINT ignored, and Python itself then installs no
+                # KeyboardInterrupt; catching it here would turn a Ctrl-C meant for the terminal's
+                # foreground job into a stop that ends with no handler to hand it back to.
+                if signal.getsignal(sig) is signal.SIG_IGN:
+                    continue
                 self._previous[sig] = signal.signal(sig, self._handle)
         except ValueError:  # not the main thread: no signal handling
             self._previous = {}
