@@ -23,7 +23,11 @@ import pandas as pd  # noqa: E402
 from plural_icm.layout import METRICS, split_condition  # noqa: E402
 
 PERSONA_KEYS = ["run_tag", "model", "dataset", "n", "fold", "seed"]
+#: The second metric the equity check is reported on (argmax of P(True) over a question's options).
+QUESTION_METRIC = "question_accuracy"
 WEIGHTS = ("spica_w_sim", "spica_w_stability", "spica_w_contrast", "spica_intercept")
+#: How the weights were fitted: dev pairs (under 4: no fit, similarity only) and the fit's R^2.
+FIT = ("spica_fit_pairs", "spica_fit_r2")
 
 
 def _read(path: Path) -> dict:
@@ -79,28 +83,34 @@ def persona_gains(cells: pd.DataFrame) -> pd.DataFrame:
         base = zs.get(tuple(r[k] for k in ("run_tag", "model", "dataset", "fold", "seed")))
         metric = (m.get("meta") or {}).get("score_metric") or "claim_accuracy"
         for pid, pm in (m.get("per_persona") or {}).items():
-            z = ((base or {}).get("per_persona") or {}).get(pid, {}).get(metric)
-            s = pm.get(metric)
+            zp = ((base or {}).get("per_persona") or {}).get(pid, {})
+            z, s = zp.get(metric), pm.get(metric)
+            qz, qs = zp.get(QUESTION_METRIC), pm.get(QUESTION_METRIC)
             rows.append({"model": r.model, "dataset": r.dataset, "condition": r.base_condition,
                          "selection": r.selection, "fold": r.fold, "seed": r.seed, "persona_id": pid,
                          "score": s, "zero_shot": z,
                          "gain": (s - z) if s is not None and z is not None else np.nan,
+                         # the question-level metric too: the claim score can sit at chance for every
+                         # cell (a model giving both options of each question the same label)
+                         "question_gain": (qs - qz) if qs is not None and qz is not None else np.nan,
                          "retrieval_error": pm.get("retrieval_error"),
-                         **{k: pm.get(k) for k in WEIGHTS}, "group_source": pm.get("selection_group_source")})
+                         **{k: pm.get(k) for k in (*WEIGHTS, *FIT)},
+                         "group_source": pm.get("selection_group_source")})
     return pd.DataFrame(rows)
 
 
-def equity_table(gains: pd.DataFrame) -> pd.DataFrame:
+def equity_table(gains: pd.DataFrame, column: str = "gain") -> pd.DataFrame:
     """SPICA's equity check per (model, dataset, condition, selection): how many personas gain
     over zero-shot, the smallest and largest mean gain, their gap, and (with at least two folds
-    per persona) a Kruskal-Wallis p-value for a difference in gains between personas."""
-    if gains.empty or gains.gain.isna().all():
+    per persona) a Kruskal-Wallis p-value for a difference in gains between personas (NaN when
+    every gain is equal). ``column``: ``gain`` (the score metric) or ``question_gain``."""
+    if gains.empty or column not in gains or gains[column].isna().all():
         return pd.DataFrame()
     from scipy.stats import kruskal
 
     out = []
-    for key, g in gains.dropna(subset=["gain"]).groupby(["model", "dataset", "condition", "selection"]):
-        per = g.groupby("persona_id").gain
+    for key, g in gains.dropna(subset=[column]).groupby(["model", "dataset", "condition", "selection"]):
+        per = g.groupby("persona_id")[column]
         means = per.mean()
         samples = [v.to_numpy() for _, v in per]
         p = np.nan
@@ -146,9 +156,10 @@ def section(cells: pd.DataFrame, out: Path) -> tuple[str, list[Path]]:
         return "", []
     gains = persona_gains(cells)
     equity = equity_table(gains)
+    q_equity = equity_table(gains, "question_gain")
     written = []
     for name, df in (("selection.csv", table), ("selection_per_persona.csv", gains),
-                     ("selection_equity.csv", equity)):
+                     ("selection_equity.csv", equity), ("selection_equity_question.csv", q_equity)):
         df.to_csv(out / name, index=False)
         written.append(out / name)
     fig = fig_retrieval_and_gain(gains, out / "selection_retrieval_gain.png")
@@ -167,12 +178,15 @@ def section(cells: pd.DataFrame, out: Path) -> tuple[str, list[Path]]:
     if not equity.empty:
         md += ["\nEquity check (gain over zero-shot per persona; gap_p: Kruskal-Wallis across personas, "
                "needs two folds per persona):\n", to_markdown(equity, digits=4)]
+    if not q_equity.empty:
+        md += ["\nThe same on question accuracy (the option with the highest P(True) per question):\n",
+               to_markdown(q_equity, digits=4)]
     w = gains.dropna(subset=["spica_w_sim"]) if "spica_w_sim" in gains else pd.DataFrame()
     if not w.empty:
         md += ["\nSPICA's fitted weights per persona (d = w_sim sim + w_stab g_stability + "
-               "w_con g_contrast + c):\n",
+               "w_con g_contrast + c; fewer than 4 dev pairs: not fitted, similarity only, R^2 empty):\n",
                to_markdown(w[["model", "dataset", "condition", "fold", "persona_id", "group_source",
-                              *WEIGHTS]], digits=4)]
+                              *WEIGHTS, *[k for k in FIT if k in w]]], digits=4)]
     if fig:
         md.append(f"\n![retrieval error and gain per persona]({fig.name})\n")
     return "\n".join(md) + "\n", written

@@ -133,15 +133,17 @@ identifiers, so the split is unambiguous)."""
 
 def selection_tag(cfg: Any) -> str | None:
     """The selection part of a cell's path: None for ``selection=all`` (or no selection key),
-    else its name, with ``-positive`` for positive prompts and ``-<source>`` for an explicit
-    ``group_source`` (so settings that change results get their own directory). ``cfg``: the
-    job's typed settings (or a config with the same attributes)."""
+    else its name, with ``-positive`` for positive prompts, ``-cr`` for ``contrastive_response``
+    and ``-<source>`` for an explicit ``group_source`` (so settings that change results get their
+    own directory). ``cfg``: the job's typed settings (or a config with the same attributes)."""
     sel = getattr(cfg, "selection", None)
     if sel is None or (getattr(sel, "name", None) or "all") == "all":
         return None
     tag = str(sel.name)
     if (getattr(sel, "prompt", None) or "contrastive") == "positive":
         tag += "-positive"
+    elif (getattr(sel, "prompt", None) or "contrastive") == "contrastive_response":
+        tag += "-cr"
     source = getattr(sel, "group_source", None) or "auto"
     if tag.startswith("spica") and source != "auto":
         tag += f"-{source}"

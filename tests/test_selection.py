@@ -370,6 +370,30 @@ def test_report_section_tables_gains_equity_and_figure(tmp_path):
     md, files = selection.section(cells, tmp_path)
     assert "Example selection (SPICA)" in md and "spica *" not in md and "nearest *" in md
     assert (tmp_path / "selection_retrieval_gain.png").is_file() and "spica_w_sim" in md
+    assert "spica_fit_r2" in md and "spica_fit_pairs" in md
+
+
+def test_equity_on_question_accuracy_when_the_claim_score_sits_at_chance(tmp_path):
+    """A model that labels both options of every question alike scores claim accuracy 0.5 in
+    every cell: no gain, no Kruskal-Wallis p (all gains equal). The question-level equity table
+    still compares the personas."""
+    from analysis import load, selection
+
+    for fold, (qa, qb) in enumerate(((0.7, 0.4), (0.8, 0.5))):
+        _write_cell(tmp_path, "zero_shot", {p: {"claim_accuracy": 0.5, "question_accuracy": 0.5}
+                                            for p in "AB"}, {"claim_accuracy": 0.5}, fold=fold)
+        _write_cell(tmp_path, "gold+nearest", {"A": {"claim_accuracy": 0.5, "question_accuracy": qa},
+                                               "B": {"claim_accuracy": 0.5, "question_accuracy": qb}},
+                    {"claim_accuracy": 0.5}, {"selection": "nearest", "selection_supervised": False},
+                    fold=fold)
+    gains = selection.persona_gains(load.load_cells(tmp_path))
+    eq = selection.equity_table(gains).iloc[0]
+    assert eq.gaining == 0 and eq.gap == 0 and np.isnan(eq.gap_p)
+    q = selection.equity_table(gains, "question_gain").iloc[0]
+    # A gains 0.25 on average, B loses 0.05: 1 of 2 personas gain, gap 0.3, p from two folds each
+    assert q.gaining == 1 and q.gap == pytest.approx(0.3) and 0 < q.gap_p < 1
+    md, files = selection.section(load.load_cells(tmp_path), tmp_path)
+    assert "question accuracy" in md and (tmp_path / "selection_equity_question.csv") in files
 
 
 def test_overtonbench_ratings_give_spica_terms_and_per_question_steering(tmp_path, tiny_cfg, word_embedder):
@@ -402,3 +426,102 @@ def test_overtonbench_ratings_give_spica_terms_and_per_question_steering(tmp_pat
     assert set(sel) == {(g["persona_id"], g["question_id"]) for g in gens}
     assert metrics["meta"]["selection_supervised"] is True
     assert any(pm.get("retrieval_error") is not None for pm in metrics["per_persona"].values())
+
+
+def test_per_question_prefixes_are_batched_and_equal_scoring_each_alone(tiny_model_dir, tmp_path):
+    """A per-query selection gives each held-out question its own prefix: scoring the questions
+    together (predict_groups) gives the same probabilities as one predict call per question, in
+    fewer forward passes (the distinct prefixes share batches)."""
+    from types import SimpleNamespace
+
+    from plural_icm.backends.hf import HFBackend
+    from plural_icm.data.records import Claim, Persona
+    from plural_icm.inference.predict import predict, predict_groups
+
+    inf = SimpleNamespace(labels=["True", "False"], system_prompt="Answer True or False.",
+                          example_template="Question: {question}\nClaim: {claim}\nLabel: {label}\n\n",
+                          query_template="Question: {question}\nClaim: {claim}\nLabel:",
+                          context_policy="error")
+    words = ["people", "government", "good", "bad", "more", "less", "agree", "yes", "no"]
+
+    def claim(q, j):
+        return Claim(item_id=f"q{q}/o{j}", persona_id="P", group_id=f"q{q}", question_id=f"q{q}",
+                     option_key=str(j), question=f"Do people agree {words[q % len(words)]} {q}?",
+                     claim=f"people {words[(q + j) % len(words)]}", gold=j == 0)
+
+    pool = [(claim(q, j), j == 0) for q in range(10, 16) for j in range(2)]
+    groups = [(pool[q % 3 * 2: q % 3 * 2 + 4 + q % 2 * 2], [claim(q, 0), claim(q, 1)]) for q in range(6)]
+    persona = Persona("P", "The user is from P.")
+    be = HFBackend(str(tiny_model_dir), cache_dir=tmp_path, batch_size=4)
+    passes = []
+    forward = be._forward_rows
+    be._forward_rows = lambda *a, **k: passes.append(1) or forward(*a, **k)
+
+    alone = [predict(be, inf, persona, ex, targets) for ex, targets in groups]
+    n_alone = len(passes)
+    be.kv_cache.clear()
+    passes.clear()
+    together = predict_groups(be, inf, persona, groups)
+    assert len(passes) < n_alone
+    for (rows_a, used_a), (rows_t, used_t) in zip(alone, together):
+        assert used_a == used_t and [r.item_id for r in rows_a] == [r.item_id for r in rows_t]
+        assert [r.p_true for r in rows_t] == pytest.approx([r.p_true for r in rows_a], abs=1e-5)
+
+
+def test_contrastive_response_shows_non_representative_answers_marked(compose_config):
+    """SPICA's C-R on open-ended data: ``selection.prompt=contrastive_response`` steers with the
+    True-labelled answers and, marked as not representative, the False-labelled ones; the default
+    prompts steer with the True ones only (P-R), text unchanged; the setting has its own path."""
+    from plural_icm.data.records import Claim, Persona
+    from plural_icm.inference.steered import steering_messages
+    from plural_icm.layout import cell_path, split_condition
+    from plural_icm.selection.retrieve import shown_claims
+
+    def answer(j, text):
+        return Claim(item_id=f"q1/m{j}", persona_id="P", group_id="q1", question_id="q1",
+                     option_key=f"m{j}", question="Is it good?", claim=text, gold=j == 0,
+                     meta={"answer": text})
+
+    ex = [(answer(0, "Yes, clearly good."), True), (answer(1, "No, terrible."), False)]
+    persona = Persona("P", "The user is a democrat.")
+    pr = steering_messages(persona, ex, "Is tax fair?", "SYS")[1]["content"]
+    cr = steering_messages(persona, ex, "Is tax fair?", "SYS", contrastive=True)[1]["content"]
+    assert "Yes, clearly good." in pr and "terrible" not in pr and "NOT represent" not in pr
+    assert pr == ("The user is a democrat.\n\nAnswers that represent this group's views:\n\n"
+                  "Question: Is it good?\nAnswer: Yes, clearly good.\n\n"
+                  "Answer the following question as this group would.\nQuestion: Is tax fair?\nAnswer:")
+    good, bad = cr.index("Yes, clearly good."), cr.index("No, terrible.")
+    assert cr.index("Answers that represent") < good < cr.index("do NOT represent") < bad
+    # the claims a retrieved question contributes are contrastive's (True and False)
+    labels = {c.item_id: y for c, y in ex}
+    assert shown_claims([c for c, _ in ex], labels, "contrastive_response") == ex
+    cfg = compose_config(["condition=gold", "inference.n_examples=4", "selection=nearest",
+                          "selection.prompt=contrastive_response"])
+    assert split_condition(cell_path(cfg).parts[-4]) == ("gold", "nearest-cr")
+
+
+@pytest.mark.parametrize("prompt,expected", [("contrastive_response", True), ("contrastive", False),
+                                             ("positive", False)])
+def test_steered_generation_passes_the_contrastive_response_setting(monkeypatch, prompt, expected):
+    """The cell steers each held-out question with its own examples, contrastively only under
+    ``selection.prompt=contrastive_response``."""
+    from types import SimpleNamespace
+
+    from plural_icm.conditions.base import ConditionLabels
+    from plural_icm.data.records import Claim, Persona
+    from plural_icm.pipeline import cell
+    from plural_icm.selection.apply import PersonaQueries
+
+    seen = []
+    monkeypatch.setattr(cell, "generate_and_judge",
+                        lambda *a, contrastive=False, **k: seen.append((a[4], contrastive)) or [])
+    c = Claim(item_id="q2/m0", persona_id="P", group_id="q2", question_id="q2", option_key="m0",
+              question="Q2?", claim="A", gold=True)
+    ex = [(c, True)]
+    s = SimpleNamespace(fold=0, seed=0, progress=False, model=None,
+                        inference=SimpleNamespace(judge_model=None),
+                        composed=SimpleNamespace(selection=SimpleNamespace(prompt=prompt)))
+    claimset = SimpleNamespace(split=lambda fold, pid: ([], [c]), personas={"P": Persona("P", "P.")})
+    cell.steered_generation(s, claimset, {"P": ConditionLabels(examples=[])}, object(),
+                            {"P": PersonaQueries(sets=[{"q2": ex}])})
+    assert seen == [(ex, expected)]

@@ -137,18 +137,48 @@ def predict(backend: LMBackend, inf_cfg: Any, persona: Persona,
     called after each (a bar advancing per batch, with a rate); all prompts of a persona share
     their prefix, so the prefix is still computed once.
     """
+    return predict_groups(backend, inf_cfg, persona, [(examples, targets)], base=base,
+                          progress=progress)[0]
+
+
+def predict_groups(backend: LMBackend, inf_cfg: Any, persona: Persona,
+                   groups: Sequence[tuple[list[tuple[Claim, bool]], Sequence[Claim]]],
+                   base: bool = False, progress: Callable[[int], Any] | None = None
+                   ) -> list[tuple[list[PredictionRow], int]]:
+    """:func:`predict` for several (examples, targets) groups of one persona in one scoring pass;
+    per group, (rows, examples used).
+
+    A per-query selection gives each held-out question its own examples, hence its own prefix:
+    scored one question at a time, every prefix was a forward pass of one row; passed together the
+    backend batches the distinct prefixes (``model.batch_size`` rows per pass) and still computes
+    each once. Each group's prompts are exactly those :func:`predict` builds for it alone.
+    """
     builder = PromptBuilder(backend, inf_cfg, base=base)
-    examples = fit_examples(builder, persona, examples, targets, ContextPolicy(inf_cfg.context_policy))
-    prompts = builder.prompts(persona, examples, targets)
+    policy = ContextPolicy(inf_cfg.context_policy)
+    prompts: list[Prompt] = []
+    spans: list[tuple[int, int, int]] = []  # (first prompt, end, examples used) per group
+    for examples, targets in groups:
+        used = fit_examples(builder, persona, examples, targets, policy)
+        start = len(prompts)
+        prompts += builder.prompts(persona, used, targets)
+        spans.append((start, len(prompts), len(used)))
+    lp = _label_logprobs(backend, prompts, builder.labels, progress)
+    return [(_rows(targets, lp[a:b]), n) for (_, targets), (a, b, n) in zip(groups, spans)]
+
+
+def _label_logprobs(backend: LMBackend, prompts: Sequence[Prompt], labels: Sequence[str],
+                    progress: Callable[[int], Any] | None) -> np.ndarray:
     if progress is None:
-        lp = backend.label_logprobs(prompts, builder.labels)
-    else:
-        parts = []
-        for start in range(0, len(prompts), PROGRESS_CHUNK):
-            chunk = prompts[start:start + PROGRESS_CHUNK]
-            parts.append(np.asarray(backend.label_logprobs(chunk, builder.labels)))
-            progress(len(chunk))
-        lp = np.concatenate(parts) if parts else np.zeros((0, 2))
+        return np.asarray(backend.label_logprobs(prompts, labels)).reshape(len(prompts), len(labels))
+    parts = []
+    for start in range(0, len(prompts), PROGRESS_CHUNK):
+        chunk = prompts[start:start + PROGRESS_CHUNK]
+        parts.append(np.asarray(backend.label_logprobs(chunk, labels)))
+        progress(len(chunk))
+    return np.concatenate(parts) if parts else np.zeros((0, len(labels)))
+
+
+def _rows(targets: Sequence[Claim], lp: np.ndarray) -> list[PredictionRow]:
     rows = []
     for t, (lt, lf) in zip(targets, np.asarray(lp)):
         m = max(lt, lf)
@@ -159,7 +189,7 @@ def predict(backend: LMBackend, inf_cfg: Any, persona: Persona,
             option_index=t.meta.get("option_index", _int_or_none(t.option_key)),
             gold=t.gold, distribution=t.meta.get("distribution"),
             logp_true=float(lt), logp_false=float(lf), p_true=float(p_true), pred=bool(p_true > 0.5)))
-    return rows, len(examples)
+    return rows
 
 
 def _int_or_none(v: str) -> int | None:

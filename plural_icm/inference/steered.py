@@ -25,28 +25,35 @@ def parse_rating(reply: str) -> int | None:
 
 
 def steering_messages(persona: Persona, examples: Sequence[tuple[Claim, bool]], question: str,
-                      system_prompt: str) -> list[dict[str, str]]:
-    shown = [c for c, y in examples if y]
+                      system_prompt: str, contrastive: bool = False) -> list[dict[str, str]]:
+    """The steering prompt: the examples labelled True as answers that represent the group
+    (SPICA's P-R); ``contrastive``: then those labelled False, marked as answers that do not
+    (SPICA's C-R: a representative and a non-representative response)."""
     text = f"{persona.description}\n\n"
-    if shown:
-        text += "Answers that represent this group's views:\n\n"
-        text += "".join(f"Question: {c.question}\nAnswer: {c.meta.get('answer', c.claim)}\n\n" for c in shown)
+    for label, heading in ((True, "Answers that represent this group's views:"),
+                           (False, "Answers that do NOT represent this group's views:")):
+        shown = [c for c, y in examples if y == label]
+        if shown and (label or contrastive):
+            text += heading + "\n\n"
+            text += "".join(f"Question: {c.question}\nAnswer: {c.meta.get('answer', c.claim)}\n\n"
+                            for c in shown)
     text += f"Answer the following question as this group would.\nQuestion: {question}\nAnswer:"
     return [{"role": "system", "content": system_prompt}, {"role": "user", "content": text}]
 
 
 def generate_and_judge(generator: LMBackend, judge: LMBackend, inf_cfg: Any, persona: Persona,
                        examples: Sequence[tuple[Claim, bool]], test: Sequence[Claim],
-                       seed: int) -> list[dict]:
-    """One generated answer per held-out question, with the judge's rating."""
+                       seed: int, contrastive: bool = False) -> list[dict]:
+    """One generated answer per held-out question, with the judge's rating (``contrastive``:
+    :func:`steering_messages`)."""
     questions: dict[str, str] = {}
     for c in test:
         questions.setdefault(c.question_id, c.question)
     qids = sorted(questions)
     gen_params = GenerationParams(max_new_tokens=int(inf_cfg.max_new_tokens), temperature=0.0, seed=seed)
     system = "You write short answers to opinion questions, in the voice of the group described."
-    prompts = [as_prompt(generator.chat_prompt(steering_messages(persona, examples, questions[q], system)))
-               for q in qids]
+    prompts = [as_prompt(generator.chat_prompt(
+        steering_messages(persona, examples, questions[q], system, contrastive))) for q in qids]
     answers = generator.generate(prompts, gen_params)
     judge_prompts = [as_prompt(judge.chat_prompt([{"role": "user", "content": inf_cfg.judge_prompt.format(
         persona=persona.description, question=questions[q], answer=a.strip())}]))

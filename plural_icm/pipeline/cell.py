@@ -31,7 +31,7 @@ from plural_icm.conditions.labels import cap_search_claims, label_accuracy
 from plural_icm.conditions.registry import condition_settings, get_condition
 from plural_icm.data.records import ClaimSet
 from plural_icm.data.registry import load_claimset
-from plural_icm.inference.predict import predict
+from plural_icm.inference.predict import predict, predict_groups
 from plural_icm.errors import ResultsConflictError
 from plural_icm.inference.steered import generate_and_judge
 from plural_icm.layout import (CELL_FILES, COMPLETE, CONFIG, EXAMPLES, GENERATIONS, METRICS, PREDICTIONS,
@@ -338,14 +338,15 @@ def predict_personas(s: Settings, claimset: ClaimSet, labelled: dict[str, Condit
 def predict_per_question(s: Settings, claimset: ClaimSet, pid: str, per_question: dict,
                          test: list, backend: Any, base: bool, progress: Any) -> list[PredictionRow]:
     """The held-out claims of each question with that question's examples (one prompt prefix per
-    question), in the order of ``test``."""
+    question, the questions' prompts scored together so the backend batches their prefixes), in
+    the order of ``test``."""
     by_q: dict[str, list] = {}
     for c in test:
         by_q.setdefault(c.question_id, []).append(c)
+    groups = [(per_question[q], claims) for q, claims in by_q.items()]
     got: dict[str, PredictionRow] = {}
-    for q, claims in by_q.items():
-        preds, _ = predict(backend, s.inference, claimset.personas[pid], per_question[q], claims,
-                           base=base, progress=progress)
+    for preds, _ in predict_groups(backend, s.inference, claimset.personas[pid], groups,
+                                   base=base, progress=progress):
         got.update({r.item_id: r for r in preds})
     return [got[c.item_id] for c in test]
 
@@ -369,6 +370,8 @@ def steered_generation(s: Settings, claimset: ClaimSet, labelled: dict[str, Cond
     generates and judges with every perturbation (rows carry ``perturbation``), as its claim
     metrics average them all."""
     judge = judge_backend(s, backend)
+    # selection.prompt=contrastive_response: SPICA's C-R, the non-representative answers shown too
+    contrastive = queries is not None and s.selection.prompt == "contrastive_response"
     rows = []
     try:
         for pid in tqdm(sorted(labelled), desc="generation + judge", unit="persona", disable=not s.progress):
@@ -382,7 +385,8 @@ def steered_generation(s: Settings, claimset: ClaimSet, labelled: dict[str, Cond
                     got = []
                     for q, ex in sorted(queries[pid].sets[k].items()):
                         got += generate_and_judge(backend, judge, s.inference, claimset.personas[pid],
-                                                  ex, [c for c in test if c.question_id == q], s.seed)
+                                                  ex, [c for c in test if c.question_id == q], s.seed,
+                                                  contrastive=contrastive)
                 rows += [GenerationRow(**r, perturbation=k if cl.perturbations else None)
                          for r in got]
     finally:

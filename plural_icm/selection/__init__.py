@@ -12,7 +12,10 @@ from __future__ import annotations
 from typing import Any
 
 SELECTIONS = ("all", "random", "nearest", "spica")
-PROMPTS = ("contrastive", "positive")
+#: contrastive: a retrieved question's claims, True and False; positive: its True ones (SPICA's P-R in
+#: steered generation); contrastive_response: as contrastive, and in steered generation the False
+#: answers too, marked as not representing the group (SPICA's C-R).
+PROMPTS = ("contrastive", "positive", "contrastive_response")
 GROUP_SOURCES = ("auto", "gold", "icm")
 
 
