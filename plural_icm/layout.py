@@ -131,21 +131,22 @@ SELECTION_SEP = "+"
 identifiers, so the split is unambiguous)."""
 
 
-def selection_tag(cfg: DictConfig) -> str | None:
+def selection_tag(cfg: Any) -> str | None:
     """The selection part of a cell's path: None for ``selection=all`` (or no selection key),
     else its name, with ``-positive`` for positive prompts, ``-cr`` for ``contrastive_response``
-    and ``-<source>`` for an explicit
-    ``group_source`` (so settings that change results get their own directory)."""
-    sel = cfg.get("selection") if hasattr(cfg, "get") else None
-    if sel is None or sel.get("name", "all") == "all":
+    and ``-<source>`` for an explicit ``group_source`` (so settings that change results get their
+    own directory). ``cfg``: the job's typed settings (or a config with the same attributes)."""
+    sel = getattr(cfg, "selection", None)
+    if sel is None or (getattr(sel, "name", None) or "all") == "all":
         return None
     tag = str(sel.name)
-    if sel.get("prompt", "contrastive") == "positive":
+    if (getattr(sel, "prompt", None) or "contrastive") == "positive":
         tag += "-positive"
-    elif sel.get("prompt", "contrastive") == "contrastive_response":
+    elif (getattr(sel, "prompt", None) or "contrastive") == "contrastive_response":
         tag += "-cr"
-    if tag.startswith("spica") and sel.get("group_source", "auto") != "auto":
-        tag += f"-{sel.group_source}"
+    source = getattr(sel, "group_source", None) or "auto"
+    if tag.startswith("spica") and source != "auto":
+        tag += f"-{source}"
     return tag
 
 
@@ -279,22 +280,24 @@ def drop_non_result_keys(d: dict) -> dict:
 SELECTION_SPEED_ONLY_KEYS = ("embedding_device", "embedding_batch_size", "embedding_api_key_env")
 
 
-# -- a cell from its config -------------------------------------------------------------------
+# -- a cell from its settings -----------------------------------------------------------------
+# ``cfg``: the job's typed settings (plural_icm.config.settings.Settings), or a composed config
+# with the same attributes; only the fingerprint hashes the composed config (the record).
 
-def cell_name(cfg: DictConfig) -> str:
+def cell_name(cfg: Any) -> str:
     """``<model>/<dataset>/<condition>/n<n|all>/fold<k>/seed<s>`` (logs, W&B run names)."""
     n = "all" if cfg.inference.n_examples is None else cfg.inference.n_examples
     return f"{cfg.model.name}/{cfg.dataset.name}/{condition_part(cfg)}/n{n}/fold{cfg.fold}/seed{cfg.seed}"
 
 
-def condition_part(cfg: DictConfig) -> str:
+def condition_part(cfg: Any) -> str:
     """The condition's part of the cell's path and rows: ``<condition>`` or
     ``<condition>+<selection tag>`` (:func:`selection_tag`)."""
     sel = selection_tag(cfg)
     return str(cfg.condition.name) + (f"{SELECTION_SEP}{sel}" if sel else "")
 
 
-def cell_path(cfg: DictConfig) -> Path:
+def cell_path(cfg: Any) -> Path:
     return cell_dir(cfg.paths.results_dir, cfg.run_tag, cfg.model.name, cfg.dataset.name,
                     str(cfg.condition.name), cfg.inference.n_examples, cfg.fold, cfg.seed,
                     selection_tag(cfg))
@@ -385,6 +388,42 @@ class ExampleRow(_Record):
     item_id: str
     label: bool
     gold: Optional[bool]
+
+
+@dataclass
+class GenerationRow(_Record):
+    """One steered answer of an open-ended cell and its judge's rating (a line of
+    ``generations.jsonl``, :data:`GENERATIONS`; OvertonBench)."""
+
+    FILE: ClassVar[str] = GENERATIONS
+
+    persona_id: str
+    question_id: str
+    question: str
+    answer: str
+    judge_reply: str
+    score: Optional[int]
+    """The judge's 1-5 rating, None when its reply holds none (counted as missing)."""
+    n_steering_examples: int
+    """Examples labelled True in the steering prompt."""
+    perturbation: Optional[int] = None
+    """Which perturbed example set steered it (conditions with perturbations), else None."""
+
+    @classmethod
+    def read_rows(cls, directory: str | Path) -> list["GenerationRow"]:
+        """Every row of ``<directory>/generations.jsonl``; an unreadable line or an unexpected key
+        is a :class:`RecordError` naming the file and line."""
+        path = Path(directory) / cls.FILE
+        rows = []
+        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            try:
+                d = json.loads(line)
+            except ValueError as exc:
+                raise RecordError(f"{path}:{n}: not readable JSON ({type(exc).__name__})") from None
+            if not isinstance(d, dict):
+                raise RecordError(f"{path}:{n}: expected a JSON object, got {type(d).__name__}")
+            rows.append(cls.from_dict(d, f"{path}:{n}"))
+        return rows
 
 
 @dataclass

@@ -41,6 +41,20 @@ def test_ci_runs_exactly_the_readme_commands():
     assert not re.search(r"pip install[^\n]*'\.\[dev\]'", text)
 
 
+def test_ci_records_the_slowest_tests_and_the_readme_has_a_fast_command():
+    """CI's output says where the test time goes (``--durations`` on every pytest run, through
+    PYTEST_ADDOPTS so the README command runs as written), and the README gives a fast command
+    for development beside the full one."""
+    run = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
+    code = "\n".join(l for l in run.splitlines() if not l.lstrip().startswith("#"))
+    m = re.search(r'export PYTEST_ADDOPTS="[^"\n]*--durations=(\d+)"', code)
+    assert m and int(m.group(1)) > 0
+    assert code.index("export PYTEST_ADDOPTS") < code.index('$test_cmd"')
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    tests_section = readme[readme.index("## Tests"):]
+    assert 'python -m pytest -m "not slow"' in tests_section
+
+
 @pytest.mark.parametrize("readme, error", [
     ("# x\n## Usage\n```bash\na\n```\n", "no '## Quick start' section"),
     ("## Quick start\n```bash\npip install x\n```\n## Next\n```bash\npytest\n```\n", "found 1"),

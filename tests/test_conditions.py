@@ -426,3 +426,99 @@ def test_examples_shuffled_by_seed_and_persona_same_order_for_every_set():
     assert [c.item_id for c, _ in other.examples] != ids
     cfg.inference.example_order = "loader"
     assert ordered_examples(ConditionLabels(examples=ex), cfg, "P").examples == ex
+
+
+# -- each condition declares its settings and what the planner reads of it --------------------------
+
+def test_each_condition_declares_its_own_settings_matching_the_record_schema():
+    """A condition's settings_class holds its keys of ``condition.*`` (frozen, typed); each is a key
+    of the schema's ConditionConfig (the record's shape) with the same default, and every key of
+    the schema is some condition's."""
+    import dataclasses
+
+    from plural_icm.conditions.registry import available, get_condition
+    from plural_icm.config.schema import ConditionConfig
+
+    schema = {f.name: f for f in dataclasses.fields(ConditionConfig)}
+    declared = set()
+    for name in available():
+        cls = get_condition(name).settings_class
+        assert cls.__dataclass_params__.frozen, name
+        for f in dataclasses.fields(cls):
+            assert f.name in schema, (name, f.name)
+            assert f.default == schema[f.name].default, (name, f.name)
+            declared.add(f.name)
+    assert set(schema) - {"name"} == declared
+
+
+def test_a_condition_gets_only_its_own_keys(compose_config):
+    from dataclasses import FrozenInstanceError, fields
+
+    from plural_icm.conditions.registry import condition_settings, get_condition
+    from plural_icm.config.settings import resolve_settings
+
+    s = resolve_settings(compose_config(["condition=acc_matched", "condition.n_perturbations=2"]))
+    cond = get_condition("acc_matched")
+    got = condition_settings(cond, s.condition)
+    assert {f.name for f in fields(got)} == {"model_role", "n_perturbations", "seeds"}
+    assert got.n_perturbations == 2 and got.seeds == [42, 101, 202, 303, 404]
+    assert cond.n_example_sets(got, s.dataset) == 2
+    with pytest.raises(FrozenInstanceError):
+        got.n_perturbations = 3
+    boot = condition_settings(get_condition("bootstrap"),
+                              resolve_settings(compose_config(["condition=bootstrap"])).condition)
+    assert {f.name for f in fields(boot)} == {"model_role", "passes"} and boot.passes == 3
+
+
+def test_a_condition_that_does_not_declare_its_planner_inputs_is_refused():
+    """uses_examples and n_example_sets feed the planner's cost: a condition leaving either to a
+    default would be planned wrong without an error, so registration refuses it."""
+    from plural_icm.conditions.base import Condition, one_example_set
+    from plural_icm.conditions.registry import register
+
+    class NoUses(Condition):
+        name = "test_no_uses"
+        n_example_sets = one_example_set
+
+    class NoSets(Condition):
+        name = "test_no_sets"
+        uses_examples = True
+
+    with pytest.raises(TypeError, match="uses_examples"):
+        register(NoUses)
+    with pytest.raises(TypeError, match="n_example_sets"):
+        register(NoSets)
+
+    class BadSettings(Condition):
+        name = "test_bad_settings"
+        uses_examples = True
+        n_example_sets = one_example_set
+        settings_class = dict  # not a frozen ConditionSettings dataclass
+
+    with pytest.raises(TypeError, match="frozen"):
+        register(BadSettings)
+
+
+def test_plugins_declare_themselves_where_they_are_defined():
+    """Datasets, backends and conditions are found by their own modules' declarations (no table
+    lists them): every dataset YAML's loader and every model YAML's backend is registered, and the
+    schema's BackendName names exactly the registered backends."""
+    from pathlib import Path
+
+    import yaml
+
+    from plural_icm.backends.registry import BACKENDS, backend_info
+    from plural_icm.config.schema import BackendName
+    from plural_icm.data.registry import LOADERS, loader_spec
+
+    conf = Path(__file__).resolve().parents[1] / "conf"
+    assert {m.value for m in BackendName} == set(BACKENDS)
+    for path in (conf / "dataset").glob("*.yaml"):
+        spec = loader_spec(yaml.safe_load(path.read_text())["loader"])
+        assert callable(spec.load) and isinstance(spec.options, type), path.name
+    for path in (conf / "model").glob("*.yaml"):
+        backend = yaml.safe_load(path.read_text()).get("backend")
+        if backend:
+            assert backend_info(backend).module.startswith("plural_icm.backends."), path.name
+    assert backend_info("vllm").engine_per_process and backend_info("openai").served
+    assert LOADERS["gqa"].kfold and not LOADERS["ot"].kfold and LOADERS["ot"].folds is not None

@@ -100,14 +100,14 @@ def test_presets_declare_the_published_order(compose_config):
     for preset in ("paper", "fork"):
         cfg = compose_config([f"icm={preset}"])
         assert cfg.icm.context_order.value == "published", preset
-        assert SearchParams.from_config(cfg.icm).context_order == "published"
+        assert SearchParams.from_settings(cfg.icm).context_order == "published"
     # the CPU demo declares the faster layout under its own name (conf/icm/demo.yaml says why)
     cfg = compose_config(["icm=demo"])
-    assert SearchParams.from_config(cfg.icm).context_order == "halving_tail"
+    assert SearchParams.from_settings(cfg.icm).context_order == "halving_tail"
     cfg = compose_config(["icm=paper", "icm.context_order=halving_tail"])
-    assert SearchParams.from_config(cfg.icm).context_order == "halving_tail"
+    assert SearchParams.from_settings(cfg.icm).context_order == "halving_tail"
     with pytest.raises(ValueError, match="icm.engine=reference scores the published"):
-        SearchParams.from_config(cfg.icm, engine="reference")
+        SearchParams.from_settings(cfg.icm, engine="reference")
     with pytest.raises(ValueError, match="icm.context_order must be one of"):
         SearchParams(context_order="tree")
 

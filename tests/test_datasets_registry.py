@@ -58,6 +58,10 @@ def fake_demo(monkeypatch):
     module.load_demo = load_demo
     module.DemoOptions = DemoOptions
     monkeypatch.setitem(sys.modules, "plural_icm.data.demo", module)
+    # the loader as the fake module would declare itself (register_loader), for this test only
+    from plural_icm.data import registry
+    monkeypatch.setitem(registry._REGISTERED, "demo",
+                        registry.LoaderSpec(load_demo, DemoOptions, kfold=True))
     return state
 
 

@@ -115,7 +115,7 @@ def test_user_error_before_any_work_leaves_no_wandb_run(tmp_path, monkeypatch):
                             "seed": 0, "run_tag": "main", "paths": {"output_dir": str(tmp_path)},
                             "logger": {"name": "wandb", "mode": "offline", "dir": str(tmp_path / "wb")}})
     with pytest.raises(ConfigError):
-        with wandb_run.cell_run(cfg, job_type="cell", name="c", tags={}, hydra_choices={}):
+        with wandb_run.job_run(cfg, job_type="cell", name="c", tags={}, hydra_choices={}):
             raise ConfigError("fold=7 is out of range")
     assert not list((tmp_path / "wb").rglob("offline-run-*"))
     wandb_run.reset_process_state()

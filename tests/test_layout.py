@@ -59,3 +59,27 @@ def test_an_unset_condition_key_leaves_the_fingerprint_as_before(compose_config)
     assert fingerprint(OmegaConf.create(older)) == fingerprint(cfg)
     assert fingerprint(compose_config(["condition=bootstrap", "condition.passes=2"])) != \
         fingerprint(compose_config(["condition=bootstrap"]))
+
+
+def test_generation_rows_round_trip_and_refuse_other_shapes(tmp_path):
+    """generations.jsonl: one writer (the cell, through GenerationRow) and one reader
+    (GenerationRow.read_rows), the file name beside the record."""
+    import json
+
+    from plural_icm.layout import GENERATIONS, GenerationRow, RecordError
+    from plural_icm.utils.io import atomic_write_jsonl
+
+    rows = [GenerationRow("A", "q1", "Q?", "an answer", "Rating: 4", 4, 3),
+            GenerationRow("B", "q2", "Q2?", "", "no idea", None, 0, perturbation=1)]
+    atomic_write_jsonl(tmp_path / GENERATIONS, [r.as_dict() for r in rows])
+    assert GenerationRow.FILE == GENERATIONS == "generations.jsonl"
+    assert GenerationRow.read_rows(tmp_path) == rows
+    first = json.loads((tmp_path / GENERATIONS).read_text().splitlines()[0])
+    assert list(first) == ["persona_id", "question_id", "question", "answer", "judge_reply", "score",
+                           "n_steering_examples", "perturbation"]
+    (tmp_path / GENERATIONS).write_text(json.dumps(first | {"rating": 5}) + "\n")
+    with pytest.raises(RecordError, match=r"generations.jsonl:1: unexpected keys \['rating'\]"):
+        GenerationRow.read_rows(tmp_path)
+    (tmp_path / GENERATIONS).write_text("{not json\n")
+    with pytest.raises(RecordError, match="generations.jsonl:1: not readable JSON"):
+        GenerationRow.read_rows(tmp_path)

@@ -140,7 +140,7 @@ def test_plan_of_the_scaling_grid(tmp_path):
 def test_a_model_without_an_icm_preset_stops_naming_icm():
     from omegaconf import MISSING, OmegaConf
 
-    from plural_icm.pipeline.task import _require_icm_preset
+    from plural_icm.config.settings import require_icm_preset as _require_icm_preset
 
     cfg = OmegaConf.create({"model": {"name": "mine"}, "icm": MISSING})
     with pytest.raises(SystemExit, match="icm=paper"):

@@ -521,7 +521,7 @@ def test_steered_generation_passes_the_contrastive_response_setting(monkeypatch,
     ex = [(c, True)]
     s = SimpleNamespace(fold=0, seed=0, progress=False, model=None,
                         inference=SimpleNamespace(judge_model=None),
-                        composed=SimpleNamespace(selection=SimpleNamespace(prompt=prompt)))
+                        selection=SimpleNamespace(prompt=prompt))  # the typed selection settings
     claimset = SimpleNamespace(split=lambda fold, pid: ([], [c]), personas={"P": Persona("P", "P.")})
     cell.steered_generation(s, claimset, {"P": ConditionLabels(examples=[])}, object(),
                             {"P": PersonaQueries(sets=[{"q2": ex}])})

@@ -12,7 +12,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from plural_icm.tracking import wandb_run
-from plural_icm.tracking.wandb_run import (cell_run, deterministic_run_id, group_name,
+from plural_icm.tracking.wandb_run import (job_run, deterministic_run_id, group_name,
                                            scrub_secrets)
 from wandb_offline import find_offline_runs, read_offline_run, search_rows
 
@@ -60,7 +60,7 @@ def test_deterministic_id_stable_and_distinct():
 
 def test_offline_run_records_config_summary_trajectory(tmp_path):
     cfg = make_cfg(tmp_path)
-    with cell_run(cfg, job_type="cell", name="smollm2/demo/icm/fold1", tags=TAGS,
+    with job_run(cfg, job_type="cell", name="smollm2/demo/icm/fold1", tags=TAGS,
                   hydra_choices={"model": "smollm2", "experiment": None}) as wb:
         assert wb.enabled
         for i in range(1, 6):
@@ -103,7 +103,7 @@ def test_offline_run_records_config_summary_trajectory(tmp_path):
 
 def test_max_new_tokens_is_in_the_logged_config_secrets_are_not(tmp_path):
     cfg = make_cfg(tmp_path)
-    with cell_run(cfg, job_type="cell", name="c", tags=TAGS, hydra_choices={}) as wb:
+    with job_run(cfg, job_type="cell", name="c", tags=TAGS, hydra_choices={}) as wb:
         wb.log_metrics({"a": 1})
     logged = read_offline_run(find_offline_runs(tmp_path / "wb")[0])["config"]
     assert logged["inference"]["max_new_tokens"] == 200
@@ -123,7 +123,7 @@ def test_group_is_the_sweep():
 def test_a_run_that_logs_nothing_is_never_started(tmp_path):
     """A skipped cell logs nothing: no W&B run, no offline directory."""
     cfg = make_cfg(tmp_path)
-    with cell_run(cfg, job_type="cell", name="c", tags=TAGS, hydra_choices={}) as wb:
+    with job_run(cfg, job_type="cell", name="c", tags=TAGS, hydra_choices={}) as wb:
         assert not wb.started
     assert not wb.started
     assert find_offline_runs(tmp_path / "wb") == []
@@ -134,7 +134,7 @@ def test_a_new_attempt_supersedes_earlier_offline_attempts_of_its_id(tmp_path):
     earlier ones move to wandb/superseded/, so `wandb sync wandb/offline-run-*` sees one per id."""
     cfg = make_cfg(tmp_path)
     for attempt in (1, 2):
-        with cell_run(cfg, job_type="cell", name="c", tags=TAGS, hydra_choices={}) as wb:
+        with job_run(cfg, job_type="cell", name="c", tags=TAGS, hydra_choices={}) as wb:
             wb.log_metrics({"attempt": attempt})
             assert wb.superseded_earlier == (attempt == 2)
         import time
@@ -151,7 +151,7 @@ def test_same_cell_same_id_resume(tmp_path):
     cfg = make_cfg(tmp_path, group="sweep1")
     ids = []
     for _ in range(2):
-        with cell_run(cfg, job_type="cell", name="c", tags=TAGS, hydra_choices={}) as wb:
+        with job_run(cfg, job_type="cell", name="c", tags=TAGS, hydra_choices={}) as wb:
             wb.log_metrics({"x": 1})
             ids.append(wb.run_id)
     assert ids[0] == ids[1]
@@ -162,7 +162,7 @@ def test_same_cell_same_id_resume(tmp_path):
 def test_failure_marked_and_reraised(tmp_path):
     cfg = make_cfg(tmp_path)
     with pytest.raises(ZeroDivisionError):
-        with cell_run(cfg, job_type="cell", name="bad", tags=TAGS, hydra_choices={}):
+        with job_run(cfg, job_type="cell", name="bad", tags=TAGS, hydra_choices={}):
             1 / 0
     rec = read_offline_run(find_offline_runs(tmp_path / "wb")[0])
     assert rec["exit_code"] == 1
@@ -174,7 +174,7 @@ def test_failure_marked_and_reraised(tmp_path):
 @pytest.mark.parametrize("logger", [{"name": "none"}, {"mode": "disabled"}])
 def test_disabled_writes_nothing(tmp_path, logger):
     cfg = make_cfg(tmp_path, **logger)
-    with cell_run(cfg, job_type="cell", name="c", tags=TAGS, hydra_choices={}) as wb:
+    with job_run(cfg, job_type="cell", name="c", tags=TAGS, hydra_choices={}) as wb:
         assert not wb.enabled
         wb.log_metrics({"a": 1})
         wb.log_trajectory("p", [{"iteration": 0, "U": 1}])
@@ -185,7 +185,7 @@ def test_disabled_writes_nothing(tmp_path, logger):
 def test_disabled_failure_still_reraises(tmp_path):
     cfg = make_cfg(tmp_path, name="none")
     with pytest.raises(KeyError):
-        with cell_run(cfg, job_type="cell", name="c", tags=TAGS, hydra_choices={}):
+        with job_run(cfg, job_type="cell", name="c", tags=TAGS, hydra_choices={}):
             raise KeyError("x")
 
 
@@ -197,19 +197,19 @@ def test_wandb_init_error_never_fails_experiment(tmp_path, monkeypatch):
 
     monkeypatch.setattr(wandb, "init", boom)
     cfg = make_cfg(tmp_path)
-    with cell_run(cfg, job_type="cell", name="c", tags=TAGS, hydra_choices={}) as wb:
+    with job_run(cfg, job_type="cell", name="c", tags=TAGS, hydra_choices={}) as wb:
         wb.log_metrics({"a": 1})  # the run starts here, and fails to
         assert not wb.enabled
         result = 42
     assert result == 42
     # later cells of the same process skip W&B without another timeout
-    with cell_run(cfg, job_type="cell", name="d", tags=TAGS, hydra_choices={}) as wb2:
+    with job_run(cfg, job_type="cell", name="d", tags=TAGS, hydra_choices={}) as wb2:
         assert not wb2.enabled  # without trying again
 
 
 def test_wandb_log_error_never_fails_experiment(tmp_path):
     cfg = make_cfg(tmp_path)
-    with cell_run(cfg, job_type="cell", name="c", tags=TAGS, hydra_choices={}) as wb:
+    with job_run(cfg, job_type="cell", name="c", tags=TAGS, hydra_choices={}) as wb:
         assert wb.start()
 
         def broken(*a, **k):
@@ -224,7 +224,7 @@ def test_wandb_log_error_never_fails_experiment(tmp_path):
 def test_disabled_mode_does_not_import_wandb(tmp_path, monkeypatch):
     monkeypatch.delitem(sys.modules, "wandb", raising=False)
     cfg = make_cfg(tmp_path, name="none")
-    with cell_run(cfg, job_type="cell", name="c", tags=TAGS, hydra_choices={}):
+    with job_run(cfg, job_type="cell", name="c", tags=TAGS, hydra_choices={}):
         pass
     assert "wandb" not in sys.modules
 

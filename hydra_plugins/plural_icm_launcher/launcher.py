@@ -477,7 +477,7 @@ def _slurm_overview(tracked: Sequence[_Tracked], skipped: Sequence[Any]) -> str:
     from plural_icm.pipeline.overview import SweepJob, format_overview
 
     def cell_dir(planned: Any) -> Optional[Path]:
-        return cell_path(planned.cfg) if planned.stage == "cell" else None
+        return cell_path(planned.settings) if planned.stage == "cell" else None
 
     jobs = [SweepJob(t.label, t.outcome or "running", t.reason, cell_dir(t.planned)) for t in tracked]
     jobs += [SweepJob(p.label, "skipped", cell_dir=cell_dir(p)) for p in skipped]

@@ -102,11 +102,25 @@ class LMBackend(ABC):
     transformers tokenizer) and ``max_context``, and implement the two abstract methods. A backend
     built from a model config also sets ``settings_class``, a
     :class:`~plural_icm.backends.settings.BackendSettings` subclass whose fields are exactly its
-    constructor's keywords (what it takes from the model config).
+    constructor's keywords (what it takes from the model config). A backend declares what it
+    is with the class attributes below and :func:`plural_icm.backends.registry.register_backend`
+    (a decorator in its own module); the pipeline reads them instead of comparing names.
     """
 
     name: str = "abstract"
     settings_class: Any = None
+    install: str = ""
+    """What to install when the backend's dependency is missing (the error names it)."""
+    engine_per_process: bool = False
+    """Frees its device memory reliably only when its process exits (vLLM): a cell then runs the
+    base model's work in a child process before it loads a different checkpoint (the default of
+    ``model.engine_per_process``)."""
+    reserves_gpu_memory: bool = False
+    """Takes ``model.gpu_memory_utilization`` of each of its GPUs up front (vLLM): the planner's
+    memory check counts GPU memory for it, and ``model.mem_gb`` otherwise."""
+    served: bool = False
+    """A model behind a server (OpenAI-compatible API): no local weights or dtype; built with the
+    server's URL (``api_base``) and the env var of its key."""
     model_id: str = ""
     revision: str | None = None
     tokenizer: Any = None

@@ -40,6 +40,7 @@ import numpy as np
 from .base import GenerationParams, LMBackend, Prompt, flatten, prompt_length
 from .loading import ResolvedModel, load_causal_lm, load_tokenizer, resolve_model
 from .settings import HFSettings
+from .registry import register_backend
 from .prefix_cache import ROOT_KEY, PathBuffer, SegmentKVCache, chain_key, gb_to_bytes
 
 log = logging.getLogger(__name__)
@@ -89,11 +90,13 @@ def _set_threads() -> None:
     torch.set_num_threads(max(1, n))
 
 
+@register_backend
 class HFBackend(LMBackend):
     """transformers ``AutoModelForCausalLM`` behind the :class:`LMBackend` interface."""
 
     name = "hf"
     settings_class = HFSettings
+    install = "pip install torch transformers accelerate gguf"
 
     def __init__(self, model_spec: str, cache_dir: str | Path | None = None,
                  revision: str | None = None, max_context: int | None = None,

@@ -44,6 +44,7 @@ from plural_icm.backends.base import (
     prompt_length,
 )
 from plural_icm.backends.settings import OpenAISettings
+from plural_icm.backends.registry import register_backend
 from plural_icm.backends.scoring import (
     DEFAULT_TOP_LOGPROBS,
     ContinuationPlan,
@@ -71,11 +72,14 @@ def _load_tokenizer(model_spec: str, cache_dir: Any, revision: str | None,
                                         trust_remote_code=trust_remote_code))
 
 
+@register_backend
 class OpenAIBackend(LMBackend):
     """Label scoring and generation through ``/v1/completions`` with token-id prompts."""
 
     name = "openai"
     settings_class = OpenAISettings
+    install = "pip install requests"
+    served = True
 
     def __init__(self, model_spec: str, cache_dir: Any = None, revision: str | None = None,
                  max_context: int | None = None, trust_remote_code: bool = False,

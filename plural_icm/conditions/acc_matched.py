@@ -20,11 +20,10 @@ the paper's claim, coherence beyond accuracy (``details["label_sets"]``, analysi
 
 from __future__ import annotations
 
-from typing import Callable
+from dataclasses import dataclass
+from typing import Any, Callable, Optional
 
-from omegaconf import DictConfig
-
-from plural_icm.conditions.base import CellInputs, Condition, ConditionLabels
+from plural_icm.conditions.base import CellInputs, Condition, ConditionLabels, ConditionSettings
 from plural_icm.conditions.icm import search_metrics
 from plural_icm.conditions.labels import (FORK_SEEDS, accuracy_matched_labels,
                                           consistency_violations, fix_break_labels,
@@ -41,28 +40,48 @@ def mutual_predictability_fn(inputs: CellInputs, claims: list[Claim]) -> Callabl
     published order is a setting of the ICM config (``icm.context_order``), P here follows it."""
     from plural_icm.search.engine import SearchParams, evaluate_labelling
 
-    cfg = inputs.cfg
-    params = SearchParams.from_config(cfg.icm)
+    params = SearchParams.from_settings(inputs.icm)
 
     def mutual_predictability(labels: dict[str, bool]) -> float:
         return evaluate_labelling(claims, inputs.claimset.rule, inputs.base_model(), params, labels,
-                                  cfg.icm.template, tuple(cfg.icm.labels))[1]
+                                  inputs.icm.template, tuple(inputs.icm.labels))[1]
     return mutual_predictability
 
 
-def construction(cfg: DictConfig) -> str:
-    """The fork's construction for the cell's dataset (``gold_flip`` unless it declares another)."""
-    name = cfg.dataset.get("acc_matched_construction") or "gold_flip"
+@dataclass(frozen=True)
+class AccMatchedSettings(ConditionSettings):
+    """``acc_matched``'s keys."""
+
+    n_perturbations: int = 1
+    """How many accuracy-matched label sets are averaged (the paper: 5)."""
+    seeds: Optional[list[int]] = None
+    """The seeds of its example sets (the paper's fork: 42, 101, 202, 303, 404); None: those."""
+
+
+@dataclass(frozen=True)
+class AccMatchedSwapSettings(ConditionSettings):
+    """``acc_matched_swap``'s keys."""
+
+    n_perturbations: int = 1
+    accuracy_tolerance: float = 0.005
+    """How far a perturbed set's training accuracy may be from ICM's."""
+    max_perturbation_tries: int = 2000
+
+
+def construction(dataset: Any) -> str:
+    """The fork's construction for the cell's dataset (``gold_flip`` unless it declares another);
+    ``dataset``: the typed dataset settings."""
+    name = dataset.acc_matched_construction or "gold_flip"
     if name not in ("gold_flip", "fix_break"):
         raise ValueError(f"dataset.acc_matched_construction={name!r}; expected gold_flip or fix_break")
     return name
 
 
-def fork_seeds(cfg: DictConfig) -> list[int]:
+def fork_seeds(settings: AccMatchedSettings, dataset: Any) -> list[int]:
     """The seeds of the cell's accuracy-matched sets: ``condition.seeds`` (the fork's five by
     default), the first ``condition.n_perturbations`` of them; one for ``fix_break`` (the fork's)."""
-    seeds = [int(s) for s in (cfg.condition.get("seeds") or FORK_SEEDS)]
-    n = 1 if construction(cfg) == "fix_break" else int(cfg.condition.n_perturbations)
+    seeds = [int(s) for s in (settings.seeds or FORK_SEEDS)]
+    n = 1 if construction(dataset) == "fix_break" else settings.n_perturbations
     if n > len(seeds):
         raise ValueError(f"condition.n_perturbations={n} but condition.seeds has {len(seeds)} seed(s)")
     return seeds[:n]
@@ -94,6 +113,7 @@ def _summary_metrics(rows: dict[str, dict]) -> dict[str, float | None]:
 class _AccuracyMatchedBase(Condition):
     needs_search = True
     uses_base_model = True  # the label sets' coherence is scored by the base model
+    uses_examples = True
 
     def _sets(self, inputs: CellInputs, persona_id: str, chosen: list[Claim], icm: dict[str, bool],
               coherence: Callable[[dict], float]) -> tuple[list[tuple[dict[str, bool], dict]], dict]:
@@ -107,7 +127,7 @@ class _AccuracyMatchedBase(Condition):
         chosen = [c for c in chosen if c.item_id in icm]
         coherence = mutual_predictability_fn(inputs, chosen)
         perts, details = self._sets(inputs, persona_id, chosen, icm, coherence)
-        named = {"gold": gold_labels(chosen), "random": random_labels(chosen, int(inputs.cfg.seed)),
+        named = {"gold": gold_labels(chosen), "random": random_labels(chosen, inputs.seed),
                  "icm": icm}
         rows = label_set_rows(inputs, chosen, named, coherence)
         for k, (labels, row) in enumerate(perts):
@@ -119,7 +139,7 @@ class _AccuracyMatchedBase(Condition):
                      **details.pop("metrics", {})},
             details={"search": str(search.path), "label_sets": rows,
                      # the order every P here was scored in (P's of two orders do not compare)
-                     "context_order": str(inputs.cfg.icm.context_order), **details})
+                     "context_order": str(inputs.icm.context_order), **details})
 
 
 @register
@@ -127,17 +147,17 @@ class AccuracyMatched(_AccuracyMatchedBase):
     """The paper fork's construction (module docstring)."""
 
     name = "acc_matched"
+    settings_class = AccMatchedSettings
 
-    def n_example_sets(self, cfg: DictConfig) -> int:
-        return len(fork_seeds(cfg))
+    def n_example_sets(self, settings: AccMatchedSettings, dataset: Any) -> int:
+        return len(fork_seeds(settings, dataset))
 
     def _sets(self, inputs, persona_id, chosen, icm, coherence):
-        cfg = inputs.cfg
-        how = construction(cfg)
+        how = construction(inputs.dataset)
         build = gold_flip_labels if how == "gold_flip" else fix_break_labels
         out = []
-        for seed in fork_seeds(cfg):
-            labels = build(chosen, icm, seed, salt=f"{persona_id}:fold{cfg.fold}")
+        for seed in fork_seeds(inputs.settings, inputs.dataset):
+            labels = build(chosen, icm, seed, salt=f"{persona_id}:fold{inputs.fold}")
             row = label_set_rows(inputs, chosen, {"x": labels}, coherence)["x"]
             out.append((labels, row | {"seed": seed, "construction": how}))
         return out, {"construction": how}
@@ -148,16 +168,17 @@ class AccuracyMatchedSwap(_AccuracyMatchedBase):
     """Ours: consistent group swaps of ICM's labels, accepted only when P is lower."""
 
     name = "acc_matched_swap"
+    settings_class = AccMatchedSwapSettings
 
-    def n_example_sets(self, cfg: DictConfig) -> int:
-        return int(cfg.condition.n_perturbations)
+    def n_example_sets(self, settings: AccMatchedSwapSettings, dataset: Any) -> int:
+        return settings.n_perturbations
 
     def _sets(self, inputs, persona_id, chosen, icm, coherence):
-        cfg = inputs.cfg
+        cfg = inputs.settings
         perts = accuracy_matched_labels(
-            chosen, icm, coherence, n_perturbations=int(cfg.condition.n_perturbations),
-            tolerance=float(cfg.condition.accuracy_tolerance), seed=int(cfg.seed),
-            max_tries=int(cfg.condition.max_perturbation_tries), rule=inputs.claimset.rule)
+            chosen, icm, coherence, n_perturbations=cfg.n_perturbations,
+            tolerance=float(cfg.accuracy_tolerance), seed=inputs.seed,
+            max_tries=cfg.max_perturbation_tries, rule=inputs.claimset.rule)
         rule = inputs.claimset.rule
         out = [(p.labels, {"accuracy": p.accuracy, "coherence_P": p.coherence,
                            "violations": consistency_violations(chosen, p.labels, rule),

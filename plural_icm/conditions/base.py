@@ -3,19 +3,21 @@
 A cell asks its condition three things: does it need the ICM searches of the cell's personas
 (``needs_search``), which checkpoint answers the in-context prompts (``model_role``), and, per
 persona, which labelled examples to show (``examples``), possibly several perturbed sets whose
-metrics are averaged.
+metrics are averaged. The planner asks two more, which a condition must declare (registration
+refuses a condition that does not): ``uses_examples`` and ``n_example_sets``.
+
+A condition reads its own keys of ``condition.*`` as its ``settings_class`` (a frozen dataclass,
+a subclass of :class:`ConditionSettings`), built by the registry from the typed condition
+section; the other settings it may read are typed parts handed in :class:`CellInputs`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar, Mapping
-
-from omegaconf import DictConfig
+from typing import Any, Callable, ClassVar, Mapping, Optional
 
 from plural_icm.conditions.labels import cap_search_claims, subset_for_n_examples
 from plural_icm.data.records import Claim, ClaimSet
-from plural_icm.selection import per_query
 
 Examples = list[tuple[Claim, bool]]
 
@@ -37,42 +39,64 @@ class ConditionLabels:
     SPICA's label-free group terms read it (plural_icm.selection)."""
 
 
+@dataclass(frozen=True)
+class ConditionSettings:
+    """The keys of ``condition.*`` every condition has; a condition with keys of its own declares
+    a frozen subclass with them (its ``settings_class``). Each field is a key of
+    ``conf/condition/<name>.yaml``; the defaults are those of the config schema's
+    ``ConditionConfig``, the record's shape (a test checks they agree)."""
+
+    model_role: str = "instruct"
+    """Which checkpoint answers: ``instruct`` or ``base`` (zero_shot_base)."""
+
+
 @dataclass
 class CellInputs:
-    """What a condition may use: the cell's config and data, the base model (loaded on the first
-    call), and the best ICM search per persona (present when the condition ``needs_search``)."""
+    """What a condition may use, typed: its own settings, the cell's data, the base model (loaded
+    on the first call), the best ICM search per persona (present when the condition
+    ``needs_search``), and the parts of the job's settings a condition reads."""
 
-    cfg: DictConfig
+    settings: ConditionSettings
+    """The condition's own settings (an instance of its ``settings_class``)."""
     claimset: ClaimSet
     base_model: Callable[[], Any]
     searches: Mapping[str, Any] = field(default_factory=dict)
+    icm: Any = None
+    """The typed ICM settings (``ICMConfig``): the prompt, the labels, the search's parameters
+    (``SearchParams.from_settings(icm)``)."""
+    dataset: Any = None
+    """The typed dataset settings (``max_search_claims``, ``acc_matched_construction``)."""
+    fold: int = 0
+    seed: int = 0
+    n_examples: Optional[int] = None
+    """Example claims per persona (``inference.n_examples``); None: every search claim (also under
+    a per-query selection, where ``n_examples`` is the number each query is shown)."""
+    progress: bool = False
 
     def search_claims(self, persona_id: str) -> list[Claim]:
         """The persona's training claims a search labels (capped by ``dataset.max_search_claims``)."""
-        train, _ = self.claimset.split(self.cfg.fold, persona_id)
-        return cap_search_claims(train, self.cfg.dataset.max_search_claims, int(self.cfg.seed))
+        train, _ = self.claimset.split(self.fold, persona_id)
+        return cap_search_claims(train, self.dataset.max_search_claims, self.seed)
 
     def chosen(self, persona_id: str) -> list[Claim]:
-        """The claims shown as examples: the same subset for every condition (``inference.n_examples``).
-        Under a per-query selection (``selection`` other than ``all``) every search claim is
-        labelled, and ``n_examples`` is the number each query is shown (plural_icm.selection)."""
-        n = None if per_query(self.cfg) else self.cfg.inference.n_examples
-        return subset_for_n_examples(self.search_claims(persona_id), n, int(self.cfg.seed))
+        """The claims shown as examples: the same subset for every condition (:attr:`n_examples`)."""
+        return subset_for_n_examples(self.search_claims(persona_id), self.n_examples, self.seed)
 
 
-def ordered_examples(labels: ConditionLabels, cfg: DictConfig, persona_id: str) -> ConditionLabels:
+def ordered_examples(labels: ConditionLabels, s: Any, persona_id: str) -> ConditionLabels:
     """The examples in the order ``inference.example_order`` asks for: ``shuffled`` (default, as the
     paper's fork) permutes them with a seed of (``seed``, persona), the same permutation of the
     claims for every example set of the persona, so the perturbations differ only in labels;
-    ``loader`` keeps the data's order."""
+    ``loader`` keeps the data's order. ``s``: the job's typed settings (``seed``,
+    ``inference.example_order``)."""
     import random
 
     from plural_icm.conditions.labels import _stable_int
 
-    if cfg.inference.get("example_order", "shuffled") == "loader":  # a str Enum: == its value
+    if s.inference.example_order == "loader":  # a str Enum: == its value
         return labels
     ids = sorted(c.item_id for c, _ in labels.examples)
-    random.Random(_stable_int(int(cfg.seed), f"example_order:{persona_id}")).shuffle(ids)
+    random.Random(_stable_int(int(s.seed), f"example_order:{persona_id}")).shuffle(ids)
     rank = {i: k for k, i in enumerate(ids)}
     order = lambda ex: sorted(ex, key=lambda cy: rank.get(cy[0].item_id, len(rank)))
     perts = [order(p) for p in labels.perturbations] if labels.perturbations else labels.perturbations
@@ -81,28 +105,38 @@ def ordered_examples(labels: ConditionLabels, cfg: DictConfig, persona_id: str) 
 
 
 class Condition:
-    """A few-shot condition. Subclasses set ``name`` and implement :meth:`examples`."""
+    """A few-shot condition. Subclasses set ``name``, declare ``uses_examples`` and
+    ``n_example_sets`` (the planner's cost; :func:`plural_icm.conditions.registry.register`
+    refuses a condition that leaves either undeclared) and implement :meth:`examples`."""
 
     name: ClassVar[str]
+    settings_class: ClassVar[type[ConditionSettings]] = ConditionSettings
+    """The condition's own keys of ``condition.*``, typed (a frozen :class:`ConditionSettings`)."""
     needs_search: ClassVar[bool] = False
     """True when the ICM searches of every persona must exist before :meth:`examples` runs."""
-    uses_examples: ClassVar[bool] = True
+    uses_examples: ClassVar[bool]
     """False for zero-shot conditions (no in-context examples: the planner's cost model)."""
     uses_base_model: ClassVar[bool] = True
     """Whether :meth:`examples` may call ``inputs.base_model()`` (searches aside). A cell runs such
     work in a child process when it must not hold two engines (``model.engine_per_process``);
     True by default so that a new condition is safe until it says otherwise."""
 
-    def n_example_sets(self, cfg: DictConfig) -> int:
-        """How many example sets a persona is predicted with (``perturbations``; 1 without)."""
-        return 1
+    def n_example_sets(self, settings: ConditionSettings, dataset: Any) -> int:
+        """How many example sets a persona is predicted with (``perturbations``; 1 without), from
+        the condition's settings and the typed dataset settings."""
+        raise NotImplementedError
 
-    def model_role(self, cfg: DictConfig) -> str:
+    def model_role(self, settings: ConditionSettings) -> str:
         """``instruct`` or ``base``: the checkpoint that answers (``condition.model_role``)."""
-        role = cfg.condition.model_role
+        role = settings.model_role
         if role not in ("instruct", "base"):
             raise ValueError(f"condition.model_role must be 'instruct' or 'base', got {role!r}")
         return role
 
     def examples(self, inputs: CellInputs, persona_id: str) -> ConditionLabels:
         raise NotImplementedError
+
+
+def one_example_set(self: Condition, settings: ConditionSettings, dataset: Any) -> int:
+    """``n_example_sets`` of a condition that shows one example set per persona."""
+    return 1

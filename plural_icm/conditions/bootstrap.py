@@ -13,11 +13,13 @@ are the usual subset (``inference.n_examples``) of the search set, as for ICM.
 from __future__ import annotations
 
 import logging
-from typing import Sequence
+from dataclasses import dataclass
+from typing import Optional, Sequence
 
 from tqdm.auto import tqdm
 
-from plural_icm.conditions.base import CellInputs, Condition, ConditionLabels
+from plural_icm.conditions.base import (CellInputs, Condition, ConditionLabels, ConditionSettings,
+                                        one_example_set)
 from plural_icm.conditions.labels import label_accuracy, random_labels
 from plural_icm.conditions.registry import register
 from plural_icm.data.records import Claim, ConsistencyRule
@@ -72,20 +74,29 @@ def bootstrap_labels(backend, claims: Sequence[Claim], rule: ConsistencyRule, te
     return final, record
 
 
+@dataclass(frozen=True)
+class BootstrapSettings(ConditionSettings):
+    passes: Optional[int] = None
+    """Relabelling passes over the search set before the consistency rule is applied
+    (conf/condition/bootstrap.yaml: 3; unset: :data:`DEFAULT_PASSES`)."""
+
+
 @register
 class Bootstrap(Condition):
     name = "bootstrap"
+    settings_class = BootstrapSettings
     uses_base_model = True  # the base model labels its own examples
+    uses_examples = True
+    n_example_sets = one_example_set
 
     def examples(self, inputs: CellInputs, persona_id: str) -> ConditionLabels:
-        cfg = inputs.cfg
         claims = inputs.search_claims(persona_id)
-        passes = cfg.condition.get("passes")
+        passes = inputs.settings.passes
         labels, record = bootstrap_labels(
-            inputs.base_model(), claims, inputs.claimset.rule, cfg.icm.template,
-            tuple(cfg.icm.labels), passes=DEFAULT_PASSES if passes is None else int(passes),
-            seed=int(cfg.seed), params=SearchParams.from_config(cfg.icm),
-            progress=bool(cfg.progress))
+            inputs.base_model(), claims, inputs.claimset.rule, inputs.icm.template,
+            tuple(inputs.icm.labels), passes=DEFAULT_PASSES if passes is None else passes,
+            seed=inputs.seed, params=SearchParams.from_settings(inputs.icm),
+            progress=inputs.progress)
         log.info("bootstrap %s: %s", persona_id, record)
         chosen = inputs.chosen(persona_id)
         # the label-set row of the report (accuracy, coherence P, violations; acc_matched.py)

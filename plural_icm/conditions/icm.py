@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from plural_icm.conditions.base import CellInputs, Condition, ConditionLabels
+from plural_icm.conditions.base import CellInputs, Condition, ConditionLabels, one_example_set
 from plural_icm.conditions.labels import icm_labels
 from plural_icm.conditions.registry import register
 
@@ -20,6 +20,8 @@ class ICM(Condition):
     name = "icm"
     needs_search = True
     uses_base_model = False
+    uses_examples = True
+    n_example_sets = one_example_set
 
     def examples(self, inputs: CellInputs, persona_id: str) -> ConditionLabels:
         search = inputs.searches[persona_id]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from plural_icm.conditions.base import CellInputs, Condition, ConditionLabels
+from plural_icm.conditions.base import CellInputs, Condition, ConditionLabels, one_example_set
 from plural_icm.conditions.registry import register
 
 
@@ -10,6 +10,7 @@ from plural_icm.conditions.registry import register
 class ZeroShot(Condition):
     name = "zero_shot"
     uses_examples = False
+    n_example_sets = one_example_set
     uses_base_model = False
 
     def examples(self, inputs: CellInputs, persona_id: str) -> ConditionLabels:

@@ -7,9 +7,9 @@ layers below read typed attributes of their own part (``settings.icm`` an ``ICMC
 ``settings.model`` a ``ModelConfig``, ...): enumerations are the enum members of
 :mod:`plural_icm.choices`, the ``model.vllm`` section a ``VLLMEngineArgs``.
 
-``Settings.composed`` keeps the composed ``DictConfig``: it is the record of a run (the cell's
-``config.yaml`` and fingerprint are made from it, :mod:`plural_icm.layout`), and what modules not
-yet typed (conditions, selection) still receive.
+``Settings.composed`` keeps the composed ``DictConfig``: it is the record of a run, read only
+where the record is made (the cell's ``config.yaml`` and fingerprint, :mod:`plural_icm.layout`;
+the config logged to W&B; the child process's copy of the job). Every layer reads typed parts.
 """
 
 from __future__ import annotations
@@ -61,27 +61,32 @@ def require_icm_preset(cfg: DictConfig) -> None:
                          "or add `- /icm@_global_.icm: paper` to the model config's defaults")
 
 
-def validate(cfg: DictConfig) -> None:
+def validate(cfg: DictConfig) -> Settings:
     """Every check of a composed config, in one place, before anything is loaded or written: the
     ICM preset is chosen, what the schema cannot check (``config.schema.check_config``: the
-    ``model.vllm`` keys, ``dataset.options``), values (``config.checks.validate_config``), the
-    fold against what the dataset's loader declares."""
-    from plural_icm.config.checks import validate_config
+    ``model.vllm`` keys, ``dataset.options``), the composed tree's leaves
+    (``config.checks``: finite numbers, paths), then the typed settings' values
+    (``config.checks.check_settings``) and the fold against what the dataset's loader declares.
+    Returns the typed settings."""
+    from plural_icm.config.checks import check_dataset_options, check_finite_numbers, check_paths, check_settings
     from plural_icm.config.schema import check_config
     from plural_icm.data.registry import check_fold
 
     require_icm_preset(cfg)
     check_config(cfg)
-    validate_config(cfg)
-    if cfg.get("dataset") is not None:
-        check_fold(cfg.dataset, int(cfg.fold))
+    check_finite_numbers(cfg)
+    check_paths(cfg)
+    check_dataset_options(cfg)
+    s = typed(cfg)
+    check_settings(s)
+    check_fold(s.dataset, s.fold)
+    return s
 
 
 def resolve_settings(cfg: DictConfig) -> Settings:
     """THE place a composed config is validated (:func:`validate`) and typed; every stage entry
     calls it once and passes the result down."""
-    validate(cfg)
-    return typed(cfg)
+    return validate(cfg)
 
 
 def typed(cfg: DictConfig) -> Settings:
@@ -107,6 +112,8 @@ def typed(cfg: DictConfig) -> Settings:
 
 def as_settings(cfg: Any) -> Settings:
     """``cfg`` if it is already :class:`Settings`, else the composed ``DictConfig`` typed (not
-    validated again: the stage entries validated it through :func:`resolve_settings`). For the
-    pipeline's public functions, which tests and the elicitation study call with a DictConfig."""
+    validated again: the stage entries validated it through :func:`resolve_settings`). Only at
+    the pipeline's public entries (``run_cell``, ``run_collaborative``, ``build_plan``,
+    ``Backends``, ``model_identity``, ``search_tasks``, ...), which tests and tools call with a
+    composed config; the functions inside the pipeline take :class:`Settings`."""
     return cfg if isinstance(cfg, Settings) else typed(cfg)

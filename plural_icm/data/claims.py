@@ -284,3 +284,10 @@ def declared_folds(dataset: DatasetSettings[ClaimsOptions]) -> int:
     if dataset.options.folds is Folds.halves:
         return len(HALVES)
     return dataset.n_folds
+
+
+# What this dataset is, declared to the registry (dataset.loader=claims): its loader, its options,
+# its folds and its statistics.
+from plural_icm.data.registry import register_loader  # noqa: E402
+
+register_loader("claims", load_claims, ClaimsOptions, kfold=True, folds=declared_folds)

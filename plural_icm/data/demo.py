@@ -105,6 +105,12 @@ def load_demo(dataset: DatasetSettings[DemoOptions] | None = None,
         cs.folds = assign_folds(cs.claims, dataset.n_folds, dataset.split_seed)
     return cs
 
+# What this dataset is, declared to the registry (dataset.loader=demo): its loader, its options,
+# its folds and its statistics.
+from plural_icm.data.registry import register_loader  # noqa: E402
+
+register_loader("demo", load_demo, DemoOptions, kfold=True)
+
 
 if __name__ == "__main__":
     build_demo().save_jsonl(demo_path())

@@ -421,3 +421,10 @@ def stats_text(dataset: DatasetSettings[GQAOptions], data_dir: str | Path | None
     counts = question_counts(dataset, data_dir)
     return ("GQA questions with complete labels by option-count setting "
             "(the paper keeps 180):\n" + counts.to_string(index=False))
+
+
+# What this dataset is, declared to the registry (dataset.loader=gqa): its loader, its options,
+# its folds and its statistics.
+from plural_icm.data.registry import register_loader  # noqa: E402
+
+register_loader("gqa", load_gqa, GQAOptions, kfold=True, stats=stats_text)

@@ -306,3 +306,10 @@ def load_oqa(dataset: DatasetSettings[OQAOptions], data_dir: str | Path | None =
     log.info(description)
     return ClaimSet(name=dataset.name, personas=personas, claims=claims,
                     rule=ConsistencyRule.EXACTLY_ONE, description=description)
+
+
+# What this dataset is, declared to the registry (dataset.loader=oqa): its loader, its options,
+# its folds and its statistics.
+from plural_icm.data.registry import register_loader  # noqa: E402
+
+register_loader("oqa", load_oqa, OQAOptions, kfold=True)

@@ -201,5 +201,11 @@ def load_oqa_paper(dataset: DatasetSettings[OQAPaperOptions], data_dir: str | Pa
     return ClaimSet(name=name, personas=personas, claims=claims,
                     rule=ConsistencyRule.EXACTLY_ONE, folds=folds, description=description)
 
+# What this dataset is, declared to the registry (dataset.loader=oqa_paper): its loader, its options,
+# its folds and its statistics.
+from plural_icm.data.registry import register_loader  # noqa: E402
+
+register_loader("oqa_paper", load_oqa_paper, OQAPaperOptions, folds=declared_folds)
+
 
 __all__ = ["OQAPaperOptions", "load_oqa_paper", "declared_folds", "parse_item", "PARTIES"]

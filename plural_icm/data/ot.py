@@ -227,3 +227,10 @@ def load_ot(dataset: DatasetSettings[OTOptions], data_dir: str | Path | None = N
     # OT brings its own folds: its fixed search/test split (test = fold 0, search = fold -1).
     claimset.folds = search_test_split(claims, opts.search_fraction, dataset.split_seed)
     return claimset
+
+
+# What this dataset is, declared to the registry (dataset.loader=ot): its loader, its options,
+# its folds and its statistics.
+from plural_icm.data.registry import register_loader  # noqa: E402
+
+register_loader("ot", load_ot, OTOptions, folds=declared_folds)

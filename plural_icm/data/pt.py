@@ -461,3 +461,10 @@ def stats_text(dataset: DatasetSettings[PTOptions], data_dir: str | Path | None 
     return ("PT persona clusters (the paper's Table 2 keywords; persona sentences per "
             "type and side):\n" + cluster_sizes(dataset, data_dir).to_string(
                 index=False, na_rep="", float_format=lambda x: f"{x:.0f}"))
+
+
+# What this dataset is, declared to the registry (dataset.loader=pt): its loader, its options,
+# its folds and its statistics.
+from plural_icm.data.registry import register_loader  # noqa: E402
+
+register_loader("pt", load_pt, PTOptions, kfold=True, stats=stats_text)

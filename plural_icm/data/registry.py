@@ -1,7 +1,8 @@
 """``load_claimset(dataset)``: the one entry point from a dataset config to a :class:`ClaimSet`.
 
 Every loader has one signature, ``load(dataset, data_dir) -> ClaimSet``, and one options dataclass
-(the typed schema of ``dataset.options``), registered in :data:`LOADERS` by name. ``dataset`` is a
+(the typed schema of ``dataset.options``), declared by its own module ``plural_icm/data/<name>.py``
+(:func:`register_loader`, imported on first use of the name). ``dataset`` is a
 frozen :class:`~plural_icm.data.settings.DatasetSettings` whose ``options`` is an instance of that
 dataclass, validated once here (:func:`validated_options`: an unknown key, a wrong type or a value
 outside an enumeration is an error naming ``dataset.options.<key>``, the value and what is
@@ -17,8 +18,9 @@ carries folds); otherwise folds are assigned here on the *full* dataset, before 
 so a run restricted to some personas sees the same split as a run on all of them
 (:func:`plural_icm.data.folds.assign_folds` with ``dataset.n_folds`` and ``dataset.split_seed``).
 
-Adding a dataset: a module with ``load_x(dataset, data_dir)`` and an ``XOptions`` dataclass, one
-line in :data:`LOADERS`, and ``conf/dataset/x.yaml`` (``loader: x``, ``score_metric``,
+Adding a dataset: a module ``plural_icm/data/x.py`` with ``load_x(dataset, data_dir)``, an
+``XOptions`` dataclass and a ``register_loader("x", load_x, XOptions, ...)`` call, and
+``conf/dataset/x.yaml`` (``loader: x``, ``score_metric``,
 ``options``). OT's loader brings its fixed search/test split
 (:func:`plural_icm.data.ot.search_test_split`): test questions are fold 0, search questions -1, so
 ``ClaimSet.split(0)`` returns (search, test) and 0 is its only fold.
@@ -27,7 +29,6 @@ line in :data:`LOADERS`, and ``conf/dataset/x.yaml`` (``loader: x``, ``score_met
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import logging
 import typing
 from enum import Enum
@@ -41,61 +42,102 @@ from plural_icm.data.folds import assign_folds
 from plural_icm.data.records import ClaimSet
 from plural_icm.data.settings import DatasetConfig, DatasetSettings
 from plural_icm.errors import ConfigError
+from plural_icm.utils.plugins import import_plugin_module, import_plugin_modules
 
 log = logging.getLogger(__name__)
 
 
 class LoaderSpec(NamedTuple):
-    module: str
-    function: str
-    """``function(dataset: DatasetSettings, data_dir) -> ClaimSet``."""
-    options: str
-    """The dataclass (in ``module``) that types and validates ``dataset.options``."""
+    """What a dataset loader is, declared by its module (:func:`register_loader`)."""
+
+    load: Callable[..., ClaimSet]
+    """``load(dataset: DatasetSettings, data_dir) -> ClaimSet``."""
+    options: type
+    """The dataclass that types and validates ``dataset.options``."""
     kfold: bool = False
     """Its questions are split here into ``dataset.n_folds`` >= 2 folds, so the config check
     refuses ``fold >= n_folds`` before a job runs (:func:`plural_icm.config.checks.validate_config`).
     False: the loader brings its own split (OT). The demo and claim files are k-fold too: with one
     fold a cell would search on nothing and score its test fold against no examples."""
-    stats: str | None = None
-    """A function of ``module``, ``stats(dataset: DatasetSettings, data_dir) -> str``: what
-    ``stage=data_stats`` prints for this dataset after the common table
-    (:func:`plural_icm.data.stats.data_stats_report`)."""
-    folds: str | None = None
-    """A function of ``module``, ``folds(dataset: DatasetSettings) -> int``: how many folds the
-    loader itself brings (a fixed split, folds carried by the files). None: ``dataset.n_folds``
-    (at least 2 for a ``kfold`` loader: one fold must be left to search)."""
+    stats: Callable[..., str] | None = None
+    """``stats(dataset: DatasetSettings, data_dir) -> str``: what ``stage=data_stats`` prints for
+    this dataset after the common table (:func:`plural_icm.data.stats.data_stats_report`)."""
+    folds: Callable[..., int] | None = None
+    """``folds(dataset: DatasetSettings) -> int``: how many folds the loader itself brings (a fixed
+    split, folds carried by the files). None: ``dataset.n_folds`` (at least 2 for a ``kfold``
+    loader: one fold must be left to search)."""
 
 
-#: loader name -> where its function and options class live (imported lazily), and what it is.
-LOADERS: dict[str, LoaderSpec] = {
-    "gqa": LoaderSpec("plural_icm.data.gqa", "load_gqa", "GQAOptions", kfold=True,
-                      stats="stats_text"),
-    "oqa": LoaderSpec("plural_icm.data.oqa", "load_oqa", "OQAOptions", kfold=True),
-    "pt": LoaderSpec("plural_icm.data.pt", "load_pt", "PTOptions", kfold=True, stats="stats_text"),
-    "ot": LoaderSpec("plural_icm.data.ot", "load_ot", "OTOptions", folds="declared_folds"),
-    "demo": LoaderSpec("plural_icm.data.demo", "load_demo", "DemoOptions", kfold=True),
-    "claims": LoaderSpec("plural_icm.data.claims", "load_claims", "ClaimsOptions", kfold=True,
-                         folds="declared_folds"),
-    "oqa_paper": LoaderSpec("plural_icm.data.oqa_paper", "load_oqa_paper", "OQAPaperOptions",
-                            folds="declared_folds"),
-}
+_REGISTERED: dict[str, LoaderSpec] = {}
+#: Modules of this package that are not loaders (never imported to look for one).
+_NOT_LOADERS = {"folds", "reading", "records", "registry", "settings", "sources", "stats"}
+
+
+def register_loader(name: str, load: Callable[..., ClaimSet], options: type, *, kfold: bool = False,
+                    stats: Callable[..., str] | None = None,
+                    folds: Callable[..., int] | None = None) -> LoaderSpec:
+    """Declare the loader ``name`` (``dataset.loader=<name>``): called once at the end of its
+    module ``plural_icm/data/<name>.py``, which is imported on first use of the name, so nothing
+    lists loaders by hand."""
+    spec = LoaderSpec(load, options, kfold, stats, folds)
+    old = _REGISTERED.get(name)
+    if old is not None and old.load.__qualname__ != load.__qualname__:  # (a module run as
+        # __main__ and imported again declares the same loader twice: not a conflict)
+        raise ValueError(f"dataset loader {name!r} is registered twice")
+    _REGISTERED[name] = spec
+    return spec
+
+
+def available_loaders() -> list[str]:
+    """Every loader the package defines (imports each loader module once)."""
+    import_plugin_modules("plural_icm.data", _NOT_LOADERS)
+    return sorted(_REGISTERED)
+
+
+def loader_spec(name: str) -> LoaderSpec:
+    """The declaration of loader ``name`` (its module imported on first use); a ConfigError
+    listing the valid loaders for an unknown name."""
+    if name not in _REGISTERED:
+        import_plugin_module("plural_icm.data", name, _NOT_LOADERS)
+    if name not in _REGISTERED:
+        raise ConfigError(f"dataset.loader={name!r} is unknown; valid loaders: "
+                          f"{available_loaders()}")
+    return _REGISTERED[name]
+
+
+class _Loaders(Mapping):
+    """Read-only view of every registered loader (name -> :class:`LoaderSpec`)."""
+
+    def __getitem__(self, name: str) -> LoaderSpec:
+        available_loaders()
+        return _REGISTERED[name]
+
+    def __iter__(self):
+        return iter(available_loaders())
+
+    def __len__(self) -> int:
+        return len(available_loaders())
+
+
+#: Every loader, as its module declares it (:func:`register_loader`).
+LOADERS: Mapping[str, LoaderSpec] = _Loaders()
 
 
 def _loader(name: str) -> tuple[Callable[..., ClaimSet], type]:
-    if name not in LOADERS:
-        raise ConfigError(f"dataset.loader={name!r} is unknown; valid loaders: "
-                         f"{sorted(LOADERS)}")
-    spec = LOADERS[name]
-    module = importlib.import_module(spec.module)
-    return getattr(module, spec.function), getattr(module, spec.options)
+    spec = loader_spec(name)
+    return spec.load, spec.options
 
 
 _EXPECTED = {float: "a number", int: "an integer", bool: "true or false", str: "a string"}
 
 
-def kfold_loaders() -> tuple[str, ...]:
-    """The loaders whose folds are assigned k-fold (:attr:`LoaderSpec.kfold`)."""
-    return tuple(name for name, spec in LOADERS.items() if spec.kfold)
+def declares_kfold(loader: str) -> bool:
+    """Whether ``loader`` declares a k-fold split of ``dataset.n_folds`` (:attr:`LoaderSpec.kfold`);
+    False for an unknown loader (refused, listing the valid ones, when its folds are checked)."""
+    try:
+        return loader_spec(loader).kfold
+    except ConfigError:
+        return False
 
 
 def _expected(options_class: type, key: str) -> str:
@@ -187,10 +229,8 @@ def dataset_settings(cfg: Any) -> DatasetSettings:
 def loader_stats_text(cfg: Any, data_dir: str | Path | None = None) -> str | None:
     """The dataset's own statistics text (:attr:`LoaderSpec.stats`), None when it declares none."""
     dataset = dataset_settings(cfg)
-    spec = LOADERS.get(dataset.loader)
-    if spec is None or spec.stats is None:
-        return None
-    return getattr(importlib.import_module(spec.module), spec.stats)(dataset, data_dir)
+    spec = loader_spec(dataset.loader)
+    return None if spec.stats is None else spec.stats(dataset, data_dir)
 
 
 def declared_folds(cfg: Any) -> int:
@@ -198,10 +238,9 @@ def declared_folds(cfg: Any) -> int:
     the loader's own ``folds`` function when it brings its folds, else ``dataset.n_folds``.
     Raises :class:`ConfigError` when a k-fold split is asked for fewer than 2 folds."""
     dataset = dataset_settings(cfg)  # an unknown loader: the error listing the valid ones
-    spec = LOADERS[dataset.loader]
+    spec = loader_spec(dataset.loader)
     if spec.folds is not None:
-        module = importlib.import_module(spec.module)
-        return int(getattr(module, spec.folds)(dataset))
+        return int(spec.folds(dataset))
     n = dataset.n_folds
     least = 2 if spec.kfold else 1
     if n < least:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
+from plural_icm.config.settings import typed
 from plural_icm.data.records import Claim, ClaimSet
 from plural_icm.data.registry import load_claimset
 from plural_icm.elicitation.store import LAYOUTS, Option, Question, StudyStore
@@ -85,21 +86,22 @@ def select_for_study(cfg: DictConfig, method: str, k: int, folds: Sequence[int],
     chosen: dict[str, list[tuple[int, list[Claim]]]] = {p: [] for p in personas}
     for fold in folds:
         fcfg = _fold_cfg(cfg, fold)
+        fs = typed(fcfg)  # the pipeline's typed settings of this fold (compose() validated it)
         claimset.split(int(fold))  # a fold the dataset does not have: its clear error, now
-        if not run_searches and not searches_on_disk(fcfg, claimset, personas):
+        if not run_searches and not searches_on_disk(fs, claimset, personas):
             raise ConfigError(
                 f"the ICM searches of fold {fold} are not finished under {fcfg.paths.searches_dir}: "
                 f"run them first (`python launch.py stage=search fold={fold} <same overrides>`), "
                 f"or pass --run-searches to run them now")
-        backends = Backends(fcfg)
+        backends = Backends(fs)
         try:
-            base = run_searches_for(fcfg, claimset, personas, backends, desc=f"ICM search (fold {fold})")
+            base = run_searches_for(fs, claimset, personas, backends, desc=f"ICM search (fold {fold})")
             for pid in personas:
-                train = search_set(fcfg, claimset, pid)
-                fewshot = (fewshot_confidence(fcfg, claimset, pid, train, base[pid].labels, backends)
+                train = search_set(fs, claimset, pid)
+                fewshot = (fewshot_confidence(fs, claimset, pid, train, base[pid].labels, backends)
                            if method == "active" else None)
-                groups = round_questions(method, train, k, int(fcfg.seed), 0, base[pid].confidence,
-                                         {}, fewshot, [], question_folds(fcfg, claimset))
+                groups = round_questions(method, train, k, fs.seed, 0, base[pid].confidence,
+                                         {}, fewshot, [], question_folds(fs, claimset))
                 by_group = claimset.groups(train)
                 chosen[pid] += [(int(fold), by_group[g]) for g in groups]
         finally:

@@ -24,31 +24,68 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
 from plural_icm.backends.registry import backend_info, make_judge
-from plural_icm.config.secrets import scrub_secrets
-from plural_icm.config.settings import Settings, as_settings
-from plural_icm.conditions.base import CellInputs, Condition, ConditionLabels, ordered_examples
+from plural_icm.conditions.base import (
+    CellInputs,
+    Condition,
+    ConditionLabels,
+    ordered_examples,
+)
 from plural_icm.conditions.labels import cap_search_claims, label_accuracy
-from plural_icm.conditions.registry import get_condition
+from plural_icm.conditions.registry import condition_settings, get_condition
+from plural_icm.config.secrets import scrub_secrets
+from plural_icm.config.settings import Settings, as_settings, typed
 from plural_icm.data.records import ClaimSet
 from plural_icm.data.registry import load_claimset
-from plural_icm.inference.predict import predict, predict_groups
 from plural_icm.errors import ResultsConflictError
+from plural_icm.inference.predict import predict, predict_groups
 from plural_icm.inference.steered import SteeringJob, generate_and_judge_all
-from plural_icm.layout import (CELL_FILES, COMPLETE, CONFIG, EXAMPLES, GENERATIONS, METRICS, PREDICTIONS,
-                               SELECTION, CellMeta, CellResult, CompleteRecord, ExampleRow, PredictionRow,
-                               cell_name, cell_path, condition_part, fingerprint, is_complete,
-                               selection_tag)
-from plural_icm.metrics.aggregate import (add_persona_values, add_representation,
-                                         perturbation_mean_metrics)
+from plural_icm.layout import (
+    CELL_FILES,
+    COMPLETE,
+    CONFIG,
+    EXAMPLES,
+    GENERATIONS,
+    METRICS,
+    PREDICTIONS,
+    SELECTION,
+    CellMeta,
+    CellResult,
+    CompleteRecord,
+    ExampleRow,
+    GenerationRow,
+    PredictionRow,
+    cell_name,
+    cell_path,
+    condition_part,
+    fingerprint,
+    is_complete,
+    selection_tag,
+)
+from plural_icm.metrics.aggregate import (
+    add_persona_values,
+    add_representation,
+    perturbation_mean_metrics,
+)
 from plural_icm.metrics.finite import check_metrics_finite
 from plural_icm.pipeline.models import Backends
-from plural_icm.pipeline.searches import (icm_protocol, model_identity, run_searches_for,
-                                          search_tasks, searches_on_disk)
+from plural_icm.pipeline.searches import (
+    icm_protocol,
+    model_identity,
+    run_searches_for,
+    search_tasks,
+    searches_on_disk,
+)
 from plural_icm.pipeline.slurm import slurm_job_info
 from plural_icm.selection import per_query
-from plural_icm.selection.apply import (PersonaQueries, check_selection, embedder_from_config,
-                                        needs_embeddings, reads_gold, select_for_cell,
-                                        selection_rows)
+from plural_icm.selection.apply import (
+    PersonaQueries,
+    check_selection,
+    embedder_from_config,
+    needs_embeddings,
+    reads_gold,
+    select_for_cell,
+    selection_rows,
+)
 from plural_icm.tracking.results import log_cell_result
 from plural_icm.utils.io import atomic_write_json, atomic_write_jsonl, atomic_write_text
 
@@ -57,8 +94,18 @@ log = logging.getLogger(__name__)
 # Backends, run_searches_for, search_tasks and model_identity live in pipeline/models.py and
 # pipeline/searches.py (every stage uses them); add_representation in metrics/aggregate.py. They
 # stay importable from here for code written against the former cell module.
-__all__ = ["run_cell", "cell_name", "cell_path", "fingerprint", "Backends", "run_searches_for",
-           "search_tasks", "model_identity", "cap_search_claims", "add_representation"]
+__all__ = [
+    "Backends",
+    "add_representation",
+    "cap_search_claims",
+    "cell_name",
+    "cell_path",
+    "fingerprint",
+    "model_identity",
+    "run_cell",
+    "run_searches_for",
+    "search_tasks",
+]
 
 
 # -- the cell as named steps ------------------------------------------------------------------
@@ -70,7 +117,7 @@ class CellOutput:
     predictions: list[PredictionRow]
     examples: list[ExampleRow]
     metrics: dict
-    generations: list[dict] = field(default_factory=list)
+    generations: list[GenerationRow] = field(default_factory=list)
     selection: list[dict] = field(default_factory=list)
     """Per persona and held-out question, the training questions shown (per-query selection)."""
 
@@ -80,8 +127,7 @@ def run_cell(settings: Settings | DictConfig, wb: Any = None) -> dict:
     ``settings``: the job's :class:`~plural_icm.config.settings.Settings` (a composed DictConfig
     is typed first)."""
     s = as_settings(settings)
-    cfg = s.composed  # the record: the cell's path, fingerprint and config.yaml come from it
-    out, fp = cell_path(cfg), fingerprint(cfg)
+    out, fp = cell_path(s), fingerprint(s.composed)  # the fingerprint hashes the record
     done = load_if_complete(s, out, fp)
     if done is not None:
         return done
@@ -91,7 +137,7 @@ def run_cell(settings: Settings | DictConfig, wb: Any = None) -> dict:
     if wb is not None:
         wb.start()  # the W&B run begins with the work (a skipped cell, above, starts none)
     t0 = time.perf_counter()
-    print(f"[plural_icm] cell {cell_name(cfg)} -> {out}", flush=True)
+    print(f"[plural_icm] cell {cell_name(s)} -> {out}", flush=True)
     result = compute_cell(s, get_condition(s.condition.name), wb, data=data)
     result.metrics["meta"]["wall_time_s"] = time.perf_counter() - t0
     # a NaN fails the cell, never completes it; checked before the directory exists, so a failed
@@ -114,7 +160,7 @@ def load_if_complete(s: Settings, out: Path, fp: str) -> dict | None:
             f"{out} holds results of different settings (fingerprint {done.fingerprint} != {fp}); "
             "they are never overwritten: set run_tag=<name> to keep both, or force=true to "
             "recompute (the old results are moved aside)")
-    log.info("skip complete cell %s (%s)", cell_name(s.composed), out)
+    log.info("skip complete cell %s (%s)", cell_name(s), out)
     return json.loads((out / METRICS).read_text(encoding="utf-8"))
 
 
@@ -130,15 +176,14 @@ def prepare_cell_dir(s: Settings, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
 
 
-def compute_cell(settings: Settings | DictConfig, condition: Condition, wb: Any = None,
+def compute_cell(settings: Settings, condition: Condition, wb: Any = None,
                  data: tuple[ClaimSet, list[str]] | None = None) -> CellOutput:
     """Searches (if the condition needs them), the condition's examples, inference, metrics
     (``data``: :func:`cell_data`, when the caller loaded it already)."""
-    s = as_settings(settings)
-    cfg = s.composed  # for the conditions and the selection, which read the composed config
+    s = settings
     claimset, personas = data or cell_data(s)
-    check_selection(cfg)  # before any model work: a bad selection setting fails at once
-    role = condition.model_role(cfg)
+    check_selection(s)  # before any model work: a bad selection setting fails at once
+    role = condition.model_role(condition_settings(condition, s.condition))
     backends = Backends(s)
     queries: dict[str, PersonaQueries] | None = None
     try:
@@ -149,8 +194,8 @@ def compute_cell(settings: Settings | DictConfig, condition: Condition, wb: Any 
                 run_searches_for(s, claimset, personas, backends, wb=wb)
         else:
             labelled = condition_examples(s, condition, claimset, personas, backends, wb)
-        if per_query(cfg):
-            queries = select_queries(cfg, claimset, labelled, condition)
+        if per_query(s):
+            queries = select_queries(s, claimset, labelled, condition)
         backend = backends.get(role)
         rows = predict_personas(s, claimset, labelled, backend, base=role == "base", queries=queries)
         generations = (steered_generation(s, claimset, labelled, backend, queries)
@@ -163,7 +208,7 @@ def compute_cell(settings: Settings | DictConfig, condition: Condition, wb: Any 
     if queries is not None:
         add_selection_metrics(metrics, queries)
     if s.dataset.open_ended:
-        add_representation(metrics, generations)
+        add_representation(metrics, [g.as_dict() for g in generations])
         metrics["overall"].update(judge_info(s.inference, s.model))
     meta = CellMeta(model=s.model.name, dataset=s.dataset.name,
                     condition=s.condition.name, fold=s.fold, seed=s.seed,
@@ -171,7 +216,7 @@ def compute_cell(settings: Settings | DictConfig, condition: Condition, wb: Any 
                     score_metric=s.dataset.score_metric.value, backend_stats=stats,
                     # which search protocol produced the examples (the report marks it)
                     **(icm_protocol(s) if condition.needs_search else {}),
-                    **selection_meta(cfg, condition))
+                    **selection_meta(s, condition))
     metrics = CellResult(metrics["overall"], metrics["per_persona"], meta.as_dict()).as_dict()
     examples = [ExampleRow(persona_id=pid, item_id=c.item_id, label=y, gold=c.gold)
                 for pid, cl in labelled.items() for c, y in cl.examples]
@@ -179,7 +224,7 @@ def compute_cell(settings: Settings | DictConfig, condition: Condition, wb: Any 
                       selection_rows(queries) if queries is not None else [])
 
 
-def select_queries(cfg: DictConfig, claimset: ClaimSet, labelled: dict[str, ConditionLabels],
+def select_queries(cfg: Settings, claimset: ClaimSet, labelled: dict[str, ConditionLabels],
                    condition: Condition) -> dict[str, PersonaQueries]:
     """The examples of each held-out question (``selection`` other than ``all``); the embedding
     model, when one is needed, is loaded here and released before inference."""
@@ -200,7 +245,7 @@ def select_queries(cfg: DictConfig, claimset: ClaimSet, labelled: dict[str, Cond
             e.close()
 
 
-def selection_meta(cfg: DictConfig, condition: Condition) -> dict:
+def selection_meta(cfg: Settings, condition: Condition) -> dict:
     """The selection behind a cell's examples, for its meta (absent under ``selection=all``):
     its path tag and whether it read gold (``spica`` with the gold group source)."""
     tag = selection_tag(cfg)
@@ -225,19 +270,24 @@ def add_selection_metrics(metrics: dict, queries: dict[str, PersonaQueries]) -> 
 def cell_data(settings: Settings | DictConfig) -> tuple[ClaimSet, list[str]]:
     """The cell's dataset and its personas (sorted), the fold checked against the data."""
     s = as_settings(settings)
-    claimset = load_claimset(s.composed.dataset, s.paths.data_dir)
+    claimset = load_claimset(s.dataset, s.paths.data_dir)
     claimset.split(s.fold)  # the fold must be one of the data's (valid folds follow from the data)
     return claimset, sorted(claimset.personas)
 
 
-def condition_examples(settings: Settings | DictConfig, condition: Condition, claimset: ClaimSet,
+def condition_examples(settings: Settings, condition: Condition, claimset: ClaimSet,
                        personas: list[str], backends: Backends,
                        wb: Any = None) -> dict[str, ConditionLabels]:
     """The condition's examples per persona, with the searches they need: all of a cell's base
     model work (the base model is loaded only if a search or the condition asks for it)."""
-    s = as_settings(settings)
+    s = settings
     searches = run_searches_for(s, claimset, personas, backends, wb=wb) if condition.needs_search else {}
-    inputs = CellInputs(s.composed, claimset, lambda: backends.get("base"), searches)
+    inputs = CellInputs(condition_settings(condition, s.condition), claimset,
+                        lambda: backends.get("base"), searches, icm=s.icm, dataset=s.dataset,
+                        fold=s.fold, seed=s.seed,
+                        # under a per-query selection every search claim is labelled
+                        n_examples=None if per_query(s) else s.inference.n_examples,
+                        progress=s.progress)
 
     def examples(pid: str) -> ConditionLabels:
         if not inputs.search_claims(pid):
@@ -248,7 +298,7 @@ def condition_examples(settings: Settings | DictConfig, condition: Condition, cl
             return ConditionLabels(examples=[], details={"no_training_claims": True})
         return condition.examples(inputs, pid)
 
-    return {pid: ordered_examples(examples(pid), s.composed, pid) for pid in personas}
+    return {pid: ordered_examples(examples(pid), s, pid) for pid in personas}
 
 
 def base_work_in_child_process(settings: Settings | DictConfig, role: str) -> bool:
@@ -262,7 +312,7 @@ def base_work_in_child_process(settings: Settings | DictConfig, role: str) -> bo
     return backend_info(model.backend).engine_per_process if flag is None else bool(flag)
 
 
-def base_model_work_due(settings: Settings | DictConfig, condition: Condition, claimset: ClaimSet,
+def base_model_work_due(settings: Settings, condition: Condition, claimset: ClaimSet,
                         personas: list[str]) -> bool:
     """Whether the condition's examples need the base model: it says it uses it, or a search it
     needs is not complete on disk. Otherwise the cell never starts a child process for nothing."""
@@ -290,7 +340,7 @@ def _condition_examples_job(cfg: DictConfig) -> dict[str, ConditionLabels]:
     """Child-process entry of :func:`examples_in_child_process` (the composed config, resolved:
     settings are typed again in the child)."""
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
-    s = as_settings(cfg)
+    s = typed(cfg)  # the child's boundary: the parent validated this config
     claimset, personas = cell_data(s)
     backends = Backends(s)
     try:
@@ -307,7 +357,7 @@ def predict_personas(s: Settings, claimset: ClaimSet, labelled: dict[str, Condit
     selection) each held-out question is prompted with its own examples."""
     rows: list[PredictionRow] = []
     cell = {"model": s.model.name, "dataset": s.dataset.name,
-            "condition": condition_part(s.composed), "fold": s.fold, "seed": s.seed}
+            "condition": condition_part(s), "fold": s.fold, "seed": s.seed}
     n_claims = sum(len(claimset.split(s.fold, pid)[1]) * len(cl.perturbations or [0])
                    for pid, cl in labelled.items())
     bar = tqdm(total=n_claims, desc="inference", unit="claim", disable=not s.progress)
@@ -359,14 +409,15 @@ def add_condition_metrics(metrics: dict, labelled: dict[str, ConditionLabels]) -
 
 
 def steered_generation(s: Settings, claimset: ClaimSet, labelled: dict[str, ConditionLabels],
-                       backend: Any, queries: dict[str, PersonaQueries] | None = None) -> list[dict]:
+                       backend: Any, queries: dict[str, PersonaQueries] | None = None
+                       ) -> list[GenerationRow]:
     """Open-ended data: an answer per held-out question, steered by the condition's
     representative examples, rated 1-5 by the judge (:func:`judge_backend`). ``acc_matched``
     generates and judges with every perturbation (rows carry ``perturbation``), as its claim
     metrics average them all."""
     judge = judge_backend(s, backend)
     # selection.prompt=contrastive_response: SPICA's C-R, the non-representative answers shown too
-    contrastive = queries is not None and s.composed.selection.prompt == "contrastive_response"
+    contrastive = queries is not None and s.selection.prompt == "contrastive_response"
     jobs = []
     for pid in sorted(labelled):
         _, test = claimset.split(s.fold, pid)
@@ -382,7 +433,8 @@ def steered_generation(s: Settings, claimset: ClaimSet, labelled: dict[str, Cond
                          for q, ex in sorted(queries[pid].sets[k].items())]
     try:
         # every answer, then every rating: each phase has its own bar, rate and time left
-        return generate_and_judge_all(backend, judge, s.inference, jobs, s.seed, show=s.progress)
+        return [GenerationRow(**r) for r in
+                generate_and_judge_all(backend, judge, s.inference, jobs, s.seed, show=s.progress)]
     finally:
         if judge is not backend:
             judge.close()
@@ -423,7 +475,7 @@ def write_cell(s: Settings, out: Path, fp: str, result: CellOutput, t0: float) -
     atomic_write_jsonl(out / PREDICTIONS, (r.as_dict() for r in result.predictions))
     atomic_write_jsonl(out / EXAMPLES, (e.as_dict() for e in result.examples))
     if s.dataset.open_ended:
-        atomic_write_jsonl(out / GENERATIONS, result.generations)
+        atomic_write_jsonl(out / GENERATIONS, [g.as_dict() for g in result.generations])
     if result.selection:
         atomic_write_jsonl(out / SELECTION, result.selection)
     atomic_write_json(out / METRICS, result.metrics)

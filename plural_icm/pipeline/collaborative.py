@@ -163,7 +163,7 @@ def _evaluate(s: Settings, claimset: ClaimSet, pid: str, labels: dict[str, bool]
 def fewshot_confidence(settings, claimset, pid, train: list[Claim], labels, backends) -> dict[str, float]:
     """Confidence of the few-shot instruct model on each searched training item, with the ICM
     labels of the OTHER questions as examples (the item's own label is never in its context)."""
-    s = as_settings(settings)
+    s = settings
     by_question: dict[str, list[Claim]] = {}
     for c in train:
         by_question.setdefault(c.group_id, []).append(c)
@@ -175,9 +175,9 @@ def fewshot_confidence(settings, claimset, pid, train: list[Claim], labels, back
     return out
 
 
-def search_set(settings: Settings | DictConfig, claimset: ClaimSet, pid: str) -> list[Claim]:
+def search_set(settings: Settings, claimset: ClaimSet, pid: str) -> list[Claim]:
     """The training claims the search labels (capped by dataset.max_search_claims, as in cells)."""
-    s = as_settings(settings)
+    s = settings
     train, _ = claimset.split(s.fold, pid)
     return cap_search_claims(train, s.dataset.max_search_claims, s.seed)
 
@@ -237,7 +237,7 @@ def run_collaborative(settings: Settings | DictConfig, wb: Any = None) -> dict:
     """Stage ``collaborative`` on the job's settings: per persona and selection method, ICM
     before and after answers to the questions the method asks (Section 6 of the paper)."""
     s = as_settings(settings)
-    claimset = load_claimset(s.composed.dataset, s.paths.data_dir)
+    claimset = load_claimset(s.dataset, s.paths.data_dir)
     personas = sorted(claimset.personas)
     root = collaborative_root(s.paths.output_dir, s.model.name, s.dataset.name)
     backends = Backends(s)

@@ -31,7 +31,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from plural_icm.backends.registry import backend_info
 from plural_icm.config.settings import Settings, as_settings
-from plural_icm.conditions.registry import get_condition
+from plural_icm.conditions.registry import condition_settings, get_condition
 from plural_icm.layout import CELL_FILES, COMPLETE, cell_path, condition_part, fingerprint, is_complete
 from plural_icm.pipeline.searches import model_identity
 from plural_icm.selection import per_query
@@ -61,24 +61,24 @@ class Resources:
                    time_min=int(model.time_min))
 
 
-def planned_stage(settings: Settings | DictConfig) -> str:
+def planned_stage(settings: Settings) -> str:
     """The stage a job will run: under ``stage=plan`` the jobs are planned as cells."""
-    stage = as_settings(settings).stage.value
+    stage = settings.stage.value
     return "cell" if stage == "plan" else stage
 
 
-def needs_search(settings: Settings | DictConfig) -> bool:
+def needs_search(settings: Settings) -> bool:
     """Whether the job reads ICM searches (so it runs after the search job of its fold): the
     collaborative stage always does; a cell when its condition declares ``needs_search``."""
-    s = as_settings(settings)
+    s = settings
     if planned_stage(s) == "collaborative":
         return True
     return get_condition(s.condition.name).needs_search
 
 
-def search_key(settings: Settings | DictConfig) -> str:
+def search_key(settings: Settings) -> str:
     """Equal for two configs whose searches have equal content addresses (config-level inputs)."""
-    s = as_settings(settings)
+    s = settings
     cfg = s.composed  # the key of launches already recorded: computed from the composed config
     icm = OmegaConf.to_container(cfg.icm, resolve=True)
     icm.pop("checkpoint_every", None)
@@ -89,10 +89,10 @@ def search_key(settings: Settings | DictConfig) -> str:
     return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
-def cell_key(settings: Settings | DictConfig) -> str:
+def cell_key(settings: Settings) -> str:
     """The identity of a cell job across launches (its result directory and stage)."""
-    s = as_settings(settings)
-    return f"{planned_stage(s)}:{cell_path(s.composed)}"
+    s = settings
+    return f"{planned_stage(s)}:{cell_path(s)}"
 
 
 @dataclass
@@ -110,17 +110,12 @@ class PlannedJob:
     problems: list[str] = field(default_factory=list)  # why it cannot start, with what to change
 
     @property
-    def cfg(self) -> DictConfig:
-        """The job's composed config (its result path and record)."""
-        return self.settings.composed
-
-    @property
     def label(self) -> str:
         c = self.settings
         if self.stage == "search":
             return f"search {c.model.name}/{c.dataset.name}/fold{c.fold}"
         n = "all" if c.inference.n_examples is None else c.inference.n_examples
-        cond = "collaborative" if self.stage == "collaborative" else condition_part(c.composed)
+        cond = "collaborative" if self.stage == "collaborative" else condition_part(c)
         return f"{c.model.name}/{c.dataset.name}/{cond}/n{n}/fold{c.fold}/seed{c.seed}"
 
 
@@ -256,11 +251,11 @@ def _n_sets(s: Settings) -> int:
     return math.ceil(n_train / n_set) if n_set else 1
 
 
-def search_job_tokens(settings: Settings | DictConfig) -> float:
+def search_job_tokens(settings: Settings) -> float:
     """Prompt tokens of one stage=search job: every persona x restart of its fold (estimate)."""
     from plural_icm.search.cost import cost_mode, search_tokens
 
-    s = as_settings(settings)
+    s = settings
     n_train = _train_claims(s)
     n_set = _search_set_claims(s, n_train)
     mode = cost_mode(s.icm.engine.value, s.icm.context_order.value)
@@ -274,7 +269,6 @@ def cell_tokens(settings: Settings | DictConfig) -> float:
     """Prompt tokens of a cell's inference (estimate): per persona, its in-context examples once
     (the engines' prefix cache shares them) plus every test claim; acc_matched once per perturbation."""
     s = as_settings(settings)
-    cfg = s.composed  # for the condition and the selection, which read the composed config
     size = s.dataset.size
     L = size.tokens_per_claim
     n_train = _train_claims(s)
@@ -283,8 +277,8 @@ def cell_tokens(settings: Settings | DictConfig) -> float:
     n_ex = n_train if condition.uses_examples else 0
     if s.inference.n_examples is not None and n_ex:
         n_ex = min(n_ex, s.inference.n_examples)
-    sets = condition.n_example_sets(cfg)
-    if per_query(cfg) and n_ex:
+    sets = condition.n_example_sets(condition_settings(condition, s.condition), s.dataset)
+    if per_query(s) and n_ex:
         # each held-out question has its own examples (one prefix per question, ~2 claims each)
         per_persona = sets * (max(1, n_test // 2) * n_ex * L + n_test * (L + 60))
     else:
@@ -327,18 +321,18 @@ def _search_set_claims(s: Settings, n_train: int) -> int:
     return n_train
 
 
-def search_prompt_tokens(settings: Settings | DictConfig) -> int:
+def search_prompt_tokens(settings: Settings) -> int:
     """Tokens of the longest prompt of a search (estimate): every other claim of the largest search
     set as an example, then the longest claim as the query (leave-one-out)."""
-    s = as_settings(settings)
+    s = settings
     n = _search_set_claims(s, _largest_train_claims(s))
     return max(n - 1, 0) * s.dataset.size.tokens_per_claim + _max_claim_tokens(s) + 1
 
 
-def inference_prompt_tokens(settings: Settings | DictConfig) -> int:
+def inference_prompt_tokens(settings: Settings) -> int:
     """Tokens of the longest inference prompt of a cell (estimate): the largest persona's
     examples, the longest query, the template allowance and, for open-ended data, the answer."""
-    s = as_settings(settings)
+    s = settings
     condition = get_condition(s.condition.name)
     n_ex = _largest_train_claims(s) if condition.uses_examples else 0
     if s.inference.n_examples is not None:
@@ -353,16 +347,16 @@ def _fitting_claims(s: Settings, budget: int) -> int:
                // max(s.dataset.size.tokens_per_claim, 1), 0)
 
 
-def start_problems(settings: Settings | DictConfig, search: bool = False) -> list[str]:
+def start_problems(settings: Settings, search: bool = False) -> list[str]:
     """Why the job of ``settings`` would fail at its start, each with the keys to change (empty:
     it can start). ``search``: the job is the stage=search job of this config."""
     from plural_icm.data.registry import check_fold
     from plural_icm.errors import ConfigError
 
-    s = as_settings(settings)
+    s = settings
     out = []
     try:
-        check_fold(s.composed.dataset, s.fold)
+        check_fold(s.dataset, s.fold)
     except ConfigError as e:
         out.append(f"{e}; change: fold, or sweep each dataset over its own folds (the sweeper "
                    "drops a swept fold its dataset does not have)")
@@ -432,12 +426,11 @@ def _is_complete_cell(s: Settings) -> bool:
     is, so that its job stops with the message saying so)."""
     if planned_stage(s) != "cell":
         return False
-    cfg = s.composed
-    out = cell_path(cfg)
+    out = cell_path(s)
     if not is_complete(out, CELL_FILES):
         return False
     try:
-        return json.loads((out / COMPLETE).read_text()).get("fingerprint") == fingerprint(cfg)
+        return json.loads((out / COMPLETE).read_text()).get("fingerprint") == fingerprint(s.composed)
     except (OSError, ValueError):
         return False
 
@@ -455,7 +448,7 @@ def build_plan(jobs: Iterable[tuple[Sequence[str], Settings | DictConfig]]) -> P
         cell = PlannedJob(stage=stage, overrides=list(overrides), settings=st, resources=res,
                           key=cell_key(st), complete=_is_complete_cell(st))
         cell.prompt_tokens = cell_tokens(st)
-        if stage == "cell" and needs_embeddings(st.composed):
+        if stage == "cell" and needs_embeddings(st):
             cell.embed = f"{st.dataset.name} x {st.selection.embedding_model}"
         cell.gpu_hours = _gpu_hours(cell.prompt_tokens, st.model)
         cell.problems = start_problems(st)
@@ -544,7 +537,7 @@ def format_plan(plan: Plan, max_num_timeout: int | None = None) -> str:
         c = j.settings
         search = j.stage == "search"
         n = "-" if search else ("all" if c.inference.n_examples is None else str(c.inference.n_examples))
-        cond = "-" if search else ("collaborative" if j.stage == "collaborative" else condition_part(c.composed))
+        cond = "-" if search else ("collaborative" if j.stage == "collaborative" else condition_part(c))
         rows.append((ids[j.search] if search else "-", j.stage, c.model.name, c.dataset.name, str(c.fold),
                      cond, n, str(j.resources.gpus), str(j.resources.cpus), str(j.resources.mem_gb),
                      str(j.resources.time_min), ids[j.search] if (j.search and not search) else "-",

@@ -66,12 +66,12 @@ def model_identity(settings: Settings | Any) -> dict:
             **result_engine_settings(model)}
 
 
-def run_searches_for(settings: Settings | Any, claimset: ClaimSet, personas: list[str],
+def run_searches_for(settings: Settings, claimset: ClaimSet, personas: list[str],
                      backends: Backends, fixed: dict[str, dict[str, bool]] | None = None,
                      desc: str = "ICM search", wb: Any = None) -> dict[str, Any]:
     """Best-of-restarts ICM search result per persona (run, resumed or loaded; the parts of a
     persona merged when icm.search_unit=part)."""
-    s = as_settings(settings)
+    s = settings
     tasks = search_tasks(s, claimset, model_identity(s), personas, s.fold, fixed)
     progress = SearchProgress(tasks, s.paths.searches_dir, desc, enabled=s.progress)
     tracker = SearchTracker(wb, s.paths.searches_dir)
@@ -101,16 +101,16 @@ def run_searches_for(settings: Settings | Any, claimset: ClaimSet, personas: lis
     return best_per_persona(stored)
 
 
-def searches_on_disk(settings: Settings | Any, claimset: ClaimSet, personas: list[str]) -> bool:
+def searches_on_disk(settings: Settings, claimset: ClaimSet, personas: list[str]) -> bool:
     """Whether every search of these personas (no fixed labels) is complete on disk: loading them
     needs no model."""
-    s = as_settings(settings)
+    s = settings
     tasks = search_tasks(s, claimset, model_identity(s), personas, s.fold, None)
     return all_on_disk(tasks, s.paths.searches_dir)
 
 
-def icm_protocol(settings: Settings | Any) -> dict:
+def icm_protocol(settings: Settings) -> dict:
     """The ICM settings a number depends on beyond the hyperparameters, for the result's meta."""
-    icm = as_settings(settings).icm
+    icm = settings.icm
     return {"icm_preset": icm.preset, "search_unit": icm.search_unit.value,
             "seed_labels": icm.seed_labels.value, "context_order": icm.context_order.value}

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
-from omegaconf import DictConfig
 
 from plural_icm.layout import OVERALL_METRIC_KEYS, PREDICTIONS, cell_name, cell_path
 from plural_icm.metrics.baseline import degenerate_message, prediction_balance
@@ -79,7 +79,7 @@ def summary_notes(metrics: dict, balance: dict) -> list[str]:
     return notes
 
 
-def print_summary(cfg: DictConfig, metrics: dict) -> None:
+def print_summary(cfg: Any, metrics: dict) -> None:
     out = cell_path(cfg)
     balance = prediction_balance(read_predictions(out))
     print(f"\n== {cell_name(cfg)} ==")

@@ -15,7 +15,7 @@ import os
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from plural_icm.config.settings import Settings, require_icm_preset, resolve_settings
+from plural_icm.config.settings import Settings, resolve_settings
 from plural_icm.data.registry import load_claimset
 from plural_icm.layout import cell_name
 from plural_icm.pipeline.cell import run_cell
@@ -25,7 +25,7 @@ from plural_icm.pipeline.collaborative import run_collaborative
 from plural_icm.pipeline.slurm import check_allocation, in_slurm_job
 from plural_icm.pipeline.stats_stage import run_data_stats
 from plural_icm.pipeline.summary import print_summary
-from plural_icm.tracking.wandb_run import cell_run
+from plural_icm.tracking.wandb_run import TrackingSettings, config_to_dict, job_run
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +42,7 @@ def wandb_name_and_tags(s: Settings, stage: str) -> tuple[str, dict]:
     cell, the personas when the dataset is restricted to some."""
     tags = {"model": s.model.name, "dataset": s.dataset.name, "fold": s.fold}
     if stage == "cell":
-        name = cell_name(s.composed)
+        name = cell_name(s)
         tags["condition"] = s.condition.name
     else:
         name = f"{s.model.name}/{s.dataset.name}/{stage}/fold{s.fold}/seed{s.seed}"
@@ -51,8 +51,12 @@ def wandb_name_and_tags(s: Settings, stage: str) -> tuple[str, dict]:
     return name, tags
 
 
-#: Former name of :func:`plural_icm.config.settings.require_icm_preset`.
-_require_icm_preset = require_icm_preset
+def tracking_settings(s: Settings) -> TrackingSettings:
+    """The tracking's part of the typed settings; the run's logged config is the composed record."""
+    return TrackingSettings(name=s.logger.name, mode=s.logger.mode, project=s.logger.project,
+                            entity=s.logger.entity, group=s.logger.group, dir=s.logger.dir,
+                            run_tag=s.run_tag, output_dir=s.paths.output_dir,
+                            config=config_to_dict(s.composed))
 
 
 def _print_plan(s: Settings) -> None:
@@ -84,14 +88,14 @@ def run_task(cfg: DictConfig):
         check_allocation(s.model)
 
     name, tags = wandb_name_and_tags(s, stage)
-    with cell_run(s.composed, job_type=stage, name=name, tags=tags,
-                  hydra_choices=_hydra_choices()) as wb:
+    with job_run(tracking_settings(s), job_type=stage, name=name, tags=tags,
+                 hydra_choices=_hydra_choices()) as wb:
         if stage == "cell":
             metrics = run_cell(s, wb=wb)
-            print_summary(s.composed, metrics)
+            print_summary(s, metrics)
             return metrics.get("overall", {}).get("claim_accuracy")  # the paper's metric
         if stage == "search":
-            claimset = load_claimset(s.composed.dataset, s.paths.data_dir)
+            claimset = load_claimset(s.dataset, s.paths.data_dir)
             backends = Backends(s)
             try:
                 res = run_searches_for(s, claimset, sorted(claimset.personas), backends, wb=wb)

@@ -69,9 +69,6 @@ class SearchParams:
             kwargs.update(memo=False)
         return cls(**kwargs)
 
-    #: Former name of :meth:`from_settings` (the conditions still call it with the ``icm`` node).
-    from_config = from_settings
-
     @property
     def cost_mode(self) -> str:
         """This search's mode in the cost model (:func:`plural_icm.search.cost.cost_mode`): the

@@ -20,9 +20,10 @@ GROUP_SOURCES = ("auto", "gold", "icm")
 
 
 def selection_name(cfg: Any) -> str:
-    """``cfg.selection.name``, ``all`` when the config has no selection (older configs)."""
-    sel = cfg.get("selection") if hasattr(cfg, "get") else None
-    return "all" if sel is None else str(sel.get("name", "all"))
+    """``cfg.selection.name`` (``cfg``: the job's typed settings, or a config with those
+    attributes), ``all`` when there is no selection (older configs)."""
+    sel = getattr(cfg, "selection", None)
+    return "all" if sel is None else str(getattr(sel, "name", None) or "all")
 
 
 def per_query(cfg: Any) -> bool:

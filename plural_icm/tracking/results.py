@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from plural_icm.tracking.wandb_run import NullCellRun, artifact_safe, start_cell_run
+from plural_icm.tracking.wandb_run import NullJobRun, artifact_safe, start_job_run
 
 #: Files of a cell directory logged as its Artifact (those that exist).
 CELL_ARTIFACT_FILES = ("metrics.json", "predictions.jsonl", "examples.jsonl", "generations.jsonl",
@@ -27,7 +27,7 @@ def cell_artifact_name(cell_dir: str | Path, results_dir: str | Path) -> str:
     return artifact_safe("cell-" + "-".join(rel.parts))
 
 
-def log_cell_result(wb: NullCellRun, cell_dir: str | Path, results_dir: str | Path,
+def log_cell_result(wb: NullJobRun, cell_dir: str | Path, results_dir: str | Path,
                     metrics: Mapping[str, Any], predictions: Any) -> None:
     """A computed cell: its metrics (summary), predictions (Table) and files (Artifact)."""
     cell_dir = Path(cell_dir)
@@ -42,7 +42,7 @@ def log_cell_result(wb: NullCellRun, cell_dir: str | Path, results_dir: str | Pa
 
 def log_report(written: Iterable[Path], *, outputs: str | Path, run_tag: str,
                group: str | None = None, project: str | None = None, entity: str | None = None,
-               mode: str = "offline", wb_dir: str | Path | None = None) -> NullCellRun:
+               mode: str = "offline", wb_dir: str | Path | None = None) -> NullJobRun:
     """Log a built report to one run (``job_type=report``) of the sweep's group: every CSV table
     (ours beside the paper's where the table has them) as a W&B Table, every PNG figure as an
     image, ``report.md`` and all files as an Artifact. Returns the finished run."""
@@ -54,7 +54,7 @@ def log_report(written: Iterable[Path], *, outputs: str | Path, run_tag: str,
                       "dir": str(wb_dir or outputs)},
            "run_tag": run_tag, "paths": {"output_dir": str(outputs)},
            "report": {"files": [p.name for p in written]}}
-    wb = start_cell_run(cfg, job_type="report", name=f"report/{run_tag}",
+    wb = start_job_run(cfg, job_type="report", name=f"report/{run_tag}",
                         tags={"run_tag": run_tag}, hydra_choices={})
     try:
         for p in written:

@@ -22,7 +22,7 @@ from typing import Any, Iterable
 
 from plural_icm.search.records import (CHECKPOINT, LABELS, SEARCH_SUMMARY, SPEC, TRAJECTORY,
                                        read_checkpoint, read_labels, read_trajectory)
-from plural_icm.tracking.wandb_run import NullCellRun
+from plural_icm.tracking.wandb_run import NullJobRun
 
 log = logging.getLogger(__name__)
 
@@ -55,8 +55,8 @@ def search_label(task: Any) -> str:
 class SearchTracker:
     """Feeds one job's searches into its W&B run (a no-op when ``wb`` is None or disabled)."""
 
-    def __init__(self, wb: NullCellRun | None, searches_dir: str | Path) -> None:
-        self.wb = wb if wb is not None else NullCellRun()
+    def __init__(self, wb: NullJobRun | None, searches_dir: str | Path) -> None:
+        self.wb = wb if wb is not None else NullJobRun()
         self.searches_dir = Path(searches_dir)
         self._seen: set[str] = set()
 

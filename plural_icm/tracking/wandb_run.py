@@ -5,7 +5,7 @@ is a convenience view. Hence the rules of this module:
 
 * **W&B never fails an experiment.** Any error of W&B itself (import, ``init`` timeout, service
   crash, a failing ``log``) is caught, warned about once, and the run continues with a no-op
-  logger. Exceptions of the *experiment* inside ``with cell_run(...)`` are re-raised unchanged.
+  logger. Exceptions of the *experiment* inside ``with job_run(...)`` are re-raised unchanged.
 * **Started on first use.** ``wandb.init`` runs when the job first logs something, so a relaunch
   that skips a complete cell (or a search job whose searches are all done) starts no run at all.
   A job that fails before logging anything still gets a run recording the failure.
@@ -30,7 +30,7 @@ is a convenience view. Hence the rules of this module:
 
 Usage (inside the Hydra task function)::
 
-    with cell_run(cfg, job_type="cell", name="llama70b/gqa/icm/fold0",
+    with job_run(cfg, job_type="cell", name="llama70b/gqa/icm/fold0",
                   tags={"model": "llama70b", "dataset": "gqa", "condition": "icm", "fold": 0},
                   hydra_choices=HydraConfig.get().runtime.choices) as wb:
         wb.log_metrics(metrics)                           # nested dict -> summary "overall/accuracy"
@@ -51,6 +51,7 @@ import re
 import shutil
 import traceback
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping
 
@@ -110,17 +111,43 @@ def config_to_dict(cfg: Any) -> dict[str, Any]:
     return out  # type: ignore[return-value]
 
 
-def _cfg_get(cfg: Any, dotted: str, default: Any = None) -> Any:
-    """``cfg.a.b`` tolerant of missing keys, unresolvable values and plain dicts."""
-    node = cfg
-    for part in dotted.split("."):
-        try:
-            node = node[part] if isinstance(node, Mapping) else getattr(node, part)
-        except Exception:
-            return default
-        if node is None:
-            return default
-    return node
+@dataclass(frozen=True)
+class TrackingSettings:
+    """What the tracking reads of a job's configuration, typed, made once at the boundary
+    (:meth:`from_config` for a config or mapping; the pipeline builds it from its typed settings)."""
+
+    name: str = "wandb"
+    """``logger.name``: ``none`` turns W&B off."""
+    mode: str = "offline"
+    project: str | None = None
+    entity: str | None = None
+    group: str | None = None
+    dir: str | None = None
+    """``logger.dir`` (else ``output_dir``, else ``.``)."""
+    run_tag: str = "main"
+    output_dir: str | None = None
+    config: Mapping[str, Any] = field(default_factory=dict)
+    """The job's configuration as plain containers, logged as the run's config (secrets
+    scrubbed when the run starts)."""
+
+    @classmethod
+    def from_config(cls, cfg: Any) -> "TrackingSettings":
+        """From a composed config (DictConfig, dataclass or mapping), made a plain dict once."""
+        if isinstance(cfg, TrackingSettings):
+            return cfg
+        plain = config_to_dict(cfg)
+        logger = plain.get("logger") or {}
+        paths = plain.get("paths") or {}
+
+        def given(value: Any, default: Any = None) -> Any:
+            return default if value is None else value
+
+        return cls(name=str(given(logger.get("name"), "wandb")),
+                   mode=str(given(logger.get("mode"), "offline")),
+                   project=logger.get("project"), entity=logger.get("entity"),
+                   group=logger.get("group"), dir=logger.get("dir"),
+                   run_tag=str(given(plain.get("run_tag"), "main")),
+                   output_dir=paths.get("output_dir"), config=plain)
 
 
 def _current_hydra_choices() -> dict[str, Any]:
@@ -164,7 +191,7 @@ def flatten(d: Mapping[str, Any], prefix: str = "", sep: str = "/") -> dict[str,
 # the run objects
 # --------------------------------------------------------------------------------------------
 
-class NullCellRun:
+class NullJobRun:
     """The no-op logger: same interface, does nothing. Used for ``disabled`` and after errors."""
 
     enabled = False
@@ -219,7 +246,7 @@ class NullCellRun:
         pass
 
 
-class CellRun(NullCellRun):
+class JobRun(NullJobRun):
     """A W&B run, started by the first call that logs something. Every method swallows W&B
     errors (warn once, then become a no-op)."""
 
@@ -481,9 +508,9 @@ def supersede_offline_attempts(wb_dir: str | Path, run_id: str) -> bool:
 # start / context manager
 # --------------------------------------------------------------------------------------------
 
-def _mode(cfg: Any) -> str:
-    name = str(_cfg_get(cfg, "logger.name", "wandb") or "none").lower()
-    mode = str(_cfg_get(cfg, "logger.mode", "offline") or "offline").lower()
+def _mode(t: TrackingSettings) -> str:
+    name = str(t.name or "none").lower()
+    mode = str(t.mode or "offline").lower()
     if name == "none" or os.environ.get("WANDB_MODE", "").lower() == "disabled":
         return "disabled"
     if mode not in ("offline", "online", "disabled"):
@@ -493,49 +520,51 @@ def _mode(cfg: Any) -> str:
     return mode
 
 
-def group_name(cfg: Any, hydra_choices: Mapping[str, Any] | None = None) -> str:
+def group_name(cfg: TrackingSettings | Any, hydra_choices: Mapping[str, Any] | None = None) -> str:
     """The W&B group of a job: ``logger.group`` if set, else ``<experiment>-<run_tag>`` (the
     sweep: ``experiment=collaborative`` with ``run_tag=main`` -> ``collaborative-main``; no
-    experiment -> ``grid-main``). ``python -m analysis.report --wandb`` uses the same names."""
-    explicit = _cfg_get(cfg, "logger.group")
-    if explicit:
-        return str(explicit)[:128]
+    experiment -> ``grid-main``). ``python -m analysis.report --wandb`` uses the same names.
+    ``cfg``: :class:`TrackingSettings`, or a config made into them."""
+    t = TrackingSettings.from_config(cfg)
+    if t.group:
+        return str(t.group)[:128]
     choices = dict(hydra_choices) if hydra_choices is not None else _current_hydra_choices()
     experiment = choices.get("experiment") or "grid"
-    return f"{experiment}-{_cfg_get(cfg, 'run_tag', 'main')}"[:128]
+    return f"{experiment}-{t.run_tag}"[:128]
 
 
-def start_cell_run(cfg: Any, job_type: str, name: str, tags: Mapping[str, Any] | None = None,
-                   hydra_choices: Mapping[str, Any] | None = None,
-                   identity: Any = None) -> NullCellRun:
-    """The W&B run of one job, started on first use; a :class:`NullCellRun` when disabled.
+def start_job_run(cfg: TrackingSettings | Any, job_type: str, name: str,
+                  tags: Mapping[str, Any] | None = None,
+                  hydra_choices: Mapping[str, Any] | None = None,
+                  identity: Any = None) -> NullJobRun:
+    """The W&B run of one job (a cell, a search job, collaborative elicitation, a report), started
+    on first use; a :class:`NullJobRun` when disabled. ``cfg``: :class:`TrackingSettings`, or a
+    config (DictConfig, mapping) made into them once here.
 
     ``tags`` values may be lists (``persona: [a, b]`` -> tags ``persona:a``, ``persona:b``).
     ``identity`` (default: project, output dir, run tag, job type, name, tags) is hashed into the
     run id; pass the cell's result path for a stable id across code changes of the name.
     """
-    mode = _mode(cfg)
+    t = TrackingSettings.from_config(cfg)
+    mode = _mode(t)
     if mode == "disabled":
-        return NullCellRun("disabled")
+        return NullJobRun("disabled")
     if _PROCESS_DISABLED_REASON is not None:
-        return NullCellRun(_PROCESS_DISABLED_REASON)
+        return NullJobRun(_PROCESS_DISABLED_REASON)
 
     tags = dict(tags or {})
     choices = dict(hydra_choices) if hydra_choices is not None else _current_hydra_choices()
-    project = str(_cfg_get(cfg, "logger.project") or os.environ.get("WANDB_PROJECT")
-                  or "plural_icm")
-    entity = _cfg_get(cfg, "logger.entity") or os.environ.get("WANDB_ENTITY") or None
-    run_tag = _cfg_get(cfg, "run_tag", "main")
-    wb_dir = _cfg_get(cfg, "logger.dir") or _cfg_get(cfg, "paths.output_dir") or "."
+    project = str(t.project or os.environ.get("WANDB_PROJECT") or "plural_icm")
+    entity = t.entity or os.environ.get("WANDB_ENTITY") or None
+    wb_dir = t.dir or t.output_dir or "."
     if "${" in str(wb_dir):  # unresolvable outside Hydra
         wb_dir = "."
     if identity is None:
-        identity = [project, str(Path(str(_cfg_get(cfg, "paths.output_dir", ""))).resolve()
-                                 if _cfg_get(cfg, "paths.output_dir") else ""),
-                    run_tag, job_type, name, {k: str(v) for k, v in sorted(tags.items())}]
+        identity = [project, str(Path(str(t.output_dir)).resolve()) if t.output_dir else "",
+                    t.run_tag, job_type, name, {k: str(v) for k, v in sorted(tags.items())}]
     run_id = deterministic_run_id(identity)
 
-    config = scrub_secrets(config_to_dict(cfg))
+    config = scrub_secrets(dict(t.config))
     config["hydra_choices"] = scrub_secrets({k: v for k, v in choices.items()})
     config["cell"] = {k: v for k, v in tags.items()}
     tag_list = []
@@ -547,10 +576,10 @@ def start_cell_run(cfg: Any, job_type: str, name: str, tags: Mapping[str, Any] |
     # Start-up: WANDB_START_METHOD=thread fixed start-up hangs in old wandb (< 0.18, before the
     # wandb-core service); 0.19+ ignore it. Set only if unset, never override the user.
     os.environ.setdefault("WANDB_START_METHOD", "thread")
-    init_kwargs = dict(project=project, entity=entity, group=group_name(cfg, choices),
+    init_kwargs = dict(project=project, entity=entity, group=group_name(t, choices),
                        job_type=job_type, name=name, tags=tag_list, config=config, id=run_id,
                        resume="allow", dir=str(wb_dir), mode=mode, reinit="finish_previous")
-    return CellRun(init_kwargs, run_id, Path(wb_dir))
+    return JobRun(init_kwargs, run_id, Path(wb_dir))
 
 
 def _make_settings(wandb: Any, kwargs: dict[str, Any]) -> Any:
@@ -569,13 +598,14 @@ def _make_settings(wandb: Any, kwargs: dict[str, Any]) -> Any:
 
 
 @contextmanager
-def cell_run(cfg: Any, job_type: str, name: str, tags: Mapping[str, Any] | None = None,
-             hydra_choices: Mapping[str, Any] | None = None,
-             identity: Any = None) -> Iterator[NullCellRun]:
-    """Context manager around :func:`start_cell_run`: the run is always finished; an exception
+def job_run(cfg: TrackingSettings | Any, job_type: str, name: str,
+            tags: Mapping[str, Any] | None = None,
+            hydra_choices: Mapping[str, Any] | None = None,
+            identity: Any = None) -> Iterator[NullJobRun]:
+    """Context manager around :func:`start_job_run`: the run is always finished; an exception
     inside the block marks the run failed (``exit_code=1``, ``error`` in the summary) and is
     re-raised unchanged."""
-    run = start_cell_run(cfg, job_type, name, tags, hydra_choices, identity)
+    run = start_job_run(cfg, job_type, name, tags, hydra_choices, identity)
     try:
         yield run
     except BaseException as exc:
@@ -592,6 +622,7 @@ def reset_process_state() -> None:
     _WARNED.clear()
 
 
-__all__ = ["cell_run", "start_cell_run", "CellRun", "NullCellRun", "scrub_secrets",
+__all__ = ["job_run", "start_job_run", "JobRun", "NullJobRun", "TrackingSettings",
+           "scrub_secrets",
            "config_to_dict", "deterministic_run_id", "group_name", "offline_attempts",
            "supersede_offline_attempts", "reset_process_state", "is_secret_key"]
