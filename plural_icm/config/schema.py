@@ -223,7 +223,9 @@ class SelectionConfig:
     per persona on an inner dev split of the training folds)."""
     prompt: str = "contrastive"
     """Which claims of a retrieved question are shown: ``contrastive`` (all of them, True and
-    False, as under ``all``) or ``positive`` (only those labelled True)."""
+    False, as under ``all``), ``positive`` (only those labelled True) or ``contrastive_response``
+    (as ``contrastive``, and in steered generation the False-labelled answers are shown too,
+    marked as not representing the group: SPICA's C-R; docs/selection.md)."""
     group_source: str = "auto"
     """What SPICA's group terms read: ``gold`` (the data's ratings/labels: supervised), ``icm`` (the
     ICM search's per-label confidence: no human label) or ``auto`` (``icm`` for conditions with an
