@@ -1759,13 +1759,7 @@ def test_the_stop_line_names_the_furthest_along_search(capsys, monkeypatch):
     assert line in capsys.readouterr().err
 
 
-def _sigint_default() -> None:
-    """In a child before it runs: SIGINT at its default action, as in a terminal's foreground job.
-    A test run started in the background (`pytest &`, nohup) passes SIGINT on ignored, and a
-    process that starts with it ignored keeps ignoring it (Python and StopRequest alike)."""
-    import signal as _signal
-
-    _signal.signal(_signal.SIGINT, _signal.SIG_DFL)
+from plural_icm.bench.stop import sigint_default  # noqa: E402  (children start with SIGINT at its default)
 
 
 def _stop_run(tmp: Path, sig: int, slow_after: int = 12):
@@ -1778,7 +1772,7 @@ def _stop_run(tmp: Path, sig: int, slow_after: int = 12):
     code = STOP_SCRIPT.format(tests=str(ROOT / "tests"), root=str(ROOT), out=str(out),
                               slow_after=slow_after)
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, preexec_fn=_sigint_default)
+                            stderr=subprocess.PIPE, text=True, preexec_fn=sigint_default)
     line = proc.stdout.readline()
     assert "SLOW BATCH" in line, (line, proc.stderr.read()[-2000:] if proc.poll() else "")
     sent = time.time()
@@ -1841,7 +1835,7 @@ def test_ctrl_c_early_in_launch_prints_one_line_and_no_trace(tmp_path):
     proc = subprocess.Popen([sys.executable, "launch.py", "-m", "experiment=paper", "stage=plan",
                              "logger=none"],
                             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, preexec_fn=_sigint_default)
+                            text=True, preexec_fn=sigint_default)
     _wait_until_python_handles_sigint(proc.pid)  # before that, SIGINT kills the process silently
     time.sleep(0.5)
     proc.send_signal(2)

@@ -23,9 +23,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _sigint_default() -> None:
-    # as a terminal's foreground job: started in the background, this benchmark would pass SIGINT
-    # on ignored, and the run (like Python) keeps a signal ignored that it started with
+def sigint_default() -> None:
+    """In a child before it runs (``preexec_fn``): SIGINT at its default action, as in a
+    terminal's foreground job. Started in the background (`cmd &`, nohup), a parent passes SIGINT
+    on ignored, and a process that starts with it ignored keeps ignoring it (Python and
+    StopRequest alike)."""
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
@@ -34,7 +36,7 @@ def _launch(out: Path, extra: list[str]) -> subprocess.Popen:
     env.pop("HYDRA_FULL_ERROR", None)
     return subprocess.Popen([sys.executable, "launch.py", "logger=none", "progress=false", *extra],
                             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, preexec_fn=_sigint_default)
+                            text=True, preexec_fn=sigint_default)
 
 
 def _labels(out: Path) -> dict:
