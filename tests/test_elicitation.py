@@ -11,6 +11,7 @@ import time
 
 import pytest
 from elicitation_support import CSRF, answer_counts, synthetic_study
+from settings_support import typed_settings
 
 from plural_icm.elicitation.agreement import QuestionVotes, fleiss_kappa, persona_kappa
 
@@ -328,8 +329,8 @@ def test_active_study_asks_what_the_collaborative_stage_asks(tmp_path, tiny_mode
         chosen[method] = [q.group_id for q in store.questions("progressive")]
     capsys.readouterr()
     assert len(chosen["active"]) == 2
-    stage = run_collaborative(compose([*overrides, "experiment=collaborative",
-                                       "collaborative.k_per_fold=2", "collaborative.selection=[active]"]))
+    stage = run_collaborative(typed_settings(compose([*overrides, "experiment=collaborative",
+                                       "collaborative.k_per_fold=2", "collaborative.selection=[active]"])))
     assert stage["progressive"]["active"]["asked"] == chosen["active"]
     asked_file = (tmp_path / "out" / "collaborative" / "tiny" / "demo" / "progressive" / "active"
                   / "fold0" / "questions.jsonl")

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 from elicitation_support import CSRF, Server
+from settings_support import typed_settings
 
 from plural_icm.elicitation.agreement import fleiss_kappa
 from plural_icm.elicitation.store import StudyStore
@@ -245,7 +246,7 @@ def test_study_in_a_browser_from_invitation_to_re_search(tmp_path, tiny_model_di
 
     common = [*overrides, "experiment=collaborative", "collaborative.k_per_fold=2",
               "collaborative.selection=[confidence]"]
-    human = run_collaborative(compose([*common, f"collaborative.answers_file={answers}"]))
+    human = run_collaborative(typed_settings(compose([*common, f"collaborative.answers_file={answers}"])))
     summary = human["progressive"]["confidence"]
     assert summary["asked"] == [r["group_id"] for r in rows]  # the study asked what the stage asks
     run_dir = tmp_path / "out" / "collaborative" / "tiny" / "demo" / "progressive" / "confidence-answers" / "fold0"
@@ -257,7 +258,7 @@ def test_study_in_a_browser_from_invitation_to_re_search(tmp_path, tiny_model_di
     for r in rows:  # the people's answer is the one claim of its question fixed True
         mine = {k: v for k, v in fixed.items() if k.startswith(f"demo/{r['group_id']}/")}
         assert mine and [k.rsplit("/o", 1)[1] for k, v in mine.items() if v] == [r["option_key"]]
-    run_collaborative(compose(common))  # the simulated-gold baseline, beside it
+    run_collaborative(typed_settings(compose(common)))  # the simulated-gold baseline, beside it
     t = collaborative_table(load_collaborative(tmp_path / "out"))
     assert sorted(t.answers) == ["human", "simulated_gold"]
     h = t[t.answers == "human"].iloc[0]

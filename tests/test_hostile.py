@@ -35,6 +35,7 @@ sys.path.insert(0, str(ROOT))
 
 from plural_icm.config.schema import DatasetConfig, register_configs  # noqa: E402
 from plural_icm.errors import UserError  # noqa: E402
+from settings_support import typed_settings  # noqa: E402
 
 register_configs()
 FIX = ROOT / "tests" / "fixtures" / "datasets"
@@ -865,7 +866,7 @@ def case_cell_invalid_fold_leaves_no_directory(tmp):
     from plural_icm.pipeline.cell import run_cell
 
     try:
-        return run_cell(_cell_cfg(tmp, "fold=7", "condition=zero_shot"))
+        return run_cell(typed_settings(_cell_cfg(tmp, "fold=7", "condition=zero_shot")))
     finally:
         assert not list((tmp / "out").rglob("fold7")), "an empty fold7/ was left behind"
 
@@ -886,8 +887,8 @@ def case_cell_bad_data_writes_nothing(tmp):
 
     bad = gqa_file(tmp, raw=TRUNCATED_CSV)
     try:
-        return run_cell(_cell_cfg(tmp, "dataset=gqa", f'dataset.path="{bad}"',
-                                  "condition=zero_shot"))
+        return run_cell(typed_settings(_cell_cfg(tmp, "dataset=gqa", f'dataset.path="{bad}"',
+                                  "condition=zero_shot")))
     finally:
         assert not (tmp / "out" / "results").exists()
 
@@ -1654,7 +1655,7 @@ def test_a_nan_metric_fails_the_cell_instead_of_completing_it(tmp_path, tiny_mod
     cfg = _cell_cfg(tmp_path, f"model.base={tiny_model_dir}", f"model.instruct={tiny_model_dir}",
                     "model.name=tiny", "condition=zero_shot")
     with pytest.raises(NonFiniteMetricError, match=r"overall\.accuracy"):
-        run_cell(cfg)
+        run_cell(typed_settings(cfg))
     # the metrics are checked before the cell's directory is made: nothing is written at all
     results = tmp_path / "out" / "results"
     assert not list(results.rglob("COMPLETE.json")) and not list(results.rglob("metrics.json"))

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from settings_support import typed_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -30,7 +31,7 @@ def test_cell_writes_complete_results(tmp_path, tiny_model_dir, condition, tiny_
     from plural_icm.pipeline.cell import cell_path, run_cell
 
     cfg = tiny_cfg([f"condition={condition}", "condition.n_perturbations=2"])
-    metrics = run_cell(cfg)
+    metrics = run_cell(typed_settings(cfg))
     out = cell_path(cfg)
     assert out == tmp_path / "out" / "results" / "main" / "tiny" / "demo" / condition / "nall" / "fold0" / "seed0"
     for f in ("config.yaml", "predictions.jsonl", "examples.jsonl", "metrics.json", "COMPLETE.json"):
@@ -101,7 +102,7 @@ def test_base_model_work_in_a_child_process_gives_the_same_cell(tmp_path, tiny_m
                         f"model.engine_per_process={isolated}"])
         loaded.clear()
         shutil.rmtree(tmp_path / "out", ignore_errors=True)
-        metrics = cell.run_cell(cfg)
+        metrics = cell.run_cell(typed_settings(cfg))
         out = cell.cell_path(cfg)
         runs[isolated] = (loaded[:], metrics, (out / "predictions.jsonl").read_text(),
                           (out / "examples.jsonl").read_text())
@@ -110,9 +111,9 @@ def test_base_model_work_in_a_child_process_gives_the_same_cell(tmp_path, tiny_m
     assert runs["true"][2:] == runs["false"][2:]
     for key in ("claim_accuracy", "icm_label_accuracy", "icm_mutual_predictability"):
         assert runs["true"][1]["overall"][key] == pytest.approx(runs["false"][1]["overall"][key])
-    assert cell.base_work_in_child_process(tiny_cfg(["model.backend=vllm"]), "instruct") is False  # one checkpoint
-    assert cell.base_work_in_child_process(
-        tiny_cfg([f"model.instruct={instruct}", "model.backend=vllm"]), "instruct") is True
+    assert cell.base_work_in_child_process(typed_settings(tiny_cfg(["model.backend=vllm"])), "instruct") is False  # one checkpoint
+    assert cell.base_work_in_child_process(typed_settings(
+        tiny_cfg([f"model.instruct={instruct}", "model.backend=vllm"])), "instruct") is True
 
 
 
@@ -137,25 +138,25 @@ def test_a_cell_starts_no_child_process_when_no_base_model_work_is_due(tmp_path,
 
     monkeypatch.setattr(cell, "examples_in_child_process", recording)
     common = [f"model.instruct={instruct}", "model.engine_per_process=true"]
-    cell.run_cell(tiny_cfg(common + ["condition=gold"]))
+    cell.run_cell(typed_settings(tiny_cfg(common + ["condition=gold"])))
     icm_cfg = tiny_cfg(common + ["condition=icm"])
-    first = cell.run_cell(icm_cfg)
+    first = cell.run_cell(typed_settings(icm_cfg))
     assert spawned == ["icm"]  # its searches were computed in the child
     shutil.rmtree(cell.cell_path(icm_cfg))  # the searches stay on disk
-    again = cell.run_cell(icm_cfg)
+    again = cell.run_cell(typed_settings(icm_cfg))
     assert spawned == ["icm"]  # read from disk in the cell's own process
     assert again["overall"]["claim_accuracy"] == pytest.approx(first["overall"]["claim_accuracy"])
     # acc_matched scores with the base model whatever is on disk
-    claimset, personas = cell.cell_data(icm_cfg)
-    assert cell.base_model_work_due(icm_cfg, get_condition("acc_matched"), claimset, personas)
-    assert not cell.base_model_work_due(icm_cfg, get_condition("icm"), claimset, personas)
+    claimset, personas = cell.cell_data(typed_settings(icm_cfg))
+    assert cell.base_model_work_due(typed_settings(icm_cfg), get_condition("acc_matched"), claimset, personas)
+    assert not cell.base_model_work_due(typed_settings(icm_cfg), get_condition("icm"), claimset, personas)
 
 
 def test_relaunch_skips_without_loading_a_model(tmp_path, tiny_model_dir, monkeypatch, tiny_cfg):
     from plural_icm.pipeline import cell
 
     cfg = tiny_cfg(["condition=icm"])
-    first = cell.run_cell(cfg)
+    first = cell.run_cell(typed_settings(cfg))
     mtime = (cell.cell_path(cfg) / "metrics.json").stat().st_mtime_ns
 
     def no_model(self, role):
@@ -163,7 +164,7 @@ def test_relaunch_skips_without_loading_a_model(tmp_path, tiny_model_dir, monkey
 
     real_get = cell.Backends.get
     monkeypatch.setattr(cell.Backends, "get", no_model)
-    assert cell.run_cell(cfg) == first
+    assert cell.run_cell(typed_settings(cfg)) == first
     assert (cell.cell_path(cfg) / "metrics.json").stat().st_mtime_ns == mtime
     # the gold cell of the same fold reuses nothing it does not need, and icm's searches are shared:
     monkeypatch.setattr(cell.Backends, "get", real_get)
@@ -178,24 +179,24 @@ def test_relaunch_skips_without_loading_a_model(tmp_path, tiny_model_dir, monkey
             super().__init__(*a, **k)
 
     monkeypatch.setattr(store, "ICMSearch", Spy)
-    cell.run_cell(cfg2)
+    cell.run_cell(typed_settings(cfg2))
     assert calls == [], "the acc_matched cell re-ran searches the icm cell had finished"
 
 
 def test_different_settings_never_overwrite(tmp_path, tiny_model_dir, tiny_cfg):
     from plural_icm.pipeline.cell import run_cell
 
-    run_cell(tiny_cfg(["condition=gold"]))
+    run_cell(typed_settings(tiny_cfg(["condition=gold"])))
     with pytest.raises(RuntimeError, match="run_tag"):
-        run_cell(tiny_cfg(["condition=gold", "inference.system_prompt=other"]))
-    run_cell(tiny_cfg(["condition=gold", "inference.system_prompt=other", "run_tag=v2"]))
+        run_cell(typed_settings(tiny_cfg(["condition=gold", "inference.system_prompt=other"])))
+    run_cell(typed_settings(tiny_cfg(["condition=gold", "inference.system_prompt=other", "run_tag=v2"])))
 
 
 def test_collaborative_stage(tmp_path, tiny_model_dir, tiny_cfg):
     from plural_icm.pipeline.collaborative import run_collaborative
 
     cfg = tiny_cfg(["experiment=collaborative", "dataset.personas=[progressive]"])
-    res = run_collaborative(cfg)
+    res = run_collaborative(typed_settings(cfg))
     assert set(res) == {"progressive"}  # persona filter honoured
     for method in ("confidence", "random", "active"):
         r = res["progressive"][method]
@@ -226,11 +227,11 @@ def test_collaborative_stage(tmp_path, tiny_model_dir, tiny_cfg):
     from plural_icm.errors import ResultsConflictError
 
     assert (conf["k_per_fold"], conf["rounds"], conf["run_tag"]) == (1, 1, "main")
-    assert run_collaborative(cfg)["progressive"]["confidence"]["fingerprint"] == conf["fingerprint"]
+    assert run_collaborative(typed_settings(cfg))["progressive"]["confidence"]["fingerprint"] == conf["fingerprint"]
     cfg2 = tiny_cfg(["experiment=collaborative", "dataset.personas=[progressive]",
                     "collaborative.k_per_fold=2"])
     with pytest.raises(ResultsConflictError, match="k_per_fold"):
-        run_collaborative(cfg2)
+        run_collaborative(typed_settings(cfg2))
 
 
 def _launch(args, tmp_path, timeout=900):
@@ -281,7 +282,7 @@ def test_open_ended_cell_generates_and_judges(tmp_path, tiny_model_dir, tiny_cfg
     fixture = ROOT / "tests" / "fixtures" / "datasets" / "ot"
     cfg = tiny_cfg(["dataset=ot", f"dataset.path={fixture}", "condition=icm",
                                               "inference.max_new_tokens=8"])
-    metrics = run_cell(cfg)
+    metrics = run_cell(typed_settings(cfg))
     rows = [json.loads(x) for x in (cell_path(cfg) / "generations.jsonl").read_text().splitlines()]
     _, test = __import__("plural_icm.data.registry", fromlist=["x"]).load_claimset(cfg.dataset).split(0)
     assert len(rows) == len({(c.persona_id, c.question_id) for c in test})
@@ -300,7 +301,7 @@ def test_open_ended_acc_matched_generates_with_every_perturbation(tmp_path, tiny
     cfg = tiny_cfg(["dataset=ot", f"dataset.path={fixture}", "condition=acc_matched",
                     "condition.n_perturbations=2", "condition.accuracy_tolerance=0.5",
                     "inference.max_new_tokens=4"])
-    metrics = run_cell(cfg)
+    metrics = run_cell(typed_settings(cfg))
     rows = [json.loads(x) for x in (cell_path(cfg) / "generations.jsonl").read_text().splitlines()]
     assert {r["perturbation"] for r in rows} == {0, 1}
     assert metrics["overall"]["representation_perturbations"] == 2
@@ -354,7 +355,7 @@ def test_collaborative_asks_only_within_the_capped_search_set(tmp_path, tiny_mod
     monkeypatch.setattr(collaborative, "predict", spy)
     cfg = tiny_cfg(["experiment=collaborative", "dataset.personas=[traditional]",
                                               "dataset.max_search_claims=6"])
-    res = run_collaborative(cfg)["traditional"]
+    res = run_collaborative(typed_settings(cfg))["traditional"]
     cs = load_claimset(cfg.dataset, None)
     train, _ = cs.split(0, "traditional")
     searched = {c.group_id for c in cap_search_claims(train, 6, 0)}
@@ -373,7 +374,7 @@ def test_search_unit_part_searches_each_training_part_and_unions_their_labels(tm
 
     cfg = tiny_cfg(["condition=icm", "icm.search_unit=part", "icm.restarts=2"])
     claimset = load_claimset(cfg.dataset, cfg.paths.data_dir)
-    tasks = search_tasks(cfg, claimset, model_identity(cfg), ["progressive"], fold=0)
+    tasks = search_tasks(typed_settings(cfg), claimset, model_identity(typed_settings(cfg)), ["progressive"], fold=0)
     train, _ = claimset.split(0, "progressive")
     parts = sorted({claimset.folds[c.question_id] for c in train})
     assert 0 not in parts and len(parts) >= 2
@@ -382,10 +383,10 @@ def test_search_unit_part_searches_each_training_part_and_unions_their_labels(tm
         assert {claimset.folds[c.question_id] for c in t.claims} == {t.part}
     assert sorted(c.item_id for t in tasks[::2] for c in t.claims) == sorted(c.item_id for c in train)
     # fold 1's cell shares the searches of the parts it has in common with fold 0's
-    other = search_tasks(cfg, claimset, model_identity(cfg), ["progressive"], fold=parts[0])
+    other = search_tasks(typed_settings(cfg), claimset, model_identity(typed_settings(cfg)), ["progressive"], fold=parts[0])
     assert {t.hash() for t in tasks} & {t.hash() for t in other}
 
-    run_cell(cfg)
+    run_cell(typed_settings(cfg))
     out = cell_path(cfg)
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["meta"]["search_unit"] == "part" and metrics["meta"]["seed_labels"] == "random"
@@ -414,7 +415,7 @@ def test_collaborative_later_rounds_use_the_constrained_reruns_confidences(tmp_p
     monkeypatch.setattr(collab, "select_questions", spy)
     cfg = tiny_cfg(["experiment=collaborative", "dataset.personas=[progressive]",
                     "collaborative.rounds=2", "collaborative.selection=[confidence]"])
-    collab.run_collaborative(cfg)
+    collab.run_collaborative(typed_settings(cfg))
     assert len(seen) == 2
     sdir = tmp_path / "out" / "searches" / "tiny" / "demo" / "fold0" / "progressive"
     by_fixed = {}
@@ -471,7 +472,7 @@ def test_a_persona_without_training_claims_gets_no_search_and_no_examples(tmp_pa
     cfg = tiny_cfg(["condition=icm", "dataset=pt", "dataset.options.configs=[BeaverTails]",
                     "dataset.options.splits=[test]", f"paths.data_dir={fixtures}", "fold=0"])
     with caplog.at_level("WARNING"):
-        metrics = run_cell(cfg)
+        metrics = run_cell(typed_settings(cfg))
     assert metrics["overall"]["n_claims"] > 0
     warned = " ".join(r.getMessage() for r in caplog.records)
     for pid in ("DEC", "DMS"):

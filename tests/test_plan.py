@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
+from settings_support import typed_settings
 
 from plural_icm.config.schema import register_configs
 
@@ -154,7 +155,7 @@ def test_plan_says_which_searches_outlast_their_time_limit():
     from plural_icm.pipeline.plan import build_plan, format_plan, time_limit_notes, wall_hours
 
     cfg = _compose(["model=llama8b", "dataset=oqa", "condition=icm", "model.time_min=10"])
-    plan = build_plan([([], cfg)])
+    plan = build_plan([([], typed_settings(cfg))])
     (search,) = plan.searches
     hours = wall_hours(search)
     assert hours > 10 / 60, hours  # the paper-size OpinionQA search takes longer than 10 minutes
@@ -167,7 +168,7 @@ def test_plan_says_which_searches_outlast_their_time_limit():
     # a limit the estimate fits in: no note
     roomy = _compose(["model=llama8b", "dataset=oqa", "condition=icm",
                       f"model.time_min={math.ceil(hours * 60) + 1}"])
-    assert time_limit_notes(build_plan([([], roomy)]), max_num_timeout=3) == []
+    assert time_limit_notes(build_plan([([], typed_settings(roomy))]), max_num_timeout=3) == []
 
 
 # -- every planned job can start ------------------------------------------------------------------
@@ -199,14 +200,14 @@ def test_plan_lists_what_cannot_start_with_the_keys_to_change():
 
     cfg = _compose(["model=llama70b", "dataset=pt", "condition=icm", "dataset.max_search_claims=null",
                     "icm.search_unit=training_folds"])
-    plan = build_plan([([], cfg)])
+    plan = build_plan([([], typed_settings(cfg))])
     text = format_plan(plan)
     assert "NO, 2 job(s) cannot start" in text, text
     assert "search prompts of about" in text and "dataset.max_search_claims=" in text
     assert "inference prompts of about" in text and "inference.n_examples=" in text
     with pytest.raises(PlanError, match="cannot start"):
         plan.refuse_if_infeasible()
-    ok = build_plan([([], _compose(["model=llama70b", "dataset=pt", "condition=icm"]))])
+    ok = build_plan([([], typed_settings(_compose(["model=llama70b", "dataset=pt", "condition=icm"])))])
     assert not ok.cannot_start() and "can every job start (fold of its dataset, prompts within " \
         "the context): yes" in format_plan(ok)
 

@@ -11,6 +11,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
 import pytest
+from settings_support import typed_settings
 
 from plural_icm.backends.embeddings import CachedEmbedder, Embedder, OpenAIEmbedder, normalise
 from plural_icm.selection.group_terms import (composite_distance, fit_weights, mismatch, stability,
@@ -262,7 +263,7 @@ def test_selection_composes_with_conditions(tmp_path, tiny_model_dir, tiny_cfg, 
 
     cfg = tiny_cfg([f"condition={condition}", f"selection={selection}", "inference.n_examples=3",
                     "condition.n_perturbations=2"])
-    metrics = run_cell(cfg)
+    metrics = run_cell(typed_settings(cfg))
     out = cell_path(cfg)
     assert out.parts[-4] == f"{condition}+{selection}" and (out / "COMPLETE.json").is_file()
     claimset = load_claimset(cfg.dataset, cfg.paths.data_dir)
@@ -294,17 +295,17 @@ def test_selection_composes_with_conditions(tmp_path, tiny_model_dir, tiny_cfg, 
     if selection in ("nearest", "spica"):
         assert word_embedder.calls == 1
         # resumable: a relaunch skips the complete cell, and the embeddings are on disk
-        assert run_cell(cfg) == metrics and word_embedder.calls == 1
+        assert run_cell(typed_settings(cfg)) == metrics and word_embedder.calls == 1
 
 
 def test_per_query_selection_needs_n_examples(tmp_path, tiny_cfg, word_embedder):
     from plural_icm.pipeline.cell import run_cell
 
     with pytest.raises(ValueError, match="inference.n_examples"):
-        run_cell(tiny_cfg(["condition=gold", "selection=nearest"]))
+        run_cell(typed_settings(tiny_cfg(["condition=gold", "selection=nearest"])))
     with pytest.raises(ValueError, match="selection.prompt"):
-        run_cell(tiny_cfg(["condition=gold", "selection=nearest", "inference.n_examples=2",
-                           "selection.prompt=both"]))
+        run_cell(typed_settings(tiny_cfg(["condition=gold", "selection=nearest", "inference.n_examples=2",
+                           "selection.prompt=both"])))
 
 
 def test_plan_counts_the_embedding_work(compose_config):
@@ -314,7 +315,7 @@ def test_plan_counts_the_embedding_work(compose_config):
         ["condition=gold", "inference.n_examples=4", "selection=spica"],
         ["condition=icm", "inference.n_examples=4", "selection=nearest"],
         ["condition=gold", "inference.n_examples=4"])]
-    plan = build_plan(grid)
+    plan = build_plan([(o, typed_settings(c)) for o, c in grid])
     work = embedding_work(plan)
     cfg = grid[0][1]
     key = f"demo x {cfg.selection.embedding_model}"
@@ -324,7 +325,7 @@ def test_plan_counts_the_embedding_work(compose_config):
     assert "embeddings (selection=nearest|spica" in text and f"{key}: <= " in text
     assert "gold+spica" in text and "icm+nearest" in text
     # a prefix per held-out question costs more prompt tokens than one shared prefix
-    assert cell_tokens(grid[0][1]) > cell_tokens(grid[2][1])
+    assert cell_tokens(typed_settings(grid[0][1])) > cell_tokens(typed_settings(grid[2][1]))
 
 
 def _write_cell(root, condition, per_persona, overall, meta=None, fold=0):
@@ -416,7 +417,7 @@ def test_overtonbench_ratings_give_spica_terms_and_per_question_steering(tmp_pat
     r = gold_ratings(q)
     assert r[[x.item_id for x in q].index(c.item_id)] == pytest.approx(c.meta["mean_rating"])
     assert gold_variance(q, r)[[x.item_id for x in q].index(c.item_id)] == pytest.approx(np.var(c.meta["ratings"]))
-    metrics = run_cell(cfg)
+    metrics = run_cell(typed_settings(cfg))
     out = cell_path(cfg)
     gens = [json.loads(x) for x in (out / "generations.jsonl").read_text().splitlines()]
     _, test = claimset.split(0)

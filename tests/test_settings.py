@@ -31,6 +31,28 @@ def test_resolve_settings_types_every_part_and_freezes_the_whole(compose_config)
     assert as_settings(cfg).icm == s.icm
 
 
+def test_pipeline_entries_refuse_a_composed_config(compose_config):
+    """The pipeline's entries take typed settings only: a composed DictConfig (whose nodes have
+    the same attribute names) is refused at once, naming the entry and the expected type."""
+    from plural_icm.config.settings import resolve_settings
+    from plural_icm.pipeline.cell import cell_data, run_cell
+    from plural_icm.pipeline.collaborative import run_collaborative
+    from plural_icm.pipeline.models import Backends
+    from plural_icm.pipeline.plan import build_plan, cell_tokens
+    from plural_icm.pipeline.searches import model_identity
+
+    cfg = compose_config(["logger=none"])
+    entries = {"run_cell": lambda: run_cell(cfg), "cell_data": lambda: cell_data(cfg),
+               "run_collaborative": lambda: run_collaborative(cfg), "Backends": lambda: Backends(cfg),
+               "build_plan": lambda: build_plan([([], cfg)]), "cell_tokens": lambda: cell_tokens(cfg),
+               "model_identity": lambda: model_identity(cfg)}
+    for name, call in entries.items():
+        with pytest.raises(TypeError, match=rf"{name}: expected plural_icm\.config\.settings\.Settings, "
+                                            r"got DictConfig"):
+            call()
+    assert model_identity(resolve_settings(cfg))["backend"] == "hf"  # the typed settings pass
+
+
 @pytest.mark.parametrize("override, key", [("icm.alpha=nan", "icm.alpha"), ("fold=9", "fold"),
                                            ("+model.vllm.foo=1", "model.vllm.foo")])
 def test_resolve_settings_is_where_a_bad_value_fails(compose_config, override, key):

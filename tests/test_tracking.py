@@ -14,6 +14,7 @@ from omegaconf import OmegaConf
 from plural_icm.tracking import wandb_run
 from plural_icm.tracking.wandb_run import (job_run, deterministic_run_id, group_name,
                                            scrub_secrets)
+from settings_support import typed_settings
 from wandb_offline import find_offline_runs, read_offline_run, search_rows
 
 pytest.importorskip("wandb")
@@ -300,7 +301,7 @@ def test_every_metric_key_the_docs_name_is_one_a_cell_writes(tiny_cfg):
     from plural_icm.tracking.wandb_run import flatten
 
     cfg = tiny_cfg(["condition=icm"])
-    metrics = run_cell(cfg)
+    metrics = run_cell(typed_settings(cfg))
     assert (cell_path(cfg) / "metrics.json").is_file()
     logged = set(flatten(metrics))
     searches = [p.parent for p in sorted(Path(cfg.paths.searches_dir).rglob("summary.json"))]

@@ -153,10 +153,12 @@ def _assemble(loader: Any, full: Any, jobs: List[List[str]]) -> list:
 
 
 def _plan(launcher: Any, job_overrides: Sequence[Sequence[str]]):
+    from plural_icm.config.settings import typed
     from plural_icm.pipeline.plan import build_plan
 
     t0 = time.perf_counter()
-    plan = build_plan(_compose(launcher, job_overrides))
+    # the boundary: each job's composed config typed once (each job validates its own when it runs)
+    plan = build_plan((o, typed(cfg)) for o, cfg in _compose(launcher, job_overrides))
     log.debug("planned %d jobs in %.1f s", len(plan.jobs), time.perf_counter() - t0)
     return plan
 

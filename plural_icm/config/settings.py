@@ -24,7 +24,7 @@ from plural_icm.config.schema import (ClusterConfig, CollaborativeConfig, Condit
                                       ModelConfig, PathsConfig, SelectionConfig, Stage)
 from plural_icm.errors import ConfigError
 
-__all__ = ["Settings", "resolve_settings", "as_settings", "require_icm_preset"]
+__all__ = ["Settings", "resolve_settings", "as_settings", "expect_settings", "require_icm_preset"]
 
 
 @dataclass(frozen=True)
@@ -112,8 +112,18 @@ def typed(cfg: DictConfig) -> Settings:
 
 def as_settings(cfg: Any) -> Settings:
     """``cfg`` if it is already :class:`Settings`, else the composed ``DictConfig`` typed (not
-    validated again: the stage entries validated it through :func:`resolve_settings`). Only at
-    the pipeline's public entries (``run_cell``, ``run_collaborative``, ``build_plan``,
-    ``Backends``, ``model_identity``, ``search_tasks``, ...), which tests and tools call with a
-    composed config; the functions inside the pipeline take :class:`Settings`."""
+    validated again). For the boundaries that compose a config of their own and type it once
+    (bench scripts); the pipeline's entries take :class:`Settings` only (:func:`expect_settings`)."""
     return cfg if isinstance(cfg, Settings) else typed(cfg)
+
+
+def expect_settings(value: Any, where: str) -> Settings:
+    """``value``, which must be :class:`Settings`: the pipeline's public entries (``run_cell``,
+    ``run_collaborative``, ``build_plan``, ``Backends``, ...) take the typed settings only. A
+    composed ``DictConfig`` read as settings would mostly work (its nodes have the same attribute
+    names) and fail, or differ, somewhere deep: it is refused here, naming what to do instead."""
+    if isinstance(value, Settings):
+        return value
+    raise TypeError(f"{where}: expected {Settings.__module__}.Settings, got {type(value).__name__}; "
+                    "a composed config is typed once where it is composed "
+                    "(plural_icm.config.settings.resolve_settings, or typed() for one validated already)")

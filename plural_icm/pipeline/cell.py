@@ -33,7 +33,7 @@ from plural_icm.conditions.base import (
 from plural_icm.conditions.labels import cap_search_claims, label_accuracy
 from plural_icm.conditions.registry import condition_settings, get_condition
 from plural_icm.config.secrets import scrub_secrets
-from plural_icm.config.settings import Settings, as_settings, typed
+from plural_icm.config.settings import Settings, expect_settings, typed
 from plural_icm.data.records import ClaimSet
 from plural_icm.data.registry import load_claimset
 from plural_icm.errors import ResultsConflictError
@@ -122,11 +122,10 @@ class CellOutput:
     """Per persona and held-out question, the training questions shown (per-query selection)."""
 
 
-def run_cell(settings: Settings | DictConfig, wb: Any = None) -> dict:
+def run_cell(settings: Settings, wb: Any = None) -> dict:
     """Run (or skip) one cell and return its metrics (the content of ``metrics.json``).
-    ``settings``: the job's :class:`~plural_icm.config.settings.Settings` (a composed DictConfig
-    is typed first)."""
-    s = as_settings(settings)
+    ``settings``: the job's typed :class:`~plural_icm.config.settings.Settings`."""
+    s = expect_settings(settings, "run_cell")
     out, fp = cell_path(s), fingerprint(s.composed)  # the fingerprint hashes the record
     done = load_if_complete(s, out, fp)
     if done is not None:
@@ -267,9 +266,9 @@ def add_selection_metrics(metrics: dict, queries: dict[str, PersonaQueries]) -> 
         metrics["overall"][key] = sum(vs) / len(vs)
 
 
-def cell_data(settings: Settings | DictConfig) -> tuple[ClaimSet, list[str]]:
+def cell_data(settings: Settings) -> tuple[ClaimSet, list[str]]:
     """The cell's dataset and its personas (sorted), the fold checked against the data."""
-    s = as_settings(settings)
+    s = expect_settings(settings, "cell_data")
     claimset = load_claimset(s.dataset, s.paths.data_dir)
     claimset.split(s.fold)  # the fold must be one of the data's (valid folds follow from the data)
     return claimset, sorted(claimset.personas)
@@ -301,11 +300,11 @@ def condition_examples(settings: Settings, condition: Condition, claimset: Claim
     return {pid: ordered_examples(examples(pid), s, pid) for pid in personas}
 
 
-def base_work_in_child_process(settings: Settings | DictConfig, role: str) -> bool:
+def base_work_in_child_process(settings: Settings, role: str) -> bool:
     """Whether the base model's work runs in a child process (``model.engine_per_process``; null:
     for vLLM, which does not reliably free GPU memory when an engine is closed). Only needed when
     the cell then loads a different (instruct) checkpoint."""
-    model = as_settings(settings).model
+    model = expect_settings(settings, "base_work_in_child_process").model
     if role == "base" or str(model.base) == str(model.instruct):
         return False
     flag = model.engine_per_process

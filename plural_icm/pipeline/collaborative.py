@@ -28,10 +28,9 @@ from typing import Any, Mapping
 
 import numpy as np
 import pandas as pd
-from omegaconf import DictConfig
 
 from plural_icm.conditions.labels import cap_search_claims
-from plural_icm.config.settings import Settings, as_settings
+from plural_icm.config.settings import Settings, expect_settings
 from plural_icm.data.records import Claim, ClaimSet
 from plural_icm.data.registry import load_claimset
 from plural_icm.inference.predict import predict
@@ -233,10 +232,10 @@ def reusable_summary(path: Path, fp: str, force: bool) -> bool:
     return False
 
 
-def run_collaborative(settings: Settings | DictConfig, wb: Any = None) -> dict:
+def run_collaborative(settings: Settings, wb: Any = None) -> dict:
     """Stage ``collaborative`` on the job's settings: per persona and selection method, ICM
     before and after answers to the questions the method asks (Section 6 of the paper)."""
-    s = as_settings(settings)
+    s = expect_settings(settings, "run_collaborative")
     claimset = load_claimset(s.dataset, s.paths.data_dir)
     personas = sorted(claimset.personas)
     root = collaborative_root(s.paths.output_dir, s.model.name, s.dataset.name)

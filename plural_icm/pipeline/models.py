@@ -9,7 +9,7 @@ import time
 from typing import Any
 
 from plural_icm.backends.registry import backend_from_model_config
-from plural_icm.config.settings import Settings, as_settings
+from plural_icm.config.settings import Settings, expect_settings
 
 log = logging.getLogger(__name__)
 
@@ -23,8 +23,8 @@ class Backends:
     GPU job holds one engine at a time (vLLM cannot start a second engine in one process).
     """
 
-    def __init__(self, settings: Settings | Any):
-        s = as_settings(settings)
+    def __init__(self, settings: Settings):
+        s = expect_settings(settings, "Backends")
         self.model, self.cache_dir = s.model, s.paths.cache_dir
         self._current: tuple[str, Any] | None = None
 

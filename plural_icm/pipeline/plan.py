@@ -27,10 +27,10 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Sequence
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
 
 from plural_icm.backends.registry import backend_info
-from plural_icm.config.settings import Settings, as_settings
+from plural_icm.config.settings import Settings, expect_settings
 from plural_icm.conditions.registry import condition_settings, get_condition
 from plural_icm.layout import CELL_FILES, COMPLETE, cell_path, condition_part, fingerprint, is_complete
 from plural_icm.pipeline.searches import model_identity
@@ -265,10 +265,10 @@ def search_job_tokens(settings: Settings) -> float:
     return per * _n_sets(s) * _personas(s) * s.icm.restarts
 
 
-def cell_tokens(settings: Settings | DictConfig) -> float:
+def cell_tokens(settings: Settings) -> float:
     """Prompt tokens of a cell's inference (estimate): per persona, its in-context examples once
     (the engines' prefix cache shares them) plus every test claim; acc_matched once per perturbation."""
-    s = as_settings(settings)
+    s = expect_settings(settings, "cell_tokens")
     size = s.dataset.size
     L = size.tokens_per_claim
     n_train = _train_claims(s)
@@ -435,13 +435,13 @@ def _is_complete_cell(s: Settings) -> bool:
         return False
 
 
-def build_plan(jobs: Iterable[tuple[Sequence[str], Settings | DictConfig]]) -> Plan:
-    """Plan the sweep whose jobs are given as (overrides, composed config or its settings)."""
+def build_plan(jobs: Iterable[tuple[Sequence[str], Settings]]) -> Plan:
+    """Plan the sweep whose jobs are given as (overrides, typed settings of the job)."""
     plan = Plan()
     searches: dict[str, PlannedJob] = {}
     models: dict[str, Any] = {}
     for overrides, job in jobs:
-        st = as_settings(job)
+        st = expect_settings(job, "build_plan")
         stage = planned_stage(st)
         models.setdefault(st.model.name, (st.model, st.cluster))
         res = Resources.of_model(st.model)

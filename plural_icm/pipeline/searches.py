@@ -9,7 +9,7 @@ import logging
 from typing import Any
 
 from plural_icm.backends.settings import result_engine_settings
-from plural_icm.config.settings import Settings, as_settings
+from plural_icm.config.settings import Settings, expect_settings
 from plural_icm.conditions.labels import cap_search_claims
 from plural_icm.data.records import ClaimSet
 from plural_icm.pipeline.models import Backends
@@ -27,11 +27,11 @@ __all__ = ["search_tasks", "model_identity", "run_searches_for", "searches_on_di
 
 # -- ICM searches -----------------------------------------------------------------------------
 
-def search_tasks(settings: Settings | Any, claimset: ClaimSet, backend_identity: dict,
+def search_tasks(settings: Settings, claimset: ClaimSet, backend_identity: dict,
                  personas: list[str], fold: int, fixed: dict[str, dict[str, bool]] | None = None):
     """The ICM searches a cell needs: per persona, restart and search set (icm.search_unit: the
     training claims, or each training fold part of them; plural_icm.search.units)."""
-    s = as_settings(settings)
+    s = expect_settings(settings, "search_tasks")
     icm = s.icm
     params = SearchParams.from_settings(icm)
     unit = icm.search_unit.value
@@ -58,9 +58,9 @@ def search_tasks(settings: Settings | Any, claimset: ClaimSet, backend_identity:
     return tasks
 
 
-def model_identity(settings: Settings | Any) -> dict:
+def model_identity(settings: Settings) -> dict:
     """What identifies the base model for search hashing, without loading it."""
-    model = as_settings(settings).model
+    model = expect_settings(settings, "model_identity").model
     return {"backend": model.backend.value, "model": model.base,
             "revision": model.revision, "dtype": model.dtype,
             **result_engine_settings(model)}
