@@ -34,6 +34,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, ClassVar, Optional
@@ -41,6 +42,8 @@ from typing import Any, ClassVar, Optional
 from omegaconf import DictConfig, OmegaConf
 
 from plural_icm.backends.settings import VLLM_SPEED_ONLY_KEYS
+from plural_icm.config.secrets import scrub_secrets
+from plural_icm.utils.io import atomic_write_json, atomic_write_jsonl, atomic_write_text
 from plural_icm.utils.values import non_finite_metrics
 
 RESULTS = "results"
@@ -496,6 +499,39 @@ class CompleteRecord(_Record):
     slurm: Optional[dict] = None
 
     FILE: ClassVar[str] = COMPLETE
+
+
+@dataclass
+class CellOutput:
+    """What a computed cell writes: the records of its files (:func:`write_cell_files`)."""
+
+    predictions: list[PredictionRow]
+    examples: list[ExampleRow]
+    metrics: dict
+    """A :class:`CellResult` as a dict (``metrics.json``)."""
+    generations: list[GenerationRow] = field(default_factory=list)
+    selection: list[dict] = field(default_factory=list)
+    """Per persona and held-out question, the training questions shown (per-query selection)."""
+
+
+def write_cell_files(out: Path, composed: DictConfig, result: CellOutput, *, open_ended: bool,
+                     fp: str, started: float, slurm: Optional[dict]) -> None:
+    """A computed cell's files in ``out``, each atomic; ``COMPLETE.json`` (its fingerprint ``fp``,
+    the wall time since ``started``, a ``time.perf_counter()`` value) last. ``config.yaml``: the
+    composed config, resolved, secrets scrubbed (the record of what ran); ``generations.jsonl``
+    for open-ended data; ``selection.jsonl`` when a per-query selection chose the examples."""
+    atomic_write_text(out / CONFIG, OmegaConf.to_yaml(OmegaConf.create(
+        scrub_secrets(OmegaConf.to_container(composed, resolve=True, enum_to_str=True)))))
+    atomic_write_jsonl(out / PREDICTIONS, (r.as_dict() for r in result.predictions))
+    atomic_write_jsonl(out / EXAMPLES, (e.as_dict() for e in result.examples))
+    if open_ended:
+        atomic_write_jsonl(out / GENERATIONS, [g.as_dict() for g in result.generations])
+    if result.selection:
+        atomic_write_jsonl(out / SELECTION, result.selection)
+    atomic_write_json(out / METRICS, result.metrics)
+    atomic_write_json(out / COMPLETE, CompleteRecord(
+        fingerprint=fp, finished=time.time(), wall_time_s=time.perf_counter() - started,
+        slurm=slurm).as_dict())
 
 
 @dataclass

@@ -6,24 +6,22 @@
 
 The cell knows conditions only through :class:`plural_icm.conditions.base.Condition`; it never
 names one. A cell whose directory holds ``COMPLETE.json`` is skipped (no model is loaded); a cell
-directory holding results of *different* settings is never overwritten (change ``run_tag``).
+directory holding results of *different* settings is never overwritten (change ``run_tag``):
+pipeline/existing_results.py. The base model's work may run in a child process
+(pipeline/child_process.py); the files are written by :func:`plural_icm.layout.write_cell_files`.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import shutil
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
-from plural_icm.backends.registry import backend_info, make_judge
+from plural_icm.backends.registry import make_judge
 from plural_icm.conditions.base import (
     CellInputs,
     Condition,
@@ -32,25 +30,15 @@ from plural_icm.conditions.base import (
 )
 from plural_icm.conditions.labels import cap_search_claims, label_accuracy
 from plural_icm.conditions.registry import condition_settings, get_condition
-from plural_icm.config.secrets import scrub_secrets
-from plural_icm.config.settings import Settings, expect_settings, typed
+from plural_icm.config.settings import Settings, expect_settings
 from plural_icm.data.records import ClaimSet
 from plural_icm.data.registry import load_claimset
-from plural_icm.errors import ResultsConflictError
 from plural_icm.inference.predict import predict, predict_groups
 from plural_icm.inference.steered import SteeringJob, generate_and_judge_all
 from plural_icm.layout import (
-    CELL_FILES,
-    COMPLETE,
-    CONFIG,
-    EXAMPLES,
-    GENERATIONS,
-    METRICS,
-    PREDICTIONS,
-    SELECTION,
     CellMeta,
+    CellOutput,
     CellResult,
-    CompleteRecord,
     ExampleRow,
     GenerationRow,
     PredictionRow,
@@ -58,8 +46,8 @@ from plural_icm.layout import (
     cell_path,
     condition_part,
     fingerprint,
-    is_complete,
     selection_tag,
+    write_cell_files,
 )
 from plural_icm.metrics.aggregate import (
     add_persona_values,
@@ -67,13 +55,18 @@ from plural_icm.metrics.aggregate import (
     perturbation_mean_metrics,
 )
 from plural_icm.metrics.finite import check_metrics_finite
+from plural_icm.pipeline.child_process import (
+    base_model_work_due,
+    base_work_in_child_process,
+    run_in_child_process,
+)
+from plural_icm.pipeline.existing_results import load_if_complete, prepare_cell_dir
 from plural_icm.pipeline.models import Backends
 from plural_icm.pipeline.searches import (
     icm_protocol,
     model_identity,
     run_searches_for,
     search_tasks,
-    searches_on_disk,
 )
 from plural_icm.pipeline.slurm import slurm_job_info
 from plural_icm.selection import per_query
@@ -87,16 +80,19 @@ from plural_icm.selection.apply import (
     selection_rows,
 )
 from plural_icm.tracking.results import log_cell_result
-from plural_icm.utils.io import atomic_write_json, atomic_write_jsonl, atomic_write_text
 
 log = logging.getLogger(__name__)
 
 # Backends, run_searches_for, search_tasks and model_identity live in pipeline/models.py and
-# pipeline/searches.py (every stage uses them); add_representation in metrics/aggregate.py. They
-# stay importable from here for code written against the former cell module.
+# pipeline/searches.py (every stage uses them); add_representation in metrics/aggregate.py; the
+# skip/force protocol in pipeline/existing_results.py; the child process in
+# pipeline/child_process.py; the writing of the cell's files beside their records in layout.py.
+# They stay importable from here for code written against the former cell module.
 __all__ = [
     "Backends",
     "add_representation",
+    "base_model_work_due",
+    "base_work_in_child_process",
     "cap_search_claims",
     "cell_name",
     "cell_path",
@@ -109,18 +105,6 @@ __all__ = [
 
 
 # -- the cell as named steps ------------------------------------------------------------------
-
-@dataclass
-class CellOutput:
-    """What a computed cell writes."""
-
-    predictions: list[PredictionRow]
-    examples: list[ExampleRow]
-    metrics: dict
-    generations: list[GenerationRow] = field(default_factory=list)
-    selection: list[dict] = field(default_factory=list)
-    """Per persona and held-out question, the training questions shown (per-query selection)."""
-
 
 def run_cell(settings: Settings, wb: Any = None) -> dict:
     """Run (or skip) one cell and return its metrics (the content of ``metrics.json``).
@@ -143,36 +127,10 @@ def run_cell(settings: Settings, wb: Any = None) -> dict:
     # (or invalid, e.g. fold=7) cell leaves nothing behind
     check_metrics_finite(result.metrics, where=str(out))
     prepare_cell_dir(s, out)
-    write_cell(s, out, fp, result, t0)
+    write_cell_files(out, s.composed, result, open_ended=s.dataset.open_ended, fp=fp, started=t0,
+                     slurm=slurm_job_info())
     log_cell(wb, out, s, result)
     return result.metrics
-
-
-def load_if_complete(s: Settings, out: Path, fp: str) -> dict | None:
-    """The stored metrics of a complete cell of the same settings (None: compute it). Raises when
-    the complete cell holds results of different settings and ``force`` is off."""
-    if not is_complete(out, CELL_FILES) or s.force:
-        return None
-    done = CompleteRecord.read(out)
-    if done.fingerprint != fp:
-        raise ResultsConflictError(
-            f"{out} holds results of different settings (fingerprint {done.fingerprint} != {fp}); "
-            "they are never overwritten: set run_tag=<name> to keep both, or force=true to "
-            "recompute (the old results are moved aside)")
-    log.info("skip complete cell %s (%s)", cell_name(s), out)
-    return json.loads((out / METRICS).read_text(encoding="utf-8"))
-
-
-def prepare_cell_dir(s: Settings, out: Path) -> None:
-    """Create the cell's directory; under ``force``, move complete old results aside first."""
-    if s.force and is_complete(out, CELL_FILES):
-        aside = out.with_name(out.name + f".replaced-{int(time.time())}")
-        shutil.move(str(out), aside)
-        log.warning("force=true: moved the old results to %s", aside)
-    if (out / COMPLETE).exists() and not is_complete(out, CELL_FILES):
-        log.warning("%s: COMPLETE.json without its results; recomputing the cell", out)
-        (out / COMPLETE).unlink()
-    out.mkdir(parents=True, exist_ok=True)
 
 
 def compute_cell(settings: Settings, condition: Condition, wb: Any = None,
@@ -300,46 +258,15 @@ def condition_examples(settings: Settings, condition: Condition, claimset: Claim
     return {pid: ordered_examples(examples(pid), s, pid) for pid in personas}
 
 
-def base_work_in_child_process(settings: Settings, role: str) -> bool:
-    """Whether the base model's work runs in a child process (``model.engine_per_process``; null:
-    for vLLM, which does not reliably free GPU memory when an engine is closed). Only needed when
-    the cell then loads a different (instruct) checkpoint."""
-    model = expect_settings(settings, "base_work_in_child_process").model
-    if role == "base" or str(model.base) == str(model.instruct):
-        return False
-    flag = model.engine_per_process
-    return backend_info(model.backend).engine_per_process if flag is None else bool(flag)
-
-
-def base_model_work_due(settings: Settings, condition: Condition, claimset: ClaimSet,
-                        personas: list[str]) -> bool:
-    """Whether the condition's examples need the base model: it says it uses it, or a search it
-    needs is not complete on disk. Otherwise the cell never starts a child process for nothing."""
-    if condition.uses_base_model:
-        return True
-    if not condition.needs_search:
-        return False
-    return not searches_on_disk(settings, claimset, personas)
-
-
 def examples_in_child_process(s: Settings) -> dict[str, ConditionLabels]:
-    """:func:`condition_examples` in a fresh (spawned) process, whose exit frees every byte its
-    engine held. Searches it computes are on disk for the parent; their W&B rows are not live."""
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-
-    resolved = s.composed.copy()
-    OmegaConf.resolve(resolved)  # ${hydra:...} interpolations cannot resolve in the child
+    """:func:`condition_examples` in a fresh process (pipeline/child_process.py), whose exit frees
+    every byte its engine held. Searches it computes are on disk for the parent."""
     log.info("base model work of this cell in a child process (model.engine_per_process)")
-    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
-        return pool.submit(_condition_examples_job, resolved).result()
+    return run_in_child_process(base_model_examples, s)
 
 
-def _condition_examples_job(cfg: DictConfig) -> dict[str, ConditionLabels]:
-    """Child-process entry of :func:`examples_in_child_process` (the composed config, resolved:
-    settings are typed again in the child)."""
-    logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
-    s = typed(cfg)  # the child's boundary: the parent validated this config
+def base_model_examples(s: Settings) -> dict[str, ConditionLabels]:
+    """The child process's job: the cell's data, its base model and the condition's examples."""
     claimset, personas = cell_data(s)
     backends = Backends(s)
     try:
@@ -464,23 +391,6 @@ def judge_info(inference: Any, model: Any) -> dict:
     return {"judge_model": str(judge or model.instruct), "judge_is_model_under_test": self_judged,
             # the report calls OT scores comparable with the paper's only with a stated validation
             "judge_validation": str(validation) if validation and not self_judged else None}
-
-
-def write_cell(s: Settings, out: Path, fp: str, result: CellOutput, t0: float) -> None:
-    """The result files, each atomic; ``COMPLETE.json`` last (``config.yaml``: the composed
-    config, the record of what ran)."""
-    atomic_write_text(out / CONFIG, OmegaConf.to_yaml(OmegaConf.create(
-        scrub_secrets(OmegaConf.to_container(s.composed, resolve=True, enum_to_str=True)))))
-    atomic_write_jsonl(out / PREDICTIONS, (r.as_dict() for r in result.predictions))
-    atomic_write_jsonl(out / EXAMPLES, (e.as_dict() for e in result.examples))
-    if s.dataset.open_ended:
-        atomic_write_jsonl(out / GENERATIONS, [g.as_dict() for g in result.generations])
-    if result.selection:
-        atomic_write_jsonl(out / SELECTION, result.selection)
-    atomic_write_json(out / METRICS, result.metrics)
-    atomic_write_json(out / COMPLETE, CompleteRecord(
-        fingerprint=fp, finished=time.time(), wall_time_s=time.perf_counter() - t0,
-        slurm=slurm_job_info()).as_dict())
 
 
 def log_cell(wb: Any, out: Path, s: Settings, result: CellOutput) -> None:

@@ -37,12 +37,13 @@ from plural_icm.inference.predict import predict
 from plural_icm.layout import (CollaborativeSummary, LabellingScore, collaborative_dir,
                                collaborative_root, fingerprint)
 from plural_icm.metrics.aggregate import cell_metrics
+from plural_icm.pipeline.existing_results import reusable_summary
 from plural_icm.pipeline.models import Backends
 from plural_icm.pipeline.searches import run_searches_for
 from plural_icm.choices import QuestionsFrom, SearchUnit
 from plural_icm.search.records import SearchSummary
 from plural_icm.search.units import search_sets
-from plural_icm.errors import ConfigError, ResultsConflictError
+from plural_icm.errors import ConfigError
 from plural_icm.utils.io import atomic_write_json, atomic_write_jsonl, read_jsonl
 
 log = logging.getLogger(__name__)
@@ -201,35 +202,6 @@ def collaborative_fingerprint(s: Settings, method: str) -> str:
         settings.append(questions_from.value)
     blob = json.dumps(settings)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
-def reusable_summary(path: Path, fp: str, force: bool) -> bool:
-    """True when ``path`` holds the summary of these settings. A summary of other settings (another
-    k_per_fold, rounds, run_tag, ...) is never reused and never overwritten silently: an error, or
-    with ``force`` it is moved aside and recomputed. An unreadable summary is recomputed."""
-    import time
-
-    if not path.is_file():
-        return False
-    try:
-        old = json.loads(path.read_text(encoding="utf-8"))
-    except ValueError:
-        log.warning("%s is not readable JSON; recomputing it", path)
-        return False
-    if isinstance(old, dict) and old.get("fingerprint") == fp and not force:
-        return True
-    if not force:
-        was = {k: old.get(k) for k in ("run_tag", "k_per_fold", "rounds")} \
-            if isinstance(old, dict) else {}
-        raise ResultsConflictError(
-            f"{path} holds a collaborative summary of different settings ({was}, fingerprint "
-            f"{old.get('fingerprint') if isinstance(old, dict) else None} != {fp}); it is never "
-            f"overwritten: force=true recomputes it (the old one is moved aside), or use another "
-            f"paths.output_dir")
-    aside = path.with_name(f"{path.name}.replaced-{int(time.time())}")
-    path.replace(aside)
-    log.warning("force=true: moved the old summary to %s", aside)
-    return False
 
 
 def run_collaborative(settings: Settings, wb: Any = None) -> dict:
