@@ -119,7 +119,7 @@ def main(argv: Sequence[str] | None = None) -> None:
           f"{RULES}; published order, fork settings otherwise", flush=True)
     prog = Progress(total=len(args.personas) * len(RULES))
     backend = HFBackend(MODELS[args.model], cache_dir=default_cache_dir(), dtype="float32",
-                           prefix_cache_gb=args.prefix_cache_gb)
+                        prefix_cache_gb=args.prefix_cache_gb)
     rows: list[dict] = []
     for persona in args.personas:
         claims = search_set(cs, persona, args.fold, args.unit)
