@@ -234,4 +234,4 @@ def test_repair_benchmark_runs_both_rules_from_the_same_seeds(tiny_model_dir, ca
     printed = capsys.readouterr().out
     assert "2 searches, repair_rule=first: 6/6 iterations" in printed
     table = bench.table([{"model": "tiny", "persona": "progressive", **out}])
-    assert f"| tiny | progressive | {len(claims)} | first |" in table
+    assert f"| tiny | progressive | {len(claims)} | published | first |" in table
