@@ -9,8 +9,9 @@ consistency repair after a proposal only if it raises U; ``first`` (the ``fork``
 paper's fork ran) adopts each group's best repair unconditionally. For each persona it runs
 ``--seeds`` searches per rule from the same seeds (so search k of both rules starts from the same
 seed labels) in the published context order (or ``--order``) with the fork's other settings, and
-reports with 95% t intervals over seeds: final label accuracy against gold, U, P (mean signed log-odds), the
-inconsistencies left, the agreement of the two rules' labels and the paired accuracy difference.
+reports with 95% t intervals over seeds: final label accuracy against gold, U, P (mean signed
+log-odds), the inconsistencies left, the agreement of the two rules' labels and the paired accuracy
+difference.
 """
 
 from __future__ import annotations
