@@ -464,6 +464,44 @@ def fig_label_sets(table: pd.DataFrame, path: Path) -> Path | None:
     return _save(fig, path)
 
 
+def fig_collaborative(table: pd.DataFrame, path: Path) -> Path | None:
+    """Table 1 as a figure: per persona, each selection method's test and label accuracy after the
+    human labels (bars), before them (black ticks) and the paper's values (diamonds, GQA rows of
+    simulated answers only). ``table``: tables.collaborative_table. Which of the paper's figures
+    this corresponds to is not established here (its Table 1 holds these numbers)."""
+    if table is None or table.empty:
+        return None
+    keys = ["model", "dataset", "persona"] + (["answers"] if "answers" in table.columns else [])
+    panels = list(table.groupby(keys, sort=True))
+    fig, axes = _grid(len(panels))
+    metrics = (("test_accuracy", "test", "#1f77b4"), ("label_accuracy", "label", "#ff7f0e"))
+    w = 0.38
+    for ax, (key, g) in zip(axes, panels):
+        g = g.reset_index(drop=True)
+        xs = np.arange(len(g))
+        for j, (col, name, color) in enumerate(metrics):
+            pos = xs + (j - 0.5) * w
+            vals = 100 * g[col].astype(float)
+            ax.bar(pos, vals, w, color=color, label=f"{name} accuracy, after")
+            _mark_missing(ax, pos, list(vals))
+            before = 100 * g[f"before_{col}"].astype(float)
+            ax.hlines(before, pos - w / 2, pos + w / 2, colors="black", lw=2,
+                      label="before the labels" if j == 0 else None, zorder=4)
+            paper = 100 * g[f"paper_{col}"].astype(float) if f"paper_{col}" in g else None
+            if paper is not None and paper.notna().any():
+                ax.plot(pos, paper, ls="none", marker="D", color="black", markersize=5,
+                        markerfacecolor="white", label="paper" if j == 0 else None, zorder=5)
+        ax.set_xticks(xs, [f"{m}\nk={k}" for m, k in zip(g.method, g.k)], fontsize=8)
+        ax.set_ylim(0, 128)  # room above 100% for the legend
+        ax.set_yticks(range(0, 101, 20))
+        ax.set_ylabel("accuracy (%)")
+        ax.set_title(" / ".join(str(x) for x in key), fontsize=9)
+        ax.legend(fontsize=7, loc="upper center", ncol=2)
+    fig.suptitle("Collaborative elicitation (Table 1): accuracy after asking the k least-confident "
+                 "(confidence), random or active-learning questions")
+    return _save(fig, path)
+
+
 def fig_trajectories(traj: pd.DataFrame, path: Path, max_rows: int = 6,
                      searches: pd.DataFrame | None = None) -> Path | None:
     """ICM search score U over iterations: one row of panels per (model, dataset), one panel per

@@ -109,6 +109,7 @@ def build_report(outputs: str | Path, out: str | Path | None = None,
         "fig8": figures.fig8_absolute(means, out / "fig8_absolute_scores.png"),
         "traj": figures.fig_trajectories(traj, out / "search_trajectories.png", searches=searches),
         "label_sets": figures.fig_label_sets(label_sets, out / "fig_label_sets.png"),
+        "collaborative": figures.fig_collaborative(collab_t, out / "fig_collaborative.png"),
     }
     written += [p for p in figs.values() if p is not None]
 
@@ -315,6 +316,7 @@ def _markdown(outputs, tag, other_tags, n_main, all_cells, folds, headline, per_
          "option the simulated row used (`answers_match_gold`). The paper's numbers sit beside "
          "simulated rows only.\n",
          tables.to_markdown(collab_t, digits=2),
+         _img(figs, "collaborative", "Collaborative elicitation: accuracy before and after the labels"),
          "## ICM search trajectories\n", _img(figs, "traj", "Search trajectories"),
          ]
     return "\n".join(s)

@@ -554,3 +554,32 @@ def test_js_distance_per_persona_with_distributions_and_self_judged_ot(tmp_path)
         build_report(tmp_path, out)
         ot = pd.read_csv(out / "headline.csv").query("dataset == 'ot'").iloc[0]
         assert bool(ot.paper_comparable) is comparable
+
+
+def test_collaborative_figure_draws_after_before_and_the_papers_values(captured, tmp_path):
+    """Table 1 as a figure: one panel per persona, the test and label accuracy after the labels as
+    bars, before them as ticks, the paper's GQA values as diamonds (simulated answers only)."""
+    from analysis import figures
+    from analysis.tables import collaborative_table
+
+    rows = []
+    for method, (test, label) in {"confidence": (0.8, 0.9), "random": (0.6, 0.7),
+                                  "active": (0.5, 0.75)}.items():
+        for fold in range(2):
+            rows.append({"model": "llama70b", "dataset": "gqa_claims", "persona": "Britain",
+                         "method": method, "fold": fold, "k": 1, "test_accuracy": test,
+                         "label_accuracy": label, "U": 100.0, "before_test_accuracy": 0.5,
+                         "before_label_accuracy": 0.6, "before_U": 90.0,
+                         "answers": "simulated_gold"})
+    t = collaborative_table(pd.DataFrame(rows))
+    path = figures.fig_collaborative(t, tmp_path / "fig_collaborative.png")
+    assert path is not None
+    ax = captured["fig_collaborative.png"].axes[0]
+    assert "Britain" in ax.get_title()
+    heights = sorted(round(b.get_height(), 6) for b in ax.patches)
+    assert heights == sorted([80.0, 90.0, 60.0, 70.0, 50.0, 75.0])
+    diamonds = [l for l in ax.get_lines() if l.get_marker() == "D"]
+    ys = sorted(float(y) for l in diamonds for y in l.get_ydata())
+    assert ys == pytest.approx(sorted([76, 90, 61, 77, 72, 83]))  # Table 1, Britain
+    assert [x.get_text() for x in ax.get_xticklabels()][0].endswith("k=2")  # 1 label x 2 folds
+    assert figures.fig_collaborative(pd.DataFrame(), tmp_path / "none.png") is None

@@ -208,3 +208,30 @@ def test_order_benchmark_cell_reports_both_orders_and_progress(tiny_model_dir, c
     printed = capsys.readouterr().out
     assert "2 searches, published: 4/4 iterations" in printed and "min left" in printed
     assert "| model |" in bench.table([{"model": "tiny", "persona": "progressive", "unit": "part", **out}])
+
+
+def test_repair_benchmark_runs_both_rules_from_the_same_seeds(tiny_model_dir, capsys):
+    """``python -m plural_icm.bench.repair``'s unit of work on the tiny model: both repair rules'
+    searches in the published order from the same seeds, their agreement, the paired accuracy
+    difference and a table; each search's parameters carry its rule."""
+    from plural_icm.backends.hf import HFBackend
+    from plural_icm.bench import repair as bench
+
+    assert bench.RULES == ("improve", "first")
+    assert bench.rule_params("first", 5).repair_rule == "first"
+    assert bench.rule_params("first", 5).context_order == "published"
+    claims = demo_claims(4)
+    backend = HFBackend(str(tiny_model_dir), dtype="float32", prefix_cache=True)
+    out = bench.run_rules(backend, claims, seeds=[0, 1], max_iters=3, prog=bench.Progress(2))
+    for rule in bench.RULES:
+        o = out["rules"][rule]
+        assert len(o["labels"]) == len(o["U"]) == len(o["I"]) == 2
+        assert all(0 <= a <= 1 for a in o["accuracy"])
+    acc = out["rules"]
+    assert out["accuracy_difference"] == pytest.approx(
+        [x - y for x, y in zip(acc["improve"]["accuracy"], acc["first"]["accuracy"])])
+    assert len(out["agreement"]) == 2 and all(0 <= a <= 1 for a in out["agreement"])
+    printed = capsys.readouterr().out
+    assert "2 searches, repair_rule=first: 6/6 iterations" in printed
+    table = bench.table([{"model": "tiny", "persona": "progressive", **out}])
+    assert f"| tiny | progressive | {len(claims)} | published | first |" in table

@@ -273,6 +273,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--fold", type=int, default=0)
     ap.add_argument("--data", default=None, help="the gqa_claims folder (default: the preset's path)")
     ap.add_argument("--out", default=None, help="write every measured value as JSON here")
+    ap.add_argument("--prefix-cache-gb", type=float, default=4.0,
+                    help="the hf backend's prefix-cache budget (GiB). Searches run in shared "
+                         "batches, so their working sets add up; past the budget the cache evicts "
+                         "and recomputes (same scores, more compute)")
     args = ap.parse_args(argv)
 
     import torch
@@ -293,7 +297,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     prog = Progress(total=len(cells) * 2 * len(ORDERS))
     rows: list[dict] = []
     for model in args.models:
-        backend = HFBackend(MODELS[model], cache_dir=default_cache_dir(), dtype="float32")
+        backend = HFBackend(MODELS[model], cache_dir=default_cache_dir(), dtype="float32",
+                            prefix_cache_gb=args.prefix_cache_gb)
         for persona in args.personas:
             for unit in args.units:
                 claims = search_set(cs, persona, args.fold, unit)
