@@ -37,7 +37,7 @@ import re
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, ClassVar, Optional
+from typing import Any, ClassVar, Optional, Sequence
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -253,15 +253,21 @@ NON_RESULT_KEYS: tuple[str, ...] = (
 assert {f"model.vllm.{k}" for k in VLLM_SPEED_ONLY_KEYS} <= set(NON_RESULT_KEYS)
 
 
-def drop_non_result_keys(d: dict) -> dict:
-    """``d`` (a resolved config as plain containers) without :data:`NON_RESULT_KEYS`, in place."""
-    for dotted in NON_RESULT_KEYS:
+def drop_keys(d: dict, keys: Sequence[str]) -> dict:
+    """``d`` (plain containers) without the dotted ``keys``, in place."""
+    for dotted in keys:
         *parents, last = dotted.split(".")
         node = d
         for part in parents:
             node = node.get(part) if isinstance(node, dict) else None
         if isinstance(node, dict):
             node.pop(last, None)
+    return d
+
+
+def drop_non_result_keys(d: dict) -> dict:
+    """``d`` (a resolved config as plain containers) without :data:`NON_RESULT_KEYS`, in place."""
+    drop_keys(d, NON_RESULT_KEYS)
     # Unset engine settings (vLLM's defaults) are not settings of this cell: a config that sets
     # none fingerprints as it did before the model.vllm section existed.
     model = d.get("model")
@@ -306,13 +312,16 @@ def cell_path(cfg: Any) -> Path:
                     selection_tag(cfg))
 
 
-def fingerprint(cfg: DictConfig) -> str:
+def fingerprint(cfg: DictConfig, ignore: Sequence[str] = ()) -> str:
     """Hash of every config key that can change a cell's results.
 
     The keys in :data:`NON_RESULT_KEYS` (paths, logging, resources) are
-    left out, so moving outputs or asking for more memory does not make a finished cell "different".
+    left out, so moving outputs or asking for more memory does not make a finished cell "different";
+    so are the dotted keys in ``ignore``: those the cell's condition never reads
+    (:attr:`plural_icm.conditions.base.Condition.ignores`).
     """
     d = drop_non_result_keys(OmegaConf.to_container(cfg, resolve=True))
+    drop_keys(d, ignore)
     # A condition key that is unset (None) is not a setting of this condition: adding an optional
     # key for a new condition leaves the fingerprints of existing cells as they were.
     if isinstance(d.get("condition"), dict):

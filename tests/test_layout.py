@@ -83,3 +83,24 @@ def test_generation_rows_round_trip_and_refuse_other_shapes(tmp_path):
     (tmp_path / GENERATIONS).write_text("{not json\n")
     with pytest.raises(RecordError, match="generations.jsonl:1: not readable JSON"):
         GenerationRow.read_rows(tmp_path)
+
+
+def test_a_condition_s_ignored_keys_leave_its_fingerprint_alone(compose_config):
+    """Zero-shot reads neither the ICM settings nor the search cap: changing them is the same
+    cell; a few-shot condition's examples depend on both, so its fingerprint moves."""
+    from plural_icm.conditions.registry import get_condition
+    from plural_icm.config.settings import typed
+    from plural_icm.pipeline.existing_results import cell_fingerprint
+
+    assert get_condition("zero_shot").ignores == ("icm", "dataset.max_search_claims")
+    assert get_condition("zero_shot_base").ignores == get_condition("zero_shot").ignores
+    zs = cell_fingerprint(typed(compose_config(["condition=zero_shot"])))
+    for override in ("icm.alpha=3", "dataset.max_search_claims=5", "icm=fork"):
+        assert cell_fingerprint(typed(compose_config(["condition=zero_shot", override]))) == zs, override
+    assert cell_fingerprint(typed(compose_config(["condition=zero_shot", "seed=1"]))) != zs
+    gold = cell_fingerprint(typed(compose_config(["condition=gold"])))
+    assert cell_fingerprint(typed(compose_config(["condition=gold", "dataset.max_search_claims=5"]))) != gold
+    # a condition without ignores fingerprints exactly as the composed config does
+    cfg = compose_config(["condition=icm"])
+    assert cell_fingerprint(typed(cfg)) == fingerprint(cfg)
+    assert fingerprint(cfg, ("icm",)) != fingerprint(cfg)

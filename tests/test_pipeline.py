@@ -234,6 +234,39 @@ def test_collaborative_stage(tmp_path, tiny_model_dir, tiny_cfg):
         run_collaborative(typed_settings(cfg2))
 
 
+def test_a_zero_shot_cell_is_reused_under_other_search_settings(tmp_path, tiny_model_dir,
+                                                               monkeypatch, tiny_cfg):
+    """Zero-shot reads no ICM setting and no search cap (``ZeroShot.ignores``): a relaunch under
+    another cap or ICM preset reuses the cell instead of refusing it as "different settings",
+    also a cell written when its fingerprint still hashed those keys (its config.yaml decides); a
+    few-shot cell under another cap is still refused."""
+    from plural_icm.errors import ResultsConflictError
+    from plural_icm.layout import COMPLETE, fingerprint
+    from plural_icm.pipeline import cell, plan
+
+    cfg = tiny_cfg(["condition=zero_shot"])
+    first = cell.run_cell(typed_settings(cfg))
+    out = cell.cell_path(cfg)
+    monkeypatch.setattr(cell.Backends, "get", lambda self, role: pytest.fail("reused cells load no model"))
+    other = tiny_cfg(["condition=zero_shot", "dataset.max_search_claims=3", "icm.alpha=7"])
+    assert cell.run_cell(typed_settings(other)) == first
+    assert plan._is_complete_cell(typed_settings(other))
+    # a cell recorded with the fingerprint over every key (before ZeroShot.ignores)
+    done = json.loads((out / COMPLETE).read_text())
+    done["fingerprint"] = fingerprint(cfg)
+    (out / COMPLETE).write_text(json.dumps(done))
+    assert cell.run_cell(typed_settings(other)) == first
+    assert plan._is_complete_cell(typed_settings(other))
+    # ... but not when what it ran differs in a key zero-shot reads
+    with pytest.raises(ResultsConflictError, match="different settings"):
+        cell.run_cell(typed_settings(tiny_cfg(["condition=zero_shot", "inference.system_prompt=Other."])))
+    gold = tiny_cfg(["condition=gold"])
+    monkeypatch.undo()
+    cell.run_cell(typed_settings(gold))
+    with pytest.raises(ResultsConflictError, match="different settings"):
+        cell.run_cell(typed_settings(tiny_cfg(["condition=gold", "dataset.max_search_claims=3"])))
+
+
 def _launch(args, tmp_path, timeout=900):
     env = dict(os.environ, PLURAL_ICM_OUTPUT=str(tmp_path / "out"), HYDRA_FULL_ERROR="1")
     return subprocess.run([sys.executable, "launch.py", *args], cwd=ROOT, env=env, capture_output=True,

@@ -116,6 +116,10 @@ class Condition:
     """True when the ICM searches of every persona must exist before :meth:`examples` runs."""
     uses_examples: ClassVar[bool]
     """False for zero-shot conditions (no in-context examples: the planner's cost model)."""
+    ignores: ClassVar[tuple[str, ...]] = ()
+    """Dotted config keys the condition never reads, left out of its cells' fingerprint: a cell
+    reused under other values of them is the same computation (zero-shot: the ICM settings and the
+    search cap), so changing them neither recomputes it nor conflicts with it."""
     uses_base_model: ClassVar[bool] = True
     """Whether :meth:`examples` may call ``inputs.base_model()`` (searches aside). A cell runs such
     work in a child process when it must not hold two engines (``model.engine_per_process``);

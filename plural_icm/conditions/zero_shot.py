@@ -10,6 +10,8 @@ from plural_icm.conditions.registry import register
 class ZeroShot(Condition):
     name = "zero_shot"
     uses_examples = False
+    # no examples: neither the searches' settings nor the cap on the claims they label reach it
+    ignores = ("icm", "dataset.max_search_claims")
     n_example_sets = one_example_set
     uses_base_model = False
 

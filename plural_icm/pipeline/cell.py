@@ -60,7 +60,7 @@ from plural_icm.pipeline.child_process import (
     base_work_in_child_process,
     run_in_child_process,
 )
-from plural_icm.pipeline.existing_results import load_if_complete, prepare_cell_dir
+from plural_icm.pipeline.existing_results import cell_fingerprint, load_if_complete, prepare_cell_dir
 from plural_icm.pipeline.models import Backends
 from plural_icm.pipeline.searches import (
     icm_protocol,
@@ -110,7 +110,7 @@ def run_cell(settings: Settings, wb: Any = None) -> dict:
     """Run (or skip) one cell and return its metrics (the content of ``metrics.json``).
     ``settings``: the job's typed :class:`~plural_icm.config.settings.Settings`."""
     s = expect_settings(settings, "run_cell")
-    out, fp = cell_path(s), fingerprint(s.composed)  # the fingerprint hashes the record
+    out, fp = cell_path(s), cell_fingerprint(s)  # the fingerprint hashes the record
     done = load_if_complete(s, out, fp)
     if done is not None:
         return done

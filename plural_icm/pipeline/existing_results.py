@@ -15,13 +15,40 @@ import shutil
 import time
 from pathlib import Path
 
+from omegaconf import OmegaConf
+
+from plural_icm.conditions.registry import get_condition
 from plural_icm.config.settings import Settings
 from plural_icm.errors import ResultsConflictError
-from plural_icm.layout import CELL_FILES, COMPLETE, METRICS, CompleteRecord, cell_name, is_complete
+from plural_icm.layout import (CELL_FILES, COMPLETE, CONFIG, METRICS, CompleteRecord, cell_name,
+                               fingerprint, is_complete)
 
 log = logging.getLogger(__name__)
 
-__all__ = ["load_if_complete", "prepare_cell_dir", "reusable_summary"]
+__all__ = ["cell_fingerprint", "holds_same_results", "load_if_complete", "prepare_cell_dir",
+           "reusable_summary"]
+
+
+def cell_fingerprint(s: Settings) -> str:
+    """The fingerprint of the cell ``s`` describes: its composed config without the keys its
+    condition never reads (``Condition.ignores``)."""
+    return fingerprint(s.composed, get_condition(s.condition.name).ignores)
+
+
+def holds_same_results(s: Settings, out: Path, stored_fp: str, fp: str) -> bool:
+    """Whether the complete cell in ``out`` (fingerprint ``stored_fp``) computed what ``s`` asks
+    (fingerprint ``fp``). A cell written before its condition declared ``ignores`` carries a
+    fingerprint over every key; its ``config.yaml`` (the resolved config it ran) decides then."""
+    if stored_fp == fp:
+        return True
+    ignores = get_condition(s.condition.name).ignores
+    if not ignores:
+        return False
+    try:
+        return fingerprint(OmegaConf.load(out / CONFIG), ignores) == fp
+    except (OSError, ValueError) as exc:
+        log.warning("%s: its config.yaml could not be read (%s); comparing fingerprints only", out, exc)
+        return False
 
 
 def move_aside(path: Path) -> Path:
@@ -37,7 +64,7 @@ def load_if_complete(s: Settings, out: Path, fp: str) -> dict | None:
     if not is_complete(out, CELL_FILES) or s.force:
         return None
     done = CompleteRecord.read(out)
-    if done.fingerprint != fp:
+    if not holds_same_results(s, out, done.fingerprint, fp):
         raise ResultsConflictError(
             f"{out} holds results of different settings (fingerprint {done.fingerprint} != {fp}); "
             "they are never overwritten: set run_tag=<name> to keep both, or force=true to "

@@ -32,7 +32,8 @@ from omegaconf import OmegaConf
 from plural_icm.backends.registry import backend_info
 from plural_icm.config.settings import Settings, expect_settings
 from plural_icm.conditions.registry import condition_settings, get_condition
-from plural_icm.layout import CELL_FILES, COMPLETE, cell_path, condition_part, fingerprint, is_complete
+from plural_icm.layout import CELL_FILES, COMPLETE, cell_path, condition_part, is_complete
+from plural_icm.pipeline.existing_results import cell_fingerprint, holds_same_results
 from plural_icm.pipeline.searches import model_identity
 from plural_icm.selection import per_query
 from plural_icm.selection.apply import needs_embeddings
@@ -430,9 +431,10 @@ def _is_complete_cell(s: Settings) -> bool:
     if not is_complete(out, CELL_FILES):
         return False
     try:
-        return json.loads((out / COMPLETE).read_text()).get("fingerprint") == fingerprint(s.composed)
+        stored = json.loads((out / COMPLETE).read_text()).get("fingerprint")
     except (OSError, ValueError):
         return False
+    return holds_same_results(s, out, stored, cell_fingerprint(s))
 
 
 def build_plan(jobs: Iterable[tuple[Sequence[str], Settings]]) -> Plan:
