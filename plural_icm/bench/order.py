@@ -259,6 +259,46 @@ def table(rows: list[dict]) -> str:
     return "\n".join(head + [""] + cross)
 
 
+def add_search_args(ap: argparse.ArgumentParser, what: str) -> None:
+    """The options of every search benchmark on the authors' GQA claims (this one, bench.repair)."""
+    ap.add_argument("--seeds", type=int, default=8, help=f"searches per {what} (seeds 0..S-1)")
+    ap.add_argument("--max-iters", type=int, default=500, help="iterations per search (the fork's 500)")
+    ap.add_argument("--fold", type=int, default=0)
+    ap.add_argument("--data", default=None, help="the gqa_claims folder (default: the preset's path)")
+    ap.add_argument("--out", default=None, help="write every measured value as JSON here")
+    ap.add_argument("--prefix-cache-gb", type=float, default=4.0,
+                    help="the hf backend's prefix-cache budget (GiB). Searches run in shared "
+                         "batches, so their working sets add up; past the budget the cache evicts "
+                         "and recomputes (same scores, more compute)")
+
+
+def claims_of(args: argparse.Namespace):
+    """The ``gqa_claims`` claim set, refusing personas it does not hold (``args.personas``)."""
+    cs = load_claims(args.data)
+    missing = [p for p in args.personas if p not in cs.personas]
+    if missing:
+        sys.exit(f"personas {missing} are not in the data (have {sorted(cs.personas)})")
+    return cs
+
+
+def open_backend(model: str, args: argparse.Namespace):
+    """The hf backend of ``model`` (a key of :data:`MODELS`) in fp32 with the asked cache budget."""
+    from plural_icm.backends.hf import HFBackend
+    from plural_icm.backends.loading import default_cache_dir
+
+    return HFBackend(MODELS[model], cache_dir=default_cache_dir(), dtype="float32",
+                     prefix_cache_gb=args.prefix_cache_gb)
+
+
+def save_rows(out: str | None, rows: list[dict]) -> None:
+    """Every measured row so far to ``out`` (atomically), after each cell: a cut-short run keeps
+    what it measured."""
+    if out:
+        tmp = Path(out + ".tmp")
+        tmp.write_text(json.dumps(rows, indent=1))
+        tmp.replace(out)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--models", nargs="*", choices=list(MODELS), default=list(MODELS))
@@ -268,26 +308,12 @@ def main(argv: Sequence[str] | None = None) -> None:
                     default=["part", "training_folds"],
                     help="part: the first training part of held-out fold 0 (the fork's per-part "
                          "size, 12-28 claims); training_folds: the union of fold 0's training parts")
-    ap.add_argument("--seeds", type=int, default=8, help="searches per order (seeds 0..S-1)")
-    ap.add_argument("--max-iters", type=int, default=500, help="iterations per search (the fork's 500)")
-    ap.add_argument("--fold", type=int, default=0)
-    ap.add_argument("--data", default=None, help="the gqa_claims folder (default: the preset's path)")
-    ap.add_argument("--out", default=None, help="write every measured value as JSON here")
-    ap.add_argument("--prefix-cache-gb", type=float, default=4.0,
-                    help="the hf backend's prefix-cache budget (GiB). Searches run in shared "
-                         "batches, so their working sets add up; past the budget the cache evicts "
-                         "and recomputes (same scores, more compute)")
+    add_search_args(ap, "order")
     args = ap.parse_args(argv)
 
     import torch
 
-    from plural_icm.backends.hf import HFBackend
-    from plural_icm.backends.loading import default_cache_dir
-
-    cs = load_claims(args.data)
-    missing = [p for p in args.personas if p not in cs.personas]
-    if missing:
-        sys.exit(f"personas {missing} are not in the data (have {sorted(cs.personas)})")
+    cs = claims_of(args)
     seeds = list(range(args.seeds))
     print(f"machine: {platform.machine()}, torch {torch.__version__}, {torch.get_num_threads()} "
           f"threads; models {args.models}; personas {args.personas}; search sets {args.units} of "
@@ -297,8 +323,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     prog = Progress(total=len(cells) * 2 * len(ORDERS))
     rows: list[dict] = []
     for model in args.models:
-        backend = HFBackend(MODELS[model], cache_dir=default_cache_dir(), dtype="float32",
-                            prefix_cache_gb=args.prefix_cache_gb)
+        backend = open_backend(model, args)
         for persona in args.personas:
             for unit in args.units:
                 claims = search_set(cs, persona, args.fold, unit)
@@ -306,10 +331,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                 r = run_cell(backend, claims, seeds, args.max_iters, prog)
                 rows.append({"model": model, "persona": persona, "unit": unit, "fold": args.fold,
                              "seeds": seeds, "max_iters": args.max_iters, **r})
-                if args.out:  # after every cell, so a cut-short run keeps what it measured
-                    tmp = Path(args.out + ".tmp")
-                    tmp.write_text(json.dumps(rows, indent=1))
-                    tmp.replace(args.out)
+                save_rows(args.out, rows)
                 print(table(rows[-1:]), flush=True)
         backend.close()
     print()

@@ -18,17 +18,15 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import platform
-import sys
 import time
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
-from plural_icm.bench.order import (MODELS, LABELS, TEMPLATE, IterationMeter, Progress, fmt,
-                                    load_claims, search_params, search_set, t_interval)
+from plural_icm.bench.order import (LABELS, MODELS, TEMPLATE, IterationMeter, Progress,
+                                    add_search_args, claims_of, fmt, open_backend, save_rows,
+                                    search_params, search_set, t_interval)
 from plural_icm.choices import RepairRule
 from plural_icm.data.records import Claim, ConsistencyRule
 from plural_icm.search.engine import ICMSearch, SearchParams, run_searches
@@ -97,37 +95,22 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--unit", choices=["part", "training_folds"], default="part",
                     help="part: the first training part of held-out fold 0 (the fork's per-part "
                          "size); training_folds: the union of fold 0's training parts")
-    ap.add_argument("--seeds", type=int, default=8, help="searches per rule (seeds 0..S-1)")
-    ap.add_argument("--max-iters", type=int, default=500, help="iterations per search (the fork's 500)")
+    add_search_args(ap, "rule")
     ap.add_argument("--order", choices=list(CONTEXT_ORDERS), default="published",
                     help="the context order of every search (the presets' published by default; "
                          "halving_tail is ~3x cheaper on a CPU and scores another objective)")
-    ap.add_argument("--fold", type=int, default=0)
-    ap.add_argument("--data", default=None, help="the gqa_claims folder (default: the preset's path)")
-    ap.add_argument("--out", default=None, help="write every measured value as JSON here")
-    ap.add_argument("--prefix-cache-gb", type=float, default=4.0,
-                    help="the hf backend's prefix-cache budget (GiB). Searches run in shared "
-                         "batches, so their working sets add up; past the budget the cache evicts "
-                         "and recomputes (same scores, more compute)")
     args = ap.parse_args(argv)
 
     import torch
 
-    from plural_icm.backends.hf import HFBackend
-    from plural_icm.backends.loading import default_cache_dir
-
-    cs = load_claims(args.data)
-    missing = [p for p in args.personas if p not in cs.personas]
-    if missing:
-        sys.exit(f"personas {missing} are not in the data (have {sorted(cs.personas)})")
+    cs = claims_of(args)
     seeds = list(range(args.seeds))
     print(f"machine: {platform.machine()}, torch {torch.__version__}, {torch.get_num_threads()} "
           f"threads; model {args.model}; personas {args.personas}; search set {args.unit} of "
           f"held-out fold {args.fold}; seeds {seeds}; {args.max_iters} iterations; repair rules "
           f"{RULES}; {args.order} order, fork settings otherwise", flush=True)
     prog = Progress(total=len(args.personas) * len(RULES))
-    backend = HFBackend(MODELS[args.model], cache_dir=default_cache_dir(), dtype="float32",
-                        prefix_cache_gb=args.prefix_cache_gb)
+    backend = open_backend(args.model, args)
     rows: list[dict] = []
     for persona in args.personas:
         claims = search_set(cs, persona, args.fold, args.unit)
@@ -135,10 +118,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         rows.append({"model": args.model, "persona": persona, "unit": args.unit, "fold": args.fold,
                      "seeds": seeds, "max_iters": args.max_iters,
                      **run_rules(backend, claims, seeds, args.max_iters, prog, args.order)})
-        if args.out:  # after every persona, so a cut-short run keeps what it measured
-            tmp = Path(args.out + ".tmp")
-            tmp.write_text(json.dumps(rows, indent=1))
-            tmp.replace(args.out)
+        save_rows(args.out, rows)
         print(table(rows[-1:]), flush=True)
     backend.close()
     print()
