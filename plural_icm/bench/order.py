@@ -320,7 +320,8 @@ def main(argv: Sequence[str] | None = None) -> None:
           f"held-out fold {args.fold}; seeds {seeds}; {args.max_iters} iterations; orders {ORDERS}; "
           f"fork settings (alpha 50, num_seed 8, log schedule, T0 10, no early stop)", flush=True)
     cells = [(m, p, u) for m in args.models for p in args.personas for u in args.units]
-    prog = Progress(total=len(cells) * 2 * len(ORDERS))
+    # per cell and order: the fixed labellings, the searches, their labels under the other order
+    prog = Progress(total=len(cells) * 3 * len(ORDERS))
     rows: list[dict] = []
     for model in args.models:
         backend = open_backend(model, args)
