@@ -272,6 +272,14 @@ def add_search_args(ap: argparse.ArgumentParser, what: str) -> None:
                          "and recomputes (same scores, more compute)")
 
 
+def machine() -> str:
+    """The machine a benchmark ran on, for its first line: architecture, torch, threads."""
+    import torch
+
+    return (f"machine: {platform.machine()}, torch {torch.__version__}, "
+            f"{torch.get_num_threads()} threads")
+
+
 def claims_of(args: argparse.Namespace):
     """The ``gqa_claims`` claim set, refusing personas it does not hold (``args.personas``)."""
     cs = load_claims(args.data)
@@ -311,12 +319,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     add_search_args(ap, "order")
     args = ap.parse_args(argv)
 
-    import torch
-
     cs = claims_of(args)
     seeds = list(range(args.seeds))
-    print(f"machine: {platform.machine()}, torch {torch.__version__}, {torch.get_num_threads()} "
-          f"threads; models {args.models}; personas {args.personas}; search sets {args.units} of "
+    print(f"{machine()}; models {args.models}; personas {args.personas}; search sets {args.units} of "
           f"held-out fold {args.fold}; seeds {seeds}; {args.max_iters} iterations; orders {ORDERS}; "
           f"fork settings (alpha 50, num_seed 8, log schedule, T0 10, no early stop)", flush=True)
     cells = [(m, p, u) for m in args.models for p in args.personas for u in args.units]

@@ -18,14 +18,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import platform
 import time
 from typing import Sequence
 
 import numpy as np
 
 from plural_icm.bench.order import (LABELS, MODELS, TEMPLATE, IterationMeter, Progress,
-                                    add_search_args, claims_of, fmt, open_backend, save_rows,
+                                    add_search_args, claims_of, fmt, machine, open_backend, save_rows,
                                     search_params, search_set, t_interval)
 from plural_icm.choices import RepairRule
 from plural_icm.data.records import Claim, ConsistencyRule
@@ -101,12 +100,9 @@ def main(argv: Sequence[str] | None = None) -> None:
                          "halving_tail is ~3x cheaper on a CPU and scores another objective)")
     args = ap.parse_args(argv)
 
-    import torch
-
     cs = claims_of(args)
     seeds = list(range(args.seeds))
-    print(f"machine: {platform.machine()}, torch {torch.__version__}, {torch.get_num_threads()} "
-          f"threads; model {args.model}; personas {args.personas}; search set {args.unit} of "
+    print(f"{machine()}; model {args.model}; personas {args.personas}; search set {args.unit} of "
           f"held-out fold {args.fold}; seeds {seeds}; {args.max_iters} iterations; repair rules "
           f"{RULES}; {args.order} order, fork settings otherwise", flush=True)
     prog = Progress(total=len(args.personas) * len(RULES))
