@@ -247,6 +247,7 @@ def test_a_zero_shot_cell_is_reused_under_other_search_settings(tmp_path, tiny_m
     cfg = tiny_cfg(["condition=zero_shot"])
     first = cell.run_cell(typed_settings(cfg))
     out = cell.cell_path(cfg)
+    real_get = cell.Backends.get
     monkeypatch.setattr(cell.Backends, "get", lambda self, role: pytest.fail("reused cells load no model"))
     other = tiny_cfg(["condition=zero_shot", "dataset.max_search_claims=3", "icm.alpha=7"])
     assert cell.run_cell(typed_settings(other)) == first
@@ -261,8 +262,9 @@ def test_a_zero_shot_cell_is_reused_under_other_search_settings(tmp_path, tiny_m
     with pytest.raises(ResultsConflictError, match="different settings"):
         cell.run_cell(typed_settings(tiny_cfg(["condition=zero_shot", "inference.system_prompt=Other."])))
     gold = tiny_cfg(["condition=gold"])
-    monkeypatch.undo()
+    monkeypatch.setattr(cell.Backends, "get", real_get)  # (undo() would also drop the output dir)
     cell.run_cell(typed_settings(gold))
+    assert cell.cell_path(gold).is_relative_to(tmp_path)
     with pytest.raises(ResultsConflictError, match="different settings"):
         cell.run_cell(typed_settings(tiny_cfg(["condition=gold", "dataset.max_search_claims=3"])))
 
