@@ -45,10 +45,12 @@ def gold_logprob(preds: pd.DataFrame) -> pd.Series:
     return pd.Series(np.where(preds["gold"].astype(bool), lt - z, lf - z), index=preds.index)
 
 
-def config_value(cell_dir: Path, key: str) -> object:
-    """``key`` (dotted) of the cell's stored config.yaml; None when absent."""
+def config_values(cell_dir: Path, keys: Sequence[str]) -> dict[str, object]:
+    """The dotted ``keys`` of the cell's stored config.yaml (read once); None where absent."""
+    if not keys:
+        return {}
     cfg = OmegaConf.load(cell_dir / CONFIG)
-    return OmegaConf.select(cfg, key, default=None)
+    return {k: OmegaConf.select(cfg, k, default=None) for k in keys}
 
 
 def discrimination_table(outputs: str | Path, config_keys: Sequence[str] = ()) -> pd.DataFrame:
@@ -62,7 +64,7 @@ def discrimination_table(outputs: str | Path, config_keys: Sequence[str] = ()) -
             continue
         preds = preds[preds["perturbation"].isna()] if "perturbation" in preds else preds
         row = {k: c[k] for k in load.CELL_KEYS}
-        row.update({k: config_value(Path(c["path"]), k) for k in config_keys})
+        row.update(config_values(Path(c["path"]), config_keys))
         row.update({"n_claims": len(preds),
                     "accuracy": float((preds["pred"].astype(bool) == preds["gold"].astype(bool)).mean()),
                     "auc": auc(preds["p_true"], preds["gold"].astype(bool)),
