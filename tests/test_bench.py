@@ -78,3 +78,17 @@ def test_memory_table_projects_only_an_unbounded_cache():
                         dict(base, cache_budget_gb=0.001, cache_evictions=5)]).splitlines()
     assert out[2].startswith("| tiny | 64 | 48 | none |") and "| - |" not in out[2]
     assert "| 0.001 |" in out[3] and out[3].count("| - |") == 1 and out[3].endswith("| - | 10 |")
+
+
+def test_rate_intervals_stay_within_what_a_rate_can_be():
+    from plural_icm.bench.order import RATE, RATE_DIFFERENCE, fmt, t_interval
+
+    # The Brazil cell's per-seed agreement (2026-12-05): its plain t interval reaches 101.7%.
+    agreement = [0.875, 0.625, 0.75, 0.9375]
+    m, lo, hi = t_interval(agreement)
+    assert hi > 1.0
+    assert t_interval(agreement, RATE) == (m, lo, 1.0)
+    assert fmt(t_interval(agreement, RATE), True) == "79.7% [57.6%, 100.0%]"
+    # A difference of rates is clipped at -100% / +100%, a P (no bounds) not at all.
+    assert t_interval([-1.0, -0.9, 0.2], RATE_DIFFERENCE)[1] == -1.0
+    assert t_interval([-1.0, -0.9, 0.2])[1] < -1.0

@@ -23,9 +23,9 @@ from typing import Sequence
 
 import numpy as np
 
-from plural_icm.bench.order import (LABELS, MODELS, TEMPLATE, IterationMeter, Progress,
-                                    add_search_args, claims_of, fmt, machine, open_backend, save_rows,
-                                    search_params, search_set, t_interval)
+from plural_icm.bench.order import (LABELS, MODELS, RATE, RATE_DIFFERENCE, TEMPLATE, IterationMeter,
+                                    Progress, add_search_args, claims_of, fmt, machine, open_backend,
+                                    save_rows, search_params, search_set, t_interval)
 from plural_icm.choices import RepairRule
 from plural_icm.data.records import Claim, ConsistencyRule
 from plural_icm.search.engine import ICMSearch, SearchParams, run_searches
@@ -79,11 +79,11 @@ def table(rows: list[dict]) -> str:
         for rule in RULES:
             o = r["rules"][rule]
             per_rule.append(f"{key} {r.get('context_order', 'published')} | {rule} | "
-                            f"{fmt(t_interval(o['accuracy']), True)} | "
+                            f"{fmt(t_interval(o['accuracy'], RATE), True)} | "
                             f"{fmt(t_interval(o['U']))} | {fmt(t_interval(o['P']))} | "
                             f"{fmt(t_interval(o['I']))} |")
-        paired.append(f"{key} {fmt(t_interval(r['agreement']), True)} | "
-                      f"{fmt(t_interval(r['accuracy_difference']), True)} |")
+        paired.append(f"{key} {fmt(t_interval(r['agreement'], RATE), True)} | "
+                      f"{fmt(t_interval(r['accuracy_difference'], RATE_DIFFERENCE), True)} |")
     return "\n".join(per_rule + [""] + paired)
 
 
